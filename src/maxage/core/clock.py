@@ -1,0 +1,38 @@
+"""Clocks: the real one and a manual one for exact, fast TTL and staleness tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class SystemClock:
+    """Wall-clock seconds since the epoch (``time.time``)."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that only moves when told to. Thread-safe."""
+
+    __slots__ = ("_lock", "_now")
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        with self._lock:
+            self._now += seconds
+
+    def set(self, now: float) -> None:
+        with self._lock:
+            self._now = now

@@ -1,0 +1,401 @@
+"""SQLite primary (the embedded default), in WAL mode.
+
+Threading: every call runs off the event loop. Writes go through one dedicated
+writer thread (one connection; SQLite has a single writer anyway) and start with
+``BEGIN IMMEDIATE`` so the read-modify-write of a document holds the database
+write lock from its first read: that also makes several processes on one file
+safe. Reads use a small pool of threads, each with its own connection; WAL lets
+them run beside the writer.
+
+Change-log order: ``seq`` is assigned inside the write transaction while the
+write lock is held, so commit order equals ``seq`` order and a poll that starts
+a read transaction at time ``t`` sees every change committed before ``t``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from maxage.core.types import Clock
+from maxage.store.base import (
+    Change,
+    ChangeBatch,
+    ChangeOp,
+    Claim,
+    ClaimState,
+    Document,
+    IdempotencyLost,
+    StoredResponse,
+    StoreError,
+    StoreStats,
+    StoreTimeout,
+    WriteRequest,
+    WriteResult,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS documents (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (collection, id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        op TEXT NOT NULL,
+        committed_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS idempotency (
+        scope TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        state TEXT NOT NULL,
+        status INTEGER,
+        headers TEXT,
+        body BLOB,
+        lease_until REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires_at)",
+    """CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)""",
+]
+
+
+def _encode_headers(headers: tuple[tuple[str, str], ...]) -> str:
+    return "\n".join(f"{k}:{v}" for k, v in headers)
+
+
+def _decode_headers(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    out = []
+    for line in text.split("\n"):
+        k, _, v = line.partition(":")
+        out.append((k, v))
+    return tuple(out)
+
+
+def _row_to_doc(row: tuple[object, ...]) -> Document:
+    collection, id_, version, data, created_at, updated_at, deleted = row
+    return Document(
+        collection=str(collection),
+        id=str(id_),
+        version=int(version),  # type: ignore[call-overload]
+        data=bytes(data),  # type: ignore[call-overload]
+        created_at=float(created_at),  # type: ignore[arg-type]
+        updated_at=float(updated_at),  # type: ignore[arg-type]
+        deleted=bool(deleted),
+    )
+
+
+_DOC_COLUMNS = "collection, id, version, data, created_at, updated_at, deleted"
+
+
+class SQLiteStore:
+    """The embedded primary. ``path`` is a file; its directory is created if needed."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock,
+        timeout: float = 5.0,
+        readers: int = 4,
+        slow_down: Callable[[], float] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.timeout = timeout
+        self.stats = StoreStats()
+        # Test and fault-injection hook: seconds to stall each call (a slow primary).
+        self.slow_down = slow_down
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maxage-sqlite-w")
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="maxage-sqlite-r")
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._opened = False
+
+    # -- connections -------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    async def _run(self, op: str, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        ok = False
+        try:
+            delay = self.slow_down() if self.slow_down is not None else 0.0
+            if delay > 0:
+                await asyncio.sleep(delay)
+            fut = loop.run_in_executor(pool, fn)
+            try:
+                result = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+            except TimeoutError as exc:
+                raise StoreTimeout(f"sqlite {op} exceeded {self.timeout}s") from exc
+            ok = True
+            return result
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite {op} failed: {exc}") from exc
+        finally:
+            self.stats.record(op, time.perf_counter() - started, ok)
+
+    def _read(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        return asyncio.ensure_future(self._run(op, self._readers, lambda: fn(self._conn())))
+
+    def _write(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        def in_txn() -> T:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return asyncio.ensure_future(self._run(op, self._writer, in_txn))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def migrate(conn: sqlite3.Connection) -> None:
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+
+        await self._write("migrate", migrate)
+        self._opened = True
+
+    async def close(self) -> None:
+        def close_all() -> None:
+            with self._all_lock:
+                for conn in self._all:
+                    try:
+                        conn.close()
+                    except sqlite3.Error:
+                        pass
+                self._all.clear()
+
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        close_all()
+
+    async def ping(self) -> None:
+        await self._read("ping", lambda c: c.execute("SELECT 1").fetchone())
+
+    # -- documents ---------------------------------------------------------------------
+
+    async def get(self, collection: str, id: str) -> Document | None:
+        def q(conn: sqlite3.Connection) -> Document | None:
+            row = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents WHERE collection=? AND id=? AND deleted=0",
+                (collection, id),
+            ).fetchone()
+            return _row_to_doc(row) if row else None
+
+        return await self._read("get", q)
+
+    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
+        def q(conn: sqlite3.Connection) -> list[Document]:
+            rows = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents WHERE collection=? AND id>? AND deleted=0 "
+                "ORDER BY id LIMIT ?",
+                (collection, after_id or "", limit),
+            ).fetchall()
+            return [_row_to_doc(r) for r in rows]
+
+        return await self._read("list", q)
+
+    async def write(self, request: WriteRequest) -> WriteResult:
+        def txn(conn: sqlite3.Connection) -> WriteResult:
+            row = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents WHERE collection=? AND id=?",
+                (request.collection, request.id),
+            ).fetchone()
+            existing = _row_to_doc(row) if row else None
+            live = existing if existing is not None and not existing.deleted else None
+            new_data = request.mutate(live)
+            version = (existing.version if existing else 0) + 1
+            now = request.now
+            if new_data is None:
+                if live is None:
+                    raise LookupError("no live document to delete")
+                conn.execute(
+                    "UPDATE documents SET version=?, updated_at=?, deleted=1 "
+                    "WHERE collection=? AND id=?",
+                    (version, now, request.collection, request.id),
+                )
+                doc = Document(
+                    request.collection, request.id, version, live.data, live.created_at, now, True
+                )
+                op = ChangeOp.DELETE
+            else:
+                created_at = live.created_at if live else now
+                conn.execute(
+                    "INSERT INTO documents (collection, id, version, data, created_at, updated_at,"
+                    " deleted) VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (collection, id) DO UPDATE"
+                    " SET version=excluded.version, data=excluded.data,"
+                    " created_at=excluded.created_at, updated_at=excluded.updated_at, deleted=0",
+                    (request.collection, request.id, version, new_data, created_at, now),
+                )
+                doc = Document(request.collection, request.id, version, new_data, created_at, now)
+                op = ChangeOp.PUT
+            cur = conn.execute(
+                "INSERT INTO changes (collection, id, version, op, committed_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (request.collection, request.id, version, op.value, now),
+            )
+            seq = int(cur.lastrowid or 0)
+            result = WriteResult(document=doc, created=live is None, seq=seq)
+            if request.idempotency is not None:
+                idem = request.idempotency
+                held = conn.execute(
+                    "SELECT owner, state FROM idempotency WHERE scope=?", (idem.scope,)
+                ).fetchone()
+                if held is None or held[0] != idem.owner or held[1] != "in_flight":
+                    raise IdempotencyLost(f"idempotency claim {idem.scope!r} was lost")
+                response = idem.render(result)
+                conn.execute(
+                    "UPDATE idempotency SET state='done', status=?, headers=?, body=? WHERE scope=?",
+                    (
+                        response.status,
+                        _encode_headers(response.headers),
+                        response.body,
+                        idem.scope,
+                    ),
+                )
+                result = WriteResult(doc, result.created, seq, response)
+            return result
+
+        return await self._write("write", txn)
+
+    # -- change log --------------------------------------------------------------------
+
+    async def changes_after(self, cursor: int, limit: int) -> ChangeBatch:
+        def q(conn: sqlite3.Connection) -> ChangeBatch:
+            conn.execute("BEGIN")
+            try:
+                # The read snapshot starts with the first SELECT; take the time before it.
+                snapshot_at = self.clock.now()
+                rows = conn.execute(
+                    "SELECT seq, collection, id, version, op, committed_at FROM changes"
+                    " WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (cursor, limit),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            changes = [
+                Change(int(s), str(c), str(i), int(v), ChangeOp(o), float(t))
+                for s, c, i, v, o, t in rows
+            ]
+            new_cursor = changes[-1].seq if changes else cursor
+            return ChangeBatch(changes, new_cursor, snapshot_at, complete=len(changes) < limit)
+
+        return await self._read("changes", q)
+
+    async def last_seq(self) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+            return int(row[0])
+
+        return await self._read("last_seq", q)
+
+    # -- idempotency -------------------------------------------------------------------
+
+    async def claim_idempotency(
+        self,
+        scope: str,
+        fingerprint: str,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        keep_seconds: float,
+    ) -> Claim:
+        def txn(conn: sqlite3.Connection) -> Claim:
+            row = conn.execute(
+                "SELECT fingerprint, state, status, headers, body, lease_until, expires_at"
+                " FROM idempotency WHERE scope=?",
+                (scope,),
+            ).fetchone()
+            if row is not None and row[6] > now:
+                fp, state, status, headers, body, lease_until, _ = row
+                if fp != fingerprint:
+                    return Claim(ClaimState.MISMATCH)
+                if state == "done":
+                    return Claim(
+                        ClaimState.DONE,
+                        StoredResponse(int(status), _decode_headers(headers), bytes(body)),
+                    )
+                if lease_until > now:
+                    return Claim(ClaimState.IN_FLIGHT)
+            conn.execute(
+                "INSERT INTO idempotency (scope, fingerprint, owner, state, lease_until, expires_at)"
+                " VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT (scope) DO UPDATE SET"
+                " fingerprint=excluded.fingerprint, owner=excluded.owner, state='in_flight',"
+                " status=NULL, headers=NULL, body=NULL, lease_until=excluded.lease_until,"
+                " expires_at=excluded.expires_at",
+                (scope, fingerprint, owner, now + lease_seconds, now + keep_seconds),
+            )
+            return Claim(ClaimState.ACQUIRED)
+
+        return await self._write("idempotency_claim", txn)
+
+    async def release_idempotency(self, scope: str, owner: str) -> None:
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM idempotency WHERE scope=? AND owner=? AND state='in_flight'",
+                (scope, owner),
+            )
+
+        await self._write("idempotency_release", txn)
+
+    async def purge_idempotency(self, now: float) -> int:
+        def txn(conn: sqlite3.Connection) -> int:
+            cur = conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            return int(cur.rowcount)
+
+        return await self._write("idempotency_purge", txn)
+
+    async def secret(self, name: str) -> bytes:
+        def txn(conn: sqlite3.Connection) -> bytes:
+            row = conn.execute("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = secrets.token_bytes(32)
+            conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (name, value))
+            return value
+
+        return await self._write("secret", txn)

@@ -1,0 +1,52 @@
+"""Store fixtures: every adapter runs the same contract suite (tests/store/test_contract.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from maxage.core.clock import ManualClock
+from maxage.store.base import Store
+from maxage.store.sqlite import SQLiteStore
+
+StoreFactory = Callable[[], Store]
+
+
+def _sqlite(tmp_path: Path, clock: ManualClock) -> Store:
+    return SQLiteStore(tmp_path / "primary.db", clock=clock)
+
+
+STORE_KINDS = ["sqlite"]
+try:  # the PostgreSQL adapter joins the suite when present
+    import maxage.store.postgres  # noqa: F401
+
+    STORE_KINDS.append("postgres")
+except ImportError:  # pragma: no cover - adapter not built yet
+    pass
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_700_000_000.0)
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        s = _sqlite(tmp_path, clock)
+    else:
+        from tests.support.services import fresh_postgres_store
+
+        s = await fresh_postgres_store(clock)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"

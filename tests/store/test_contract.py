@@ -1,0 +1,185 @@
+"""The store contract: any primary adapter must pass these (DESIGN.md P5, P7)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from maxage.core.clock import ManualClock
+from maxage.store.base import (
+    ChangeOp,
+    ClaimState,
+    Document,
+    IdempotencyCompletion,
+    Store,
+    StoredResponse,
+    WriteRequest,
+    WriteResult,
+)
+
+
+def put(data: bytes):  # type: ignore[no-untyped-def]
+    return lambda current: data
+
+
+def delete(current: Document | None) -> bytes | None:
+    assert current is not None
+    return None
+
+
+async def test_write_then_get_bumps_version(store: Store, clock: ManualClock) -> None:
+    r1 = await store.write(WriteRequest("c", "a", put(b'{"x":1}'), clock.now()))
+    assert r1.created and r1.document.version == 1
+    clock.advance(1)
+    r2 = await store.write(WriteRequest("c", "a", put(b'{"x":2}'), clock.now()))
+    assert not r2.created and r2.document.version == 2
+    doc = await store.get("c", "a")
+    assert doc is not None
+    assert doc.version == 2 and doc.data == b'{"x":2}'
+    assert doc.created_at == r1.document.created_at < doc.updated_at
+
+
+async def test_get_missing_and_other_collection(store: Store, clock: ManualClock) -> None:
+    await store.write(WriteRequest("c", "a", put(b"{}"), clock.now()))
+    assert await store.get("c", "zz") is None
+    assert await store.get("other", "a") is None
+
+
+async def test_delete_keeps_version_chain(store: Store, clock: ManualClock) -> None:
+    await store.write(WriteRequest("c", "a", put(b"{}"), clock.now()))
+    r = await store.write(WriteRequest("c", "a", delete, clock.now()))
+    assert r.document.deleted and r.document.version == 2
+    assert await store.get("c", "a") is None
+    again = await store.write(WriteRequest("c", "a", put(b'{"y":1}'), clock.now()))
+    assert again.created and again.document.version == 3
+
+
+async def test_mutator_exception_rolls_back(store: Store, clock: ManualClock) -> None:
+    await store.write(WriteRequest("c", "a", put(b'{"v":1}'), clock.now()))
+    before = await store.last_seq()
+
+    def boom(current: Document | None) -> bytes:
+        raise ValueError("precondition failed")
+
+    with pytest.raises(ValueError):
+        await store.write(WriteRequest("c", "a", boom, clock.now()))
+    doc = await store.get("c", "a")
+    assert doc is not None and doc.version == 1
+    assert await store.last_seq() == before
+
+
+async def test_one_change_row_per_version_in_commit_order(store: Store, clock: ManualClock) -> None:
+    for i in range(5):
+        await store.write(WriteRequest("c", f"k{i % 2}", put(b"{}"), clock.now()))
+    await store.write(WriteRequest("c", "k0", delete, clock.now()))
+    batch = await store.changes_after(0, 100)
+    assert batch.complete
+    seen = [(c.id, c.version, c.op) for c in batch.changes]
+    assert seen == [
+        ("k0", 1, ChangeOp.PUT),
+        ("k1", 1, ChangeOp.PUT),
+        ("k0", 2, ChangeOp.PUT),
+        ("k1", 2, ChangeOp.PUT),
+        ("k0", 3, ChangeOp.PUT),
+        ("k0", 4, ChangeOp.DELETE),
+    ]
+    seqs = [c.seq for c in batch.changes]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert batch.cursor == seqs[-1] == await store.last_seq()
+
+
+async def test_changes_after_paginates_and_is_complete_at_end(store: Store, clock: ManualClock) -> None:
+    for i in range(7):
+        await store.write(WriteRequest("c", f"k{i}", put(b"{}"), clock.now()))
+    b1 = await store.changes_after(0, 3)
+    assert len(b1.changes) == 3 and not b1.complete
+    b2 = await store.changes_after(b1.cursor, 3)
+    b3 = await store.changes_after(b2.cursor, 3)
+    assert len(b3.changes) == 1 and b3.complete
+    empty = await store.changes_after(b3.cursor, 3)
+    assert empty.changes == [] and empty.complete and empty.cursor == b3.cursor
+
+
+async def test_snapshot_at_covers_prior_commits(store: Store, clock: ManualClock) -> None:
+    r = await store.write(WriteRequest("c", "a", put(b"{}"), clock.now()))
+    clock.advance(1)
+    batch = await store.changes_after(0, 10)
+    assert batch.snapshot_at >= r.document.updated_at
+    assert [c.seq for c in batch.changes] == [r.seq]
+
+
+async def test_concurrent_writes_form_one_chain(store: Store, clock: ManualClock) -> None:
+    results = await asyncio.gather(
+        *(store.write(WriteRequest("c", "hot", put(b"{}"), clock.now())) for _ in range(20))
+    )
+    versions = sorted(r.document.version for r in results)
+    assert versions == list(range(1, 21))
+    batch = await store.changes_after(0, 100)
+    assert sorted(c.version for c in batch.changes) == versions
+
+
+async def test_list_page_keyset(store: Store, clock: ManualClock) -> None:
+    for i in (3, 1, 2, 5, 4):
+        await store.write(WriteRequest("c", f"id{i}", put(b"{}"), clock.now()))
+    await store.write(WriteRequest("c", "id2", delete, clock.now()))
+    await store.write(WriteRequest("other", "id0", put(b"{}"), clock.now()))
+    p1 = await store.list_page("c", None, 2)
+    assert [d.id for d in p1] == ["id1", "id3"]
+    p2 = await store.list_page("c", p1[-1].id, 2)
+    assert [d.id for d in p2] == ["id4", "id5"]
+    assert await store.list_page("c", "id5", 2) == []
+
+
+def _render(result: WriteResult) -> StoredResponse:
+    return StoredResponse(
+        201, (("etag", f'"{result.document.version}"'),), b"body-%d" % result.document.version
+    )
+
+
+async def test_idempotency_claim_complete_replay(store: Store, clock: ManualClock) -> None:
+    now = clock.now()
+    claim = await store.claim_idempotency("POST /c k1", "fp1", "owner-a", now, 30, 3600)
+    assert claim.state is ClaimState.ACQUIRED
+    again = await store.claim_idempotency("POST /c k1", "fp1", "owner-b", now, 30, 3600)
+    assert again.state is ClaimState.IN_FLIGHT
+    other = await store.claim_idempotency("POST /c k1", "fp2", "owner-b", now, 30, 3600)
+    assert other.state is ClaimState.MISMATCH
+    r = await store.write(
+        WriteRequest("c", "a", put(b"{}"), now, IdempotencyCompletion("POST /c k1", "owner-a", _render))
+    )
+    assert r.response == StoredResponse(201, (("etag", '"1"'),), b"body-1")
+    replay = await store.claim_idempotency("POST /c k1", "fp1", "owner-c", now, 30, 3600)
+    assert replay.state is ClaimState.DONE and replay.response == r.response
+
+
+async def test_idempotency_lost_claim_writes_nothing(store: Store, clock: ManualClock) -> None:
+    now = clock.now()
+    assert (await store.claim_idempotency("s", "fp", "a", now, 5, 3600)).state is ClaimState.ACQUIRED
+    clock.advance(10)  # lease expired: b takes over
+    assert (
+        await store.claim_idempotency("s", "fp", "b", clock.now(), 5, 3600)
+    ).state is ClaimState.ACQUIRED
+    with pytest.raises(Exception):
+        await store.write(
+            WriteRequest("c", "a", put(b"{}"), clock.now(), IdempotencyCompletion("s", "a", _render))
+        )
+    assert await store.get("c", "a") is None
+    assert await store.last_seq() == 0
+
+
+async def test_idempotency_release_and_purge(store: Store, clock: ManualClock) -> None:
+    now = clock.now()
+    await store.claim_idempotency("s", "fp", "a", now, 30, 100)
+    await store.release_idempotency("s", "a")
+    assert (await store.claim_idempotency("s", "fp2", "b", now, 30, 100)).state is ClaimState.ACQUIRED
+    clock.advance(101)
+    assert await store.purge_idempotency(clock.now()) == 1
+    assert (await store.claim_idempotency("s", "fp3", "c", clock.now(), 30, 100)).state is ClaimState.ACQUIRED
+
+
+async def test_secret_is_stable(store: Store) -> None:
+    a = await store.secret("page_token")
+    b = await store.secret("page_token")
+    assert a == b and len(a) == 32
+    assert await store.secret("other") != a
