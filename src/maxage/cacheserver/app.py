@@ -1,0 +1,483 @@
+"""Routing and handlers of the cache server (no I/O except the upstream loader).
+
+Handlers return ``(status, header_lines, body)`` synchronously for every cache
+operation; only a read-through miss returns a coroutine (see ``protocol``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+import msgspec
+
+from maxage.core import MISSING, Cache, Entry, SetOutcome
+
+from . import metrics as metrics_mod
+from .openapi import OPENAPI_JSON
+from .problems import problem
+from .protocol import Handled, Request, Result
+from .upstream import Upstreams
+
+KEYS_PREFIX: Final = b"/v1/keys/"
+MAX_TAGS: Final = 64
+MAX_TAG_LEN: Final = 256
+MAX_CONTENT_TYPE: Final = 256
+MAX_VERSION: Final = 2**63 - 1
+DEFAULT_CONTENT_TYPE: Final = b"application/octet-stream"
+
+_JSON: Final = b"content-type: application/json\r\ncache-control: no-store\r\n"
+_TEXT_METRICS: Final = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n"
+_HIT: Final = b"cache-status: maxage; hit\r\n"
+_STALE: Final = b"cache-status: maxage; fwd=stale; fwd-status=502\r\n"
+_MISS_STORED: Final = b"cache-status: maxage; fwd=miss; stored\r\n"
+_MISS_NOT_STORED: Final = b"cache-status: maxage; fwd=miss\r\n"
+_ALLOW_KEY: Final = b"allow: GET, HEAD, PUT, DELETE\r\n"
+_ALLOW_POST: Final = b"allow: POST\r\n"
+_ALLOW_GET: Final = b"allow: GET, HEAD\r\n"
+_WWW_AUTH: Final = b'www-authenticate: Bearer realm="maxage"\r\n'
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Meta:
+    """What an entry needs besides its body: precomputed header lines.
+
+    ``head`` holds the content type and the ETag; ``fresh_until`` is set for
+    read-through entries kept past their freshness for stale-if-error.
+    """
+
+    __slots__ = ("content_type", "etag", "fresh_until", "head")
+
+    def __init__(self, content_type: bytes, version: int, fresh_until: float | None) -> None:
+        self.content_type = content_type
+        self.fresh_until = fresh_until
+        self.etag = b""
+        self.head = b""
+        self.set_version(version)
+
+    def set_version(self, version: int) -> None:
+        """Fix the ETag (an unversioned put learns its version only from the cache)."""
+        self.etag = b'"%d"' % version
+        self.head = b"content-type: " + self.content_type + b"\r\netag: " + self.etag + b"\r\n"
+
+
+class _BadParam(Exception):
+    pass
+
+
+class InvalidateBody(msgspec.Struct, forbid_unknown_fields=True):
+    tags: list[str] | None = None
+    prefix: str | None = None
+
+
+class App:
+    """The request handler; one per server process."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        clock: Any,
+        metrics: metrics_mod.Metrics,
+        *,
+        max_key_length: int,
+        max_value_bytes: int,
+        token: str | None,
+        upstreams: Upstreams | None = None,
+        debug_clock: bool = False,
+    ) -> None:
+        self.cache = cache
+        self.clock = clock
+        self.metrics = metrics
+        self.max_key_length = max_key_length
+        self.max_value_bytes = max_value_bytes
+        self.auth = ("Bearer " + token).encode() if token else None
+        self.upstreams = upstreams
+        self.debug_clock = debug_clock
+        self.ready = True
+        self._now = clock.now
+
+    # -- entry point ------------------------------------------------------
+
+    def __call__(self, req: Request) -> Handled:
+        auth = self.auth
+        if auth is not None and (
+            req.authorization is None or not hmac.compare_digest(req.authorization, auth)
+        ):
+            return problem(
+                "unauthorized",
+                "this server requires 'Authorization: Bearer <token>'",
+                _path(req.url),
+                extra_headers=_WWW_AUTH,
+            )
+        url = req.url
+        method = req.method
+        if url.startswith(KEYS_PREFIX):
+            q = url.find(b"?", 9)
+            raw = url[9:] if q < 0 else url[9:q]
+            query = b"" if q < 0 else url[q + 1 :]
+            key = self._decode_key(raw)
+            if type(key) is not str:
+                assert isinstance(key, tuple)
+                req.route = "other"
+                return key
+            if method == b"GET" or method == b"HEAD":
+                req.route = "get"
+                return self.get(req, key)
+            if method == b"PUT":
+                req.route = "put"
+                return self.put(req, key, query)
+            if method == b"DELETE":
+                req.route = "delete"
+                return self.delete(req, key, query)
+            return problem(
+                "method_not_allowed",
+                f"{method.decode('latin-1')} is not allowed on keys",
+                _path(url),
+                extra_headers=_ALLOW_KEY,
+            )
+        return self.other(req)
+
+    # -- keys -------------------------------------------------------------
+
+    def _decode_key(self, raw: bytes) -> str | Result:
+        try:
+            if b"%" in raw:
+                raw = unquote_to_bytes(raw)
+            key = raw.decode()
+        except UnicodeDecodeError:
+            return problem("invalid_key", "key is not valid UTF-8", "")
+        if not key:
+            return problem("invalid_key", "key must not be empty", "")
+        if len(key) > self.max_key_length:
+            return problem(
+                "key_too_long",
+                f"key has {len(key)} characters; the limit is {self.max_key_length}",
+                "",
+                max_key_length=self.max_key_length,
+            )
+        return key
+
+    def get(self, req: Request, key: str) -> Handled:
+        e = self.cache.get(key)
+        if e is not MISSING:
+            meta = e.meta
+            assert isinstance(meta, Meta)
+            now = self._now()
+            fresh_until = meta.fresh_until
+            if fresh_until is None:
+                return self._hit(req, e, meta, now, e.expires_at, _HIT)
+            if now < fresh_until:
+                return self._hit(req, e, meta, now, fresh_until, _HIT)
+            stale: Entry | None = e
+        else:
+            stale = None
+        ups = self.upstreams
+        if ups is not None:
+            up = ups.match(key)
+            if up is not None:
+                return self._read_through(req, key, up, stale)
+        return problem("key_not_found", "no live entry for this key", "/v1/keys/" + key)
+
+    def _hit(
+        self, req: Request, e: Entry, meta: Meta, now: float, until: float, status_hdr: bytes
+    ) -> Result:
+        inm = req.if_none_match
+        age = int(now - e.filled_at)
+        if age < 0:
+            age = 0
+        if until != math.inf:
+            left = int(until - now)
+            extra = b"age: %d\r\ncache-control: max-age=%d\r\n" % (age, left if left > 0 else 0)
+        else:
+            extra = b"age: %d\r\n" % age
+        if inm is not None and _etag_matches(inm, meta.etag):
+            return 304, meta.head + extra + status_hdr, b""
+        return 200, meta.head + extra + status_hdr, e.body
+
+    async def _read_through(self, req: Request, key: str, up: Any, stale: Entry | None) -> Result:
+        from .upstream import UpstreamError, UpstreamNotFound
+
+        instance = "/v1/keys/" + key
+        try:
+            entry, stored = await up.load(key)
+        except UpstreamNotFound:
+            return problem("key_not_found", "the upstream has no value for this key", instance)
+        except (UpstreamError, TimeoutError) as exc:
+            timeout = isinstance(exc, TimeoutError) or getattr(exc, "timeout", False)
+            if stale is not None:
+                now = self._now()
+                if now < stale.expires_at:
+                    self.metrics.stale_served += 1
+                    meta = stale.meta
+                    assert isinstance(meta, Meta)
+                    return self._hit(req, stale, meta, now, now, _STALE)
+            if timeout:
+                return problem(
+                    "upstream_timeout",
+                    f"the upstream did not answer within {up.timeout}s",
+                    instance,
+                )
+            return problem("upstream_error", str(exc), instance)
+        meta = entry.meta
+        assert isinstance(meta, Meta)
+        now = self._now()
+        until = meta.fresh_until if meta.fresh_until is not None else entry.expires_at
+        return self._hit(req, entry, meta, now, until, _MISS_STORED if stored else _MISS_NOT_STORED)
+
+    def put(self, req: Request, key: str, query: bytes) -> Result:
+        instance = "/v1/keys/" + key
+        try:
+            ttl, version, tags = _put_params(query)
+        except _BadParam as exc:
+            return problem("invalid_parameter", str(exc), instance)
+        body = req.body
+        if len(body) > self.max_value_bytes:
+            return problem(
+                "value_too_large",
+                f"value of {len(body)} bytes exceeds the limit of {self.max_value_bytes} bytes",
+                instance,
+            )
+        ct = req.content_type
+        if ct is None or not ct:
+            ct = DEFAULT_CONTENT_TYPE
+        elif len(ct) > MAX_CONTENT_TYPE:
+            return problem("invalid_parameter", "content type too long", instance)
+        cache = self.cache
+        now = self._now()
+        if version is None:
+            meta = Meta(ct, 0, None)
+            outcome, version = cache.put(key, body, started_at=now, ttl=ttl, meta=meta, tags=tags)
+            if outcome is SetOutcome.STORED:
+                # The version is known only now; the entry holds this very object.
+                meta.set_version(version)
+        else:
+            meta = Meta(ct, version, None)
+            outcome = cache.set_if_newer(
+                key, version, body, started_at=now, ttl=ttl, meta=meta, tags=tags
+            )
+        if outcome is SetOutcome.STORED or outcome is SetOutcome.UNCHANGED:
+            stored = outcome is SetOutcome.STORED
+            doc = {"key": key, "version": version, "outcome": outcome.value}
+            return (
+                201 if stored else 200,
+                _JSON + b'etag: "%d"\r\n' % version,
+                _encode(doc),
+            )
+        if outcome is SetOutcome.REFUSED_OLDER:
+            cur = cache.peek(key)
+            current = cur.version if cur is not MISSING else None
+            return problem(
+                "version_conflict",
+                f"version {version} is older than the stored version {current}",
+                instance,
+                current_version=current,
+            )
+        if outcome is SetOutcome.REFUSED_TOMBSTONE:
+            tomb = cache.tombstone(key)
+            return problem(
+                "tombstoned",
+                f"version {version} was invalidated (tombstone {tomb}) or its key's "
+                "prefix/tag was invalidated at the same instant",
+                instance,
+                tombstone_version=tomb,
+            )
+        return problem(
+            "value_too_large",
+            f"value of {len(body)} bytes does not fit in the cache's byte bound",
+            instance,
+        )
+
+    def delete(self, req: Request, key: str, query: bytes) -> Result:
+        instance = "/v1/keys/" + key
+        version: int | None = None
+        for name, value in _query(query):
+            if name == "version":
+                try:
+                    version = _parse_version(value)
+                except _BadParam as exc:
+                    return problem("invalid_parameter", str(exc), instance)
+        cache = self.cache
+        deleted = cache.delete(key) if version is None else cache.invalidate(key, version)
+        doc = {"key": key, "deleted": deleted, "tombstone": self.cache.tombstone(key)}
+        return 200, _JSON, _encode(doc)
+
+    # -- everything else ----------------------------------------------------
+
+    def other(self, req: Request) -> Handled:
+        url = req.url
+        q = url.find(b"?")
+        path = url if q < 0 else url[:q]
+        method = req.method
+        read = method == b"GET" or method == b"HEAD"
+        if path == b"/v1/invalidate":
+            req.route = "invalidate"
+            if method != b"POST":
+                return _not_allowed(method, path, _ALLOW_POST)
+            return self.invalidate(req, url[q + 1 :] if q >= 0 else b"")
+        if path == b"/metrics":
+            req.route = "metrics"
+            if not read:
+                return _not_allowed(method, path, _ALLOW_GET)
+            return 200, _TEXT_METRICS, metrics_mod.render(self.metrics, self.cache.stats_snapshot)
+        if path == b"/livez":
+            req.route = "health"
+            if not read:
+                return _not_allowed(method, path, _ALLOW_GET)
+            return 200, _JSON, b'{"status":"ok"}'
+        if path == b"/readyz":
+            req.route = "health"
+            if not read:
+                return _not_allowed(method, path, _ALLOW_GET)
+            if not self.ready:
+                return problem("not_ready", "draining for shutdown", "/readyz")
+            return 200, _JSON, b'{"status":"ready"}'
+        if path == b"/openapi.json":
+            req.route = "openapi"
+            if not read:
+                return _not_allowed(method, path, _ALLOW_GET)
+            return 200, b"content-type: application/json\r\n", OPENAPI_JSON
+        if self.debug_clock and path == b"/debug/clock":
+            if method != b"POST":
+                return _not_allowed(method, path, _ALLOW_POST)
+            return self._advance_clock(url[q + 1 :] if q >= 0 else b"")
+        return problem("route_not_found", "no such route", _path(url))
+
+    def invalidate(self, req: Request, query: bytes) -> Result:
+        tags: list[str] = []
+        prefix: str | None = None
+        if req.body:
+            ct = (req.content_type or b"").split(b";", 1)[0].strip().lower()
+            if ct != b"application/json":
+                return problem(
+                    "unsupported_media_type",
+                    "the body must be application/json",
+                    "/v1/invalidate",
+                )
+            try:
+                parsed = msgspec.json.decode(req.body, type=InvalidateBody)
+            except msgspec.ValidationError as exc:
+                return problem("invalid_body", str(exc), "/v1/invalidate")
+            except msgspec.DecodeError as exc:
+                return problem("malformed_json", str(exc), "/v1/invalidate")
+            tags = list(parsed.tags or ())
+            prefix = parsed.prefix
+        for name, value in _query(query):
+            if name == "tags":
+                tags.extend(t for t in (s.strip() for s in value.split(",")) if t)
+            elif name == "prefix":
+                prefix = value
+        if not tags and prefix is None:
+            return problem(
+                "invalid_body",
+                "give 'tags' (list or comma-separated) and/or 'prefix'",
+                "/v1/invalidate",
+            )
+        if prefix is not None and not prefix:
+            return problem("invalid_body", "prefix must not be empty", "/v1/invalidate")
+        n = 0
+        for tag in tags:
+            n += self.cache.invalidate_tag(tag)
+        if prefix is not None:
+            n += self.cache.invalidate_prefix(prefix)
+        return 200, _JSON, _encode({"invalidated": n, "tags": tags, "prefix": prefix})
+
+    def _advance_clock(self, query: bytes) -> Result:
+        for name, value in _query(query):
+            if name == "advance":
+                try:
+                    seconds = float(value)
+                except ValueError:
+                    seconds = -1.0
+                if not seconds >= 0 or not math.isfinite(seconds):
+                    return problem("invalid_parameter", "advance must be >= 0", "/debug/clock")
+                self.clock.advance(seconds)
+        return 200, _JSON, _encode({"now": self.clock.now(), "offset": self.clock.offset})
+
+
+class OffsetClock:
+    """Wall clock plus an offset that only grows. TEST-ONLY (``--debug-clock``)."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def _not_allowed(method: bytes, path: bytes, allow: bytes) -> Result:
+    return problem(
+        "method_not_allowed",
+        f"{method.decode('latin-1')} is not allowed here",
+        path.decode("latin-1"),
+        extra_headers=allow,
+    )
+
+
+def _path(url: bytes) -> str:
+    q = url.find(b"?")
+    return (url if q < 0 else url[:q]).decode("latin-1")[:512]
+
+
+def _etag_matches(inm: bytes, etag: bytes) -> bool:
+    if inm.strip() == b"*":
+        return True
+    for part in inm.split(b","):
+        p = part.strip()
+        if p.startswith(b"W/"):
+            p = p[2:]
+        if p == etag:
+            return True
+    return False
+
+
+def _query(query: bytes) -> list[tuple[str, str]]:
+    if not query:
+        return []
+    try:
+        return parse_qsl(query.decode(), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        return []
+
+
+def _parse_version(value: str) -> int:
+    if not value.isdigit() or not value.isascii():
+        raise _BadParam("version must be a positive integer")
+    v = int(value)
+    if v < 1 or v > MAX_VERSION:
+        raise _BadParam(f"version must be between 1 and {MAX_VERSION}")
+    return v
+
+
+def _put_params(query: bytes) -> tuple[float | None, int | None, tuple[str, ...]]:
+    ttl: float | None = None
+    version: int | None = None
+    tags: tuple[str, ...] = ()
+    if not query:
+        return ttl, version, tags
+    for name, value in _query(query):
+        if name == "ttl":
+            try:
+                ttl = float(value)
+            except ValueError:
+                raise _BadParam("ttl must be a number of seconds") from None
+            if not (ttl > 0 and math.isfinite(ttl)):
+                raise _BadParam("ttl must be a positive, finite number of seconds")
+        elif name == "version":
+            version = _parse_version(value)
+        elif name == "tags":
+            tl = tuple(t for t in (s.strip() for s in value.split(",")) if t)
+            if len(tl) > MAX_TAGS:
+                raise _BadParam(f"at most {MAX_TAGS} tags")
+            if any(len(t) > MAX_TAG_LEN for t in tl):
+                raise _BadParam(f"a tag may have at most {MAX_TAG_LEN} characters")
+            tags = tl
+    return ttl, version, tags

@@ -1,0 +1,212 @@
+"""Command line of ``maxage cache-server``: :func:`configure_parser` and :func:`run`.
+
+The composition root (``maxage.cli``) adds these options to its ``cache-server``
+sub-command; ``python -m maxage.cacheserver`` uses them standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import sys
+
+from .server import ServerConfig, run_server
+from .upstream import UpstreamSpec
+
+TOKEN_ENV = "MAXAGE_CACHE_TOKEN"
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``1048576``, ``64MiB``, ``64M``, ``2g`` → bytes (binary units)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 64MiB, 2G)")
+    unit = (m.group(2) or "").lower()[:1]
+    n = int(m.group(1)) * _UNITS[unit]
+    if n <= 0:
+        raise argparse.ArgumentTypeError("size must be > 0")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError("must be >= 0 seconds")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError("port must be 0..65535")
+    return v
+
+
+def _upstream(text: str) -> UpstreamSpec:
+    try:
+        return UpstreamSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the cache server's options to ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=_port, default=8090, help="TCP port (default 8090; 0 picks a free one)"
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=parse_size,
+        default=256 * 1024**2,
+        metavar="N",
+        help="byte bound of the cache, entries and overhead (default 256MiB; accepts K/M/G)",
+    )
+    parser.add_argument(
+        "--upstream",
+        type=_upstream,
+        action="append",
+        default=[],
+        metavar="PREFIX=URL_TEMPLATE",
+        help="read-through: keys starting with PREFIX load from URL_TEMPLATE on a miss "
+        "({key} = the key, {suffix} = the key without PREFIX); repeatable",
+    )
+    parser.add_argument(
+        "--upstream-timeout",
+        type=_positive_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="deadline of one upstream load; the call is cancelled when it passes (default 2)",
+    )
+    parser.add_argument(
+        "--upstream-ttl",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="TTL of upstream values without Cache-Control max-age (default 60)",
+    )
+    parser.add_argument(
+        "--stale-if-error",
+        type=_nonneg_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="serve an upstream value up to this long past its TTL when the upstream "
+        "fails (default 0: never)",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"bearer token every request must carry (or env {TOKEN_ENV}); required "
+        "when binding to a non-loopback address",
+    )
+    parser.add_argument(
+        "--max-value-bytes",
+        type=parse_size,
+        default=8 * 1024**2,
+        metavar="N",
+        help="largest value accepted (413 above; default 8MiB)",
+    )
+    parser.add_argument(
+        "--max-key-length",
+        type=_positive_int,
+        default=1024,
+        metavar="N",
+        help="longest key in characters (default 1024)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="per-request deadline: receiving the request, and answering it (default 10)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close idle keep-alive connections after this long (default 30)",
+    )
+    # TEST-ONLY: lets tests move the server's clock forward (POST /debug/clock?advance=S).
+    parser.add_argument("--debug-clock", action="store_true", help=argparse.SUPPRESS)
+
+
+def is_loopback(host: str) -> bool:
+    h = host.strip("[]")
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_bytes=args.max_bytes,
+        upstreams=list(args.upstream),
+        upstream_timeout=args.upstream_timeout,
+        upstream_ttl=args.upstream_ttl,
+        stale_if_error=args.stale_if_error,
+        token=token,
+        max_value_bytes=args.max_value_bytes,
+        max_key_length=args.max_key_length,
+        request_timeout=args.request_timeout,
+        keepalive_timeout=args.keepalive_timeout,
+        debug_clock=bool(args.debug_clock),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server from parsed ``args``; returns the process exit status."""
+    cfg = config_from_args(args)
+    if not is_loopback(cfg.host) and not cfg.token:
+        print(
+            f"maxage cache-server: refusing to listen on non-loopback address {cfg.host!r} "
+            f"without a bearer token; pass --token or set {TOKEN_ENV}",
+            file=sys.stderr,
+        )
+        return 2
+    if cfg.token is not None and (
+        len(cfg.token) < 16 or not cfg.token.isascii() or not cfg.token.isprintable()
+    ):
+        print(
+            "maxage cache-server: the token must be at least 16 printable ASCII characters",
+            file=sys.stderr,
+        )
+        return 2
+    return run_server(cfg)
