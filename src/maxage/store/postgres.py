@@ -1,0 +1,644 @@
+"""PostgreSQL primary (scale-out), on asyncpg (docs/adr/0004-asyncpg-vs-psycopg.md).
+
+Same semantics as :mod:`maxage.store.sqlite`, for any number of processes and
+hosts sharing one database. Everything lives in one schema (``schema=``),
+created and migrated on :meth:`PostgresStore.open` under a transaction-scoped
+advisory lock, so several processes may start at once.
+
+Write path (one transaction, READ COMMITTED)::
+
+    BEGIN
+    SELECT pg_advisory_xact_lock(<hash of schema, collection, id>)   -- no xid yet
+    SELECT pg_current_xact_id(), <current document row>              -- xid assigned now
+    mutate() in Python; INSERT/UPDATE documents + INSERT changes      -- one statement
+    [idempotency: SELECT ... FOR UPDATE; check owner; UPDATE ... 'done']
+    COMMIT
+
+Change-log completeness (DESIGN.md "Tailing", P7; the argument in full is in
+docs/adr/0003-postgres-change-log-completeness.md). A sequence value is taken
+before commit, so with ``seq`` from a sequence a poll ``seq > last`` can pass
+a row that commits later with a lower number. Here the change row's ``seq`` *is*
+its transaction's 64-bit id (``xid8``, never wraps, one change row per write
+transaction, so it is unique). PostgreSQL hands out transaction ids in
+increasing order, and a snapshot's ``xmin`` is the oldest transaction id still
+running when the snapshot was taken: every transaction with an id below
+``xmin`` has finished (committed or aborted) and every future transaction gets
+an id at or above it. So a poll that, in one snapshot, returns only rows with
+``cursor < seq < pg_snapshot_xmin(pg_current_snapshot())`` sees the *final* set
+of change rows below that bound; advancing the cursor to the last returned
+``seq`` can never pass a row that commits later. Visible rows at or above
+``xmin`` (committed while an older transaction is still running) are held back
+until the older one ends, and ``snapshot_at`` is lowered below their
+``committed_at`` so a tailer's watermark does not claim them.
+
+Order: the log is in transaction-id order. Per document that is version order,
+because the xid is assigned only after the per-document advisory lock is held
+(the next writer of the document waits for the lock, which is released after
+the previous one has committed, and then gets a larger xid). Across documents,
+a write that committed before another one started comes first; two overlapping
+writes of different documents may appear in either order.
+
+``seq_tailer=True`` is a deliberately broken mutant for the checker: it polls
+``seq > cursor`` with no completeness proof and skips late-committing rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from maxage.core.types import Clock
+from maxage.store.base import (
+    Change,
+    ChangeBatch,
+    ChangeOp,
+    Claim,
+    ClaimState,
+    Document,
+    IdempotencyLost,
+    StoredResponse,
+    StoreError,
+    StoreStats,
+    StoreTimeout,
+    WriteRequest,
+    WriteResult,
+)
+
+T = TypeVar("T")
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Versioned migrations: (version, description, statements). ``{s}`` is the quoted
+# schema. Append only; never edit a released migration.
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "documents, change log keyed by xid8, idempotency, secrets",
+        (
+            """CREATE TABLE {s}.documents (
+                collection text COLLATE "C" NOT NULL,
+                id text COLLATE "C" NOT NULL,
+                version bigint NOT NULL,
+                data bytea NOT NULL,
+                created_at double precision NOT NULL,
+                updated_at double precision NOT NULL,
+                deleted boolean NOT NULL DEFAULT false,
+                PRIMARY KEY (collection, id)
+            )""",
+            # seq = the writing transaction's xid8 (see the module docstring).
+            """CREATE TABLE {s}.changes (
+                seq bigint PRIMARY KEY,
+                collection text COLLATE "C" NOT NULL,
+                id text COLLATE "C" NOT NULL,
+                version bigint NOT NULL,
+                op text NOT NULL CHECK (op IN ('put', 'delete')),
+                committed_at double precision NOT NULL,
+                UNIQUE (collection, id, version)
+            )""",
+            """CREATE TABLE {s}.idempotency (
+                scope text PRIMARY KEY,
+                fingerprint text NOT NULL,
+                owner text NOT NULL,
+                state text NOT NULL,
+                status integer,
+                headers text,
+                body bytea,
+                lease_until double precision NOT NULL,
+                expires_at double precision NOT NULL
+            )""",
+            "CREATE INDEX idempotency_expires ON {s}.idempotency (expires_at)",
+            "CREATE TABLE {s}.secrets (name text PRIMARY KEY, value bytea NOT NULL)",
+        ),
+    ),
+)
+
+_DOC_COLUMNS = "collection, id, version, data, created_at, updated_at, deleted"
+
+# Errors of the driver and the network that mean "the primary failed" (503).
+_DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_DB_ERRORS)
+
+
+def _encode_headers(headers: tuple[tuple[str, str], ...]) -> str:
+    return "\n".join(f"{k}:{v}" for k, v in headers)
+
+
+def _decode_headers(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    out = []
+    for line in text.split("\n"):
+        k, _, v = line.partition(":")
+        out.append((k, v))
+    return tuple(out)
+
+
+def _row_to_doc(row: Any) -> Document:
+    return Document(
+        collection=row["collection"],
+        id=row["id"],
+        version=int(row["version"]),
+        data=bytes(row["data"]),
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+        deleted=bool(row["deleted"]),
+    )
+
+
+class PostgresStore:
+    """The scale-out primary. ``dsn`` is a ``postgresql://`` URL (libpq keywords work too).
+
+    ``timeout`` bounds every call (pool acquire and all statements of it);
+    ``schema`` is created and migrated on :meth:`open`. ``drop_schema_on_close``
+    is for tests: the schema and everything in it is dropped by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        clock: Clock,
+        timeout: float = 5.0,
+        min_size: int = 1,
+        max_size: int = 10,
+        schema: str = "maxage",
+        slow_down: Callable[[], float] | None = None,
+        seq_tailer: bool = False,
+        drop_schema_on_close: bool = False,
+        frontier_retries: int = 3,
+    ) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}: {schema!r}")
+        self.dsn = dsn
+        self.clock = clock
+        self.timeout = timeout
+        self.min_size = min_size
+        self.max_size = max_size
+        self.schema = schema
+        self.stats = StoreStats()
+        # Test and fault-injection hook: seconds to stall each call (a slow primary).
+        self.slow_down = slow_down
+        # The broken mutant: poll ``seq > cursor`` with no completeness proof.
+        self.seq_tailer = seq_tailer
+        self.drop_schema_on_close = drop_schema_on_close
+        # A poll that finds committed rows held back by an older running transaction
+        # re-polls this many times (1, 2, 4 ms apart) before returning without them.
+        self.frontier_retries = frontier_retries
+        self._pool: Any = None
+        s = f'"{schema}"'
+        self._s = s
+        self._sql_lock_doc = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+        self._sql_read_for_write = (
+            f"SELECT pg_current_xact_id()::text::bigint AS xid, d.* FROM (SELECT 1) AS one"
+            f" LEFT JOIN {s}.documents AS d ON d.collection = $1 AND d.id = $2"
+        )
+        self._sql_put = (
+            f"WITH d AS (INSERT INTO {s}.documents"
+            f" (collection, id, version, data, created_at, updated_at, deleted)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, false) ON CONFLICT (collection, id) DO UPDATE"
+            f" SET version = EXCLUDED.version, data = EXCLUDED.data,"
+            f" created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
+            f" deleted = false)"
+            f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at)"
+            f" VALUES ($7, $1, $2, $3, 'put', $6)"
+        )
+        self._sql_delete = (
+            f"WITH d AS (UPDATE {s}.documents SET version = $3, updated_at = $4, deleted = true"
+            f" WHERE collection = $1 AND id = $2)"
+            f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at)"
+            f" VALUES ($5, $1, $2, $3, 'delete', $4)"
+        )
+        # One statement, one snapshot: the frontier (xmin), the rows below it, and
+        # the earliest committed_at of visible rows held back at or above it.
+        self._sql_changes = (
+            f"SELECT f.frontier,"
+            f" (SELECT min(h.committed_at) FROM {s}.changes AS h"
+            f"   WHERE h.seq >= f.frontier AND h.seq > $1) AS held_since,"
+            f" c.seq, c.collection, c.id, c.version, c.op, c.committed_at"
+            f" FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS frontier) AS f"
+            f" LEFT JOIN LATERAL (SELECT * FROM {s}.changes AS x"
+            f"   WHERE x.seq > $1 AND x.seq < f.frontier ORDER BY x.seq LIMIT $2) AS c ON true"
+            f" ORDER BY c.seq"
+        )
+        self._sql_changes_naive = (
+            f"SELECT seq, collection, id, version, op, committed_at FROM {s}.changes"
+            f" WHERE seq > $1 ORDER BY seq LIMIT $2"
+        )
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _doc_lock_key(self, collection: str, id: str) -> str:
+        # Length-prefixed, so distinct (collection, id) pairs give distinct strings; a
+        # hash collision only serializes two writers, it never breaks correctness.
+        return f"{len(self.schema)}:{self.schema}{len(collection)}:{collection}{id}"
+
+    async def _run(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        ok = False
+        try:
+            delay = self.slow_down() if self.slow_down is not None else 0.0
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pool = self._pool
+            if pool is None:
+                raise StoreError("postgres store is not open")
+            try:
+                async with asyncio.timeout(self.timeout):
+                    async with pool.acquire() as conn:
+                        result = await fn(conn)
+            except TimeoutError as exc:
+                raise StoreTimeout(f"postgres {op} exceeded {self.timeout}s") from exc
+            ok = True
+            return result
+        except _DB_ERRORS as exc:
+            raise StoreError(f"postgres {op} failed: {exc}") from exc
+        finally:
+            self.stats.record(op, time.perf_counter() - started, ok)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        started = time.perf_counter()
+        ok = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                self._pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    command_timeout=self.timeout,
+                    server_settings={
+                        "application_name": "maxage",
+                        # A client that dies inside a transaction must not hold an
+                        # xid (and so every tailer's frontier) for long.
+                        "idle_in_transaction_session_timeout": str(
+                            max(1000, int(self.timeout * 2000))
+                        ),
+                    },
+                )
+            ok = True
+        except TimeoutError as exc:
+            raise StoreTimeout(f"postgres connect exceeded {self.timeout}s") from exc
+        except _DB_ERRORS as exc:
+            raise StoreError(f"postgres connect failed: {exc}") from exc
+        finally:
+            self.stats.record("connect", time.perf_counter() - started, ok)
+        try:
+            await self._run("migrate", self._migrate)
+        except BaseException:
+            await self._close_pool()
+            raise
+
+    async def _migrate(self, conn: Any) -> None:
+        s = self._s
+        async with conn.transaction():
+            # Two-int advisory key space: never collides with the per-document locks.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('maxage.migrate'), hashtext($1))",
+                self.schema,
+            )
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
+                " version integer PRIMARY KEY, description text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {
+                int(r["version"])
+                for r in await conn.fetch(f"SELECT version FROM {s}.schema_migrations")
+            }
+            for version, description, statements in MIGRATIONS:
+                if version in applied:
+                    continue
+                for stmt in statements:
+                    await conn.execute(stmt.format(s=s))
+                await conn.execute(
+                    f"INSERT INTO {s}.schema_migrations (version, description) VALUES ($1, $2)",
+                    version,
+                    description,
+                )
+
+    async def schema_version(self) -> int:
+        async def q(conn: Any) -> int:
+            v = await conn.fetchval(
+                f"SELECT COALESCE(max(version), 0) FROM {self._s}.schema_migrations"
+            )
+            return int(v)
+
+        return await self._run("schema_version", q)
+
+    async def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await pool.close()
+        except _CLOSE_ERRORS:
+            pool.terminate()
+
+    async def close(self) -> None:
+        if self.drop_schema_on_close and self._pool is not None:
+
+            async def drop(conn: Any) -> None:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {self._s} CASCADE")
+
+            with contextlib.suppress(StoreError):
+                await self._run("drop_schema", drop)
+        await self._close_pool()
+
+    async def ping(self) -> None:
+        async def q(conn: Any) -> None:
+            await conn.fetchval("SELECT 1")
+
+        await self._run("ping", q)
+
+    # -- documents ---------------------------------------------------------------------
+
+    async def get(self, collection: str, id: str) -> Document | None:
+        sql = (
+            f"SELECT {_DOC_COLUMNS} FROM {self._s}.documents"
+            " WHERE collection = $1 AND id = $2 AND NOT deleted"
+        )
+
+        async def q(conn: Any) -> Document | None:
+            row = await conn.fetchrow(sql, collection, id)
+            return _row_to_doc(row) if row is not None else None
+
+        return await self._run("get", q)
+
+    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
+        sql = (
+            f"SELECT {_DOC_COLUMNS} FROM {self._s}.documents"
+            " WHERE collection = $1 AND id > $2 AND NOT deleted ORDER BY id LIMIT $3"
+        )
+
+        async def q(conn: Any) -> list[Document]:
+            rows = await conn.fetch(sql, collection, after_id or "", limit)
+            return [_row_to_doc(r) for r in rows]
+
+        return await self._run("list", q)
+
+    async def write(self, request: WriteRequest) -> WriteResult:
+        s = self._s
+
+        async def txn(conn: Any) -> WriteResult:
+            async with conn.transaction():
+                await conn.execute(
+                    self._sql_lock_doc, self._doc_lock_key(request.collection, request.id)
+                )
+                # A new statement, so a new snapshot taken after the lock: it sees the
+                # previous writer's commit; and the xid is assigned only now.
+                row = await conn.fetchrow(self._sql_read_for_write, request.collection, request.id)
+                seq = int(row["xid"])
+                existing = _row_to_doc(row) if row["version"] is not None else None
+                live = existing if existing is not None and not existing.deleted else None
+                new_data = request.mutate(live)
+                version = (existing.version if existing else 0) + 1
+                now = request.now
+                if new_data is None:
+                    if live is None:
+                        raise LookupError("no live document to delete")
+                    await conn.execute(
+                        self._sql_delete, request.collection, request.id, version, now, seq
+                    )
+                    doc = Document(
+                        request.collection,
+                        request.id,
+                        version,
+                        live.data,
+                        live.created_at,
+                        now,
+                        True,
+                    )
+                else:
+                    created_at = live.created_at if live else now
+                    await conn.execute(
+                        self._sql_put,
+                        request.collection,
+                        request.id,
+                        version,
+                        new_data,
+                        created_at,
+                        now,
+                        seq,
+                    )
+                    doc = Document(
+                        request.collection, request.id, version, new_data, created_at, now
+                    )
+                result = WriteResult(document=doc, created=live is None, seq=seq)
+                if request.idempotency is not None:
+                    idem = request.idempotency
+                    held = await conn.fetchrow(
+                        f"SELECT owner, state FROM {s}.idempotency WHERE scope = $1 FOR UPDATE",
+                        idem.scope,
+                    )
+                    if held is None or held["owner"] != idem.owner or held["state"] != "in_flight":
+                        raise IdempotencyLost(f"idempotency claim {idem.scope!r} was lost")
+                    response = idem.render(result)
+                    await conn.execute(
+                        f"UPDATE {s}.idempotency SET state = 'done', status = $1, headers = $2,"
+                        " body = $3 WHERE scope = $4",
+                        response.status,
+                        _encode_headers(response.headers),
+                        response.body,
+                        idem.scope,
+                    )
+                    result = WriteResult(doc, result.created, seq, response)
+                return result
+
+        return await self._run("write", txn)
+
+    # -- change log --------------------------------------------------------------------
+
+    async def changes_after(self, cursor: int, limit: int) -> ChangeBatch:
+        if self.seq_tailer:
+            return await self._changes_naive(cursor, limit)
+
+        async def q(conn: Any) -> ChangeBatch:
+            attempt = 0
+            while True:
+                # Taken before the statement's snapshot: every commit before it is visible.
+                snapshot_at = self.clock.now()
+                rows = await conn.fetch(self._sql_changes, cursor, limit)
+                held_since = rows[0]["held_since"]
+                changes = [
+                    Change(
+                        int(r["seq"]),
+                        r["collection"],
+                        r["id"],
+                        int(r["version"]),
+                        ChangeOp(r["op"]),
+                        float(r["committed_at"]),
+                    )
+                    for r in rows
+                    if r["seq"] is not None
+                ]
+                complete = len(changes) < limit
+                if held_since is None or not complete or attempt >= self.frontier_retries:
+                    break
+                # Committed rows wait behind an older running transaction; writes are
+                # short, so a moment later they are usually releasable.
+                await asyncio.sleep(0.001 * (1 << attempt))
+                attempt += 1
+            if held_since is not None:
+                # Those rows committed no earlier than their committed_at: the watermark
+                # must stay below it until they are returned.
+                snapshot_at = min(snapshot_at, float(held_since))
+            new_cursor = changes[-1].seq if changes else cursor
+            return ChangeBatch(changes, new_cursor, snapshot_at, complete=complete)
+
+        return await self._run("changes", q)
+
+    async def _changes_naive(self, cursor: int, limit: int) -> ChangeBatch:
+        async def q(conn: Any) -> ChangeBatch:
+            snapshot_at = self.clock.now()
+            rows = await conn.fetch(self._sql_changes_naive, cursor, limit)
+            changes = [
+                Change(
+                    int(r["seq"]),
+                    r["collection"],
+                    r["id"],
+                    int(r["version"]),
+                    ChangeOp(r["op"]),
+                    float(r["committed_at"]),
+                )
+                for r in rows
+            ]
+            new_cursor = changes[-1].seq if changes else cursor
+            return ChangeBatch(changes, new_cursor, snapshot_at, complete=len(changes) < limit)
+
+        return await self._run("changes", q)
+
+    async def last_seq(self) -> int:
+        """A cursor from which polling skips nothing: the last seq below the frontier.
+
+        Rows at or above the frontier (committed while an older writer still runs)
+        are not counted: a tailer starting here returns them once they are final.
+        """
+        if self.seq_tailer:
+            sql = f"SELECT COALESCE(max(seq), 0) FROM {self._s}.changes"
+        else:
+            sql = (
+                f"SELECT COALESCE(max(seq), 0) FROM {self._s}.changes"
+                " WHERE seq < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            )
+
+        async def q(conn: Any) -> int:
+            return int(await conn.fetchval(sql))
+
+        return await self._run("last_seq", q)
+
+    # -- idempotency -------------------------------------------------------------------
+
+    async def claim_idempotency(
+        self,
+        scope: str,
+        fingerprint: str,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        keep_seconds: float,
+    ) -> Claim:
+        s = self._s
+
+        async def txn(conn: Any) -> Claim:
+            async with conn.transaction():
+                inserted = await conn.fetchval(
+                    f"INSERT INTO {s}.idempotency"
+                    " (scope, fingerprint, owner, state, lease_until, expires_at)"
+                    " VALUES ($1, $2, $3, 'in_flight', $4, $5)"
+                    " ON CONFLICT (scope) DO NOTHING RETURNING true",
+                    scope,
+                    fingerprint,
+                    owner,
+                    now + lease_seconds,
+                    now + keep_seconds,
+                )
+                if inserted:
+                    return Claim(ClaimState.ACQUIRED)
+                row = await conn.fetchrow(
+                    "SELECT fingerprint, state, status, headers, body, lease_until, expires_at"
+                    f" FROM {s}.idempotency WHERE scope = $1 FOR UPDATE",
+                    scope,
+                )
+                if row is not None and row["expires_at"] > now:
+                    if row["fingerprint"] != fingerprint:
+                        return Claim(ClaimState.MISMATCH)
+                    if row["state"] == "done":
+                        return Claim(
+                            ClaimState.DONE,
+                            StoredResponse(
+                                int(row["status"]),
+                                _decode_headers(row["headers"]),
+                                bytes(row["body"]),
+                            ),
+                        )
+                    if row["lease_until"] > now:
+                        return Claim(ClaimState.IN_FLIGHT)
+                # Absent (released meanwhile), expired, or a lapsed lease: take it over.
+                await conn.execute(
+                    f"INSERT INTO {s}.idempotency"
+                    " (scope, fingerprint, owner, state, lease_until, expires_at)"
+                    " VALUES ($1, $2, $3, 'in_flight', $4, $5) ON CONFLICT (scope) DO UPDATE SET"
+                    " fingerprint = EXCLUDED.fingerprint, owner = EXCLUDED.owner,"
+                    " state = 'in_flight', status = NULL, headers = NULL, body = NULL,"
+                    " lease_until = EXCLUDED.lease_until, expires_at = EXCLUDED.expires_at",
+                    scope,
+                    fingerprint,
+                    owner,
+                    now + lease_seconds,
+                    now + keep_seconds,
+                )
+                return Claim(ClaimState.ACQUIRED)
+
+        return await self._run("idempotency_claim", txn)
+
+    async def release_idempotency(self, scope: str, owner: str) -> None:
+        sql = (
+            f"DELETE FROM {self._s}.idempotency"
+            " WHERE scope = $1 AND owner = $2 AND state = 'in_flight'"
+        )
+
+        async def q(conn: Any) -> None:
+            await conn.execute(sql, scope, owner)
+
+        await self._run("idempotency_release", q)
+
+    async def purge_idempotency(self, now: float) -> int:
+        sql = f"DELETE FROM {self._s}.idempotency WHERE expires_at <= $1"
+
+        async def q(conn: Any) -> int:
+            status: str = await conn.execute(sql, now)
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._run("idempotency_purge", q)
+
+    async def secret(self, name: str) -> bytes:
+        s = self._s
+
+        async def q(conn: Any) -> bytes:
+            value = await conn.fetchval(
+                f"WITH ins AS (INSERT INTO {s}.secrets (name, value) VALUES ($1, $2)"
+                " ON CONFLICT (name) DO NOTHING RETURNING value)"
+                f" SELECT value FROM ins UNION ALL SELECT value FROM {s}.secrets WHERE name = $1",
+                name,
+                secrets.token_bytes(32),
+            )
+            if value is None:  # a concurrent inserter committed after our snapshot
+                value = await conn.fetchval(f"SELECT value FROM {s}.secrets WHERE name = $1", name)
+            return bytes(value)
+
+        return await self._run("secret", q)
