@@ -31,7 +31,8 @@ An entry weighs ``len(body) + len(key) + ENTRY_OVERHEAD`` bytes.
 ``ENTRY_OVERHEAD`` was measured with ``tracemalloc`` (CPython 3.11, 64-bit): the
 entry record (~96 B), its boxed floats, the storage dict slot, the policy's
 node, the TTL heap item, the key's and body's object headers come to
-~310-430 B per entry depending on the policy and TTL; 448 B covers them
+~310-470 B per entry depending on the policy and TTL (W-TinyLFU adds a
+segment-map slot and ~10 B of sketch per entry); 512 B covers them
 (``tests/core/test_cache.py::test_entry_overhead_is_measured`` keeps it honest).
 ``meta`` objects are not measured: keep them small (precomputed headers).
 
@@ -68,7 +69,7 @@ from maxage.core.types import MISSING, Clock, Entry, EvictionReason, Missing, Se
 
 __all__ = ["ENTRY_OVERHEAD", "Cache", "Stats"]
 
-ENTRY_OVERHEAD: Final = 448
+ENTRY_OVERHEAD: Final = 512
 """Bytes charged per entry on top of ``len(body) + len(key)`` (measured; see module doc)."""
 
 _INF: Final = math.inf

@@ -10,11 +10,12 @@ resident. See ``cache.py`` for the contract between the two and
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["LruPolicy", "Policy", "make_policy"]
+__all__ = ["FrequencySketch", "LruPolicy", "Policy", "TinyLfuPolicy", "make_policy"]
 
 
 class Policy(Protocol):
@@ -33,8 +34,7 @@ class Policy(Protocol):
       already forgotten by the policy.
     """
 
-    on_hit: Callable[[str], object]
-
+    def on_hit(self, key: str) -> object: ...
     def on_insert(self, key: str, weight: int) -> None: ...
     def on_update(self, key: str, weight: int) -> None: ...
     def on_remove(self, key: str) -> None: ...
@@ -87,9 +87,350 @@ class LruPolicy:
         self._weight = 0
 
 
+# --------------------------------------------------------------------- W-TinyLFU
+
+_HALVE = bytes(i >> 1 for i in range(256))
+_M64 = (1 << 64) - 1
+
+
+class FrequencySketch:
+    """Count-min sketch of 4-bit-ish counters (capped at 15) with a doorkeeper.
+
+    Four rows share one ``bytearray``; the four indexes are slices of the
+    key's 64-bit hash (``str`` hashes are SipHash, well mixed). The doorkeeper
+    (a one-hash bit-per-byte filter) absorbs the first occurrence of each key so
+    one-hit wonders never reach the counters. Every ``sample_size`` increments
+    all counters are halved and the doorkeeper is cleared (aging), so the
+    sketch follows a shifting popularity distribution. Memory: 5 bytes per slot.
+    """
+
+    __slots__ = ("_additions", "_door", "_mask", "_table", "_width", "sample_size")
+
+    def __init__(self, width: int) -> None:
+        w = 64
+        while w < width:
+            w <<= 1
+        self._width = w
+        self._mask = w - 1
+        self._table = bytearray(4 * w)
+        self._door = bytearray(w)
+        self.sample_size = 10 * w
+        self._additions = 0
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    def increment(self, key: str) -> None:
+        h = hash(key) & _M64
+        m = self._mask
+        door = self._door
+        d = (h >> 40) & m
+        if not door[d]:
+            door[d] = 1
+        else:
+            t = self._table
+            w = self._width
+            i = h & m
+            if t[i] < 15:
+                t[i] += 1
+            i = w + ((h >> 16) & m)
+            if t[i] < 15:
+                t[i] += 1
+            i = 2 * w + ((h >> 32) & m)
+            if t[i] < 15:
+                t[i] += 1
+            i = 3 * w + ((h >> 48 ^ h >> 8) & m)
+            if t[i] < 15:
+                t[i] += 1
+        self._additions += 1
+        if self._additions >= self.sample_size:
+            self.reset()
+
+    def frequency(self, key: str) -> int:
+        h = hash(key) & _M64
+        m = self._mask
+        w = self._width
+        t = self._table
+        f = min(
+            t[h & m],
+            t[w + ((h >> 16) & m)],
+            t[2 * w + ((h >> 32) & m)],
+            t[3 * w + ((h >> 48 ^ h >> 8) & m)],
+        )
+        return f + self._door[(h >> 40) & m]
+
+    def reset(self) -> None:
+        self._table = self._table.translate(_HALVE)
+        self._door = bytearray(self._width)
+        self._additions //= 2
+
+
+_WINDOW, _PROBATION, _PROTECTED = 0, 1, 2
+
+
+class TinyLfuPolicy:
+    """W-TinyLFU (Caffeine): LRU window -> TinyLFU admission -> segmented-LRU main.
+
+    New keys enter the *window* (an LRU, initially 1% of the weight). Keys
+    pushed out of the window become *candidates* at the MRU end of *probation*;
+    while the cache is over its maximum a candidate duels the LRU *victim* of
+    probation and the one the frequency sketch says is less popular leaves
+    (ties keep the incumbent; a popular candidate also wins 1/128 of the time
+    to defeat hash-flooding). A hit in probation promotes to *protected* (80%
+    of main); protected overflow is demoted to probation.
+
+    With ``adaptive=True`` a hill climber (Caffeine's) resizes the window every
+    sample period (10x the sketch width in requests): it keeps stepping in the
+    direction that raised the hit ratio in the last period, reverses when the
+    ratio falls, decays the step by 2% per period and restarts with a big step
+    (6.25% of the maximum) when the ratio moves by more than 5%. A recency-
+    biased workload grows the window toward LRU; a frequency-biased or looping
+    one shrinks it toward pure TinyLFU.
+    """
+
+    __slots__ = (
+        "_hits",
+        "_misses",
+        "_prev_hit_ratio",
+        "_probation",
+        "_protected",
+        "_protected_weight",
+        "_rng",
+        "_sample_period",
+        "_seg",
+        "_sketch",
+        "_step",
+        "_weight",
+        "_window",
+        "_window_weight",
+        "adaptive",
+        "maximum",
+        "protected_max",
+        "window_max",
+    )
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        adaptive: bool = True,
+        window_fraction: float = 0.01,
+        seed: int | None = None,
+        expected_entries: int = 1024,
+    ) -> None:
+        self.maximum = maximum
+        self.adaptive = adaptive
+        self._window: OrderedDict[str, int] = OrderedDict()
+        self._probation: OrderedDict[str, int] = OrderedDict()
+        self._protected: OrderedDict[str, int] = OrderedDict()
+        self._seg: dict[str, int] = {}
+        self._weight = 0
+        self._window_weight = 0
+        self._protected_weight = 0
+        self.window_max = max(1, int(maximum * window_fraction))
+        self.protected_max = int((maximum - self.window_max) * 0.8)
+        self._sketch = FrequencySketch(expected_entries)
+        self._rng = random.Random(seed)
+        self._hits = 0
+        self._misses = 0
+        self._prev_hit_ratio = 0.0
+        self._step = -0.0625 * maximum
+        self._sample_period = self._sketch.sample_size
+
+    @property
+    def weight(self) -> int:
+        return self._weight
+
+    # -- events ---------------------------------------------------------------
+
+    def on_hit(self, key: str) -> None:
+        self._sketch.increment(key)
+        self._hits += 1
+        seg = self._seg[key]
+        if seg == _PROTECTED:
+            self._protected.move_to_end(key)
+        elif seg == _WINDOW:
+            self._window.move_to_end(key)
+        else:
+            self._promote(key)
+        if self._hits + self._misses >= self._sample_period:
+            self._climb()
+
+    def on_insert(self, key: str, weight: int) -> None:
+        sketch = self._sketch
+        sketch.increment(key)
+        self._misses += 1
+        self._window[key] = weight
+        self._seg[key] = _WINDOW
+        self._weight += weight
+        self._window_weight += weight
+        if len(self._seg) > sketch.width:
+            self._grow_sketch()
+        if self._hits + self._misses >= self._sample_period:
+            self._climb()
+
+    def on_update(self, key: str, weight: int) -> None:
+        self._sketch.increment(key)
+        seg = self._seg[key]
+        if seg == _WINDOW:
+            old = self._window.pop(key)
+            self._window[key] = weight
+            self._window_weight += weight - old
+        elif seg == _PROTECTED:
+            old = self._protected.pop(key)
+            self._protected[key] = weight
+            self._protected_weight += weight - old
+        else:
+            old = self._probation[key]
+            self._probation[key] = weight
+            self._promote(key)
+        self._weight += weight - old
+
+    def on_remove(self, key: str) -> None:
+        seg = self._seg.pop(key)
+        if seg == _WINDOW:
+            w = self._window.pop(key)
+            self._window_weight -= w
+        elif seg == _PROTECTED:
+            w = self._protected.pop(key)
+            self._protected_weight -= w
+        else:
+            w = self._probation.pop(key)
+        self._weight -= w
+
+    def clear(self) -> None:
+        self._window.clear()
+        self._probation.clear()
+        self._protected.clear()
+        self._seg.clear()
+        self._weight = self._window_weight = self._protected_weight = 0
+
+    # -- internals ------------------------------------------------------------
+
+    def _promote(self, key: str) -> None:
+        """A probation key was accessed: move it to protected, demote overflow."""
+        w = self._probation.pop(key)
+        self._protected[key] = w
+        self._seg[key] = _PROTECTED
+        self._protected_weight += w
+        self._demote_protected()
+
+    def _demote_protected(self) -> None:
+        protected = self._protected
+        seg = self._seg
+        while self._protected_weight > self.protected_max and len(protected) > 1:
+            k, w = protected.popitem(last=False)
+            self._protected_weight -= w
+            self._probation[k] = w
+            seg[k] = _PROBATION
+
+    def evict(self) -> list[str]:
+        # Move window overflow to probation's MRU end: they are the candidates.
+        window = self._window
+        probation = self._probation
+        seg = self._seg
+        candidates: list[str] = []
+        while self._window_weight > self.window_max and window:
+            k, w = window.popitem(last=False)
+            self._window_weight -= w
+            probation[k] = w
+            seg[k] = _PROBATION
+            candidates.append(k)
+        victims: list[str] = []
+        sketch = self._sketch
+        while self._weight > self.maximum:
+            if candidates and probation:
+                cand = candidates.pop()
+                if cand not in probation:  # already lost a duel as a victim
+                    continue
+                victim = next(iter(probation))
+                loser = cand
+                if victim != cand:
+                    cf = sketch.frequency(cand)
+                    vf = sketch.frequency(victim)
+                    if cf > vf or (cf >= 6 and not self._rng.getrandbits(7)):
+                        loser = victim
+                self._weight -= probation.pop(loser)
+            elif probation:
+                loser, w = probation.popitem(last=False)
+                self._weight -= w
+            elif self._protected:
+                loser, w = self._protected.popitem(last=False)
+                self._weight -= w
+                self._protected_weight -= w
+            else:
+                loser, w = window.popitem(last=False)
+                self._weight -= w
+                self._window_weight -= w
+            del seg[loser]
+            victims.append(loser)
+        return victims
+
+    def _grow_sketch(self) -> None:
+        self._sketch = FrequencySketch(2 * len(self._seg))
+        self._sample_period = self._sketch.sample_size
+
+    def _climb(self) -> None:
+        total = self._hits + self._misses
+        hit_ratio = self._hits / total
+        self._hits = self._misses = 0
+        if not self.adaptive:
+            return
+        change = hit_ratio - self._prev_hit_ratio
+        amount = self._step if change >= 0 else -self._step
+        if abs(change) >= 0.05:
+            self._step = 0.0625 * self.maximum * (1 if amount >= 0 else -1)
+        else:
+            self._step = 0.98 * amount
+        self._prev_hit_ratio = hit_ratio
+        quota = int(amount)
+        if quota > 0:
+            self._increase_window(quota)
+        elif quota < 0:
+            self._decrease_window(-quota)
+
+    def _increase_window(self, quota: int) -> None:
+        quota = min(quota, self.protected_max)
+        if quota <= 0:
+            return
+        self.protected_max -= quota
+        self.window_max += quota
+        self._demote_protected()
+        # Pull the coldest main entries into the window's MRU end up to the quota.
+        seg = self._seg
+        moved = 0
+        for source in (self._probation, self._protected):
+            while moved < quota and source:
+                k, w = source.popitem(last=False)
+                if source is self._protected:
+                    self._protected_weight -= w
+                self._window[k] = w
+                self._window_weight += w
+                seg[k] = _WINDOW
+                moved += w
+            if moved >= quota:
+                break
+
+    def _decrease_window(self, quota: int) -> None:
+        quota = min(quota, self.window_max - 1)
+        if quota <= 0:
+            return
+        self.protected_max += quota
+        self.window_max -= quota
+        window = self._window
+        seg = self._seg
+        while self._window_weight > self.window_max and window:
+            k, w = window.popitem(last=False)
+            self._window_weight -= w
+            self._probation[k] = w
+            seg[k] = _PROBATION
+
+
 POLICIES: dict[str, Callable[[int, int | None], Policy]] = {
     "lru": lambda maximum, seed: LruPolicy(maximum),
-    "adaptive": lambda maximum, seed: LruPolicy(maximum),  # replaced by W-TinyLFU below
+    "adaptive": lambda maximum, seed: TinyLfuPolicy(maximum, adaptive=True, seed=seed),
+    "tinylfu": lambda maximum, seed: TinyLfuPolicy(maximum, adaptive=False, seed=seed),
 }
 
 

@@ -1,0 +1,199 @@
+"""Trace simulator: hit ratio of maxage's Cache vs LRU (cachetools) and theine.
+
+    python bench/sim.py TRACE_FILE --capacity N [--json] [--policy adaptive]
+    python bench/sim.py --workload zipf:1.0 --capacity 1000 [--json]
+    python bench/sim.py --all [--policies adaptive,tinylfu,lru]   # markdown table
+
+Every entry has the same size (empty body, keys padded to one width), so a
+capacity of N entries maps to ``N * (ENTRY_OVERHEAD + width)`` bytes and the
+byte-bounded Cache holds exactly N entries. A request is a ``get``; a miss is
+followed by a ``set_if_newer`` (the read-through pattern).
+
+Synthetic workloads (seeded, reproducible):
+  zipf:S            Zipf(S) over 100k keys, 300k requests
+  zipfscan:S        Zipf(S) over 100k keys interleaved with one-shot scans
+                    (every 5k requests, a burst of 2k never-repeated keys)
+  loop:L            keys 0..L-1 cycled 100 times (larger than the cache when L > N)
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import json
+import random
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cachetools
+import theine
+
+from maxage.core import ENTRY_OVERHEAD, MISSING, Cache, ManualClock
+
+TRACES = Path("/work/shared/traces")
+KEY_WIDTH = 16
+
+# (name, capacity) pairs for --all
+TRACE_RUNS = [
+    ("lirs-multi2.trace", 500),
+    ("lirs-multi2.trace", 2000),
+    ("lirs-sprite.trace", 500),
+    ("lirs-sprite.trace", 1000),
+    ("lirs-loop.trace", 500),
+    ("cache2k-web12.trace", 2000),
+]
+SYNTH_RUNS = [
+    ("zipf:0.8", 1000),
+    ("zipf:1.0", 1000),
+    ("zipf:1.2", 1000),
+    ("zipf:0.8", 10000),
+    ("zipfscan:1.0", 1000),
+    ("zipfscan:0.8", 5000),
+    ("loop:1200", 1000),
+    ("loop:5000", 4000),
+]
+
+
+def read_trace(path: str | Path) -> list[str]:
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def zipf(s: float, n_keys: int, n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    weights = [1.0 / (i**s) for i in range(1, n_keys + 1)]
+    cum = list(itertools.accumulate(weights))
+    total = cum[-1]
+    # shuffle rank -> key so popularity is not correlated with key order
+    ids = list(range(n_keys))
+    rng.shuffle(ids)
+    return [str(ids[bisect.bisect_left(cum, rng.random() * total)]) for _ in range(n)]
+
+
+def zipf_scan(s: float, seed: int) -> list[str]:
+    base = zipf(s, 100_000, 300_000, seed)
+    out: list[str] = []
+    scan_id = 0
+    for i in range(0, len(base), 5000):
+        out.extend(base[i : i + 5000])
+        out.extend(f"scan{scan_id + j}" for j in range(2000))
+        scan_id += 2000
+    return out
+
+
+def workload(spec: str, seed: int = 42) -> list[str]:
+    kind, _, arg = spec.partition(":")
+    if kind == "zipf":
+        return zipf(float(arg), 100_000, 300_000, seed)
+    if kind == "zipfscan":
+        return zipf_scan(float(arg), seed)
+    if kind == "loop":
+        n = int(arg)
+        return [str(i) for i in range(n)] * 100
+    raise SystemExit(f"unknown workload {spec!r}")
+
+
+def run_maxage(keys: Sequence[str], capacity: int, policy: str) -> float:
+    c = Cache(
+        capacity * (ENTRY_OVERHEAD + KEY_WIDTH),
+        clock=ManualClock(0.0),
+        policy=policy,
+        seed=1,
+        thread_safe=False,
+    )
+    get = c.get
+    fill = c.set_if_newer
+    hits = 0
+    for k in keys:
+        if get(k) is not MISSING:
+            hits += 1
+        else:
+            fill(k, 1, b"", started_at=0.0)
+    assert c.stats.hits == hits and len(c) <= capacity
+    return hits / len(keys)
+
+
+def run_lru(keys: Sequence[str], capacity: int) -> float:
+    c: cachetools.LRUCache[str, bool] = cachetools.LRUCache(maxsize=capacity)
+    hits = 0
+    for k in keys:
+        if k in c:
+            c[k]
+            hits += 1
+        else:
+            c[k] = True
+    return hits / len(keys)
+
+
+def run_theine(keys: Sequence[str], capacity: int) -> float:
+    c = theine.Cache(capacity)
+    hits = 0
+    for k in keys:
+        _, ok = c.get(k)
+        if ok:
+            hits += 1
+        else:
+            c.set(k, True)
+    return hits / len(keys)
+
+
+def pad(keys: Iterator[str] | Sequence[str]) -> list[str]:
+    return [k.rjust(KEY_WIDTH, "0")[-KEY_WIDTH:] if len(k) <= KEY_WIDTH else k for k in keys]
+
+
+def compare(keys: Sequence[str], capacity: int, policies: Sequence[str]) -> dict[str, float]:
+    keys = pad(keys)
+    out = {"maxage" if p == policies[0] else f"maxage-{p}": 0.0 for p in policies}
+    for p in policies:
+        name = "maxage" if p == policies[0] else f"maxage-{p}"
+        out[name] = round(run_maxage(keys, capacity, p), 4)
+    out["lru"] = round(run_lru(keys, capacity), 4)
+    out["theine"] = round(run_theine(keys, capacity), 4)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("trace", nargs="?", help="trace file, one key per line")
+    ap.add_argument("--capacity", type=int, help="capacity in entries")
+    ap.add_argument("--workload", help="synthetic workload, e.g. zipf:1.0, zipfscan:1.0, loop:1200")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--policy", default="adaptive", help="maxage policy (default adaptive)")
+    ap.add_argument("--policies", help="comma-separated extra maxage policies to compare")
+    ap.add_argument("--all", action="store_true", help="every trace and workload, markdown")
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args(argv)
+    policies = [args.policy] + [p for p in (args.policies or "").split(",") if p]
+
+    if args.all:
+        cols = ["maxage"] + [f"maxage-{p}" for p in policies[1:]] + ["lru", "theine"]
+        print("| workload | capacity | requests | " + " | ".join(cols) + " | ok |")
+        print("|---|---|---|" + "---|" * len(cols) + "---|")
+        runs = [(str(TRACES / t), c, read_trace(TRACES / t)) for t, c in TRACE_RUNS]
+        runs += [(w, c, workload(w, args.seed)) for w, c in SYNTH_RUNS]
+        for name, cap, keys in runs:
+            r = compare(keys, cap, policies)
+            ok = r["maxage"] >= r["theine"] - 0.01 and r["maxage"] >= r["lru"] - 0.02
+            label = Path(name).name if "/" in name else name
+            cells = " | ".join(f"{r[c]:.3f}" for c in cols)
+            print(f"| {label} | {cap} | {len(keys)} | {cells} | {'yes' if ok else 'NO'} |")
+            sys.stdout.flush()
+        return 0
+
+    if args.capacity is None or (args.trace is None) == (args.workload is None):
+        ap.error("give TRACE_FILE or --workload, and --capacity (or --all)")
+    keys = read_trace(args.trace) if args.trace else workload(args.workload, args.seed)
+    r = compare(keys, args.capacity, policies)
+    if args.json:
+        print(json.dumps({"capacity": args.capacity, "requests": len(keys), "hit_ratio": r}))
+    else:
+        print(f"requests={len(keys)} capacity={args.capacity}")
+        for name, v in r.items():
+            print(f"  {name:<16} {v:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
