@@ -1,0 +1,3 @@
+from maxage.cli import main
+
+raise SystemExit(main())

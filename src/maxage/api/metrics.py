@@ -1,0 +1,69 @@
+"""Prometheus exposition without per-request objects: plain counters, rendered at scrape time."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def labels(**kv: str) -> str:
+    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in kv.items()) + "}"
+
+
+class Exposition:
+    """Collects lines for one scrape."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, label_text: str = "") -> None:
+        self.lines.append(f"{name}{label_text} {_num(value)}")
+
+    def histogram(self, name: str, items: Iterable[tuple[str, Histogram]]) -> None:
+        for label_text, h in items:
+            inner = label_text[1:-1]
+            sep = "," if inner else ""
+            cumulative = 0
+            for bound, n in zip(BUCKETS, h.counts, strict=False):
+                cumulative += n
+                self.lines.append(f'{name}_bucket{{{inner}{sep}le="{bound}"}} {cumulative}')
+            cumulative += h.counts[-1]
+            self.lines.append(f'{name}_bucket{{{inner}{sep}le="+Inf"}} {cumulative}')
+            self.lines.append(f"{name}_sum{label_text} {_num(h.sum)}")
+            self.lines.append(f"{name}_count{label_text} {h.count}")
+
+    def render(self) -> bytes:
+        return ("\n".join(self.lines) + "\n").encode()
+
+
+def _num(v: float) -> str:
+    if isinstance(v, int) or float(v).is_integer():
+        return str(int(v))
+    return repr(float(v))
+
+
+Collector = Callable[[Exposition], None]

@@ -1,0 +1,80 @@
+"""Problem details (RFC 9457): the catalog of stable error codes and their rendering.
+
+Every error the API returns is ``application/problem+json`` with ``type``,
+``title``, ``status``, ``detail``, ``instance``, ``request_id`` and ``code``.
+``docs/errors.md`` documents each code; ``tests/api`` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    code: str
+    status: int
+    title: str
+    retry: str  # whether and how a client may retry (documented in docs/errors.md)
+
+
+_TYPES = [
+    ProblemType("malformed_json", 400, "Malformed JSON", "no: fix the body"),
+    ProblemType("invalid_parameter", 400, "Invalid parameter", "no: fix the query or header"),
+    ProblemType("read_mode_not_allowed", 400, "Read mode not allowed", "no: use an allowed mode"),
+    ProblemType("invalid_page_token", 400, "Invalid page token", "no: restart from the first page"),
+    ProblemType("bad_request", 400, "Bad request", "no"),
+    ProblemType("not_found", 404, "Not found", "no"),
+    ProblemType("collection_not_found", 404, "Collection not found", "no"),
+    ProblemType("document_not_found", 404, "Document not found", "no (unless it is being created)"),
+    ProblemType("method_not_allowed", 405, "Method not allowed", "no: see the Allow header"),
+    ProblemType("not_acceptable", 406, "Not acceptable", "no: accept application/json"),
+    ProblemType(
+        "idempotency_key_in_use", 409, "Idempotency key in use",
+        "yes, with the same key, after the first request finishes",
+    ),
+    ProblemType("precondition_failed", 412, "Precondition failed",
+                "after re-reading the document and its current ETag"),
+    ProblemType("payload_too_large", 413, "Payload too large", "no: send a smaller body"),
+    ProblemType("unsupported_media_type", 415, "Unsupported media type",
+                "no: use the documented Content-Type"),
+    ProblemType("validation_failed", 422, "Validation failed", "no: fix the fields in errors[]"),
+    ProblemType("idempotency_key_reused", 422, "Idempotency key reused",
+                "no: a key names one request; use a new key for a different payload"),
+    ProblemType("precondition_required", 428, "Precondition required", "no"),
+    ProblemType("internal_error", 500, "Internal error", "yes, with backoff"),
+    ProblemType("store_unavailable", 503, "Store unavailable", "yes, with backoff"),
+    ProblemType("draining", 503, "Server draining", "yes, on another instance"),
+    ProblemType("deadline_exceeded", 504, "Deadline exceeded",
+                "yes; for writes use an Idempotency-Key so the retry is safe"),
+    ProblemType("fault_injection_disabled", 404, "Not found", "no"),
+]  # fmt: skip
+
+CATALOG: dict[str, ProblemType] = {t.code: t for t in _TYPES}
+
+PROBLEM_CONTENT_TYPE = b"application/problem+json"
+
+
+def problem_type_uri(code: str) -> str:
+    return f"urn:maxage:problem:{code}"
+
+
+def render_problem(code: str, detail: str, instance: str, request_id: str, **extra: Any) -> tuple[int, bytes]:
+    """Return (status, body) for a catalogued problem code."""
+    t = CATALOG[code]
+    body: dict[str, Any] = {
+        "type": problem_type_uri(code),
+        "title": t.title,
+        "status": t.status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+        "code": code,
+    }
+    body.update(extra)
+    return t.status, _encode(body)

@@ -1,0 +1,317 @@
+"""The composition root: command line → config → objects → servers.
+
+``maxage serve`` validates everything it can in the parent process (config,
+options, database URL) so a mistake exits 2 with a clear message before any
+worker starts; the settings then travel to the ASGI workers as one JSON
+environment variable read by :func:`asgi_app`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from maxage import __version__
+from maxage.contracts import ConfigError, load_config, parse_duration
+
+BUNDLED_CONFIG = Path(__file__).parent / "examples" / "catalog.toml"
+DEFAULT_DB = "sqlite:///./maxage-data/maxage.db"
+SETTINGS_ENV = "MAXAGE_SERVE_SETTINGS"
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+MUTANTS = ("no-version-guard", "no-tombstone", "no-watermark", "error-path-drop", "seq-tailer")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = 1
+    if t and t[-1] in units:
+        mult = units[t[-1]]
+        t = t[:-1]
+    try:
+        value = int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 64MiB or 1048576, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a size must be > 0")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text if not text.replace(".", "", 1).isdigit() else text + "s")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maxage",
+        description="A JSON API server and cache server whose caches keep a declared, "
+        "enforced and measured consistency contract.",
+    )
+    parser.add_argument("--version", action="version", version=f"maxage {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve collections of JSON documents as a REST API",
+        description="Serve the collections of a TOML config as a REST API with contract-keeping caches.",
+    )
+    serve.add_argument("--config", metavar="FILE", default=None,
+                       help=f"collections config (TOML); default: the bundled example ({BUNDLED_CONFIG.name})")
+    serve.add_argument("--db", metavar="URL", default=DEFAULT_DB,
+                       help="primary store: sqlite:///PATH (embedded default, relative to the current "
+                       "directory) or postgresql://USER@HOST:PORT/DB (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080,
+                       help="port to bind; 0 picks a free one (default: %(default)s)")
+    serve.add_argument("--cache", metavar="URL", default=None,
+                       help="shared cache tier behind the in-process one: redis://HOST:PORT/DB")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
+    serve.add_argument("--cache-bytes", type=_size, default=64 * 1024**2,
+                       help="byte bound of the in-process cache per worker (default: 64MiB)")
+    serve.add_argument("--body-limit", type=_size, default=1024**2,
+                       help="largest accepted request body (default: 1MiB)")
+    serve.add_argument("--deadline", type=_duration, default=10.0,
+                       help="request deadline in seconds; clients may shorten it with "
+                       "X-Request-Timeout (default: 10)")
+    serve.add_argument("--access-log", choices=["all", "sampled", "errors-and-slow", "off"],
+                       default="errors-and-slow",
+                       help="access log lines (JSON on stderr): all, sampled (1%%), errors-and-slow "
+                       "(status >= 500 or slower than 1 s; default) or off")
+    serve.add_argument("--idempotency-ttl", type=_duration, default=86400.0,
+                       help="how long idempotency keys are kept, seconds (default: 86400)")
+    serve.add_argument("--fault-injection", action="store_true",
+                       help="TEST ONLY: expose the loopback-only fault control endpoint used by "
+                       "`maxage check`; refused on a non-loopback bind")
+    serve.add_argument("--mutant", choices=MUTANTS, default=None,
+                       help="TEST ONLY (needs --fault-injection): run a known-broken variant so the "
+                       "checker can show it catches it")  # fmt: skip
+
+    cs = sub.add_parser(
+        "cache-server",
+        help="run the standalone HTTP cache server",
+        description="The contract-keeping cache engine as a standalone HTTP service.",
+    )
+    try:
+        from maxage.cacheserver.cli import configure_parser
+
+        configure_parser(cs)
+    except ImportError:  # pragma: no cover - built in parallel
+        cs.set_defaults(unavailable=True)
+
+    check = sub.add_parser(
+        "check",
+        help="drive a running server with concurrent clients and faults; check the contract",
+        description="Consistency checker: records a history and checks properties P0-P7.",
+    )
+    try:
+        from maxage.checker.cli import configure_parser as configure_check
+
+        configure_check(check)
+    except ImportError:  # pragma: no cover
+        check.set_defaults(unavailable=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "unavailable", False):
+        print(f"maxage {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "cache-server":
+            from maxage.cacheserver.cli import run
+
+            return run(args)
+        if args.command == "check":
+            from maxage.checker.cli import run as run_check
+
+            return run_check(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"maxage {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    parser.print_help()
+    return 2
+
+
+# -- serve -----------------------------------------------------------------------------
+
+
+def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate the options; return the JSON-able settings every worker builds from."""
+    config_path = Path(args.config) if args.config else BUNDLED_CONFIG
+    load_config(config_path)  # raises ConfigError: exit 2 naming file, collection, field
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be 0..65535")
+    if args.mutant and not args.fault_injection:
+        raise UsageError("--mutant is test-only and needs --fault-injection")
+    if args.fault_injection and args.host not in LOOPBACK:
+        raise UsageError("--fault-injection is refused on a non-loopback bind")
+    db = args.db
+    if db.startswith("sqlite:///"):
+        db_path = Path(db[len("sqlite:///"):]).expanduser()
+        if not db_path.name:
+            raise UsageError("--db sqlite:///PATH needs a file path")
+        db_path = db_path.resolve()
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {db_path.parent}: {exc.strerror}") from None
+        db = f"sqlite:///{db_path}"
+    elif not db.startswith(("postgresql://", "postgres://")):
+        raise UsageError("--db must be sqlite:///PATH or postgresql://…")
+    if args.cache is not None and not args.cache.startswith(("redis://", "rediss://", "redis+cluster://")):
+        raise UsageError("--cache must be redis://HOST:PORT/DB (or redis+cluster://…)")
+    return {
+        "config": str(config_path.resolve()),
+        "db": db,
+        "cache": args.cache,
+        "cache_bytes": args.cache_bytes,
+        "settings": {
+            "body_limit": args.body_limit,
+            "deadline": args.deadline,
+            "access_log": args.access_log,
+            "idempotency_keep": args.idempotency_ttl,
+            "fault_injection": bool(args.fault_injection),
+        },
+        "mutant": args.mutant,
+    }
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _announce_when_accepting(host: str, port: int, stop: threading.Event) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    while not stop.is_set():
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            print(f"listening on http://{shown}:{port}", flush=True)
+            return
+        time.sleep(0.02)
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = serve_settings(args)
+    port = args.port or _free_port(args.host)
+    os.environ[SETTINGS_ENV] = json.dumps(settings)
+    where = settings["db"]
+    print(f"maxage {__version__}: config {settings['config']}", flush=True)
+    print(f"maxage: data in {where.removeprefix('sqlite:///')}", flush=True)
+
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    stop = threading.Event()
+    announcer = threading.Thread(
+        target=_announce_when_accepting, args=(args.host, port, stop), daemon=True
+    )
+    announcer.start()
+    server = Server(
+        "maxage.cli:asgi_app",
+        address=args.host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        loop=Loops.uvloop if _has_uvloop() else Loops.asyncio,
+        factory=True,
+        log_level=LogLevels.warning,
+        log_access=False,
+        workers_kill_timeout=int(args.deadline) + 5,
+    )
+    try:
+        server.serve()
+    finally:
+        stop.set()
+    return 0
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def asgi_app() -> Any:
+    """ASGI factory run in each worker: build every object from the settings env var."""
+    from maxage.api.app import Settings, build_app
+    from maxage.core.cache import Cache
+    from maxage.core.clock import SystemClock
+    from maxage.service import Service
+
+    raw = json.loads(os.environ[SETTINGS_ENV])
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    config = load_config(raw["config"])
+    clock = SystemClock()
+    store = _make_store(raw["db"], clock)
+    cache = Cache(raw["cache_bytes"], clock=clock, thread_safe=False)
+    l2 = None
+    if raw.get("cache"):
+        from maxage.tiers.redis import RedisTier
+
+        l2 = RedisTier(raw["cache"], clock=clock)
+    service = Service(config.collections, store, cache, clock, l2=l2)
+    settings = Settings(**raw["settings"])
+    faults = None
+    if settings.fault_injection:
+        from maxage.checker.faults import install_faults
+
+        faults = install_faults(service, store, mutant=raw.get("mutant"))
+
+    async def startup() -> None:
+        await store.open()
+        await service.start()
+
+    async def shutdown() -> None:
+        await service.stop()
+        await store.close()
+        if l2 is not None:
+            await l2.close()
+
+    return build_app(service, settings, on_startup=startup, on_shutdown=shutdown, faults=faults)
+
+
+def _make_store(db: str, clock: Any) -> Any:
+    if db.startswith("sqlite:///"):
+        from maxage.store.sqlite import SQLiteStore
+
+        return SQLiteStore(db[len("sqlite:///"):], clock=clock)
+    from maxage.store.postgres import PostgresStore
+
+    return PostgresStore(db, clock=clock)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,443 @@
+"""Collection specs: schema, consistency contract and write policy (pure data + parsing).
+
+A config file is TOML with one ``[collections.NAME]`` table per collection::
+
+    [collections.products]
+    max_staleness = "30s"          # "250ms", "30s", "5m"; "0s" = strong only
+    read_modes = ["bounded", "strong", "session"]
+    write_policy = "write-through" # or "write-around"
+    ttl = "60s"                    # optional; may exceed max_staleness (TTL is not the bound)
+    schema_file = "products.schema.json"   # or an inline [collections.products.schema] table
+
+Every problem is a :class:`ConfigError` naming the file, the collection and the field.
+The document schema is a JSON Schema subset compiled once into a validator that
+returns ``(json_pointer, detail)`` pairs.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(Exception):
+    """An invalid config: the message names the file, the collection and the field."""
+
+    def __init__(self, file: str, collection: str | None, field_name: str | None, message: str):
+        where = file
+        if collection:
+            where += f": collection {collection!r}"
+        if field_name:
+            where += f", field {field_name!r}"
+        super().__init__(f"{where}: {message}")
+        self.file = file
+        self.collection = collection
+        self.field = field_name
+
+
+class ReadMode(enum.Enum):
+    BOUNDED = "bounded"
+    SESSION = "session"
+    STRONG = "strong"
+
+
+class WritePolicy(enum.Enum):
+    WRITE_THROUGH = "write-through"
+    WRITE_AROUND = "write-around"
+
+
+# Strongest first: the default for a collection that does not allow bounded reads.
+_STRENGTH = (ReadMode.STRONG, ReadMode.SESSION, ReadMode.BOUNDED)
+
+
+def parse_duration(value: object) -> float:
+    """``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"`` or a number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '30s', got a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"expected a duration like '250ms', '30s' or '5m', got {value!r}")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration like '30s', got {type(value).__name__}")
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"duration must be finite and >= 0, got {value!r}")
+    return seconds
+
+
+# -- schema ----------------------------------------------------------------------------
+
+SchemaErrors = list[tuple[str, str]]
+Validator = Callable[[object, str, SchemaErrors], None]
+
+_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
+_KNOWN = {
+    "type", "properties", "required", "enum", "minimum", "maximum", "exclusiveMinimum",
+    "exclusiveMaximum", "minLength", "maxLength", "pattern", "additionalProperties", "items",
+    "minItems", "maxItems", "title", "description", "default", "examples", "format", "$schema",
+    "$id", "$comment", "readOnly", "writeOnly", "deprecated",
+}  # fmt: skip
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _type_ok(kind: str, value: object) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "array":
+        return isinstance(value, list)
+    if kind == "object":
+        return isinstance(value, dict)
+    return value is None  # "null"
+
+
+class SchemaError(ValueError):
+    """The schema itself is invalid (unsupported keyword, wrong type…)."""
+
+
+def compile_schema(schema: object, where: str = "#") -> Validator:
+    """Compile a JSON Schema subset into a validator. Raises SchemaError naming the spot."""
+    if not isinstance(schema, dict):
+        raise SchemaError(f"{where}: a schema must be an object")
+    unknown = set(schema) - _KNOWN
+    if unknown:
+        raise SchemaError(f"{where}: unsupported keyword(s) {sorted(unknown)}")
+    checks: list[Validator] = []
+
+    types = schema.get("type")
+    if types is not None:
+        kinds = [types] if isinstance(types, str) else types
+        if not isinstance(kinds, list) or not kinds or any(k not in _TYPES for k in kinds):
+            raise SchemaError(f"{where}/type: must be one of {sorted(_TYPES)} or a list of them")
+        kinds_t = tuple(kinds)
+        label = " or ".join(kinds_t)
+
+        def check_type(v: object, p: str, e: SchemaErrors) -> None:
+            if not any(_type_ok(k, v) for k in kinds_t):
+                e.append((p, f"must be of type {label}"))
+
+        checks.append(check_type)
+
+    if "enum" in schema:
+        allowed = schema["enum"]
+        if not isinstance(allowed, list) or not allowed:
+            raise SchemaError(f"{where}/enum: must be a non-empty array")
+        shown = ", ".join(json.dumps(a) for a in allowed)
+
+        def check_enum(v: object, p: str, e: SchemaErrors) -> None:
+            if not any(v == a and isinstance(v, bool) == isinstance(a, bool) for a in allowed):
+                e.append((p, f"must be one of {shown}"))
+
+        checks.append(check_enum)
+
+    def number(key: str) -> float | None:
+        val = schema.get(key)
+        if val is None:
+            return None
+        if isinstance(val, bool) or not isinstance(val, int | float):
+            raise SchemaError(f"{where}/{key}: must be a number")
+        return float(val)
+
+    def count(key: str) -> int | None:
+        val = schema.get(key)
+        if val is None:
+            return None
+        if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+            raise SchemaError(f"{where}/{key}: must be a non-negative integer")
+        return val
+
+    is_num = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    for key, cmp, text in (
+        ("minimum", lambda v, b: v >= b, "must be >= {}"),
+        ("maximum", lambda v, b: v <= b, "must be <= {}"),
+        ("exclusiveMinimum", lambda v, b: v > b, "must be > {}"),
+        ("exclusiveMaximum", lambda v, b: v < b, "must be < {}"),
+    ):
+        bound = number(key)
+        if bound is not None:
+
+            def check_bound(v: object, p: str, e: SchemaErrors, b: float = bound,
+                            c: Any = cmp, t: str = text) -> None:  # fmt: skip
+                if is_num(v) and not c(v, b):
+                    e.append((p, t.format(_fmt_num(b))))
+
+            checks.append(check_bound)
+
+    min_len, max_len = count("minLength"), count("maxLength")
+    if min_len is not None or max_len is not None:
+
+        def check_len(v: object, p: str, e: SchemaErrors) -> None:
+            if isinstance(v, str):
+                if min_len is not None and len(v) < min_len:
+                    e.append((p, f"must be at least {min_len} characters long"))
+                if max_len is not None and len(v) > max_len:
+                    e.append((p, f"must be at most {max_len} characters long"))
+
+        checks.append(check_len)
+
+    if "pattern" in schema:
+        pat = schema["pattern"]
+        if not isinstance(pat, str):
+            raise SchemaError(f"{where}/pattern: must be a string")
+        try:
+            rx = re.compile(pat)
+        except re.error as exc:
+            raise SchemaError(f"{where}/pattern: invalid regular expression: {exc}") from None
+
+        def check_pattern(v: object, p: str, e: SchemaErrors) -> None:
+            if isinstance(v, str) and not rx.search(v):
+                e.append((p, f"must match pattern {pat!r}"))
+
+        checks.append(check_pattern)
+
+    min_items, max_items = count("minItems"), count("maxItems")
+    item_check = compile_schema(schema["items"], f"{where}/items") if "items" in schema else None
+    if item_check is not None or min_items is not None or max_items is not None:
+
+        def check_array(v: object, p: str, e: SchemaErrors) -> None:
+            if not isinstance(v, list):
+                return
+            if min_items is not None and len(v) < min_items:
+                e.append((p, f"must have at least {min_items} items"))
+            if max_items is not None and len(v) > max_items:
+                e.append((p, f"must have at most {max_items} items"))
+            if item_check is not None:
+                for i, item in enumerate(v):
+                    item_check(item, f"{p}/{i}", e)
+
+        checks.append(check_array)
+
+    props_raw = schema.get("properties")
+    object_like = props_raw is not None or "required" in schema or types in ("object", ["object"])
+    if object_like:
+        if props_raw is None:
+            props_raw = {}
+        if not isinstance(props_raw, dict):
+            raise SchemaError(f"{where}/properties: must be an object")
+        props = {
+            name: compile_schema(sub, f"{where}/properties/{_escape(name)}")
+            for name, sub in props_raw.items()
+        }
+        required = schema.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise SchemaError(f"{where}/required: must be an array of property names")
+        additional = schema.get("additionalProperties", False)
+        extra_check: Validator | None = None
+        if isinstance(additional, dict):
+            extra_check = compile_schema(additional, f"{where}/additionalProperties")
+            allow_extra = True
+        elif isinstance(additional, bool):
+            allow_extra = additional
+        else:
+            raise SchemaError(f"{where}/additionalProperties: must be a boolean or a schema")
+
+        def check_object(v: object, p: str, e: SchemaErrors) -> None:
+            if not isinstance(v, dict):
+                return
+            for name in required:
+                if name not in v:
+                    e.append((f"{p}/{_escape(name)}", "is required"))
+            for name, item in v.items():
+                sub = props.get(name)
+                if sub is not None:
+                    sub(item, f"{p}/{_escape(name)}", e)
+                elif not allow_extra:
+                    e.append((f"{p}/{_escape(name)}", "is not an allowed property"))
+                elif extra_check is not None:
+                    extra_check(item, f"{p}/{_escape(name)}", e)
+
+        checks.append(check_object)
+
+    def validate(v: object, p: str, e: SchemaErrors) -> None:
+        for c in checks:
+            c(v, p, e)
+
+    return validate
+
+
+def _fmt_num(x: float) -> str:
+    return str(int(x)) if x.is_integer() else str(x)
+
+
+# -- collections -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    name: str
+    max_staleness: float
+    read_modes: frozenset[ReadMode]
+    write_policy: WritePolicy
+    ttl: float | None
+    schema: Mapping[str, Any]
+    validator: Validator = field(repr=False, compare=False)
+
+    @property
+    def default_mode(self) -> ReadMode:
+        if ReadMode.BOUNDED in self.read_modes:
+            return ReadMode.BOUNDED
+        return next(m for m in _STRENGTH if m in self.read_modes)
+
+    @property
+    def cache_ttl(self) -> float:
+        """TTL used for cache entries; when unset, a multiple of the bound (hygiene only)."""
+        if self.ttl is not None:
+            return self.ttl
+        return max(self.max_staleness * 4, 60.0)
+
+    def validate(self, document: object) -> SchemaErrors:
+        errors: SchemaErrors = []
+        if not isinstance(document, dict):
+            return [("", "the document must be a JSON object")]
+        self.validator(document, "", errors)
+        return errors
+
+    def allowed_modes_text(self) -> str:
+        return ", ".join(m.value for m in _STRENGTH[::-1] if m in self.read_modes)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    collections: Mapping[str, CollectionSpec]
+
+
+_COLLECTION_KEYS = {"max_staleness", "read_modes", "write_policy", "ttl", "schema_file", "schema"}
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    name = str(p)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(name, None, None, f"cannot read config: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(name, None, None, f"invalid TOML: {exc}") from None
+    return parse_config(data, name, base_dir=p.parent)
+
+
+def parse_config(data: Mapping[str, Any], source: str, base_dir: Path | None = None) -> Config:
+    unknown_top = set(data) - {"collections"}
+    if unknown_top:
+        raise ConfigError(source, None, sorted(unknown_top)[0], "unknown top-level key")
+    cols = data.get("collections")
+    if not isinstance(cols, dict) or not cols:
+        raise ConfigError(source, None, "collections", "at least one [collections.NAME] table is required")
+    specs = {}
+    for cname, table in cols.items():
+        specs[cname] = _parse_collection(source, cname, table, base_dir or Path("."))
+    return Config(source, specs)
+
+
+def _parse_collection(source: str, cname: str, table: object, base_dir: Path) -> CollectionSpec:
+    def fail(field_name: str | None, message: str) -> ConfigError:
+        return ConfigError(source, cname, field_name, message)
+
+    if not COLLECTION_NAME.match(cname):
+        raise fail(None, "collection names are 1-63 chars of a-z, 0-9, '_' or '-', starting with a letter")
+    if not isinstance(table, dict):
+        raise fail(None, "must be a table")
+    unknown = set(table) - _COLLECTION_KEYS
+    if unknown:
+        raise fail(sorted(unknown)[0], f"unknown field; expected one of {sorted(_COLLECTION_KEYS)}")
+    if "max_staleness" not in table:
+        raise fail("max_staleness", "is required (a duration like '30s'; '0s' = strong only)")
+    try:
+        staleness = parse_duration(table["max_staleness"])
+    except ValueError as exc:
+        raise fail("max_staleness", str(exc)) from None
+
+    modes_raw = table.get("read_modes")
+    if modes_raw is None:
+        modes = (
+            frozenset({ReadMode.STRONG})
+            if staleness == 0
+            else frozenset({ReadMode.BOUNDED, ReadMode.STRONG, ReadMode.SESSION})
+        )
+    else:
+        if not isinstance(modes_raw, list) or not modes_raw:
+            raise fail("read_modes", "must be a non-empty list of 'bounded', 'strong', 'session'")
+        try:
+            modes = frozenset(ReadMode(m) for m in modes_raw)
+        except ValueError:
+            raise fail("read_modes", f"unknown mode in {modes_raw!r}; allowed: bounded, strong, session") from None
+    if staleness == 0 and modes != {ReadMode.STRONG}:
+        raise fail("read_modes", "max_staleness '0s' means strong only: read_modes must be ['strong']")
+
+    policy_raw = table.get("write_policy", "write-around")
+    try:
+        policy = WritePolicy(policy_raw)
+    except ValueError:
+        raise fail("write_policy", f"must be 'write-through' or 'write-around', got {policy_raw!r}") from None
+
+    ttl = None
+    if "ttl" in table:
+        try:
+            ttl = parse_duration(table["ttl"])
+        except ValueError as exc:
+            raise fail("ttl", str(exc)) from None
+        if ttl <= 0:
+            raise fail("ttl", "must be > 0")
+
+    if "schema" in table and "schema_file" in table:
+        raise fail("schema", "give either schema_file or an inline schema table, not both")
+    if "schema_file" in table:
+        sf = table["schema_file"]
+        if not isinstance(sf, str):
+            raise fail("schema_file", "must be a path string")
+        spath = (base_dir / sf) if not Path(sf).is_absolute() else Path(sf)
+        try:
+            schema = json.loads(spath.read_text("utf-8"))
+        except OSError as exc:
+            raise fail("schema_file", f"cannot read {spath}: {exc.strerror or exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise fail("schema_file", f"{spath} is not valid JSON: {exc}") from None
+        schema_field = "schema_file"
+    elif "schema" in table:
+        schema = table["schema"]
+        schema_field = "schema"
+    else:
+        raise fail("schema", "a schema is required: schema_file = '...' or a [collections.NAME.schema] table")
+    if not isinstance(schema, dict):
+        raise fail(schema_field, "the schema must be a JSON object")
+    schema = dict(schema)
+    if schema.get("type", "object") not in ("object", ["object"]):
+        raise fail(schema_field, "a document schema must have type 'object'")
+    schema.setdefault("type", "object")
+    schema.setdefault("additionalProperties", False)
+    try:
+        validator = compile_schema(schema)
+    except SchemaError as exc:
+        raise fail(schema_field, str(exc)) from None
+    return CollectionSpec(cname, staleness, modes, policy, ttl, schema, validator)
+
+
+def read_modes_order() -> Sequence[ReadMode]:
+    return _STRENGTH

@@ -1,0 +1,183 @@
+"""The tailer: applies the change log to every holder and keeps each holder's watermark.
+
+The change log in the primary is the source of truth. Notifications (an
+in-process signal after a local commit, PostgreSQL ``LISTEN/NOTIFY``) only wake
+the tailer early; it also polls, so a lost notification only makes a change
+late, never lost.
+
+Watermark. ``Holder.watermark`` is a time ``w`` such that every change committed
+before ``w`` has been applied to that holder. After a *complete* poll (the store
+returned everything up to its snapshot) a holder with no pending failures moves
+its watermark to the poll's ``snapshot_at``. A holder that failed to apply a
+change keeps it in a retry set (key -> highest version) and its watermark stays
+where it was until every retry succeeds: a failed invalidation is never dropped
+(dropping it and moving on is the bug the ``error-path-drop`` mutant plants).
+The read path serves from a holder only while ``now - watermark <= S``, so a
+stalled tailer turns into bypasses, never into stale reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from maxage.core.cache import Cache
+from maxage.core.types import Clock
+from maxage.store.base import Change, Store
+
+log = logging.getLogger("maxage.tailer")
+
+
+def doc_key(collection: str, id: str) -> str:
+    """The cache key of a document; the collection is a prefix so drop-all is a prefix drop."""
+    return f"{collection}/{id}"
+
+
+class Holder(Protocol):
+    name: str
+    watermark: float
+
+    async def apply(self, key: str, version: int) -> None:
+        """Drop entries of ``key`` older than ``version`` and leave a tombstone. Raise on failure."""
+        ...
+
+
+class L1Holder:
+    """The in-process cache as a holder."""
+
+    def __init__(self, cache: Cache, start: float) -> None:
+        self.name = "l1"
+        self.cache = cache
+        self.watermark = start
+
+    async def apply(self, key: str, version: int) -> None:
+        self.cache.invalidate(key, version)
+
+
+class HolderState:
+    __slots__ = ("applied", "failures", "holder", "pending")
+
+    def __init__(self, holder: Holder) -> None:
+        self.holder = holder
+        self.pending: dict[str, int] = {}
+        self.applied = 0
+        self.failures = 0
+
+
+class Tailer:
+    """Polls ``store.changes_after`` and applies every change to every holder."""
+
+    def __init__(
+        self,
+        store: Store,
+        holders: Sequence[Holder],
+        clock: Clock,
+        *,
+        poll_interval: float = 0.1,
+        batch_size: int = 1000,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.states = [HolderState(h) for h in holders]
+        self.cursor = 0
+        self.polls = 0
+        self.poll_errors = 0
+        self.last_poll_at = 0.0
+        self.stalled = False  # fault injection / tests: stop polling, watermark freezes
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start from the current end of the log: the holders are empty at start-up."""
+        start = self.clock.now()
+        self.cursor = await self.store.last_seq()
+        for st in self.states:
+            st.holder.watermark = start
+        self._task = asyncio.create_task(self._run(), name="maxage-tailer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def lag(self) -> float:
+        """Seconds since the oldest holder watermark (exported as a metric)."""
+        if not self.states:
+            return 0.0
+        return max(0.0, self.clock.now() - min(s.holder.watermark for s in self.states))
+
+    async def _run(self) -> None:
+        while True:
+            if not self.stalled:
+                try:
+                    complete = await self.poll_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the store is down: the watermark just stops
+                    self.poll_errors += 1
+                    log.warning("tailer poll failed: %s", exc)
+                    complete = True
+                if not complete:
+                    continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+
+    async def poll_once(self) -> bool:
+        """One poll: apply what is new, retry failures, move watermarks. True if complete."""
+        batch = await self.store.changes_after(self.cursor, self.batch_size)
+        self.polls += 1
+        self.last_poll_at = batch.snapshot_at
+        for change in batch.changes:
+            await self._apply(change)
+        self.cursor = batch.cursor
+        for st in self.states:
+            if st.pending:
+                await self._retry(st)
+            if batch.complete and not st.pending:
+                st.holder.watermark = max(st.holder.watermark, batch.snapshot_at)
+        return batch.complete
+
+    async def _apply(self, change: Change) -> None:
+        key = doc_key(change.collection, change.id)
+        for st in self.states:
+            if st.pending:
+                # keep per-key order simple: a key already pending just raises its version
+                prior = st.pending.get(key)
+                if prior is not None:
+                    st.pending[key] = max(prior, change.version)
+                    continue
+            try:
+                await st.holder.apply(key, change.version)
+                st.applied += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                st.failures += 1
+                st.pending[key] = max(st.pending.get(key, 0), change.version)
+                log.warning("applying %s v%d to %s failed: %s", key, change.version, st.holder.name, exc)
+
+    async def _retry(self, st: HolderState) -> None:
+        for key, version in list(st.pending.items()):
+            try:
+                await st.holder.apply(key, version)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                st.failures += 1
+                return
+            if st.pending.get(key) == version:
+                del st.pending[key]
+            st.applied += 1
