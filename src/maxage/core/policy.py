@@ -106,6 +106,8 @@ class FrequencySketch:
 
     __slots__ = ("_additions", "_door", "_mask", "_table", "_width", "sample_size")
 
+    DOORKEEPER = True
+
     def __init__(self, width: int) -> None:
         w = 64
         while w < width:
@@ -126,7 +128,7 @@ class FrequencySketch:
         m = self._mask
         door = self._door
         d = (h >> 40) & m
-        if not door[d]:
+        if self.DOORKEEPER and not door[d]:
             door[d] = 1
         else:
             t = self._table
@@ -159,6 +161,25 @@ class FrequencySketch:
             t[3 * w + ((h >> 48 ^ h >> 8) & m)],
         )
         return f + self._door[(h >> 40) & m]
+
+    def raise_to(self, key: str, freq: int) -> None:
+        """Make ``frequency(key) >= freq`` (capped at 15); used when resizing."""
+        h = hash(key) & _M64
+        m = self._mask
+        w = self._width
+        t = self._table
+        f = min(freq, 15)
+        if f > 0:
+            self._door[(h >> 40) & m] = 1
+            f -= 1
+        for i in (
+            h & m,
+            w + ((h >> 16) & m),
+            2 * w + ((h >> 32) & m),
+            3 * w + ((h >> 48 ^ h >> 8) & m),
+        ):
+            if t[i] < f:
+                t[i] = f
 
     def reset(self) -> None:
         self._table = self._table.translate(_HALVE)
@@ -217,7 +238,7 @@ class TinyLfuPolicy:
         adaptive: bool = True,
         window_fraction: float = 0.01,
         seed: int | None = None,
-        expected_entries: int = 1024,
+        expected_entries: int = 64,
     ) -> None:
         self.maximum = maximum
         self.adaptive = adaptive
@@ -236,7 +257,7 @@ class TinyLfuPolicy:
         self._misses = 0
         self._prev_hit_ratio = 0.0
         self._step = -0.0625 * maximum
-        self._sample_period = self._sketch.sample_size
+        self._sample_period = 256
 
     @property
     def weight(self) -> int:
@@ -265,7 +286,7 @@ class TinyLfuPolicy:
         self._seg[key] = _WINDOW
         self._weight += weight
         self._window_weight += weight
-        if len(self._seg) > sketch.width:
+        if len(self._seg) > sketch.width * self.GROW_AT:
             self._grow_sketch()
         if self._hits + self._misses >= self._sample_period:
             self._climb()
@@ -368,21 +389,33 @@ class TinyLfuPolicy:
         return victims
 
     def _grow_sketch(self) -> None:
-        self._sketch = FrequencySketch(2 * len(self._seg))
-        self._sample_period = self._sketch.sample_size
+        # Carry the residents' frequencies over (history of non-residents is lost).
+        old = self._sketch
+        new = FrequencySketch(int(self.WIDTH_FACTOR * len(self._seg)))
+        for key in self._seg:
+            new.raise_to(key, old.frequency(key))
+        self._sketch = new
+
+    WIDTH_FACTOR = 2.0
+    GROW_AT = 1.0
+    SAMPLE_FACTOR = 10.0  # climb every SAMPLE_FACTOR x resident entries requests
+    RESTART_THRESHOLD = 0.05
+    STEP_PERCENT = 0.0625
+    STEP_DECAY = 0.98
 
     def _climb(self) -> None:
         total = self._hits + self._misses
         hit_ratio = self._hits / total
         self._hits = self._misses = 0
+        self._sample_period = max(256, int(self.SAMPLE_FACTOR * len(self._seg)))
         if not self.adaptive:
             return
         change = hit_ratio - self._prev_hit_ratio
         amount = self._step if change >= 0 else -self._step
-        if abs(change) >= 0.05:
-            self._step = 0.0625 * self.maximum * (1 if amount >= 0 else -1)
+        if abs(change) >= self.RESTART_THRESHOLD:
+            self._step = self.STEP_PERCENT * self.maximum * (1 if amount >= 0 else -1)
         else:
-            self._step = 0.98 * amount
+            self._step = self.STEP_DECAY * amount
         self._prev_hit_ratio = hit_ratio
         quota = int(amount)
         if quota > 0:

@@ -89,6 +89,8 @@ class Tailer:
         self.poll_errors = 0
         self.last_poll_at = 0.0
         self.stalled = False  # fault injection / tests: stop polling, watermark freezes
+        # The ``error-path-drop`` mutant (test only): forget failed invalidations, move on.
+        self.drop_failed = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
@@ -166,6 +168,8 @@ class Tailer:
                 raise
             except Exception as exc:
                 st.failures += 1
+                if self.drop_failed:
+                    continue
                 st.pending[key] = max(st.pending.get(key, 0), change.version)
                 log.warning("applying %s v%d to %s failed: %s", key, change.version, st.holder.name, exc)
 
