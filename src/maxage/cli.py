@@ -45,7 +45,9 @@ def _size(text: str) -> int:
     try:
         value = int(float(t) * mult)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size like 64MiB or 1048576, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 64MiB or 1048576, got {text!r}"
+        ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("a size must be > 0")
     return value
@@ -72,36 +74,80 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve collections of JSON documents as a REST API",
         description="Serve the collections of a TOML config as a REST API with contract-keeping caches.",
     )
-    serve.add_argument("--config", metavar="FILE", default=None,
-                       help=f"collections config (TOML); default: the bundled example ({BUNDLED_CONFIG.name})")
-    serve.add_argument("--db", metavar="URL", default=DEFAULT_DB,
-                       help="primary store: sqlite:///PATH (embedded default, relative to the current "
-                       "directory) or postgresql://USER@HOST:PORT/DB (default: %(default)s)")
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"collections config (TOML); default: the bundled example ({BUNDLED_CONFIG.name})",
+    )
+    serve.add_argument(
+        "--db",
+        metavar="URL",
+        default=DEFAULT_DB,
+        help="primary store: sqlite:///PATH (embedded default, relative to the current "
+        "directory) or postgresql://USER@HOST:PORT/DB (default: %(default)s)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8080,
-                       help="port to bind; 0 picks a free one (default: %(default)s)")
-    serve.add_argument("--cache", metavar="URL", default=None,
-                       help="shared cache tier behind the in-process one: redis://HOST:PORT/DB")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
-    serve.add_argument("--cache-bytes", type=_size, default=64 * 1024**2,
-                       help="byte bound of the in-process cache per worker (default: 64MiB)")
-    serve.add_argument("--body-limit", type=_size, default=1024**2,
-                       help="largest accepted request body (default: 1MiB)")
-    serve.add_argument("--deadline", type=_duration, default=10.0,
-                       help="request deadline in seconds; clients may shorten it with "
-                       "X-Request-Timeout (default: 10)")
-    serve.add_argument("--access-log", choices=["all", "sampled", "errors-and-slow", "off"],
-                       default="errors-and-slow",
-                       help="access log lines (JSON on stderr): all, sampled (1%%), errors-and-slow "
-                       "(status >= 500 or slower than 1 s; default) or off")
-    serve.add_argument("--idempotency-ttl", type=_duration, default=86400.0,
-                       help="how long idempotency keys are kept, seconds (default: 86400)")
-    serve.add_argument("--fault-injection", action="store_true",
-                       help="TEST ONLY: expose the loopback-only fault control endpoint used by "
-                       "`maxage check`; refused on a non-loopback bind")
-    serve.add_argument("--mutant", choices=MUTANTS, default=None,
-                       help="TEST ONLY (needs --fault-injection): run a known-broken variant so the "
-                       "checker can show it catches it")  # fmt: skip
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port to bind; 0 picks a free one (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--cache",
+        metavar="URL",
+        default=None,
+        help="shared cache tier behind the in-process one: redis://HOST:PORT/DB",
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--cache-bytes",
+        type=_size,
+        default=64 * 1024**2,
+        help="byte bound of the in-process cache per worker (default: 64MiB)",
+    )
+    serve.add_argument(
+        "--body-limit",
+        type=_size,
+        default=1024**2,
+        help="largest accepted request body (default: 1MiB)",
+    )
+    serve.add_argument(
+        "--deadline",
+        type=_duration,
+        default=10.0,
+        help="request deadline in seconds; clients may shorten it with "
+        "X-Request-Timeout (default: 10)",
+    )
+    serve.add_argument(
+        "--access-log",
+        choices=["all", "sampled", "errors-and-slow", "off"],
+        default="errors-and-slow",
+        help="access log lines (JSON on stderr): all, sampled (1%%), errors-and-slow "
+        "(status >= 500 or slower than 1 s; default) or off",
+    )
+    serve.add_argument(
+        "--idempotency-ttl",
+        type=_duration,
+        default=86400.0,
+        help="how long idempotency keys are kept, seconds (default: 86400)",
+    )
+    serve.add_argument(
+        "--fault-injection",
+        action="store_true",
+        help="TEST ONLY: expose the loopback-only fault control endpoint used by "
+        "`maxage check`; refused on a non-loopback bind",
+    )
+    serve.add_argument(
+        "--mutant",
+        choices=MUTANTS,
+        default=None,
+        help="TEST ONLY (needs --fault-injection): run a known-broken variant so the "
+        "checker can show it catches it",
+    )
 
     cs = sub.add_parser(
         "cache-server",
@@ -144,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "cache-server":
             from maxage.cacheserver.cli import run
 
-            return run(args)
+            return int(run(args))
         if args.command == "check":
             from maxage.checker.cli import run as run_check
 
@@ -175,7 +221,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--fault-injection is refused on a non-loopback bind")
     db = args.db
     if db.startswith("sqlite:///"):
-        db_path = Path(db[len("sqlite:///"):]).expanduser()
+        db_path = Path(db[len("sqlite:///") :]).expanduser()
         if not db_path.name:
             raise UsageError("--db sqlite:///PATH needs a file path")
         db_path = db_path.resolve()
@@ -186,7 +232,9 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         db = f"sqlite:///{db_path}"
     elif not db.startswith(("postgresql://", "postgres://")):
         raise UsageError("--db must be sqlite:///PATH or postgresql://…")
-    if args.cache is not None and not args.cache.startswith(("redis://", "rediss://", "redis+cluster://")):
+    if args.cache is not None and not args.cache.startswith(
+        ("redis://", "rediss://", "redis+cluster://")
+    ):
         raise UsageError("--cache must be redis://HOST:PORT/DB (or redis+cluster://…)")
     return {
         "config": str(config_path.resolve()),
@@ -307,7 +355,7 @@ def _make_store(db: str, clock: Any) -> Any:
     if db.startswith("sqlite:///"):
         from maxage.store.sqlite import SQLiteStore
 
-        return SQLiteStore(db[len("sqlite:///"):], clock=clock)
+        return SQLiteStore(db[len("sqlite:///") :], clock=clock)
     from maxage.store.postgres import PostgresStore
 
     return PostgresStore(db, clock=clock)

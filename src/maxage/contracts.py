@@ -86,11 +86,33 @@ Validator = Callable[[object, str, SchemaErrors], None]
 
 _TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
 _KNOWN = {
-    "type", "properties", "required", "enum", "minimum", "maximum", "exclusiveMinimum",
-    "exclusiveMaximum", "minLength", "maxLength", "pattern", "additionalProperties", "items",
-    "minItems", "maxItems", "title", "description", "default", "examples", "format", "$schema",
-    "$id", "$comment", "readOnly", "writeOnly", "deprecated",
-}  # fmt: skip
+    "type",
+    "properties",
+    "required",
+    "enum",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "additionalProperties",
+    "items",
+    "minItems",
+    "maxItems",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "format",
+    "$schema",
+    "$id",
+    "$comment",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+}
 
 
 def _escape(token: str) -> str:
@@ -170,7 +192,9 @@ def compile_schema(schema: object, where: str = "#") -> Validator:
             raise SchemaError(f"{where}/{key}: must be a non-negative integer")
         return val
 
-    is_num = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    def is_num(v: object) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
     for key, cmp, text in (
         ("minimum", lambda v, b: v >= b, "must be >= {}"),
         ("maximum", lambda v, b: v <= b, "must be <= {}"),
@@ -180,8 +204,9 @@ def compile_schema(schema: object, where: str = "#") -> Validator:
         bound = number(key)
         if bound is not None:
 
-            def check_bound(v: object, p: str, e: SchemaErrors, b: float = bound,
-                            c: Any = cmp, t: str = text) -> None:  # fmt: skip
+            def check_bound(
+                v: object, p: str, e: SchemaErrors, b: float = bound, c: Any = cmp, t: str = text
+            ) -> None:
                 if is_num(v) and not c(v, b):
                     e.append((p, t.format(_fmt_num(b))))
 
@@ -349,7 +374,9 @@ def parse_config(data: Mapping[str, Any], source: str, base_dir: Path | None = N
         raise ConfigError(source, None, sorted(unknown_top)[0], "unknown top-level key")
     cols = data.get("collections")
     if not isinstance(cols, dict) or not cols:
-        raise ConfigError(source, None, "collections", "at least one [collections.NAME] table is required")
+        raise ConfigError(
+            source, None, "collections", "at least one [collections.NAME] table is required"
+        )
     specs = {}
     for cname, table in cols.items():
         specs[cname] = _parse_collection(source, cname, table, base_dir or Path("."))
@@ -361,7 +388,9 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         return ConfigError(source, cname, field_name, message)
 
     if not COLLECTION_NAME.match(cname):
-        raise fail(None, "collection names are 1-63 chars of a-z, 0-9, '_' or '-', starting with a letter")
+        raise fail(
+            None, "collection names are 1-63 chars of a-z, 0-9, '_' or '-', starting with a letter"
+        )
     if not isinstance(table, dict):
         raise fail(None, "must be a table")
     unknown = set(table) - _COLLECTION_KEYS
@@ -387,15 +416,21 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         try:
             modes = frozenset(ReadMode(m) for m in modes_raw)
         except ValueError:
-            raise fail("read_modes", f"unknown mode in {modes_raw!r}; allowed: bounded, strong, session") from None
+            raise fail(
+                "read_modes", f"unknown mode in {modes_raw!r}; allowed: bounded, strong, session"
+            ) from None
     if staleness == 0 and modes != {ReadMode.STRONG}:
-        raise fail("read_modes", "max_staleness '0s' means strong only: read_modes must be ['strong']")
+        raise fail(
+            "read_modes", "max_staleness '0s' means strong only: read_modes must be ['strong']"
+        )
 
     policy_raw = table.get("write_policy", "write-around")
     try:
         policy = WritePolicy(policy_raw)
     except ValueError:
-        raise fail("write_policy", f"must be 'write-through' or 'write-around', got {policy_raw!r}") from None
+        raise fail(
+            "write_policy", f"must be 'write-through' or 'write-around', got {policy_raw!r}"
+        ) from None
 
     ttl = None
     if "ttl" in table:
@@ -424,7 +459,10 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         schema = table["schema"]
         schema_field = "schema"
     else:
-        raise fail("schema", "a schema is required: schema_file = '...' or a [collections.NAME.schema] table")
+        raise fail(
+            "schema",
+            "a schema is required: schema_file = '...' or a [collections.NAME.schema] table",
+        )
     if not isinstance(schema, dict):
         raise fail(schema_field, "the schema must be a JSON object")
     schema = dict(schema)

@@ -22,8 +22,8 @@ import asyncio
 import enum
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -267,15 +267,21 @@ class Service:
         self._fill(spec, key, doc.version, prefix, loaded.started_at)
         return ReadResult(prefix, doc.version, loaded.started_at, Source.PRIMARY, mode, detail)
 
-    def _fill(self, spec: CollectionSpec, key: str, version: int, body: bytes, started: float) -> None:
+    def _fill(
+        self, spec: CollectionSpec, key: str, version: int, body: bytes, started: float
+    ) -> None:
         if self.clock.now() - started > self.max_fill_age:
             self.stats.fills["refused_slow"] = self.stats.fills.get("refused_slow", 0) + 1
             return
-        outcome = self.cache.set_if_newer(key, version, body, started_at=started, ttl=spec.cache_ttl)
+        outcome = self.cache.set_if_newer(
+            key, version, body, started_at=started, ttl=spec.cache_ttl
+        )
         self.stats.fills[outcome.value] = self.stats.fills.get(outcome.value, 0) + 1
         if self.l2 is not None and outcome is not SetOutcome.REFUSED_TOMBSTONE:
             self._background(
-                self.l2.set_if_newer(key, version, body, b"", started_at=started, ttl=spec.cache_ttl)
+                self.l2.set_if_newer(
+                    key, version, body, b"", started_at=started, ttl=spec.cache_ttl
+                )
             )
 
     def _background(self, coro: Coroutine[Any, Any, object]) -> None:

@@ -34,7 +34,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture(params=STORE_KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> AsyncIterator[Store]:
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Store]:
     if request.param == "sqlite":
         s = _sqlite(tmp_path, clock)
     else:

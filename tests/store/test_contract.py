@@ -12,6 +12,7 @@ from maxage.store.base import (
     ClaimState,
     Document,
     IdempotencyCompletion,
+    IdempotencyLost,
     Store,
     StoredResponse,
     WriteRequest,
@@ -89,7 +90,9 @@ async def test_one_change_row_per_version_in_commit_order(store: Store, clock: M
     assert batch.cursor == seqs[-1] == await store.last_seq()
 
 
-async def test_changes_after_paginates_and_is_complete_at_end(store: Store, clock: ManualClock) -> None:
+async def test_changes_after_paginates_and_is_complete_at_end(
+    store: Store, clock: ManualClock
+) -> None:
     for i in range(7):
         await store.write(WriteRequest("c", f"k{i}", put(b"{}"), clock.now()))
     b1 = await store.changes_after(0, 3)
@@ -146,7 +149,9 @@ async def test_idempotency_claim_complete_replay(store: Store, clock: ManualCloc
     other = await store.claim_idempotency("POST /c k1", "fp2", "owner-b", now, 30, 3600)
     assert other.state is ClaimState.MISMATCH
     r = await store.write(
-        WriteRequest("c", "a", put(b"{}"), now, IdempotencyCompletion("POST /c k1", "owner-a", _render))
+        WriteRequest(
+            "c", "a", put(b"{}"), now, IdempotencyCompletion("POST /c k1", "owner-a", _render)
+        )
     )
     assert r.response == StoredResponse(201, (("etag", '"1"'),), b"body-1")
     replay = await store.claim_idempotency("POST /c k1", "fp1", "owner-c", now, 30, 3600)
@@ -155,14 +160,18 @@ async def test_idempotency_claim_complete_replay(store: Store, clock: ManualCloc
 
 async def test_idempotency_lost_claim_writes_nothing(store: Store, clock: ManualClock) -> None:
     now = clock.now()
-    assert (await store.claim_idempotency("s", "fp", "a", now, 5, 3600)).state is ClaimState.ACQUIRED
+    assert (
+        await store.claim_idempotency("s", "fp", "a", now, 5, 3600)
+    ).state is ClaimState.ACQUIRED
     clock.advance(10)  # lease expired: b takes over
     assert (
         await store.claim_idempotency("s", "fp", "b", clock.now(), 5, 3600)
     ).state is ClaimState.ACQUIRED
-    with pytest.raises(Exception):
+    with pytest.raises(IdempotencyLost):
         await store.write(
-            WriteRequest("c", "a", put(b"{}"), clock.now(), IdempotencyCompletion("s", "a", _render))
+            WriteRequest(
+                "c", "a", put(b"{}"), clock.now(), IdempotencyCompletion("s", "a", _render)
+            )
         )
     assert await store.get("c", "a") is None
     assert await store.last_seq() == 0
@@ -172,10 +181,14 @@ async def test_idempotency_release_and_purge(store: Store, clock: ManualClock) -
     now = clock.now()
     await store.claim_idempotency("s", "fp", "a", now, 30, 100)
     await store.release_idempotency("s", "a")
-    assert (await store.claim_idempotency("s", "fp2", "b", now, 30, 100)).state is ClaimState.ACQUIRED
+    assert (
+        await store.claim_idempotency("s", "fp2", "b", now, 30, 100)
+    ).state is ClaimState.ACQUIRED
     clock.advance(101)
     assert await store.purge_idempotency(clock.now()) == 1
-    assert (await store.claim_idempotency("s", "fp3", "c", clock.now(), 30, 100)).state is ClaimState.ACQUIRED
+    assert (
+        await store.claim_idempotency("s", "fp3", "c", clock.now(), 30, 100)
+    ).state is ClaimState.ACQUIRED
 
 
 async def test_secret_is_stable(store: Store) -> None:

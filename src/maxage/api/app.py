@@ -49,7 +49,6 @@ from maxage.store.base import (
     ClaimState,
     Document,
     IdempotencyCompletion,
-    IdempotencyLost,
     StoredResponse,
     StoreError,
     WriteResult,
@@ -136,8 +135,9 @@ class Request:
 
 
 class HTTPProblem(Exception):
-    def __init__(self, code: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None,
-                 **extra: Any) -> None:  # fmt: skip
+    def __init__(
+        self, code: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
@@ -282,7 +282,10 @@ class App:
             mode = self.settings.access_log
             if mode != "off" and (
                 mode == "all"
-                or (mode == "errors-and-slow" and (status >= 500 or elapsed >= self.settings.slow_request))
+                or (
+                    mode == "errors-and-slow"
+                    and (status >= 500 or elapsed >= self.settings.slow_request)
+                )
                 or (mode == "sampled" and self._sample.random() < self.settings.access_log_sample)
             ):
                 self._log(req, status, elapsed)
@@ -319,13 +322,19 @@ class App:
                         return await self._slow(req, receive, send, self._list(req, spec, send))
                     if req.method == "POST":
                         return await self._write_document(req, spec, None, receive, send)
-                    raise HTTPProblem("method_not_allowed", f"{req.method} is not allowed here",
-                                      [(b"allow", b"GET, HEAD, POST")])  # fmt: skip
+                    raise HTTPProblem(
+                        "method_not_allowed",
+                        f"{req.method} is not allowed here",
+                        [(b"allow", b"GET, HEAD, POST")],
+                    )
                 if len(parts) == 2 and spec is not None and parts[1] == "changes":
                     req.route = self._changes_routes[spec.name]
                     if req.method != "GET":
-                        raise HTTPProblem("method_not_allowed", f"{req.method} is not allowed here",
-                                          [(b"allow", b"GET")])  # fmt: skip
+                        raise HTTPProblem(
+                            "method_not_allowed",
+                            f"{req.method} is not allowed here",
+                            [(b"allow", b"GET")],
+                        )
                     return await self._changes(req, spec, receive, send)
                 if spec is None and parts[0]:
                     req.route = "/v1/{collection}" if len(parts) == 1 else "/v1/{collection}/{id}"
@@ -338,34 +347,54 @@ class App:
             return await self._problem(req, send, "document_not_found", str(e))
         except TimeoutError:
             self.deadline_exceeded += 1
-            return await self._problem(req, send, "deadline_exceeded",
-                                       "the request did not finish within its deadline")  # fmt: skip
+            return await self._problem(
+                req, send, "deadline_exceeded", "the request did not finish within its deadline"
+            )
         except StoreError as e:
             logging.getLogger("maxage.api").warning("store error: %s", e)
-            return await self._problem(req, send, "store_unavailable",
-                                       "the primary store is unavailable; retry with backoff")  # fmt: skip
+            return await self._problem(
+                req,
+                send,
+                "store_unavailable",
+                "the primary store is unavailable; retry with backoff",
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
-            logging.getLogger("maxage.api").exception("internal error (request_id=%s)", req.request_id)
-            return await self._problem(req, send, "internal_error",
-                                       "an unexpected error occurred; it has been logged")  # fmt: skip
+            logging.getLogger("maxage.api").exception(
+                "internal error (request_id=%s)", req.request_id
+            )
+            return await self._problem(
+                req, send, "internal_error", "an unexpected error occurred; it has been logged"
+            )
 
     async def _ops(self, req: Request, receive: Receive, send: Send) -> int:
         path = req.path
         routes: dict[str, tuple[str, Callable[[], Coroutine[Any, Any, int]]]] = {
             "/livez": ("GET", lambda: self._plain(req, send, 200, JSON, b'{"status":"ok"}')),
             "/readyz": ("GET", lambda: self._readyz(req, send)),
-            "/metrics": ("GET", lambda: self._plain(req, send, 200,
-                                                    b"text/plain; version=0.0.4; charset=utf-8",
-                                                    self.render_metrics())),
+            "/metrics": (
+                "GET",
+                lambda: self._plain(
+                    req,
+                    send,
+                    200,
+                    b"text/plain; version=0.0.4; charset=utf-8",
+                    self.render_metrics(),
+                ),
+            ),
             "/openapi.json": ("GET", lambda: self._plain(req, send, 200, JSON, self.openapi_bytes)),
-            "/docs": ("GET", lambda: self._plain(req, send, 200, b"text/html; charset=utf-8",
-                                                 openapi.DOCS_HTML)),
-            "/docs/app.js": ("GET", lambda: self._plain(req, send, 200,
-                                                        b"text/javascript; charset=utf-8",
-                                                        openapi.DOCS_JS)),
-        }  # fmt: skip
+            "/docs": (
+                "GET",
+                lambda: self._plain(req, send, 200, b"text/html; charset=utf-8", openapi.DOCS_HTML),
+            ),
+            "/docs/app.js": (
+                "GET",
+                lambda: self._plain(
+                    req, send, 200, b"text/javascript; charset=utf-8", openapi.DOCS_JS
+                ),
+            ),
+        }
         if path == "/_maxage/faults":
             req.route = path
             if self.faults is None:
@@ -376,8 +405,11 @@ class App:
             raise HTTPProblem("not_found", f"no route for {path}")
         req.route = path
         if req.method not in (entry[0], "HEAD"):
-            raise HTTPProblem("method_not_allowed", f"{req.method} is not allowed here",
-                              [(b"allow", b"GET, HEAD")])  # fmt: skip
+            raise HTTPProblem(
+                "method_not_allowed",
+                f"{req.method} is not allowed here",
+                [(b"allow", b"GET, HEAD")],
+            )
         return await entry[1]()
 
     async def _readyz(self, req: Request, send: Send) -> int:
@@ -398,8 +430,15 @@ class App:
             headers.append((b"traceparent", _continue_trace(req.traceparent)))
         return headers
 
-    async def _plain(self, req: Request, send: Send, status: int, ctype: bytes, body: bytes,
-                     extra: list[tuple[bytes, bytes]] | None = None) -> int:  # fmt: skip
+    async def _plain(
+        self,
+        req: Request,
+        send: Send,
+        status: int,
+        ctype: bytes,
+        body: bytes,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> int:
         headers = self._base_headers(req)
         headers.append((CT, ctype))
         headers.append((CL, b"%d" % len(body)))
@@ -409,8 +448,15 @@ class App:
         await send({"type": "http.response.body", "body": b"" if req.method == "HEAD" else body})
         return status
 
-    async def _problem(self, req: Request, send: Send, code: str, detail: str,
-                       headers: list[tuple[bytes, bytes]] | None = None, **extra: Any) -> int:  # fmt: skip
+    async def _problem(
+        self,
+        req: Request,
+        send: Send,
+        code: str,
+        detail: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        **extra: Any,
+    ) -> int:
         status, body = render_problem(code, detail, req.path, req.request_id, **extra)
         if status >= 500 or code in ("deadline_exceeded",):
             logging.getLogger("maxage.api").warning(
@@ -429,32 +475,41 @@ class App:
                     try:
                         mode = ReadMode(value)
                     except ValueError:
-                        raise HTTPProblem("invalid_parameter",
-                                          f"consistency must be one of {spec.allowed_modes_text()}",
-                                          parameter="consistency") from None  # fmt: skip
+                        raise HTTPProblem(
+                            "invalid_parameter",
+                            f"consistency must be one of {spec.allowed_modes_text()}",
+                            parameter="consistency",
+                        ) from None
                 elif key == "min_version":
                     if not value.isdigit() or len(value) > 18:
-                        raise HTTPProblem("invalid_parameter",
-                                          "min_version must be a non-negative integer",
-                                          parameter="min_version")  # fmt: skip
+                        raise HTTPProblem(
+                            "invalid_parameter",
+                            "min_version must be a non-negative integer",
+                            parameter="min_version",
+                        )
                     min_version = int(value)
                     if mode is None:
                         mode = ReadMode.SESSION
                 else:
-                    raise HTTPProblem("invalid_parameter", f"unknown query parameter {key!r}",
-                                      parameter=key)  # fmt: skip
+                    raise HTTPProblem(
+                        "invalid_parameter", f"unknown query parameter {key!r}", parameter=key
+                    )
         if req.cache_control is not None and b"no-cache" in req.cache_control.lower():
             if mode is not None and mode is not ReadMode.STRONG:
-                raise HTTPProblem("invalid_parameter",
-                                  "Cache-Control: no-cache asks for a strong read; it conflicts "
-                                  f"with consistency={mode.value}")  # fmt: skip
+                raise HTTPProblem(
+                    "invalid_parameter",
+                    "Cache-Control: no-cache asks for a strong read; it conflicts "
+                    f"with consistency={mode.value}",
+                )
             mode = ReadMode.STRONG
         if mode is None:
             mode = spec.default_mode
         if mode not in spec.read_modes:
-            raise HTTPProblem("read_mode_not_allowed",
-                              f"collection {spec.name!r} allows read modes: {spec.allowed_modes_text()}",
-                              allowed_modes=[m.value for m in spec.read_modes])  # fmt: skip
+            raise HTTPProblem(
+                "read_mode_not_allowed",
+                f"collection {spec.name!r} allows read modes: {spec.allowed_modes_text()}",
+                allowed_modes=[m.value for m in spec.read_modes],
+            )
         if mode is ReadMode.SESSION and not min_version:
             mode = ReadMode.SESSION
         return mode, min_version
@@ -471,7 +526,9 @@ class App:
             result = await self._slow_value(req, self.service.read(spec, id, mode, min_version))
         return await self._send_read(req, spec, result, send)
 
-    async def _send_read(self, req: Request, spec: CollectionSpec, r: ReadResult, send: Send) -> int:
+    async def _send_read(
+        self, req: Request, spec: CollectionSpec, r: ReadResult, send: Send
+    ) -> int:
         now = self.service.clock.now()
         source = r.source.value
         req.source = source
@@ -511,8 +568,10 @@ class App:
         suffix = self._suffix_cache.get(skey)
         if suffix is None:
             suffix = b'"maxAgeSeconds":%d,"consistency":"%s","source":"%s"}}' % (
-                budget, r.mode.value.encode(), source.encode(),
-            )  # fmt: skip
+                budget,
+                r.mode.value.encode(),
+                source.encode(),
+            )
             if len(self._suffix_cache) < 4096:
                 self._suffix_cache[skey] = suffix
         body = r.prefix + suffix
@@ -530,23 +589,28 @@ class App:
                 try:
                     page_size = int(value)
                 except ValueError:
-                    raise HTTPProblem("invalid_parameter", "page_size must be an integer",
-                                      parameter="page_size") from None  # fmt: skip
+                    raise HTTPProblem(
+                        "invalid_parameter", "page_size must be an integer", parameter="page_size"
+                    ) from None
                 if page_size < 1:
-                    raise HTTPProblem("invalid_parameter", "page_size must be >= 1",
-                                      parameter="page_size")  # fmt: skip
+                    raise HTTPProblem(
+                        "invalid_parameter", "page_size must be >= 1", parameter="page_size"
+                    )
                 page_size = min(page_size, self.settings.max_page_size)
             elif key == "page_token":
                 if value:
                     after = self._open_token(spec.name, value)
             elif key == "consistency":
                 if value != "strong":
-                    raise HTTPProblem("invalid_parameter",
-                                      "lists are always read from the primary (consistency=strong)",
-                                      parameter="consistency")  # fmt: skip
+                    raise HTTPProblem(
+                        "invalid_parameter",
+                        "lists are always read from the primary (consistency=strong)",
+                        parameter="consistency",
+                    )
             else:
-                raise HTTPProblem("invalid_parameter", f"unknown query parameter {key!r}",
-                                  parameter=key)  # fmt: skip
+                raise HTTPProblem(
+                    "invalid_parameter", f"unknown query parameter {key!r}", parameter=key
+                )
         started = self.service.clock.now()
         docs = await self.service.store.list_page(spec.name, after, page_size + 1)
         more = len(docs) > page_size
@@ -577,14 +641,18 @@ class App:
             if version != 1 or col != collection or not isinstance(after, str):
                 raise ValueError("wrong token")
         except (ValueError, TypeError, msgspec.DecodeError):
-            raise HTTPProblem("invalid_page_token",
-                              "page_token is not a token this server issued for this collection",
-                              parameter="page_token") from None  # fmt: skip
+            raise HTTPProblem(
+                "invalid_page_token",
+                "page_token is not a token this server issued for this collection",
+                parameter="page_token",
+            ) from None
         return after
 
     # -- change feed -------------------------------------------------------------------
 
-    async def _changes(self, req: Request, spec: CollectionSpec, receive: Receive, send: Send) -> int:
+    async def _changes(
+        self, req: Request, spec: CollectionSpec, receive: Receive, send: Send
+    ) -> int:
         from maxage.api.changes import stream_changes
 
         return await stream_changes(self, req, spec, receive, send)
@@ -594,9 +662,11 @@ class App:
     async def _read_body(self, req: Request, receive: Receive) -> bytes:
         limit = self.settings.body_limit
         if req.content_length is not None and req.content_length > limit:
-            raise HTTPProblem("payload_too_large",
-                              f"the body is {req.content_length} bytes; the limit is {limit}",
-                              limit=limit)  # fmt: skip
+            raise HTTPProblem(
+                "payload_too_large",
+                f"the body is {req.content_length} bytes; the limit is {limit}",
+                limit=limit,
+            )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -606,8 +676,9 @@ class App:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise HTTPProblem("payload_too_large", f"the body exceeds the limit of {limit} bytes",
-                                  limit=limit)  # fmt: skip
+                raise HTTPProblem(
+                    "payload_too_large", f"the body exceeds the limit of {limit} bytes", limit=limit
+                )
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -615,9 +686,11 @@ class App:
     def _json_body(self, req: Request, body: bytes, media: tuple[bytes, ...]) -> object:
         ctype = (req.content_type or b"").split(b";")[0].strip().lower()
         if ctype not in media:
-            raise HTTPProblem("unsupported_media_type",
-                              f"Content-Type must be {' or '.join(m.decode() for m in media)}",
-                              accepted=[m.decode() for m in media])  # fmt: skip
+            raise HTTPProblem(
+                "unsupported_media_type",
+                f"Content-Type must be {' or '.join(m.decode() for m in media)}",
+                accepted=[m.decode() for m in media],
+            )
         try:
             value = _json_decoder.decode(body)
         except msgspec.DecodeError as exc:
@@ -630,18 +703,25 @@ class App:
         method = req.method
         if method not in ("POST", "PUT", "PATCH", "DELETE"):
             allow = b"GET, HEAD, POST" if id is None else b"GET, HEAD, PUT, PATCH, DELETE"
-            raise HTTPProblem("method_not_allowed", f"{method} is not allowed here", [(b"allow", allow)])
+            raise HTTPProblem(
+                "method_not_allowed", f"{method} is not allowed here", [(b"allow", allow)]
+            )
         if id is not None and method == "POST":
-            raise HTTPProblem("method_not_allowed", "POST creates in the collection; use PUT for an id",
-                              [(b"allow", b"GET, HEAD, PUT, PATCH, DELETE")])  # fmt: skip
+            raise HTTPProblem(
+                "method_not_allowed",
+                "POST creates in the collection; use PUT for an id",
+                [(b"allow", b"GET, HEAD, PUT, PATCH, DELETE")],
+            )
         if req.query:
             raise HTTPProblem("invalid_parameter", "writes take no query parameters")
         if_match = _parse_if_match(req.if_match)
         create_only = False
         if req.if_none_match is not None:
             if method != "PUT" or req.if_none_match.strip() != b"*":
-                raise HTTPProblem("invalid_parameter",
-                                  "If-None-Match on writes is only supported as 'If-None-Match: *' on PUT")  # fmt: skip
+                raise HTTPProblem(
+                    "invalid_parameter",
+                    "If-None-Match on writes is only supported as 'If-None-Match: *' on PUT",
+                )
             create_only = True
         body = await self._read_body(req, receive)
         data: object = None
@@ -649,13 +729,19 @@ class App:
             data = self._json_body(req, body, (JSON,))
             errors = spec.validate(data)
             if errors:
-                raise HTTPProblem("validation_failed", "the document does not match the collection's schema",
-                                  errors=[{"pointer": p, "detail": d} for p, d in errors])  # fmt: skip
+                raise HTTPProblem(
+                    "validation_failed",
+                    "the document does not match the collection's schema",
+                    errors=[{"pointer": p, "detail": d} for p, d in errors],
+                )
         elif method == "PATCH":
             data = self._json_body(req, body, (b"application/merge-patch+json",))
             if not isinstance(data, dict):
-                raise HTTPProblem("validation_failed", "a merge patch for a document must be a JSON object",
-                                  errors=[{"pointer": "", "detail": "must be an object"}])  # fmt: skip
+                raise HTTPProblem(
+                    "validation_failed",
+                    "a merge patch for a document must be a JSON object",
+                    errors=[{"pointer": "", "detail": "must be an object"}],
+                )
         elif body:
             raise HTTPProblem("bad_request", "DELETE takes no body")
         doc_id = id if id is not None else str(_uuid7())
@@ -670,7 +756,9 @@ class App:
                     raise PreconditionFailed("an id collision occurred; retry", current.version)
                 return encoded
             if create_only and current is not None:
-                raise PreconditionFailed("If-None-Match: * but the document exists", current.version)
+                raise PreconditionFailed(
+                    "If-None-Match: * but the document exists", current.version
+                )
             service.check_if_match(current, if_match)
             if method == "PUT":
                 return encoded
@@ -691,9 +779,15 @@ class App:
                 return StoredResponse(status, tuple(headers), b"")
             if status == 201:
                 headers.append(("location", f"/v1/{spec.name}/{doc.id}"))
-            body = render_document(doc) + b',"meta":{"version":%d,"cachedAt":"%s","maxAgeSeconds":%d,"consistency":"strong","source":"primary"}}' % (
-                doc.version, iso(doc.updated_at).encode(), int(spec.max_staleness),
-            )  # fmt: skip
+            body = (
+                render_document(doc)
+                + b',"meta":{"version":%d,"cachedAt":"%s","maxAgeSeconds":%d,"consistency":"strong","source":"primary"}}'
+                % (
+                    doc.version,
+                    iso(doc.updated_at).encode(),
+                    int(spec.max_staleness),
+                )
+            )
             headers.append(("content-type", "application/json"))
             return StoredResponse(status, tuple(headers), body)
 
@@ -704,9 +798,13 @@ class App:
             return await self._send_stored(req, send, response, replayed=False)
         return await self._idempotent(req, spec, doc_id, key, body, mutate, render, send)
 
-    async def _do_write(self, spec: CollectionSpec, doc_id: str,
-                        mutate: Callable[[Document | None], bytes | None],
-                        idem: IdempotencyCompletion | None = None) -> WriteResult:  # fmt: skip
+    async def _do_write(
+        self,
+        spec: CollectionSpec,
+        doc_id: str,
+        mutate: Callable[[Document | None], bytes | None],
+        idem: IdempotencyCompletion | None = None,
+    ) -> WriteResult:
         try:
             return await self.service.write(spec, doc_id, mutate, idem)
         except PreconditionFailed as e:
@@ -714,39 +812,62 @@ class App:
             hdrs = [] if e.current_version is None else [(ETAG, b'"%d"' % e.current_version)]
             raise HTTPProblem("precondition_failed", str(e), hdrs, **extra) from None
         except ValidationFailed as e:
-            raise HTTPProblem("validation_failed", str(e),
-                              errors=[{"pointer": p, "detail": d} for p, d in e.errors]) from None  # fmt: skip
+            raise HTTPProblem(
+                "validation_failed",
+                str(e),
+                errors=[{"pointer": p, "detail": d} for p, d in e.errors],
+            ) from None
 
-    async def _idempotent(self, req: Request, spec: CollectionSpec, doc_id: str, key: str,
-                          body: bytes, mutate: Callable[[Document | None], bytes | None],
-                          render: Callable[[WriteResult], StoredResponse], send: Send) -> int:  # fmt: skip
+    async def _idempotent(
+        self,
+        req: Request,
+        spec: CollectionSpec,
+        doc_id: str,
+        key: str,
+        body: bytes,
+        mutate: Callable[[Document | None], bytes | None],
+        render: Callable[[WriteResult], StoredResponse],
+        send: Send,
+    ) -> int:
         key = _parse_idempotency_key(key)
         scope = f"{req.method} {req.path} {key}"
         fingerprint = hashlib.sha256(
-            b"\0".join([req.method.encode(), req.path.encode(), req.if_match or b"",
-                        req.if_none_match or b"", body])  # fmt: skip
+            b"\0".join(
+                [
+                    req.method.encode(),
+                    req.path.encode(),
+                    req.if_match or b"",
+                    req.if_none_match or b"",
+                    body,
+                ]
+            )
         ).hexdigest()
         owner = uuid.uuid4().hex
         now = self.service.clock.now()
         lease = max(1.0, req.deadline - time.perf_counter()) + 5.0
         claim = await self._slow_value(
             req,
-            self.service.store.claim_idempotency(scope, fingerprint, owner, now, lease,
-                                                 self.settings.idempotency_keep),  # fmt: skip
+            self.service.store.claim_idempotency(
+                scope, fingerprint, owner, now, lease, self.settings.idempotency_keep
+            ),
         )
         if claim.state is ClaimState.DONE:
             assert claim.response is not None
             return await self._send_stored(req, send, claim.response, replayed=True)
         if claim.state is ClaimState.IN_FLIGHT:
-            raise HTTPProblem("idempotency_key_in_use",
-                              "a request with this Idempotency-Key is still being processed",
-                              [(b"retry-after", b"1")])  # fmt: skip
+            raise HTTPProblem(
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed",
+                [(b"retry-after", b"1")],
+            )
         if claim.state is ClaimState.MISMATCH:
-            raise HTTPProblem("idempotency_key_reused",
-                              "this Idempotency-Key was used for a different request")  # fmt: skip
+            raise HTTPProblem(
+                "idempotency_key_reused", "this Idempotency-Key was used for a different request"
+            )
         try:
             result = await self._slow_value(
-                req, self._do_write(spec, doc_id, mutate, IdempotencyCompletion(scope, owner, render))
+                req,
+                self._do_write(spec, doc_id, mutate, IdempotencyCompletion(scope, owner, render)),
             )
         except BaseException:
             release = asyncio.ensure_future(self.service.store.release_idempotency(scope, owner))
@@ -756,7 +877,9 @@ class App:
         assert result.response is not None
         return await self._send_stored(req, send, result.response, replayed=False)
 
-    async def _send_stored(self, req: Request, send: Send, r: StoredResponse, *, replayed: bool) -> int:
+    async def _send_stored(
+        self, req: Request, send: Send, r: StoredResponse, *, replayed: bool
+    ) -> int:
         headers = self._base_headers(req)
         headers.extend((k.encode(), v.encode()) for k, v in r.headers)
         if replayed:
@@ -789,11 +912,17 @@ class App:
         from maxage.api.exposition import collect
 
         out = Exposition()
-        out.family("http_server_request_duration_seconds", "histogram",
-                   "Duration of HTTP requests by method, route template and status.")  # fmt: skip
+        out.family(
+            "http_server_request_duration_seconds",
+            "histogram",
+            "Duration of HTTP requests by method, route template and status.",
+        )
         out.histogram(
             "http_server_request_duration_seconds",
-            ((labels(method=m, route=r, status=s), h) for (m, r, s), h in sorted(self._histograms.items())),
+            (
+                (labels(method=m, route=r, status=s), h)
+                for (m, r, s), h in sorted(self._histograms.items())
+            ),
         )
         out.family("http_server_active_requests", "gauge", "Requests in flight.")
         out.sample("http_server_active_requests", self.in_flight)
@@ -813,8 +942,9 @@ def _query_items(query: bytes) -> list[tuple[str, str]]:
     from urllib.parse import parse_qsl
 
     try:
-        return parse_qsl(query.decode("latin-1"), keep_blank_values=True, strict_parsing=False,
-                         max_num_fields=32)  # fmt: skip
+        return parse_qsl(
+            query.decode("latin-1"), keep_blank_values=True, strict_parsing=False, max_num_fields=32
+        )
     except ValueError:
         raise HTTPProblem("invalid_parameter", "too many query parameters") from None
 
@@ -835,9 +965,11 @@ def _parse_if_match(header: bytes | None) -> int | None:
         return None
     m = _ETAG.match(header.decode("latin-1").strip())
     if not m or header.strip().startswith(b"W/"):
-        raise HTTPProblem("invalid_parameter",
-                          'If-Match must be one strong ETag such as "3" (weak ETags never match)',
-                          parameter="If-Match")  # fmt: skip
+        raise HTTPProblem(
+            "invalid_parameter",
+            'If-Match must be one strong ETag such as "3" (weak ETags never match)',
+            parameter="If-Match",
+        )
     return int(m.group(1))
 
 
@@ -846,9 +978,11 @@ def _parse_idempotency_key(raw: str) -> str:
     if len(key) >= 2 and key[0] == '"' and key[-1] == '"':
         key = key[1:-1]  # structured-field string form
     if not 1 <= len(key) <= 255 or not key.isprintable() or '"' in key:
-        raise HTTPProblem("invalid_parameter",
-                          "Idempotency-Key must be 1-255 printable characters (bare or quoted)",
-                          parameter="Idempotency-Key")  # fmt: skip
+        raise HTTPProblem(
+            "invalid_parameter",
+            "Idempotency-Key must be 1-255 printable characters (bare or quoted)",
+            parameter="Idempotency-Key",
+        )
     return key
 
 

@@ -44,7 +44,9 @@ def _line(c: Change) -> bytes:
     )
 
 
-async def stream_changes(app: App, req: Request, spec: CollectionSpec, receive: Receive, send: Send) -> int:
+async def stream_changes(
+    app: App, req: Request, spec: CollectionSpec, receive: Receive, send: Send
+) -> int:
     from maxage.api.app import HTTPProblem, _query_items
 
     after = 0
@@ -54,8 +56,11 @@ async def stream_changes(app: App, req: Request, spec: CollectionSpec, receive: 
     for key, value in _query_items(req.query):
         if key == "after":
             if not value.isdigit() or len(value) > 18:
-                raise HTTPProblem("invalid_parameter", "after must be a cursor (a non-negative integer)",
-                                  parameter="after")  # fmt: skip
+                raise HTTPProblem(
+                    "invalid_parameter",
+                    "after must be a cursor (a non-negative integer)",
+                    parameter="after",
+                )
             after = int(value)
         elif key == "limit":
             if not value.isdigit() or not 1 <= int(value) <= 10000:
@@ -63,10 +68,14 @@ async def stream_changes(app: App, req: Request, spec: CollectionSpec, receive: 
             limit = int(value)
         elif key == "follow":
             if value not in ("true", "false", "1", "0"):
-                raise HTTPProblem("invalid_parameter", "follow must be true or false", parameter="follow")
+                raise HTTPProblem(
+                    "invalid_parameter", "follow must be true or false", parameter="follow"
+                )
             follow = value in ("true", "1")
         else:
-            raise HTTPProblem("invalid_parameter", f"unknown query parameter {key!r}", parameter=key)
+            raise HTTPProblem(
+                "invalid_parameter", f"unknown query parameter {key!r}", parameter=key
+            )
     if req.accept is not None and b"text/event-stream" in req.accept:
         sse = follow = True
     store = app.service.store
@@ -100,7 +109,9 @@ async def stream_changes(app: App, req: Request, spec: CollectionSpec, receive: 
                 sent += 1
             cursor = batch.cursor
             if chunk:
-                await send({"type": "http.response.body", "body": b"".join(chunk), "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": b"".join(chunk), "more_body": True}
+                )
             if sent >= limit:
                 break
             if batch.complete and not follow:

@@ -21,17 +21,22 @@ def collect(app: App, out: Exposition) -> None:
         out.sample("maxage_cache_hits_total", n, labels(tier=tier))
     out.family("maxage_cache_misses_total", "counter", "Cacheable reads that went to the primary.")
     out.sample("maxage_cache_misses_total", st.misses)
-    out.family("maxage_cache_bypasses_total", "counter",
-               "Reads that skipped the caches, by reason (lagging = tailer behind the bound).")  # fmt: skip
+    out.family(
+        "maxage_cache_bypasses_total",
+        "counter",
+        "Reads that skipped the caches, by reason (lagging = tailer behind the bound).",
+    )
     for reason, n in st.bypasses.items():
         out.sample("maxage_cache_bypasses_total", n, labels(reason=reason))
     out.family("maxage_cache_fills_total", "counter", "Cache fills by outcome.")
     for outcome, n in sorted(st.fills.items()):
         out.sample("maxage_cache_fills_total", n, labels(outcome=outcome))
     out.family("maxage_cache_evictions_total", "counter", "In-process cache evictions by reason.")
-    for reason, n in cs.evictions.items():
-        out.sample("maxage_cache_evictions_total", n, labels(reason=reason.value))
-    out.family("maxage_cache_bytes", "gauge", "Bytes held by the in-process cache (bodies + overhead).")
+    for eviction, n in cs.evictions.items():
+        out.sample("maxage_cache_evictions_total", n, labels(reason=eviction.value))
+    out.family(
+        "maxage_cache_bytes", "gauge", "Bytes held by the in-process cache (bodies + overhead)."
+    )
     out.sample("maxage_cache_bytes", cache.bytes_used)
     out.family("maxage_cache_max_bytes", "gauge", "Byte bound of the in-process cache.")
     out.sample("maxage_cache_max_bytes", cache.max_bytes)
@@ -39,19 +44,29 @@ def collect(app: App, out: Exposition) -> None:
     out.sample("maxage_cache_entries", len(cache))
 
     tailer = service.tailer
-    out.family("maxage_tailer_lag_seconds", "gauge",
-               "Seconds since the oldest holder watermark: changes older than this are applied.")  # fmt: skip
+    out.family(
+        "maxage_tailer_lag_seconds",
+        "gauge",
+        "Seconds since the oldest holder watermark: changes older than this are applied.",
+    )
     out.sample("maxage_tailer_lag_seconds", round(tailer.lag(), 6))
     out.family("maxage_tailer_watermark_seconds", "gauge", "Watermark per holder (unix seconds).")
     for hs in tailer.states:
-        out.sample("maxage_tailer_watermark_seconds", hs.holder.watermark, labels(holder=hs.holder.name))
-    out.family("maxage_tailer_pending_invalidations", "gauge", "Failed invalidations being retried.")
+        out.sample(
+            "maxage_tailer_watermark_seconds", hs.holder.watermark, labels(holder=hs.holder.name)
+        )
+    out.family(
+        "maxage_tailer_pending_invalidations", "gauge", "Failed invalidations being retried."
+    )
     for hs in tailer.states:
-        out.sample("maxage_tailer_pending_invalidations", len(hs.pending), labels(holder=hs.holder.name))
+        out.sample(
+            "maxage_tailer_pending_invalidations", len(hs.pending), labels(holder=hs.holder.name)
+        )
     out.family("maxage_tailer_invalidation_failures_total", "counter", "Invalidations that failed.")
     for hs in tailer.states:
-        out.sample("maxage_tailer_invalidation_failures_total", hs.failures,
-                   labels(holder=hs.holder.name))  # fmt: skip
+        out.sample(
+            "maxage_tailer_invalidation_failures_total", hs.failures, labels(holder=hs.holder.name)
+        )
     out.family("maxage_tailer_poll_errors_total", "counter", "Change-log polls that failed.")
     out.sample("maxage_tailer_poll_errors_total", tailer.poll_errors)
 
@@ -66,9 +81,13 @@ def collect(app: App, out: Exposition) -> None:
     for op, secs in sorted(ss.seconds.items()):
         out.sample("maxage_store_operation_seconds_total", round(secs, 6), labels(op=op))
 
-    out.family("maxage_requests_cancelled_total", "counter", "Requests cancelled by a client disconnect.")
+    out.family(
+        "maxage_requests_cancelled_total", "counter", "Requests cancelled by a client disconnect."
+    )
     out.sample("maxage_requests_cancelled_total", app.cancelled_requests)
-    out.family("maxage_deadline_exceeded_total", "counter", "Requests that ran past their deadline.")
+    out.family(
+        "maxage_deadline_exceeded_total", "counter", "Requests that ran past their deadline."
+    )
     out.sample("maxage_deadline_exceeded_total", app.deadline_exceeded)
     out.family("maxage_draining", "gauge", "1 while the server drains for shutdown.")
     out.sample("maxage_draining", 1 if app.draining else 0)

@@ -60,14 +60,20 @@ def _cap(name: str) -> str:
 def _read_headers() -> dict[str, Any]:
     return {
         "ETag": {"$ref": "#/components/headers/ETag"},
-        "Age": {"description": "Seconds since the body was known current.",
-                "schema": {"type": "integer", "minimum": 0}},
-        "Cache-Control": {"description": "max-age=<remaining staleness budget in seconds>",
-                          "schema": {"type": "string"}},
-        "Cache-Status": {"description": "RFC 9211 cache status (hit, fwd=miss, fwd=bypass, fwd=request).",
-                         "schema": {"type": "string"}},
+        "Age": {
+            "description": "Seconds since the body was known current.",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        "Cache-Control": {
+            "description": "max-age=<remaining staleness budget in seconds>",
+            "schema": {"type": "string"},
+        },
+        "Cache-Status": {
+            "description": "RFC 9211 cache status (hit, fwd=miss, fwd=bypass, fwd=request).",
+            "schema": {"type": "string"},
+        },
         "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
-    }  # fmt: skip
+    }
 
 
 def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict[str, Any]:
@@ -107,26 +113,57 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
         },
     }
     params = {
-        "Id": {"name": "id", "in": "path", "required": True,
-               "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[A-Za-z0-9._~-]+$"}},
-        "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": False,
-                           "description": "Makes a retried write safe: one key, one effect; a replay returns the first response with Idempotent-Replayed: true.",
-                           "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!#-~]+$"}},
-        "IfMatch": {"name": "If-Match", "in": "header", "required": False,
-                    "description": 'Strong ETag ("<version>") the document must currently have.',
-                    "schema": {"type": "string", "pattern": '^"[0-9]{1,18}"$'}},
-        "RequestTimeout": {"name": "X-Request-Timeout", "in": "header", "required": False,
-                           "description": f"Shortens the request deadline (seconds, default and maximum {settings.deadline}).",
-                           "schema": {"type": "string", "pattern": "^[0-9]{1,4}(\\.[0-9]{1,3})?$"}},
-        "RequestID": {"name": "X-Request-ID", "in": "header", "required": False,
-                      "description": "Echoed back; replaced when longer than 128 characters or unsafe.",
-                      "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/+=@-]{1,128}$"}},
-        "Traceparent": {"name": "traceparent", "in": "header", "required": False,
-                        "description": "W3C trace context; continued (a new span id) or replaced when invalid.",
-                        "schema": {"type": "string"}},
-    }  # fmt: skip
-    common = [{"$ref": "#/components/parameters/RequestID"},
-              {"$ref": "#/components/parameters/RequestTimeout"}]  # fmt: skip
+        "Id": {
+            "name": "id",
+            "in": "path",
+            "required": True,
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "pattern": "^[A-Za-z0-9._~-]+$",
+            },
+        },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Makes a retried write safe: one key, one effect; a replay returns the first response with Idempotent-Replayed: true.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!#-~]+$"},
+        },
+        "IfMatch": {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": 'Strong ETag ("<version>") the document must currently have.',
+            "schema": {"type": "string", "pattern": '^"[0-9]{1,18}"$'},
+        },
+        "RequestTimeout": {
+            "name": "X-Request-Timeout",
+            "in": "header",
+            "required": False,
+            "description": f"Shortens the request deadline (seconds, default and maximum {settings.deadline}).",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,4}(\\.[0-9]{1,3})?$"},
+        },
+        "RequestID": {
+            "name": "X-Request-ID",
+            "in": "header",
+            "required": False,
+            "description": "Echoed back; replaced when longer than 128 characters or unsafe.",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/+=@-]{1,128}$"},
+        },
+        "Traceparent": {
+            "name": "traceparent",
+            "in": "header",
+            "required": False,
+            "description": "W3C trace context; continued (a new span id) or replaced when invalid.",
+            "schema": {"type": "string"},
+        },
+    }
+    common = [
+        {"$ref": "#/components/parameters/RequestID"},
+        {"$ref": "#/components/parameters/RequestTimeout"},
+    ]
     write_params = [*common, {"$ref": "#/components/parameters/IdempotencyKey"}]
     for name, spec in collections.items():
         cap = _cap(name)
@@ -144,36 +181,60 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
             },
         }
         modes = sorted(m.value for m in spec.read_modes)
-        doc_ok = {"description": "The document.", "headers": _read_headers(),
-                  "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}}}  # fmt: skip
-        write_ok = {"description": "The document after the write.",
-                    "headers": {"ETag": {"$ref": "#/components/headers/ETag"},
-                                "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
-                    "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}}}  # fmt: skip
-        created = copy.deepcopy(write_ok)
+        doc_ok = {
+            "description": "The document.",
+            "headers": _read_headers(),
+            "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
+        }
+        write_ok = {
+            "description": "The document after the write.",
+            "headers": {
+                "ETag": {"$ref": "#/components/headers/ETag"},
+                "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
+            },
+            "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
+        }
+        created: dict[str, Any] = copy.deepcopy(write_ok)
         created["description"] = "Created."
         created["headers"]["Location"] = {"schema": {"type": "string"}}
-        body = {"required": True,
-                "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Data"}}}}  # fmt: skip
-        patch_body = {"required": True, "content": {"application/merge-patch+json": {
-            "schema": {"type": "object"}}}}  # fmt: skip
+        body = {
+            "required": True,
+            "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Data"}}},
+        }
+        patch_body = {
+            "required": True,
+            "content": {"application/merge-patch+json": {"schema": {"type": "object"}}},
+        }
         paths[f"/v1/{name}"] = {
             "get": {
                 "operationId": f"list_{name}",
                 "summary": f"List {name} (keyset pagination, read from the primary).",
                 "parameters": [
                     *common,
-                    {"name": "page_size", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1,
-                                "description": f"Capped at {settings.max_page_size}."}},
-                    {"name": "page_token", "in": "query", "required": False,
-                     "schema": {"type": "string"}},
-                ],  # fmt: skip
+                    {
+                        "name": "page_size",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": f"Capped at {settings.max_page_size}.",
+                        },
+                    },
+                    {
+                        "name": "page_token",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
                 "responses": {
-                    "200": {"description": "A page.",
-                            "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Page"}}}},
+                    "200": {
+                        "description": "A page.",
+                        "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Page"}}},
+                    },
                     **_errors(400, 404, 503, 504),
-                },  # fmt: skip
+                },
             },
             "post": {
                 "operationId": f"create_{name}",
@@ -190,47 +251,83 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
                 "summary": f"Read a document of {name}. Contract: max staleness {spec.max_staleness}s, modes {', '.join(modes)}.",
                 "parameters": [
                     *common,
-                    {"name": "consistency", "in": "query", "required": False,
-                     "schema": {"type": "string", "enum": modes}},
-                    {"name": "min_version", "in": "query", "required": False,
-                     "description": "Session read: never return a version older than this.",
-                     "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "If-None-Match", "in": "header", "required": False,
-                     "schema": {"type": "string"}},
-                    {"name": "Cache-Control", "in": "header", "required": False,
-                     "description": "no-cache asks for a strong read.", "schema": {"type": "string"}},
-                ],  # fmt: skip
+                    {
+                        "name": "consistency",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": modes},
+                    },
+                    {
+                        "name": "min_version",
+                        "in": "query",
+                        "required": False,
+                        "description": "Session read: never return a version older than this.",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "Cache-Control",
+                        "in": "header",
+                        "required": False,
+                        "description": "no-cache asks for a strong read.",
+                        "schema": {"type": "string"},
+                    },
+                ],
                 "responses": {
                     "200": doc_ok,
-                    "304": {"description": "Not modified (If-None-Match matched).",
-                            "headers": _read_headers()},
+                    "304": {
+                        "description": "Not modified (If-None-Match matched).",
+                        "headers": _read_headers(),
+                    },
                     **_errors(400, 404, 503, 504),
-                },  # fmt: skip
+                },
             },
             "put": {
                 "operationId": f"put_{name}",
                 "summary": "Create or replace. If-None-Match: * creates only.",
-                "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"},
-                               {"name": "If-None-Match", "in": "header", "required": False,
-                                "schema": {"type": "string", "enum": ["*"]}}],  # fmt: skip
+                "parameters": [
+                    *write_params,
+                    {"$ref": "#/components/parameters/IfMatch"},
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["*"]},
+                    },
+                ],
                 "requestBody": body,
-                "responses": {"200": write_ok, "201": created,
-                              **_errors(400, 409, 412, 413, 415, 422, 503, 504)},  # fmt: skip
+                "responses": {
+                    "200": write_ok,
+                    "201": created,
+                    **_errors(400, 409, 412, 413, 415, 422, 503, 504),
+                },
             },
             "patch": {
                 "operationId": f"patch_{name}",
                 "summary": "JSON Merge Patch (RFC 7396), re-validated against the schema.",
                 "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"}],
                 "requestBody": patch_body,
-                "responses": {"200": write_ok, **_errors(400, 404, 409, 412, 413, 415, 422, 503, 504)},
+                "responses": {
+                    "200": write_ok,
+                    **_errors(400, 404, 409, 412, 413, 415, 422, 503, 504),
+                },
             },
             "delete": {
                 "operationId": f"delete_{name}",
                 "summary": "Delete a document.",
                 "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"}],
-                "responses": {"204": {"description": "Deleted.",
-                                      "headers": {"ETag": {"$ref": "#/components/headers/ETag"}}},
-                              **_errors(400, 404, 409, 412, 503, 504)},  # fmt: skip
+                "responses": {
+                    "204": {
+                        "description": "Deleted.",
+                        "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
+                    },
+                    **_errors(400, 404, 409, 412, 503, 504),
+                },
             },
         }
         paths[f"/v1/{name}/changes"] = {
@@ -239,20 +336,36 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
                 "summary": "Committed changes in commit order (NDJSON, or SSE with Accept: text/event-stream).",
                 "parameters": [
                     *common,
-                    {"name": "after", "in": "query", "required": False,
-                     "description": "Resume after this cursor (the seq of the last change seen).",
-                     "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "limit", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-                    {"name": "follow", "in": "query", "required": False,
-                     "schema": {"type": "boolean"}},
-                ],  # fmt: skip
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "Resume after this cursor (the seq of the last change seen).",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    },
+                    {
+                        "name": "follow",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "boolean"},
+                    },
+                ],
                 "responses": {
-                    "200": {"description": "One JSON object per line.",
-                            "content": {"application/x-ndjson": {"schema": {"type": "string"}},
-                                        "text/event-stream": {"schema": {"type": "string"}}}},
+                    "200": {
+                        "description": "One JSON object per line.",
+                        "content": {
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
                     **_errors(400, 503, 504),
-                },  # fmt: skip
+                },
             }
         }
     ops = {
@@ -262,12 +375,22 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
         "/openapi.json": ("openapi", "This document."),
     }
     for path, (op_id, summary) in ops.items():
-        responses: dict[str, Any] = {"200": {"description": "OK", "content": {
-            "text/plain" if path == "/metrics" else _JSON: {"schema": {}}}}}  # fmt: skip
+        responses: dict[str, Any] = {
+            "200": {
+                "description": "OK",
+                "content": {"text/plain" if path == "/metrics" else _JSON: {"schema": {}}},
+            }
+        }
         if path == "/readyz":
             responses.update(_errors(503))
-        paths[path] = {"get": {"operationId": op_id, "summary": summary, "parameters": common,
-                               "responses": responses}}  # fmt: skip
+        paths[path] = {
+            "get": {
+                "operationId": op_id,
+                "summary": summary,
+                "parameters": common,
+                "responses": responses,
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -275,7 +398,8 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
             "version": "1",
             "description": "Collections of JSON documents with a declared consistency contract. "
             "Errors are application/problem+json (RFC 9457) with a stable `code`; type URIs are "
-            + problem_type_uri("<code>") + ".",
+            + problem_type_uri("<code>")
+            + ".",
         },
         "paths": paths,
         "components": {
@@ -283,9 +407,11 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
             "parameters": params,
             "headers": {
                 "ETag": {"description": 'Strong ETag: "<version>".', "schema": {"type": "string"}},
-                "X-Request-ID": {"description": "The request id (echoed or generated).",
-                                 "schema": {"type": "string"}},
-            },  # fmt: skip
+                "X-Request-ID": {
+                    "description": "The request id (echoed or generated).",
+                    "schema": {"type": "string"},
+                },
+            },
         },
     }
 

@@ -35,25 +35,43 @@ _TYPES = [
     ProblemType("method_not_allowed", 405, "Method not allowed", "no: see the Allow header"),
     ProblemType("not_acceptable", 406, "Not acceptable", "no: accept application/json"),
     ProblemType(
-        "idempotency_key_in_use", 409, "Idempotency key in use",
+        "idempotency_key_in_use",
+        409,
+        "Idempotency key in use",
         "yes, with the same key, after the first request finishes",
     ),
-    ProblemType("precondition_failed", 412, "Precondition failed",
-                "after re-reading the document and its current ETag"),
+    ProblemType(
+        "precondition_failed",
+        412,
+        "Precondition failed",
+        "after re-reading the document and its current ETag",
+    ),
     ProblemType("payload_too_large", 413, "Payload too large", "no: send a smaller body"),
-    ProblemType("unsupported_media_type", 415, "Unsupported media type",
-                "no: use the documented Content-Type"),
+    ProblemType(
+        "unsupported_media_type",
+        415,
+        "Unsupported media type",
+        "no: use the documented Content-Type",
+    ),
     ProblemType("validation_failed", 422, "Validation failed", "no: fix the fields in errors[]"),
-    ProblemType("idempotency_key_reused", 422, "Idempotency key reused",
-                "no: a key names one request; use a new key for a different payload"),
+    ProblemType(
+        "idempotency_key_reused",
+        422,
+        "Idempotency key reused",
+        "no: a key names one request; use a new key for a different payload",
+    ),
     ProblemType("precondition_required", 428, "Precondition required", "no"),
     ProblemType("internal_error", 500, "Internal error", "yes, with backoff"),
     ProblemType("store_unavailable", 503, "Store unavailable", "yes, with backoff"),
     ProblemType("draining", 503, "Server draining", "yes, on another instance"),
-    ProblemType("deadline_exceeded", 504, "Deadline exceeded",
-                "yes; for writes use an Idempotency-Key so the retry is safe"),
+    ProblemType(
+        "deadline_exceeded",
+        504,
+        "Deadline exceeded",
+        "yes; for writes use an Idempotency-Key so the retry is safe",
+    ),
     ProblemType("fault_injection_disabled", 404, "Not found", "no"),
-]  # fmt: skip
+]
 
 CATALOG: dict[str, ProblemType] = {t.code: t for t in _TYPES}
 
@@ -64,7 +82,9 @@ def problem_type_uri(code: str) -> str:
     return f"urn:maxage:problem:{code}"
 
 
-def render_problem(code: str, detail: str, instance: str, request_id: str, **extra: Any) -> tuple[int, bytes]:
+def render_problem(
+    code: str, detail: str, instance: str, request_id: str, **extra: Any
+) -> tuple[int, bytes]:
     """Return (status, body) for a catalogued problem code."""
     t = CATALOG[code]
     body: dict[str, Any] = {

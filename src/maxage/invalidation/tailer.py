@@ -171,7 +171,9 @@ class Tailer:
                 if self.drop_failed:
                     continue
                 st.pending[key] = max(st.pending.get(key, 0), change.version)
-                log.warning("applying %s v%d to %s failed: %s", key, change.version, st.holder.name, exc)
+                log.warning(
+                    "applying %s v%d to %s failed: %s", key, change.version, st.holder.name, exc
+                )
 
     async def _retry(self, st: HolderState) -> None:
         for key, version in list(st.pending.items()):

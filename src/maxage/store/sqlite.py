@@ -15,6 +15,7 @@ a read transaction at time ``t`` sees every change committed before ``t``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -128,7 +129,9 @@ class SQLiteStore:
         # Test and fault-injection hook: seconds to stall each call (a slow primary).
         self.slow_down = slow_down
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maxage-sqlite-w")
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="maxage-sqlite-r")
+        self._readers = ThreadPoolExecutor(
+            max_workers=readers, thread_name_prefix="maxage-sqlite-r"
+        )
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -203,10 +206,8 @@ class SQLiteStore:
         def close_all() -> None:
             with self._all_lock:
                 for conn in self._all:
-                    try:
+                    with contextlib.suppress(sqlite3.Error):
                         conn.close()
-                    except sqlite3.Error:
-                        pass
                 self._all.clear()
 
         self._writer.shutdown(wait=True)
