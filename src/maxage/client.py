@@ -378,9 +378,7 @@ class CacheClient:
         loaded = loader()
         value, version = loaded if isinstance(loaded, tuple) else (loaded, None)
         try:
-            w = self.set(
-                key, value, version=version, ttl=ttl, tags=tags, content_type=content_type
-            )
+            w = self.set(key, value, version=version, ttl=ttl, tags=tags, content_type=content_type)
         except (VersionConflict, Tombstoned):
             newer = self.get(key)
             if newer is not None:
@@ -458,9 +456,7 @@ class AsyncCacheClient:
         content_type: str | None = None,
     ) -> WriteResult:
         params, body, headers = _set_request(value, version, ttl, tags, content_type)
-        r = await self._request(
-            "PUT", _key_path(key), params=params, content=body, headers=headers
-        )
+        r = await self._request("PUT", _key_path(key), params=params, content=body, headers=headers)
         return _write_result(r)
 
     async def delete(self, key: str, *, version: int | None = None) -> DeleteResult:

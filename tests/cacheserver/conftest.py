@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,10 +96,13 @@ def unique() -> str:
     return f"t{time.monotonic_ns()}/"
 
 
+_PENDING: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
     """Read one HTTP/1.1 response (Content-Length framed) from a raw socket."""
     sock.settimeout(timeout)
-    buf = getattr(sock, "_pending", b"")
+    buf = _PENDING.pop(sock, b"")
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)
         if not chunk:
@@ -120,7 +124,7 @@ def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[
             raise ConnectionError("closed inside a body")
         rest += chunk
     body, leftover = rest[:n], rest[n:]
-    sock._pending = leftover  # type: ignore[attr-defined]
+    _PENDING[sock] = leftover
     return status, headers, body
 
 

@@ -63,9 +63,7 @@ def test_miss_is_a_404_problem(http: httpx.Client, unique: str) -> None:
     assert doc["instance"] == f"/v1/keys/{unique}nope"
 
 
-def test_versioned_writes_are_idempotent_and_refuse_older(
-    http: httpx.Client, unique: str
-) -> None:
+def test_versioned_writes_are_idempotent_and_refuse_older(http: httpx.Client, unique: str) -> None:
     k = f"/v1/keys/{unique}v"
     r = http.put(k, params={"version": "5"}, content=b"v5")
     assert (r.status_code, r.json()["outcome"]) == (201, "stored")
@@ -127,9 +125,7 @@ def test_invalidate_by_tags_and_prefix(http: httpx.Client, unique: str) -> None:
     )
 
 
-def test_keys_are_percent_decoded_and_may_contain_slashes(
-    http: httpx.Client, unique: str
-) -> None:
+def test_keys_are_percent_decoded_and_may_contain_slashes(http: httpx.Client, unique: str) -> None:
     r = http.put(f"/v1/keys/{unique}caf%C3%A9%2Fx%20y", content=b"ok")
     assert r.json()["key"] == f"{unique}café/x y"
     assert http.get(f"/v1/keys/{unique}café/x y").content == b"ok"
@@ -146,7 +142,9 @@ def test_bad_requests_are_problems(server: CacheServer, http: httpx.Client, uniq
     _problem(http.get("/v1/keys/" + "k" * 1025), 400, "key_too_long")
     for bad in ({"ttl": "0"}, {"ttl": "abc"}, {"ttl": "inf"}, {"version": "0"},
                 {"version": "-1"}, {"version": "1.5"}, {"version": str(2**63)}):  # fmt: skip
-        _problem(http.put(f"/v1/keys/{unique}x", params=bad, content=b"x"), 400, "invalid_parameter")
+        _problem(
+            http.put(f"/v1/keys/{unique}x", params=bad, content=b"x"), 400, "invalid_parameter"
+        )
     _problem(http.delete(f"/v1/keys/{unique}x", params={"version": "x"}), 400, "invalid_parameter")
     big = b"x" * (1024 * 1024 + 1)
     _problem(http.put(f"/v1/keys/{unique}big", content=big), 413, "value_too_large")
@@ -230,7 +228,9 @@ def test_token_auth_and_non_loopback_refusal() -> None:
             r = c.get("/livez")
             _problem(r, 401, "unauthorized")
             assert r.headers["www-authenticate"].startswith("Bearer")
-            _problem(c.get("/livez", headers={"authorization": "Bearer wrong"}), 401, "unauthorized")
+            _problem(
+                c.get("/livez", headers={"authorization": "Bearer wrong"}), 401, "unauthorized"
+            )
             ok = {"authorization": f"Bearer {token}"}
             assert c.put("/v1/keys/a", content=b"1", headers=ok).status_code == 201
             assert c.get("/v1/keys/a", headers=ok).content == b"1"

@@ -30,7 +30,7 @@ correctness itself. What it does, per connection:
 * **Size limits.** URL over ``max_url_bytes`` → 414; header section over
   ``max_header_bytes`` or more than ``MAX_HEADERS`` fields → 431. Bytes of an
   unfinished head are counted on arrival, so a never-ending header line is cut
-  off too.
+  off too (memory held is bounded by the limit plus one read buffer).
 * **Slow clients and deadlines.** A once-per-tick sweeper (``TICK`` seconds)
   closes connections whose request has not fully arrived within
   ``request_timeout`` (408), idle keep-alive connections, and connections whose

@@ -1,0 +1,192 @@
+"""Read-through to an upstream: single flight, deadlines, cancellation, errors, stale-if-error."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from .conftest import CacheServer, read_response
+from .upstream_fixture import Upstream
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    u = Upstream()
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def rt(upstream: Upstream) -> Iterator[CacheServer]:
+    s = CacheServer(
+        "--upstream", f"ok/={upstream.url}/ok/{{suffix}}",
+        "--upstream", f"slow/={upstream.url}/slow/{{suffix}}",
+        "--upstream", f"fail/={upstream.url}/fail/{{suffix}}",
+        "--upstream", f"missing/={upstream.url}/missing/{{suffix}}",
+        "--upstream", f"flaky/={upstream.url}/flaky/{{suffix}}",
+        "--upstream", "down/=http://127.0.0.1:9/{key}",
+        "--upstream-timeout", "1.0",
+        "--stale-if-error", "100",
+        "--debug-clock",
+    )  # fmt: skip
+    yield s
+    assert s.stop() == 0, s.stderr()
+
+
+def test_miss_loads_from_upstream_and_then_hits(rt: CacheServer, upstream: Upstream) -> None:
+    with rt.client() as c:
+        r = c.get("/v1/keys/ok/a")
+        assert r.status_code == 200
+        assert r.content == b"value-of-/ok/a"
+        assert r.headers["content-type"] == "text/x-up"
+        assert r.headers["etag"] == '"1"'
+        assert r.headers["cache-status"] == "maxage; fwd=miss; stored"
+        r = c.get("/v1/keys/ok/a")
+        assert r.headers["cache-status"] == "maxage; hit"
+    assert upstream.calls["/ok/a"] == 1
+
+
+def test_concurrent_misses_cause_one_upstream_call(rt: CacheServer, upstream: Upstream) -> None:
+    upstream.delay = 0.5
+
+    def get(_: int) -> tuple[int, bytes]:
+        with rt.client() as c:
+            r = c.get("/v1/keys/slow/shared")
+            return r.status_code, r.content
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(get, range(20)))
+    assert results == [(200, b"value-of-/slow/shared")] * 20
+    assert upstream.calls["/slow/shared"] == 1
+
+
+def test_deadline_cancels_the_upstream_call(rt: CacheServer, upstream: Upstream) -> None:
+    upstream.delay = 5.0
+    try:
+        with rt.client() as c:
+            t0 = time.monotonic()
+            r = c.get("/v1/keys/slow/late")
+            elapsed = time.monotonic() - t0
+        assert r.status_code == 504
+        assert r.json()["code"] == "upstream_timeout"
+        assert 0.9 <= elapsed < 3.0
+        # The upstream saw its caller go away (the call was cancelled, not abandoned).
+        deadline = time.monotonic() + 3
+        while upstream.cancelled["/slow/late"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert upstream.cancelled["/slow/late"] == 1
+        assert upstream.calls["/slow/late"] == 1
+    finally:
+        upstream.delay = 0.5
+
+
+def test_failing_and_unreachable_upstreams_are_502(rt: CacheServer) -> None:
+    with rt.client() as c:
+        r = c.get("/v1/keys/fail/x")
+        assert (r.status_code, r.json()["code"]) == (502, "upstream_error")
+        r = c.get("/v1/keys/down/x")
+        assert (r.status_code, r.json()["code"]) == (502, "upstream_error")
+        r = c.get("/v1/keys/missing/x")
+        assert (r.status_code, r.json()["code"]) == (404, "key_not_found")
+        r = c.get("/v1/keys/unconfigured/x")
+        assert (r.status_code, r.json()["code"]) == (404, "key_not_found")
+        text = c.get("/metrics").text
+        assert 'maxage_upstream_errors_total{kind="status"}' in text
+        assert 'maxage_upstream_errors_total{kind="connect"}' in text
+
+
+def test_stale_if_error_within_its_bound(rt: CacheServer, upstream: Upstream) -> None:
+    upstream.max_age = 10
+    try:
+        with rt.client() as c:
+            assert c.get("/v1/keys/flaky/s").status_code == 200
+            upstream.fail_flaky = True
+            assert c.get("/v1/keys/flaky/s").headers["cache-status"] == "maxage; hit"
+            c.post("/debug/clock", params={"advance": "20"})  # past the TTL, within stale bound
+            r = c.get("/v1/keys/flaky/s")
+            assert r.status_code == 200
+            assert r.content == b"value-of-/flaky/s"
+            assert "fwd=stale" in r.headers["cache-status"]
+            assert upstream.calls["/flaky/s"] == 2
+            c.post("/debug/clock", params={"advance": "100"})  # past the stale bound too
+            r = c.get("/v1/keys/flaky/s")
+            assert (r.status_code, r.json()["code"]) == (502, "upstream_error")
+            upstream.fail_flaky = False
+            r = c.get("/v1/keys/flaky/s")
+            assert r.status_code == 200 and "fwd=miss" in r.headers["cache-status"]
+    finally:
+        upstream.fail_flaky = False
+        upstream.max_age = None
+
+
+def test_explicit_writes_and_invalidation_apply_to_upstream_keys(
+    rt: CacheServer, upstream: Upstream
+) -> None:
+    with rt.client() as c:
+        assert c.put("/v1/keys/ok/w", params={"version": "5"}, content=b"mine").status_code == 201
+        assert c.get("/v1/keys/ok/w").content == b"mine"
+        assert upstream.calls["/ok/w"] == 0
+        c.delete("/v1/keys/ok/w")
+        assert c.get("/v1/keys/ok/w").content == b"value-of-/ok/w"
+        assert upstream.calls["/ok/w"] == 1
+
+
+def test_pipelined_requests_behind_a_read_through_stay_in_order(
+    rt: CacheServer, upstream: Upstream
+) -> None:
+    upstream.delay = 0.3
+    with rt.connect() as s:
+        s.sendall(
+            b"GET /v1/keys/slow/pipe HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"PUT /v1/keys/p1 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+            b"GET /v1/keys/p1 HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        status, _, body = read_response(s)
+        assert (status, body) == (200, b"value-of-/slow/pipe")
+        assert read_response(s)[2] == b'{"status":"ok"}'
+        assert read_response(s)[0] == 201
+        assert read_response(s)[2] == b"hi"
+
+
+def test_client_disconnect_does_not_cancel_the_shared_load(
+    rt: CacheServer, upstream: Upstream
+) -> None:
+    upstream.delay = 0.5
+    with rt.connect() as s:
+        s.sendall(b"GET /v1/keys/slow/abandon HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.1)
+    with rt.client() as c:
+        r = c.get("/v1/keys/slow/abandon")
+        assert r.status_code == 200
+    assert upstream.calls["/slow/abandon"] == 1
+    assert upstream.cancelled["/slow/abandon"] == 0
+
+
+def test_request_deadline_is_504(upstream: Upstream) -> None:
+    upstream.delay = 3.0
+    s = CacheServer(
+        "--upstream", f"slow/={upstream.url}/slow/{{suffix}}",
+        "--upstream-timeout", "5", "--request-timeout", "0.5",
+    )  # fmt: skip
+    try:
+        with s.client() as c:
+            t0 = time.monotonic()
+            r = c.get("/v1/keys/slow/deadline")
+            assert (r.status_code, r.json()["code"]) == (504, "deadline_exceeded")
+            assert time.monotonic() - t0 < 2.5
+    finally:
+        upstream.delay = 0.5
+        assert s.stop() == 0
+
+
+def test_problem_body_shape(rt: CacheServer) -> None:
+    with httpx.Client(base_url=rt.url, trust_env=False) as c:
+        doc = json.loads(c.get("/v1/keys/fail/shape").content)
+    assert doc["instance"] == "/v1/keys/fail/shape"
+    assert doc["type"] == "urn:maxage:problem:upstream_error"

@@ -1,0 +1,76 @@
+"""A tiny scriptable upstream HTTP server for read-through tests (runs in a thread).
+
+Paths: ``/ok/{k}`` 200 with body ``value-of-{k}`` and ``ETag: "{version}"``;
+``/slow/{k}`` the same after ``delay`` seconds; ``/fail/{k}`` 500; ``/missing/{k}``
+404; ``/flaky/{k}`` 200 or 500 depending on ``fail_flaky``. Every call is counted
+per path, and a call whose client disconnects before the answer is recorded in
+``cancelled`` (that is how tests observe upstream-call cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.cancelled: Counter[str] = Counter()
+        self.delay = 0.5
+        self.version = 1
+        self.fail_flaky = False
+        self.max_age: int | None = None
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._server = server
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                self.calls[path] = self.calls.get(path, 0) + 1
+                kind = path.split("/")[1]
+                if kind == "slow":
+                    # Wait, but notice if the client goes away meanwhile.
+                    eof = asyncio.ensure_future(reader.read(1))
+                    done, _ = await asyncio.wait({eof}, timeout=self.delay)
+                    if done:
+                        self.cancelled[path] += 1
+                        writer.close()
+                        return
+                    eof.cancel()
+                if kind == "fail" or (kind == "flaky" and self.fail_flaky):
+                    status, body, extra = 500, b"boom", ""
+                elif kind == "missing":
+                    status, body, extra = 404, b"nope", ""
+                else:
+                    status, body = 200, b"value-of-" + path.encode()
+                    extra = f'ETag: "{self.version}"\r\nContent-Type: text/x-up\r\n'
+                    if self.max_age is not None:
+                        extra += f"Cache-Control: max-age={self.max_age}\r\n"
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
