@@ -324,6 +324,7 @@ def asgi_app() -> Any:
     config = load_config(raw["config"])
     clock = SystemClock()
     store = _make_store(raw["db"], clock)
+    _stall_store_for_tests(store)
     cache = Cache(raw["cache_bytes"], clock=clock, thread_safe=False)
     l2 = None
     if raw.get("cache"):
@@ -349,6 +350,33 @@ def asgi_app() -> Any:
             await l2.close()
 
     return build_app(service, settings, on_startup=startup, on_shutdown=shutdown, faults=faults)
+
+
+TEST_SLOW_STORE_ENV = "MAXAGE_TEST_SLOW_STORE_SECONDS"
+
+
+def _stall_store_for_tests(store: Any) -> None:
+    """TEST ONLY: ``MAXAGE_TEST_SLOW_STORE_SECONDS=N`` stalls every document read and write
+    (``get``, ``list_page``, ``write``) by N seconds *before* it reaches the primary, so a
+    cancelled or timed-out request writes nothing. Idempotency claims, pings and the tailer
+    are not stalled. Used by tests/api for deadlines (504), disconnect cancellation,
+    concurrent idempotency keys (409) and SIGTERM drain; never set it in production."""
+    import asyncio
+
+    try:
+        delay = float(os.environ.get(TEST_SLOW_STORE_ENV, "") or 0)
+    except ValueError:
+        return
+    if delay <= 0:
+        return
+    for name in ("get", "list_page", "write"):
+        inner = getattr(store, name)
+
+        async def stalled(*args: Any, _inner: Any = inner, **kwargs: Any) -> Any:
+            await asyncio.sleep(delay)
+            return await _inner(*args, **kwargs)
+
+        setattr(store, name, stalled)
 
 
 def _make_store(db: str, clock: Any) -> Any:

@@ -134,6 +134,10 @@ class Request:
         self.deadline = 0.0
 
 
+class ClientDisconnected(Exception):
+    """The client went away while its request waited on the primary; its work was cancelled."""
+
+
 class HTTPProblem(Exception):
     def __init__(
         self, code: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None, **extra: Any
@@ -179,6 +183,7 @@ class App:
         self._idle = asyncio.Event()
         self._idle.set()
         self._sample = random.Random()
+        self._purger: asyncio.Future[None] | None = None
 
     # -- ASGI entry --------------------------------------------------------------------
 
@@ -208,25 +213,41 @@ class App:
         if self.on_startup is not None:
             await self.on_startup()
         self._page_secret = await self.service.store.secret("page_token")
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop = asyncio.get_running_loop()
+        self._purger = asyncio.ensure_future(self._purge_idempotency_keys())
+        with contextlib.suppress(RuntimeError, ValueError):  # ValueError: not the main thread
             prior = signal.getsignal(signal.SIGTERM)
 
-            def on_term() -> None:
+            def on_term(signum: int, frame: Any) -> None:
                 # Readiness fails at once so balancers stop sending; in-flight requests finish.
+                # signal.signal, not loop.add_signal_handler: that would replace the ASGI
+                # server's own loop handler (granian never stopped, was killed after its
+                # kill timeout); the loop still sees SIGTERM through its wakeup fd.
                 self.draining = True
                 if callable(prior):
-                    prior(signal.SIGTERM, None)
+                    prior(signum, frame)
 
-            loop.add_signal_handler(signal.SIGTERM, on_term)
+            signal.signal(signal.SIGTERM, on_term)
 
     async def shutdown(self) -> None:
         self.draining = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.drain_grace):
                 await self._idle.wait()
+        if self._purger is not None:
+            self._purger.cancel()
         if self.on_shutdown is not None:
             await self.on_shutdown()
+
+    async def _purge_idempotency_keys(self) -> None:
+        """Delete idempotency records older than ``idempotency_keep``, every keep/4 (<= 5 min)."""
+        every = min(300.0, max(0.25, self.settings.idempotency_keep / 4))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with asyncio.timeout(30.0):
+                    await self.service.store.purge_idempotency(self.service.clock.now())
+            except (StoreError, TimeoutError) as exc:
+                logging.getLogger("maxage.api").warning("idempotency purge failed: %s", exc)
 
     # -- request handling --------------------------------------------------------------
 
@@ -314,7 +335,7 @@ class App:
                 if len(parts) == 2 and spec is not None and parts[1] and parts[1] != "changes":
                     req.route = self._doc_routes[spec.name]
                     if req.method == "GET" or req.method == "HEAD":
-                        return await self._get_document(req, spec, parts[1], send)
+                        return await self._get_document(req, spec, parts[1], receive, send)
                     return await self._write_document(req, spec, parts[1], receive, send)
                 if len(parts) == 1 and spec is not None:
                     req.route = self._col_routes[spec.name]
@@ -358,6 +379,8 @@ class App:
                 "store_unavailable",
                 "the primary store is unavailable; retry with backoff",
             )
+        except ClientDisconnected:
+            return 499  # nothing to send: counted in maxage_requests_cancelled_total
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -514,7 +537,9 @@ class App:
             mode = ReadMode.SESSION
         return mode, min_version
 
-    async def _get_document(self, req: Request, spec: CollectionSpec, id: str, send: Send) -> int:
+    async def _get_document(
+        self, req: Request, spec: CollectionSpec, id: str, receive: Receive, send: Send
+    ) -> int:
         if req.query or req.cache_control is not None:
             mode, min_version = self._mode(req, spec)
         else:
@@ -523,7 +548,9 @@ class App:
         if mode is ReadMode.BOUNDED:
             result = self.service.read_cached(spec, f"{spec.name}/{id}", 0)
         if result is None:
-            result = await self._slow_value(req, self.service.read(spec, id, mode, min_version))
+            result = await self._slow_value(
+                req, self.service.read(spec, id, mode, min_version), receive
+            )
         return await self._send_read(req, spec, result, send)
 
     async def _send_read(
@@ -793,10 +820,10 @@ class App:
 
         key = req.idempotency_key
         if key is None:
-            result = await self._slow_value(req, self._do_write(spec, doc_id, mutate))
+            result = await self._slow_value(req, self._do_write(spec, doc_id, mutate), receive)
             response = render(result)
             return await self._send_stored(req, send, response, replayed=False)
-        return await self._idempotent(req, spec, doc_id, key, body, mutate, render, send)
+        return await self._idempotent(req, spec, doc_id, key, body, mutate, render, receive, send)
 
     async def _do_write(
         self,
@@ -827,6 +854,7 @@ class App:
         body: bytes,
         mutate: Callable[[Document | None], bytes | None],
         render: Callable[[WriteResult], StoredResponse],
+        receive: Receive,
         send: Send,
     ) -> int:
         key = _parse_idempotency_key(key)
@@ -868,6 +896,7 @@ class App:
             result = await self._slow_value(
                 req,
                 self._do_write(spec, doc_id, mutate, IdempotencyCompletion(scope, owner, render)),
+                receive,
             )
         except BaseException:
             release = asyncio.ensure_future(self.service.store.release_idempotency(scope, owner))
@@ -894,17 +923,37 @@ class App:
 
     # -- deadlines and disconnects -----------------------------------------------------
 
-    async def _slow_value(self, req: Request, coro: Awaitable[Any]) -> Any:
+    async def _slow_value(
+        self, req: Request, coro: Awaitable[Any], receive: Receive | None = None
+    ) -> Any:
+        """Await ``coro`` under the request's deadline (TimeoutError → 504); with ``receive``,
+        also cancel it when the client disconnects (ClientDisconnected, counted)."""
         remaining = req.deadline - time.perf_counter()
         if remaining <= 0:
             if asyncio.iscoroutine(coro):
                 coro.close()
             raise TimeoutError
-        async with asyncio.timeout(remaining):
-            return await coro
+        if receive is None:
+            async with asyncio.timeout(remaining):
+                return await coro
+        work = asyncio.ensure_future(coro)
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            async with asyncio.timeout(remaining):
+                await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            work.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        self.cancelled_requests += 1
+        raise ClientDisconnected
 
     async def _slow(self, req: Request, receive: Receive, send: Send, coro: Awaitable[int]) -> int:
-        return int(await self._slow_value(req, coro))
+        return int(await self._slow_value(req, coro, receive))
 
     # -- metrics -----------------------------------------------------------------------
 
@@ -928,6 +977,12 @@ class App:
         out.sample("http_server_active_requests", self.in_flight)
         collect(self, out)
         return out.render()
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    """Return when the client disconnects (any request body is read before this runs)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _parse_timeout(value: bytes) -> float:
