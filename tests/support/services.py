@@ -173,3 +173,95 @@ async def drop_postgres_schema(dsn: str, schema: str) -> None:
         await asyncio.wait_for(conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'), 10)
     finally:
         await conn.close()
+
+
+@contextmanager
+def redis_cluster(nodes: int = 3) -> Iterator[list[int]]:
+    """A throwaway Redis Cluster of ``nodes`` masters (no replicas, no persistence).
+
+    Yields the node ports; ``redis+cluster://127.0.0.1:<port>`` reaches it through any one.
+    """
+    import shutil
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        unavailable("redis-server/redis-cli", "binaries not installed")
+    workdir = tempfile.mkdtemp(prefix="maxage-redis-cluster-")
+    ports = [_cluster_port() for _ in range(nodes)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            node_dir = os.path.join(workdir, str(port))
+            os.makedirs(node_dir)
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+                        *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                        *("--save", "", "--appendonly", "no", "--dir", node_dir),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in ports:
+            _wait_for_pong(port)
+        create = subprocess.run(
+            [
+                *("redis-cli", "--cluster", "create"),
+                *(f"127.0.0.1:{p}" for p in ports),
+                *("--cluster-replicas", "0", "--cluster-yes"),
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+        if create.returncode != 0:
+            unavailable("Redis Cluster", create.stdout.decode()[-500:])
+        deadline = time.monotonic() + 15
+        while True:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(ports[0]), "cluster", "info"],
+                capture_output=True,
+                timeout=5,
+            ).stdout
+            if b"cluster_state:ok" in info:
+                break
+            if time.monotonic() > deadline:
+                unavailable("Redis Cluster", "never reached cluster_state:ok")
+            time.sleep(0.05)  # polling the cluster's own convergence, not a race
+        yield ports
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 50000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def _wait_for_pong(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.01)  # polling a child process's startup, not a race
+    unavailable("redis-server", f"did not start on port {port}")
