@@ -69,9 +69,12 @@ async def test_breaker_heals_when_redis_comes_back(clock: ManualClock) -> None:
     with redis_server() as server:
         tier = RedisTier(server.url, clock=clock, timeout=0.2, failure_threshold=2, cooldown=1.0)
         try:
-            fill = lambda v: tier.set_if_newer(  # noqa: E731
-                "c/a", v, b"v%d" % v, b"", started_at=clock.now(), ttl=60.0
-            )
+
+            async def fill(v: int) -> SetOutcome:
+                return await tier.set_if_newer(
+                    "c/a", v, b"v%d" % v, b"", started_at=clock.now(), ttl=60.0
+                )
+
             assert await fill(1) is SetOutcome.STORED
             server.stop()  # Redis dies
             assert await tier.get("c/a") is None
