@@ -121,30 +121,62 @@ def _wrk(base: str, script: Path, args: argparse.Namespace) -> tuple[dict[str, A
     return _parse_wrk(out), " ".join(cmd)
 
 
-def _bench_server(
-    name: str, cmd: list[str], scripts: dict[str, Path], args: argparse.Namespace
+def _print(name: str, op: str, res: dict[str, Any]) -> None:
+    print(
+        f"  {name:8s} {op.upper():4s} {res['rps']:>10.0f} req/s  "
+        f"p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms"
+        + (f"  non-2xx {res['non_2xx']}" if res["non_2xx"] else "")
+        + (f"  socket errors: {res['socket_errors']}" if res["socket_errors"] else ""),
+        flush=True,
+    )
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
+
+
+def _bench_servers(
+    servers: dict[str, list[str]], scripts: dict[str, Path], args: argparse.Namespace
 ) -> dict[str, Any]:
-    proc, base = _start(cmd, args.server_cpu)
+    """Start every server (all pinned to the server CPU; only the one under load is busy),
+    then alternate wrk runs between them round by round, so that background load on a
+    shared machine hits each of them alike. Reports medians over the rounds."""
+    procs: dict[str, subprocess.Popen[str]] = {}
+    bases: dict[str, str] = {}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {"get": [], "put": []} for n in servers}
     try:
-        _preload(base, args.keys, args.value_bytes)
-        result: dict[str, Any] = {"command": " ".join(cmd)}
-        # warm-up (JIT-free, but fills caches, connection pools, page faults)
-        _wrk_warm = argparse.Namespace(**{**vars(args), "duration": 2})
-        _wrk(base, scripts["get"], _wrk_warm)
-        for op in ("get", "put"):
-            res, wrk_cmd = _wrk(base, scripts[op], args)
-            res["wrk"] = wrk_cmd
-            result[op] = res
-            print(
-                f"  {name:8s} {op.upper():4s} {res['rps']:>10.0f} req/s  "
-                f"p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms"
-                + (f"  non-2xx {res['non_2xx']}" if res["non_2xx"] else "")
-                + (f"  socket errors: {res['socket_errors']}" if res["socket_errors"] else ""),
-                flush=True,
-            )
-        return result
+        for name, cmd in servers.items():
+            procs[name], bases[name] = _start(cmd, args.server_cpu)
+            _preload(bases[name], args.keys, args.value_bytes)
+            warm = argparse.Namespace(**{**vars(args), "duration": 2})
+            _wrk(bases[name], scripts["get"], warm)
+        wrk_cmds: dict[str, str] = {}
+        for rnd in range(args.rounds):
+            print(f" round {rnd + 1}/{args.rounds}", flush=True)
+            for op in ("get", "put"):
+                for name in servers:
+                    res, wrk_cmds[op] = _wrk(bases[name], scripts[op], args)
+                    runs[name][op].append(res)
+                    _print(name, op, res)
     finally:
-        _stop(proc)
+        for proc in procs.values():
+            _stop(proc)
+    out: dict[str, Any] = {}
+    for name, cmd in servers.items():
+        out[name] = {"command": " ".join(cmd)}
+        for op in ("get", "put"):
+            rs = runs[name][op]
+            out[name][op] = {
+                "rps": _median([r["rps"] for r in rs]),
+                "p50_ms": _median([r["p50_ms"] for r in rs]),
+                "p99_ms": _median([r["p99_ms"] for r in rs]),
+                "non_2xx": sum(r["non_2xx"] for r in rs),
+                "rounds": rs,
+                "wrk": wrk_cmds[op].replace(bases[name], "URL"),
+            }
+    return out
 
 
 def _build_go() -> str | None:
@@ -202,6 +234,7 @@ def main() -> int:
     p.add_argument("--value-bytes", type=int, default=100, help="value size (100)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     p.add_argument("--redis-requests", type=int, default=500_000)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
@@ -222,24 +255,29 @@ def main() -> int:
         flush=True,
     )
     results: dict[str, Any] = {"params": vars(args) | {"json": str(args.json)}}
-    results["maxage"] = _bench_server(
-        "maxage",
-        [
+    servers = {
+        "maxage": [
             sys.executable, "-m", "maxage.cacheserver", "--port", "0",
             "--max-bytes", "1GiB", "--request-timeout", "30",
         ],
-        scripts,
-        args,
-    )  # fmt: skip
+    }  # fmt: skip
     go = _build_go()
     if go is not None:
-        results["go"] = _bench_server("go", [go, "-addr", "127.0.0.1:0"], scripts, args)
+        servers["go"] = [go, "-addr", "127.0.0.1:0"]
+    results.update(_bench_servers(servers, scripts, args))
+    print("medians over rounds:")
+    for name in servers:
+        for op in ("get", "put"):
+            _print(name, op, results[name][op])
+    if go is not None:
         for op in ("get", "put"):
             m, g = results["maxage"][op], results["go"][op]
             ratio = m["rps"] / g["rps"]
+            per_round = [a["rps"] / b["rps"] for a, b in zip(m["rounds"], g["rounds"], strict=True)]
             results[f"{op}_ratio"] = ratio
             print(
-                f"  {op.upper()}: maxage/go throughput {ratio:.2f}x; "
+                f"  {op.upper()}: maxage/go throughput {ratio:.2f}x "
+                f"(per round: {', '.join(f'{r:.2f}' for r in per_round)}); "
                 f"p99 maxage {m['p99_ms']:.3f} ms vs go {g['p99_ms']:.3f} ms"
             )
     results["redis"] = _redis(args)

@@ -68,6 +68,7 @@ LINGER_SECONDS: Final = 2.0
 _STATUS: Final[dict[int, bytes]] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
 }
+_OK: Final = _STATUS[200]
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE: Final = b"connection: close\r\n"
 _SERVER: Final = b"server: maxage\r\n"
@@ -461,30 +462,37 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         status, headers, body = result
-        keep = req.keep_alive and not self.closing and req.error is None
-        if self.state.draining:
-            keep = False
-        parts = [_STATUS.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, self.state.date_header]
-        if headers:
-            parts.append(headers)
-        if req.request_id is not None and _valid_request_id(req.request_id):
-            parts.append(b"x-request-id: " + req.request_id + b"\r\n")
-        if status != 304 and status >= 200 and status != 204:
-            parts.append(b"content-length: %d\r\n" % len(body))
-        if not keep:
-            parts.append(_CLOSE)
-        parts.append(b"\r\n")
-        if req.method != b"HEAD" and status != 304 and status != 204:
-            if len(body) < 65536:
-                parts.append(body)
-                transport.write(b"".join(parts))
+        state = self.state
+        keep = req.keep_alive and not self.closing and req.error is None and not state.draining
+        rid = req.request_id
+        if keep and rid is None and status == 200 and req.method == b"GET" and len(body) < 65536:
+            # The hot path: one concatenation, one write.
+            transport.write(
+                _OK + state.date_header + headers + b"content-length: %d\r\n\r\n" % len(body) + body
+            )
+        else:
+            parts = [_STATUS.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, state.date_header]
+            if headers:
+                parts.append(headers)
+            if rid is not None and _valid_request_id(rid):
+                parts.append(b"x-request-id: " + rid + b"\r\n")
+            has_body = status >= 200 and status != 304 and status != 204
+            if has_body:
+                parts.append(b"content-length: %d\r\n" % len(body))
+            if not keep:
+                parts.append(_CLOSE)
+            parts.append(b"\r\n")
+            if has_body and req.method != b"HEAD":
+                if len(body) < 65536:
+                    parts.append(body)
+                    transport.write(b"".join(parts))
+                else:
+                    transport.write(b"".join(parts))
+                    transport.write(body)
             else:
                 transport.write(b"".join(parts))
-                transport.write(body)
-        else:
-            transport.write(b"".join(parts))
-        self.last_active = self.state.now
-        self.state.metrics.observe_request(req.route, status, time.perf_counter() - t0)
+        self.last_active = state.now
+        state.metrics.observe_request(req.route, status, time.perf_counter() - t0)
         if not keep:
             self.closing = True
             self.queue.clear()
