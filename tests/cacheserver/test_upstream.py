@@ -190,3 +190,34 @@ def test_problem_body_shape(rt: CacheServer) -> None:
         doc = json.loads(c.get("/v1/keys/fail/shape").content)
     assert doc["instance"] == "/v1/keys/fail/shape"
     assert doc["type"] == "urn:maxage:problem:upstream_error"
+
+
+def test_sigterm_drains_in_flight_requests(upstream: Upstream) -> None:
+    upstream.delay = 0.8
+    s = CacheServer("--upstream", f"slow/={upstream.url}/slow/{{suffix}}")
+    try:
+        with s.connect() as c:
+            c.sendall(b"GET /v1/keys/slow/drain HTTP/1.1\r\nHost: t\r\n\r\n")
+            time.sleep(0.2)  # the load is in flight
+            s.proc.send_signal(__import__("signal").SIGTERM)
+            status, headers, body = read_response(c)
+            assert (status, body) == (200, b"value-of-/slow/drain")
+            assert headers["connection"] == "close"
+        assert s.proc.wait(timeout=10) == 0
+    finally:
+        upstream.delay = 0.5
+        s.stop()
+
+
+def test_port_in_use_exits_nonzero(rt: CacheServer) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    p = subprocess.run(
+        [sys.executable, "-m", "maxage.cacheserver", "--port", str(rt.port)],
+        capture_output=True, text=True, timeout=20, cwd=ROOT,
+    )  # fmt: skip
+    assert p.returncode == 1
+    assert "cannot listen" in p.stderr
