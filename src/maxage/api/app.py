@@ -99,6 +99,7 @@ class Request:
     __slots__ = (
         "accept",
         "cache_control",
+        "client",
         "content_length",
         "content_type",
         "deadline",
@@ -132,6 +133,7 @@ class Request:
         self.idempotency_key: str | None = None
         self.traceparent: bytes | None = None
         self.deadline = 0.0
+        self.client: tuple[str, int] | None = None  # (host, port) from the ASGI scope
 
 
 class ClientDisconnected(Exception):
@@ -254,6 +256,7 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         req = Request(scope["method"], scope["path"], scope["query_string"], "", started)
+        req.client = scope.get("client")
         rid: bytes | None = None
         for name, value in scope["headers"]:
             if name == RID:

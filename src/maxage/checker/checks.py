@@ -1,0 +1,464 @@
+"""The checks of DESIGN.md P0-P6 over a recorded history.
+
+Every check is *sound* with respect to the checker's clock: ``invoke`` is taken
+before a request is sent and ``ret`` after its response arrived, so an
+acknowledgement time is never earlier than the server's, and a read's start is
+never later; the lower bounds computed from them are never above the true
+ones, so a flagged read is a real violation.
+
+A version's writer is known from the write's response (ETag) or, for writes
+whose outcome is unknown (timeouts, 5xx), from the token a read finds in the
+data. A version with no known writer is a gap (an unobserved, possibly
+committed write); the linearizability search lets the state jump over gaps.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from maxage.checker.history import FAIL, FAULT, OK, UNKNOWN, Op
+
+PROPERTIES = ("P0", "P1", "P2", "P3", "P4", "P5", "P6")
+TITLES = {
+    "P0": "integrity",
+    "P1": "no reads from the future",
+    "P2": "bounded staleness",
+    "P3": "strong reads",
+    "P4": "session",
+    "P5": "write safety",
+    "P6": "convergence",
+}
+
+
+@dataclass
+class Violation:
+    prop: str
+    message: str
+    ops: list[Op]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "property": self.prop,
+            "message": self.message,
+            "ops": [o.brief() for o in self.ops],
+        }
+
+
+@dataclass
+class Result:
+    violations: list[Violation] = field(default_factory=list)
+    unknowns: list[str] = field(default_factory=list)
+    race_exposed: int = 0
+    staleness_seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    staleness_versions: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    lin_keys: int = 0
+    lin_ok: int = 0
+
+    def add(self, prop: str, message: str, *ops: Op) -> None:
+        self.violations.append(Violation(prop, message, list(ops)))
+
+    def by_property(self) -> dict[str, list[Violation]]:
+        out: dict[str, list[Violation]] = {p: [] for p in PROPERTIES}
+        for v in self.violations:
+            out[v.prop].append(v)
+        return out
+
+
+@dataclass
+class VersionInfo:
+    writer: Op | None = None
+    acked_at: float = math.inf  # earliest acknowledgement seen
+    body_hash: str | None = None
+    deleted: bool = False
+    hash_source: Op | None = None
+
+
+@dataclass
+class KeyModel:
+    collection: str
+    key: str
+    versions: dict[int, VersionInfo] = field(default_factory=dict)
+    writes: list[Op] = field(default_factory=list)
+    reads: list[Op] = field(default_factory=list)
+    acks: list[tuple[float, int]] = field(default_factory=list)  # sorted (ack time, version)
+    ack_times: list[float] = field(default_factory=list)
+    ack_prefix_max: list[int] = field(default_factory=list)
+
+    def info(self, v: int) -> VersionInfo:
+        vi = self.versions.get(v)
+        if vi is None:
+            vi = self.versions[v] = VersionInfo()
+        return vi
+
+    def finish(self) -> None:
+        self.acks = sorted(
+            (vi.acked_at, v) for v, vi in self.versions.items() if vi.acked_at < math.inf
+        )
+        self.ack_times = [a for a, _ in self.acks]
+        best = 0
+        self.ack_prefix_max = []
+        for _, v in self.acks:
+            best = max(best, v)
+            self.ack_prefix_max.append(best)
+
+    def max_acked_before(self, t: float) -> int:
+        """The highest version acknowledged strictly before ``t`` (0 if none)."""
+        i = bisect.bisect_left(self.ack_times, t)
+        return self.ack_prefix_max[i - 1] if i else 0
+
+    def superseded_at(self, v: int, t: float) -> float | None:
+        """The first acknowledgement before ``t`` of a version newer than ``v``."""
+        for at, w in self.acks:
+            if at >= t:
+                return None
+            if w > v:
+                return at
+        return None
+
+    def absent_ok(self, lower: int, before: float, unknown_deletes: Sequence[Op]) -> bool:
+        """May a 404 observe a state >= ``lower``: version 0 or a delete that had started?"""
+        if lower <= 0:
+            return True
+        for v, vi in self.versions.items():
+            if v >= lower and vi.deleted and (vi.writer is None or vi.writer.invoke < before):
+                return True
+        return any(d.invoke < before for d in unknown_deletes)
+
+
+def build(ops: Iterable[Op]) -> tuple[dict[tuple[str, str], KeyModel], Result, dict[str, Op]]:
+    """Index the history per key; run P0, P1 and P5 while doing so."""
+    res = Result()
+    models: dict[tuple[str, str], KeyModel] = {}
+    tokens: dict[str, Op] = {}
+    ops = [o for o in ops if o.kind != FAULT]
+
+    def model(o: Op) -> KeyModel:
+        k = (o.collection, o.key)
+        m = models.get(k)
+        if m is None:
+            m = models[k] = KeyModel(o.collection, o.key)
+        return m
+
+    for o in ops:
+        if o.is_write and not o.replay and o.token:
+            tokens[o.token] = o
+    # writes: the versions they produced
+    idem_groups: dict[str, list[Op]] = defaultdict(list)
+    for o in sorted((o for o in ops if o.is_write), key=lambda o: o.invoke):
+        if not o.key:
+            continue
+        m = model(o)
+        m.writes.append(o)
+        if o.idem_key:
+            idem_groups[o.idem_key].append(o)
+        if o.integrity:
+            res.add("P0", f"write response: {o.integrity}", o)
+        if o.outcome != OK or o.version is None:
+            if o.status == 412 and o.if_match is not None and o.version == o.if_match:
+                res.add("P5", f"412 although If-Match {o.if_match} is the current version", o)
+            continue
+        vi = m.info(o.version)
+        first = tokens.get(o.token or "") if o.replay else o
+        if vi.writer is not None and first is not None and vi.writer is not first:
+            res.add("P5", f"two writes were acknowledged with version {o.version} (a lost update)",
+                    vi.writer, o)  # fmt: skip
+        elif first is not None:
+            vi.writer = first
+        vi.acked_at = min(vi.acked_at, o.ret)
+        vi.deleted = o.kind == "delete"
+        if o.body_hash is not None:
+            if vi.body_hash is not None and vi.body_hash != o.body_hash:
+                res.add(
+                    "P0", f"two different bodies for version {o.version}", vi.hash_source or o, o
+                )
+            vi.body_hash, vi.hash_source = o.body_hash, o
+        if o.if_match is not None and not o.replay and o.version != o.if_match + 1:
+            res.add("P5", f"If-Match {o.if_match} write produced version {o.version}, "
+                    f"not {o.if_match + 1}: the chain is broken", o)  # fmt: skip
+    # idempotency: one effect, identical replays
+    for key, group in idem_groups.items():
+        # A failed attempt releases the key (a retry runs again); once one attempt
+        # succeeded, every later one must replay its status and body byte for byte.
+        done = next((g for g in group if g.outcome == OK), None)
+        if done is not None:
+            for g in group:
+                if g.invoke > done.ret and g.status not in (None, 409) and g.outcome != UNKNOWN:
+                    if g.resp_hash != done.resp_hash:
+                        res.add(
+                            "P5",
+                            f"Idempotency-Key {key}: a replay got a different response",
+                            done,
+                            g,
+                        )
+                        break
+        versions = {g.version for g in group if g.outcome == OK and g.version is not None}
+        if len(versions) > 1:
+            res.add(
+                "P5",
+                f"Idempotency-Key {key}: more than one effect (versions {sorted(versions)})",
+                *group[:4],
+            )
+    # reads: integrity, writer identification (P0), no future reads (P1)
+    token_versions: dict[str, set[int]] = defaultdict(set)
+    for o in ops:
+        if (
+            o.is_write
+            and o.outcome == OK
+            and o.version is not None
+            and o.token
+            and o.kind != "delete"
+        ):
+            token_versions[o.token].add(o.version)
+    for o in sorted((o for o in ops if o.kind == "read"), key=lambda o: o.invoke):
+        m = model(o)
+        m.reads.append(o)
+        if o.outcome != OK or o.status == 404:
+            continue
+        if o.integrity:
+            res.add("P0", o.integrity, o)
+            continue
+        if o.version is None:
+            continue
+        w = tokens.get(o.token or "")
+        if w is None:
+            res.add("P0", f"version {o.version} carries data no write of this run produced "
+                    f"(token {o.token!r})", o)  # fmt: skip
+            continue
+        if w.key != o.key or w.collection != o.collection:
+            res.add(
+                "P0",
+                f"the data of {w.collection}/{w.key} was returned for {o.collection}/{o.key}",
+                w,
+                o,
+            )
+            continue
+        if w.outcome == FAIL:
+            res.add(
+                "P0", f"version {o.version} has the data of a write that failed ({w.detail})", w, o
+            )
+            continue
+        if w.outcome == OK and w.version is not None and w.version != o.version:
+            res.add("P0", f"version {o.version} carries the data of the write that produced "
+                    f"version {w.version}", w, o)  # fmt: skip
+            continue
+        if w.kind == "delete":
+            res.add("P0", "a read returned the data of a delete", w, o)
+            continue
+        token_versions[w.token or ""].add(o.version)
+        vi = m.info(o.version)
+        if vi.writer is None:
+            vi.writer = w  # an unknown-outcome write, resolved
+        if vi.body_hash is not None and o.body_hash != vi.body_hash:
+            res.add(
+                "P0",
+                f"the body of version {o.version} differs from the one written",
+                vi.hash_source or o,
+                o,
+            )
+        elif vi.body_hash is None:
+            vi.body_hash, vi.hash_source = o.body_hash, o
+        if not w.invoke < o.ret:
+            res.add("P1", f"read returned version {o.version} before its write started", w, o)
+    for tok, vs in token_versions.items():
+        if len(vs) > 1:
+            w = tokens[tok]
+            res.add("P5", f"one write ({'idempotent ' if w.idem_key else ''}{w.kind}) has "
+                    f"more than one effect: versions {sorted(vs)}", w)  # fmt: skip
+    for m in models.values():
+        m.finish()
+    return models, res, tokens
+
+
+def check(ops: Sequence[Op], bounds: dict[str, float], *, lin_budget: int = 200_000) -> Result:
+    """Run every check; ``bounds`` maps a collection to its max staleness."""
+    models, res, _ = build(ops)
+    for m in models.values():
+        bound = bounds.get(m.collection, 0.0)
+        unknown_deletes = [w for w in m.writes if w.kind == "delete" and w.outcome == UNKNOWN]
+        writes_sorted = sorted(
+            (w for w in m.writes if w.outcome != FAIL and not w.replay), key=lambda w: w.invoke
+        )
+        w_invokes = [w.invoke for w in writes_sorted]
+        for r in m.reads:
+            if r.outcome != OK:
+                continue
+            # race exposure: overlaps a write, or starts within the bound after one
+            i = bisect.bisect_right(w_invokes, r.ret)
+            if any(w.ret >= r.invoke - bound for w in writes_sorted[max(0, i - 50) : i]):
+                res.race_exposed += 1
+            absent = r.status == 404
+            v = r.version or 0
+            if r.phase == "final":
+                continue  # P6 below
+            if r.mode == "bounded":
+                lower = m.max_acked_before(r.invoke - bound)
+                if absent:
+                    if not m.absent_ok(lower, r.ret, unknown_deletes):
+                        res.add("P2", f"404 although version {lower} (not a delete) was acknowledged "
+                                f"more than {bound}s before the read", r, *_writer(m, lower))  # fmt: skip
+                elif v < lower:
+                    res.add("P2", f"returned version {v}; version {lower} was acknowledged more than "
+                            f"{bound}s before the read started", r, *_writer(m, lower))  # fmt: skip
+            elif r.mode == "strong":
+                lower = m.max_acked_before(r.invoke)
+                if (absent and not m.absent_ok(lower, r.ret, unknown_deletes)) or (
+                    not absent and v < lower
+                ):
+                    res.add("P3", f"strong read returned {'404' if absent else v}; version {lower} "
+                            "was acknowledged before it started", r, *_writer(m, lower))  # fmt: skip
+            elif r.mode == "session":
+                floor = r.min_version or 0
+                if absent:
+                    if not m.absent_ok(floor, r.ret, unknown_deletes):
+                        res.add("P4", f"404 for a session read with min_version={floor}", r)
+                elif v < floor:
+                    res.add("P4", f"session read with min_version={floor} returned version {v}", r)
+            if not absent and r.mode is not None:
+                sup = m.superseded_at(v, r.invoke)
+                res.staleness_seconds[r.mode].append(0.0 if sup is None else r.invoke - sup)
+                res.staleness_versions[r.mode].append(max(0, m.max_acked_before(r.invoke) - v))
+        _check_session_order(m, res)
+        _check_convergence(m, res)
+        outcome = linearizable(m, lin_budget)
+        res.lin_keys += 1
+        if outcome is None:
+            res.unknowns.append(
+                f"P3 {m.collection}/{m.key}: linearizability search exceeded its budget"
+            )
+        elif outcome:
+            res.lin_ok += 1
+        else:
+            res.add("P3", f"{m.collection}/{m.key}: strong reads and writes are not linearizable",
+                    *[o for o in m.reads if o.mode == "strong"][:3])  # fmt: skip
+    return res
+
+
+def _writer(m: KeyModel, v: int) -> list[Op]:
+    vi = m.versions.get(v)
+    return [vi.writer] if vi is not None and vi.writer is not None else []
+
+
+def _check_session_order(m: KeyModel, res: Result) -> None:
+    """P4 read-your-writes and monotonic reads, per client, for session reads."""
+    per_client: dict[int, list[Op]] = defaultdict(list)
+    for o in m.writes + m.reads:
+        if o.outcome == OK and o.phase == "run":
+            per_client[o.client].append(o)
+    for ops in per_client.values():
+        ops.sort(key=lambda o: o.invoke)
+        high = 0
+        for o in ops:
+            if (
+                o.kind == "read"
+                and o.mode == "session"
+                and o.status == 200
+                and o.version is not None
+            ):
+                if o.version < high:
+                    res.add("P4", f"session read returned version {o.version} after the client "
+                            f"had seen version {high}", o)  # fmt: skip
+            if (o.version is not None and o.status != 404 and o.status != 204) or (o.status == 204 and o.version is not None):
+                high = max(high, o.version)
+
+
+def _check_convergence(m: KeyModel, res: Result) -> None:
+    """P6: after faults healed and the bound passed, every read returns the latest state."""
+    finals = sorted(
+        (o for o in m.reads if o.phase == "final" and o.outcome == OK), key=lambda o: o.invoke
+    )
+    strong = [o for o in finals if o.mode == "strong"]
+    if not strong:
+        return
+    truth = strong[0]
+    for o in finals:
+        if o is truth:
+            continue
+        same = (o.status == 404 and truth.status == 404) or (
+            o.status == 200 and truth.status == 200 and o.version == truth.version
+        )
+        if not same:
+            got = "404" if o.status == 404 else f"version {o.version}"
+            want = "404" if truth.status == 404 else f"version {truth.version}"
+            res.add(
+                "P6", f"{o.mode} read after healing returned {got}; the latest is {want}", truth, o
+            )
+
+
+def linearizable(m: KeyModel, budget: int) -> bool | None:
+    """Wing-Gong search over the key's writes (known versions) and strong reads.
+
+    The state is the current version. A write of ``v`` applies when every version
+    between the state and ``v`` is a gap; a strong read of ``v`` when the state is
+    ``v``; a 404 when the state is 0 or a delete (or a delete's outcome is unknown). Returns None when
+    the search exceeds ``budget`` steps (unknown, never a pass).
+    """
+    known = {v for v, vi in m.versions.items() if vi.writer is not None}
+    items: list[tuple[float, float, str, int, bool]] = []  # invoke, ret, kind, version, required
+    for w in m.writes:
+        if w.replay or w.outcome == FAIL:
+            continue
+        v = w.version
+        if v is None:
+            v = next((x for x, vi in m.versions.items() if vi.writer is w), None)
+        if v is None:
+            continue
+        items.append((w.invoke, w.ret if w.outcome == OK else math.inf, "w", v, w.outcome == OK))
+    for r in m.reads:
+        if r.mode == "strong" and r.outcome == OK and r.phase == "run":
+            items.append((r.invoke, r.ret, "r", -1 if r.status == 404 else (r.version or 0), True))
+    if not any(k == "r" for _, _, k, _, _ in items):
+        return True
+    items.sort()
+    n = len(items)
+    required = sum(1 << i for i in range(n) if items[i][4])
+    deleted = {v for v, vi in m.versions.items() if vi.deleted}
+    unknown_delete = any(w.kind == "delete" and w.outcome == UNKNOWN for w in m.writes)
+
+    def gaps_between(lo: int, hi: int) -> bool:  # every version in (lo, hi) is a gap
+        return all(x not in known for x in range(lo + 1, hi))
+
+    stack: list[tuple[int, int]] = [(0, 0)]
+    seen: set[tuple[int, int]] = set()
+    steps = 0
+    while stack:
+        mask, state = stack.pop()
+        if mask & required == required:
+            return True
+        if (mask, state) in seen:
+            continue
+        seen.add((mask, state))
+        steps += 1
+        if steps > budget:
+            return None
+        lo = 0
+        while mask >> lo & 1:
+            lo += 1
+        min_ret = math.inf
+        i = lo
+        cands: list[int] = []
+        while i < n and items[i][0] < min_ret:
+            if not mask >> i & 1:
+                cands.append(i)
+                min_ret = min(min_ret, items[i][1])
+            i += 1
+        for i in cands:
+            inv, _, kind, v, _ = items[i]
+            if inv >= min_ret:
+                continue
+            if kind == "w":
+                if v > state and gaps_between(state, v):
+                    stack.append((mask | 1 << i, v))
+            elif v == -1:
+                if state == 0 or state in deleted or unknown_delete:
+                    stack.append((mask | 1 << i, state))
+            elif v == state:
+                stack.append((mask | 1 << i, state))
+    return False
+
+
+__all__ = ["PROPERTIES", "TITLES", "Result", "Violation", "build", "check", "linearizable"]

@@ -1,0 +1,379 @@
+"""``maxage check``: drive a target with concurrent clients and faults, then check P0-P6.
+
+Without ``--target`` it starts ``maxage serve --fault-injection`` itself on a
+temporary SQLite database with a generated config in which ``ttl`` is much
+longer than ``max_staleness`` (so the guards, not expiry, keep the bound).
+Exit status: 0 no violation, 1 a violation, 2 usage or connection error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from maxage.checker.checks import check
+from maxage.checker.faults import FAULTS, MUTANTS
+from maxage.checker.history import FAULT, HistoryWriter, Op
+from maxage.checker.report import build_report, render_text
+from maxage.checker.workload import Client, Collection, DiscoveryError, Workload, discover
+
+FAULT_PROBABILITY = {
+    "drop": 0.5, "duplicate": 0.3, "delay": 0.3, "reorder": 0.5, "pause-fill": 0.3,
+    "stall-tailer": 1.0, "invalidation-error": 0.5, "slow-primary": 0.2,
+}  # fmt: skip
+
+
+class CheckError(Exception):
+    """A usage or connection problem: exit 2."""
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", metavar="URL", help="a running maxage API (default: start one)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of workload (default: 30)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default: 8)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="workload and fault seed (default: random)"
+    )
+    p.add_argument(
+        "--faults",
+        default="all",
+        help=f"comma-separated faults, 'all' (default) or 'none': {','.join(FAULTS)}",
+    )
+    p.add_argument("--json", metavar="REPORT_FILE", help="write the report as JSON")
+    p.add_argument("--history", metavar="FILE", help="write the history (JSONL)")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG of the staleness distribution")
+    p.add_argument("--keys", type=int, default=4, help="hot keys per collection (default: 4)")
+    p.add_argument(
+        "--collections", default=None, help="comma-separated collections to drive (default: all)"
+    )
+    p.add_argument(
+        "--staleness",
+        default="500ms",
+        help="max_staleness of the generated config when no --target (default: 500ms)",
+    )
+    p.add_argument(
+        "--mutant",
+        choices=MUTANTS,
+        default=None,
+        help="TEST ONLY, without --target: start the server with a known-broken variant",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="server workers when no --target (default: 1)"
+    )
+    p.add_argument(
+        "--converge-timeout",
+        type=float,
+        default=60.0,
+        help="longest wait for convergence after healing (default: 60)",
+    )
+    p.add_argument(
+        "--lin-budget",
+        type=int,
+        default=200_000,
+        help="steps of the per-key linearizability search before 'unknown'",
+    )
+    p.add_argument(
+        "--stop-on-violation",
+        action="store_true",
+        help="end the workload at the first violation found by a periodic check",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_main(args))
+    except CheckError as exc:
+        print(f"maxage check: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parse_faults(text: str, supported: list[str]) -> list[str]:
+    t = text.strip().lower()
+    if t in ("", "none"):
+        return []
+    if t == "all":
+        return list(supported)
+    names = [x.strip() for x in t.split(",") if x.strip()]
+    bad = [n for n in names if n not in FAULTS]
+    if bad:
+        raise CheckError(f"unknown faults {bad}; known: {','.join(FAULTS)}")
+    return names
+
+
+def generated_config(staleness: str) -> str:
+    schema = """
+[collections.{name}.schema]
+type = "object"
+required = ["tok"]
+[collections.{name}.schema.properties.tok]
+type = "string"
+maxLength = 100
+[collections.{name}.schema.properties.n]
+type = "integer"
+"""
+    out = []
+    for name, policy in (("around", "write-around"), ("through", "write-through")):
+        out.append(f'[collections.{name}]\nmax_staleness = "{staleness}"\n'
+                   f'read_modes = ["bounded", "strong", "session"]\nwrite_policy = "{policy}"\nttl = "120s"\n')  # fmt: skip
+        out.append(schema.format(name=name))
+    out.append('[collections.strongonly]\nmax_staleness = "0s"\nread_modes = ["strong"]\n'
+               'write_policy = "write-around"\n')  # fmt: skip
+    out.append(schema.format(name="strongonly"))
+    return "\n".join(out)
+
+
+class Server:
+    """A ``maxage serve --fault-injection`` subprocess on a temporary SQLite file."""
+
+    def __init__(self, staleness: str, mutant: str | None, workers: int) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="maxage-check-")
+        cfg = Path(self.dir.name) / "check.toml"
+        cfg.write_text(generated_config(staleness))
+        cmd = [sys.executable, "-m", "maxage", "serve", "--fault-injection", "--port", "0",
+               "--config", str(cfg), "--db", f"sqlite:///{self.dir.name}/check.db",
+               "--access-log", "off", "--workers", str(workers)]  # fmt: skip
+        if mutant:
+            cmd += ["--mutant", mutant]
+        env = dict(os.environ)
+        env["MAXAGE_FAULTS_FILE"] = str(Path(self.dir.name) / "faults.json")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                                     text=True, start_new_session=True)  # fmt: skip
+        self.url = ""
+
+    def wait_listening(self, timeout: float = 30.0) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                return self.url
+        self.stop()
+        raise CheckError("the server did not start (no 'listening on' line)")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.dir.cleanup()
+
+
+async def _main(args: argparse.Namespace) -> int:
+    if args.clients < 1 or args.duration <= 0 or args.keys < 1:
+        raise CheckError("--clients, --duration and --keys must be positive")
+    if args.mutant and args.target:
+        raise CheckError("--mutant starts its own server; it cannot be used with --target")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    server: Server | None = None
+    target = args.target
+    if not target:
+        server = Server(args.staleness, args.mutant, args.workers)
+        target = await asyncio.to_thread(server.wait_listening)
+    try:
+        return await _drive(args, target.rstrip("/"), seed, server)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+async def _drive(args: argparse.Namespace, target: str, seed: int, server: Server | None) -> int:
+    limits = httpx.Limits(
+        max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4
+    )
+    async with httpx.AsyncClient(base_url=target, limits=limits, timeout=10.0) as http:
+        try:
+            spec = (await http.get("/openapi.json")).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise CheckError(f"cannot read {target}/openapi.json: {exc}") from None
+        try:
+            cols, notes = discover(spec)
+        except (DiscoveryError, KeyError, TypeError) as exc:
+            raise CheckError(f"cannot discover the collections: {exc}") from None
+        if args.collections:
+            wanted = set(args.collections.split(","))
+            cols = [c for c in cols if c.name in wanted]
+        if not cols:
+            raise CheckError("no collection to drive (see the OpenAPI document)")
+        bounds = {c.name: c.max_staleness for c in cols}
+        # fault control
+        control: dict[str, Any] | None = None
+        try:
+            r = await http.get("/_maxage/faults")
+            if r.status_code == 200:
+                control = r.json()
+        except httpx.HTTPError:
+            control = None
+        supported = list(control["supported"]) if control else []
+        faults = _parse_faults(args.faults, supported or list(FAULTS))
+        if faults and control is None:
+            if args.faults.strip().lower() == "all":
+                faults = []
+                notes.append("the target has no fault injection (start it with --fault-injection)")
+            else:
+                raise CheckError(
+                    "the target does not expose fault injection (serve --fault-injection)"
+                )
+        if control and control.get("mutant") and not control.get("mutant_applicable", True):
+            raise CheckError(
+                f"mutant {control['mutant']} is not applicable to the {control.get('store')} store"
+            )
+        if control and "stall-tailer" in faults and not control.get("store"):
+            pass
+        if control:
+            await http.delete("/_maxage/faults")
+
+        history = HistoryWriter(args.history)
+        ops: list[Op] = []
+        found = asyncio.Event()
+
+        def record(op: Op) -> None:
+            ops.append(op)
+            history.write(op)
+
+        wl = Workload(http, cols, {}, seed, record)
+        for c in cols:
+            wl.keys[c.name] = [f"chk-{wl.run_tag}-{k}" for k in range(args.keys)]
+        seeder = Client(wl, 0)
+        for c in cols:
+            for k in wl.keys[c.name]:
+                await seeder.write("create", c, k)
+        end = wl.now() + args.duration
+        clients = [Client(wl, i + 1) for i in range(args.clients)]
+        tasks = [asyncio.create_task(cl.run(end)) for cl in clients]
+        fault_task = (
+            asyncio.create_task(_fault_schedule(wl, http, faults, seed, bounds, end))
+            if faults
+            else None
+        )
+        progress = asyncio.create_task(_progress(wl, ops, args, bounds, found))
+        started = time.monotonic()
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            wl.stop = True
+            if fault_task is not None:
+                fault_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fault_task
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+        # heal, wait out the bound, then read every key (P6)
+        server_faults: dict[str, Any] | None = None
+        if control:
+            heal = Op(wl.new_id(), 0, FAULT, invoke=wl.now())
+            server_faults = (await http.delete("/_maxage/faults")).json()
+            heal.ret = wl.now()
+            heal.detail = "heal"
+            record(heal)
+        settle = min(args.converge_timeout, max(bounds.values(), default=0.0) + 0.5)
+        await asyncio.sleep(settle)
+        final = Client(wl, args.clients + 1)
+        for c in cols:
+            for k in wl.keys[c.name]:
+                await final.read(c, k, "strong", phase="final")
+                for mode in ("bounded", "bounded", "bounded", "session"):
+                    if mode in c.modes:
+                        await final.read(c, k, mode, phase="final")
+        history.close()
+        elapsed = time.monotonic() - started
+    res = await asyncio.to_thread(check, ops, bounds, lin_budget=args.lin_budget)
+    rep = build_report(ops, res, bounds=bounds, seed=seed, duration=elapsed, faults_requested=faults,
+                       server_faults=server_faults, target=target, mutant=args.mutant,
+                       notes=notes)  # fmt: skip
+    print(render_text(rep))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2, default=str))
+    if args.plot:
+        from maxage.checker.plot import staleness_png
+
+        positive = [b for b in bounds.values() if b > 0]
+        Path(args.plot).write_bytes(
+            staleness_png(res.staleness_seconds, min(positive, default=0.0))
+        )
+    return 1 if res.violations else 0
+
+
+async def _fault_schedule(
+    wl: Workload,
+    http: httpx.AsyncClient,
+    faults: list[str],
+    seed: int,
+    bounds: dict[str, float],
+    end: float,
+) -> None:
+    rng = random.Random(f"faults:{seed}")
+    positive = [b for b in bounds.values() if b > 0]
+    unit = max(0.3, min(positive, default=1.0))
+    phase = 0
+    while wl.now() < end:
+        phase += 1
+        if rng.random() < 0.2:
+            chosen: dict[str, float] = {}
+        else:
+            chosen = {f: FAULT_PROBABILITY[f] for f in faults if rng.random() < 0.5}
+            if not chosen:
+                f = rng.choice(faults)
+                chosen = {f: FAULT_PROBABILITY[f]}
+        ev = Op(wl.new_id(), 0, FAULT, invoke=wl.now(), faults=chosen)
+        try:
+            await http.put("/_maxage/faults", json={"faults": chosen, "seed": seed * 1000 + phase})
+        except httpx.HTTPError as exc:
+            ev.detail = f"control failed: {exc}"
+        ev.ret = wl.now()
+        wl.record(ev)
+        await asyncio.sleep(min(max(0.2, end - wl.now()), rng.uniform(0.5, 3.0) * unit))
+
+
+async def _progress(
+    wl: Workload,
+    ops: list[Op],
+    args: argparse.Namespace,
+    bounds: dict[str, float],
+    found: asyncio.Event,
+) -> None:
+    active = ""
+    checked = 0
+    while True:
+        await asyncio.sleep(2.0)
+        for o in ops[checked:]:
+            if o.kind == FAULT:
+                active = ",".join(o.faults) or "-"
+        if args.stop_on_violation:
+            snapshot = list(ops)
+            res = await asyncio.to_thread(check, snapshot, bounds, lin_budget=10_000)
+            if res.violations:
+                wl.stop = True
+                found.set()
+        checked = len(ops)
+        if not args.quiet:
+            reads = sum(1 for o in ops if o.kind == "read")
+            print(f"[{wl.now():6.1f}s] ops {len(ops)} (reads {reads}, writes {len(ops) - reads}) "
+                  f"faults {active or '-'}", file=sys.stderr, flush=True)  # fmt: skip
+
+
+__all__ = ["CheckError", "Collection", "configure_parser", "run"]
