@@ -300,7 +300,7 @@ class Cache:
         tag_tuple = _check_tags(tags)
         with self._lock:
             now = self._now()
-            e = self._data.get(key)
+            e = self._live(key, now)
             v = e.version if e is not None else 0
             t = self._tombs.get(key)
             if t is not None and t[1] > now and t[0] > v:
@@ -411,7 +411,7 @@ class Cache:
             now = self._now()
             self._housekeep(now)
             self._raise_tombstone(key, version, now)
-            e = self._data.get(key)
+            e = self._live(key, now)
             if e is not None and e.version < version:
                 self._drop(key, e, EvictionReason.INVALIDATION)
                 return True
@@ -426,7 +426,7 @@ class Cache:
         with self._lock:
             now = self._now()
             self._housekeep(now)
-            e = self._data.get(key)
+            e = self._live(key, now)
             v = e.version if e is not None else 0
             t = self._tombs.get(key)
             if t is not None and t[1] > now and t[0] > v:
@@ -514,6 +514,14 @@ class Cache:
             }
 
     # -------------------------------------------------------------- internals
+
+    def _live(self, key: str, now: float) -> Entry | None:
+        """The entry for ``key`` unless absent or expired (an expired one is dropped)."""
+        e = self._data.get(key)
+        if e is not None and e.expires_at <= now:
+            self._drop(key, e, EvictionReason.TTL)
+            return None
+        return e
 
     def _drop(self, key: str, e: Entry, reason: EvictionReason) -> None:
         del self._data[key]

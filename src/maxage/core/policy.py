@@ -394,9 +394,11 @@ class TinyLfuPolicy:
         new = FrequencySketch(int(self.WIDTH_FACTOR * len(self._seg)))
         for key in self._seg:
             new.raise_to(key, old.frequency(key))
+        new.sample_size = max(256, int(self.AGE_FACTOR * len(self._seg)))
         self._sketch = new
 
     WIDTH_FACTOR = 2.0
+    AGE_FACTOR = 10.0  # halve the sketch every AGE_FACTOR x resident entries increments
     GROW_AT = 1.0
     SAMPLE_FACTOR = 10.0  # climb every SAMPLE_FACTOR x resident entries requests
     RESTART_THRESHOLD = 0.05
