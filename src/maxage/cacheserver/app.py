@@ -119,11 +119,18 @@ class App:
             q = url.find(b"?", 9)
             raw = url[9:] if q < 0 else url[9:q]
             query = b"" if q < 0 else url[q + 1 :]
-            key = self._decode_key(raw)
-            if type(key) is not str:
-                assert isinstance(key, tuple)
-                req.route = "other"
-                return key
+            key: str | Result
+            if b"%" in raw or not raw or len(raw) > self.max_key_length:
+                key = self._decode_key(raw)
+                if type(key) is not str:
+                    assert isinstance(key, tuple)
+                    return key
+            else:
+                try:
+                    key = raw.decode()
+                except UnicodeDecodeError:
+                    return problem("invalid_key", "key is not valid UTF-8", "")
+            assert type(key) is str
             if method == b"GET" or method == b"HEAD":
                 req.route = "get"
                 return self.get(req, key)

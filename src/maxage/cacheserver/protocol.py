@@ -88,6 +88,7 @@ class Limits:
     """Transport limits (bytes and seconds)."""
 
     __slots__ = (
+        "header_count",
         "keepalive_timeout",
         "max_header_bytes",
         "max_url_bytes",
@@ -233,6 +234,8 @@ class HttpProtocol(asyncio.Protocol):
         "header_count",
         "in_head",
         "last_active",
+        "max_header_bytes",
+        "max_url_bytes",
         "msg_started",
         "parser",
         "paused_by_queue",
@@ -250,8 +253,11 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.req = Request()
-        self.body_parts: list[bytes] = []
+        self.body_parts: list[bytes] | None = None
         self.body_size = 0
+        limits = state.limits
+        self.max_url_bytes = limits.max_url_bytes
+        self.max_header_bytes = limits.max_header_bytes
         self.body_limit = SMALL_BODY_LIMIT
         self.header_bytes = 0
         self.header_count = 0
@@ -339,8 +345,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.req = Request()
-        self.body_parts = []
-        self.body_size = 0
+        self.body_parts = None
         self.header_bytes = 0
         self.header_count = 0
         self.head_bytes = 0
@@ -350,16 +355,13 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         req = self.req
         req.url += url
-        if len(req.url) > self.state.limits.max_url_bytes:
+        if len(req.url) > self.max_url_bytes:
             raise _Reject(problem("url_too_long", "request URL exceeds the size limit"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4
         self.header_count += 1
-        if (
-            self.header_bytes > self.state.limits.max_header_bytes
-            or self.header_count > MAX_HEADERS
-        ):
+        if self.header_bytes > self.max_header_bytes or self.header_count > MAX_HEADERS:
             raise _Reject(problem("headers_too_large", "request headers exceed the size limit"))
         attr = _WANTED.get(name.lower())
         if attr is not None:
@@ -390,6 +392,10 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        parts = self.body_parts
+        if parts is None:
+            self.body_parts = parts = []
+            self.body_size = 0
         self.body_size += len(body)
         if self.body_size > self.body_limit:
             code = "value_too_large" if self.req.method == b"PUT" else "body_too_large"
@@ -397,12 +403,12 @@ class HttpProtocol(asyncio.Protocol):
                 problem(code, f"body exceeds the limit of {self.body_limit} bytes"),
                 linger=True,
             )
-        self.body_parts.append(body)
+        parts.append(body)
 
     def on_message_complete(self) -> None:
         req = self.req
         parts = self.body_parts
-        if parts:
+        if parts is not None:
             req.body = parts[0] if len(parts) == 1 else b"".join(parts)
         req.keep_alive = self.parser.should_keep_alive()
         self.msg_started = None
