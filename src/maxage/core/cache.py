@@ -73,6 +73,7 @@ ENTRY_OVERHEAD: Final = 512
 """Bytes charged per entry on top of ``len(body) + len(key)`` (measured; see module doc)."""
 
 _INF: Final = math.inf
+READ_BUFFER: Final = 256  # hits buffered for a batching policy before reads are dropped
 _PRUNE_BATCH: Final = 8  # expired tombstones / TTL heap items handled per write call
 
 
@@ -119,6 +120,8 @@ class Cache:
         "_on_hit",
         "_policy",
         "_prefix_tombs",
+        "_reads",
+        "_replay",
         "_rng",
         "_tag_tombs",
         "_tomb_queue",
@@ -164,7 +167,17 @@ class Cache:
         self._now = clock.now
         self._rng = random.Random(seed)
         self._policy: Policy = make_policy(policy, max_bytes, seed)
-        self._on_hit = self._policy.on_hit
+        # Hits reach a batching policy through a bounded, lossy read buffer (as in
+        # Caffeine): the hit path pays one deque.append; the buffer is replayed
+        # into the policy before every write and on misses. When reads outrun
+        # writes by more than READ_BUFFER, the oldest recorded reads are dropped
+        # (the policy sees a sample of them; hits are still counted exactly).
+        self._reads: deque[str] = deque(maxlen=READ_BUFFER)
+        on_hits = getattr(self._policy, "on_hits", None)
+        self._replay: Callable[[Iterable[str]], object] | None = on_hits
+        self._on_hit: Callable[[str], object] = (
+            self._reads.append if on_hits is not None else self._policy.on_hit
+        )
         self._data: dict[str, Entry] = {}
         self._used = 0
         # key -> (version, expires_at); queue of (expires_at, key) in raise order.
@@ -198,6 +211,8 @@ class Cache:
                 return e
             self._drop(key, e, EvictionReason.TTL)
         self.stats.misses += 1
+        if self._reads:
+            self._drain()
         return MISSING
 
     def _get_locked(self, key: str) -> Entry | Missing:
@@ -211,6 +226,8 @@ class Cache:
                     return e
                 self._drop(key, e, EvictionReason.TTL)
             self.stats.misses += 1
+            if self._reads:
+                self._drain()
             return MISSING
 
     def _peek_unlocked(self, key: str) -> Entry | Missing:
@@ -275,10 +292,14 @@ class Cache:
         then dropped and the tombstone raised to ``version``, since a newer one
         is known to exist).
         """
-        _check_body(body)
-        _check_version(version)
-        _check_ttl(ttl)
-        tag_tuple = _check_tags(tags)
+        # Fast-path validation inline (the common call); the helpers raise.
+        if type(body) is not bytes:
+            _check_body(body)
+        if type(version) is not int or version < 1:
+            _check_version(version)
+        if ttl is not None and not ttl >= 0:
+            _check_ttl(ttl)
+        tag_tuple = _check_tags(tags) if tags else ()
         with self._lock:
             return self._store(key, version, body, started_at, ttl, meta, tag_tuple, False)
 
@@ -319,8 +340,18 @@ class Cache:
         tags: tuple[str, ...],
         overwrite: bool,
     ) -> SetOutcome:
+        if self._reads:
+            self._drain()
         now = self._now()
-        self._housekeep(now)
+        q = self._tomb_queue
+        h = self._ttl_heap
+        if (
+            (q and q[0][0] <= now)
+            or (h and h[0][0] <= now)
+            or len(self._tag_tombs) > 64
+            or len(self._prefix_tombs) > 64
+        ):
+            self._housekeep(now)
         stats = self.stats
         data = self._data
         old = data.get(key)
@@ -469,6 +500,7 @@ class Cache:
         """Drop every entry, tombstone and guard (stats are kept)."""
         with self._lock:
             self._data.clear()
+            self._reads.clear()
             self._policy.clear()
             self._used = 0
             self._tombs.clear()
@@ -514,6 +546,12 @@ class Cache:
             }
 
     # -------------------------------------------------------------- internals
+
+    def _drain(self) -> None:
+        """Replay buffered hits into the policy (before any write touches it)."""
+        if self._replay is not None:
+            self._replay(self._reads)
+        self._reads.clear()
 
     def _live(self, key: str, now: float) -> Entry | None:
         """The entry for ``key`` unless absent or expired (an expired one is dropped)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 __all__ = ["FrequencySketch", "LruPolicy", "Policy", "TinyLfuPolicy", "make_policy"]
@@ -25,6 +25,9 @@ class Policy(Protocol):
     loop), so implementations need no locking of their own.
 
     * ``on_hit(key)`` -- ``key`` is resident and was read. Must be cheap.
+    * optional ``on_hits(keys)`` -- a batch of buffered hits, replayed later;
+      a policy that has it gets its hits through storage's lossy read buffer
+      (Caffeine's read buffer: a hit costs one ``deque.append``).
     * ``on_insert(key, weight)`` -- ``key`` became resident.
     * ``on_update(key, weight)`` -- a resident ``key`` got a new value/weight.
     * ``on_remove(key)`` -- storage removed a resident ``key`` (TTL,
@@ -275,6 +278,28 @@ class TinyLfuPolicy:
             self._window.move_to_end(key)
         else:
             self._promote(key)
+        if self._hits + self._misses >= self._sample_period:
+            self._climb()
+
+    def on_hits(self, keys: Iterable[str]) -> None:
+        """Replay a batch of buffered hits (keys no longer resident are skipped)."""
+        seg_of = self._seg.get
+        window = self._window
+        protected = self._protected
+        n = 0
+        for key in keys:
+            seg = seg_of(key)
+            if seg is None:
+                continue
+            n += 1
+            self._sketch.increment(key)
+            if seg == _PROTECTED:
+                protected.move_to_end(key)
+            elif seg == _WINDOW:
+                window.move_to_end(key)
+            else:
+                self._promote(key)
+        self._hits += n
         if self._hits + self._misses >= self._sample_period:
             self._climb()
 
