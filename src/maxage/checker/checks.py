@@ -144,9 +144,13 @@ def build(ops: Iterable[Op]) -> tuple[dict[tuple[str, str], KeyModel], Result, d
             m = models[k] = KeyModel(o.collection, o.key)
         return m
 
-    for o in ops:
-        if o.is_write and not o.replay and o.token:
-            tokens[o.token] = o
+    for o in sorted(ops, key=lambda o: o.invoke):
+        if o.is_write and o.token:
+            # the writer of a token is its first attempt, unless that attempt failed (the
+            # key was released) and a later replay ran the effect
+            prior = tokens.get(o.token)
+            if prior is None or (prior.outcome == FAIL and o.outcome != FAIL):
+                tokens[o.token] = o
     # writes: the versions they produced
     idem_groups: dict[str, list[Op]] = defaultdict(list)
     for o in sorted((o for o in ops if o.is_write), key=lambda o: o.invoke):
@@ -163,7 +167,7 @@ def build(ops: Iterable[Op]) -> tuple[dict[tuple[str, str], KeyModel], Result, d
                 res.add("P5", f"412 although If-Match {o.if_match} is the current version", o)
             continue
         vi = m.info(o.version)
-        first = tokens.get(o.token or "") if o.replay else o
+        first = tokens.get(o.token or "", o)
         if vi.writer is not None and first is not None and vi.writer is not first:
             res.add("P5", f"two writes were acknowledged with version {o.version} (a lost update)",
                     vi.writer, o)  # fmt: skip
@@ -362,7 +366,9 @@ def _check_session_order(m: KeyModel, res: Result) -> None:
                 if o.version < high:
                     res.add("P4", f"session read returned version {o.version} after the client "
                             f"had seen version {high}", o)  # fmt: skip
-            if (o.version is not None and o.status != 404 and o.status != 204) or (o.status == 204 and o.version is not None):
+            if (o.version is not None and o.status != 404 and o.status != 204) or (
+                o.status == 204 and o.version is not None
+            ):
                 high = max(high, o.version)
 
 
@@ -399,15 +405,12 @@ def linearizable(m: KeyModel, budget: int) -> bool | None:
     """
     known = {v for v, vi in m.versions.items() if vi.writer is not None}
     items: list[tuple[float, float, str, int, bool]] = []  # invoke, ret, kind, version, required
-    for w in m.writes:
-        if w.replay or w.outcome == FAIL:
+    for v, vi in m.versions.items():
+        w = vi.writer
+        if w is None:
             continue
-        v = w.version
-        if v is None:
-            v = next((x for x, vi in m.versions.items() if vi.writer is w), None)
-        if v is None:
-            continue
-        items.append((w.invoke, w.ret if w.outcome == OK else math.inf, "w", v, w.outcome == OK))
+        ret = vi.acked_at if vi.acked_at < math.inf else math.inf
+        items.append((w.invoke, ret, "w", v, ret < math.inf))
     for r in m.reads:
         if r.mode == "strong" and r.outcome == OK and r.phase == "run":
             items.append((r.invoke, r.ret, "r", -1 if r.status == 404 else (r.version or 0), True))

@@ -91,6 +91,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="end the workload at the first violation found by a periodic check",
     )
+    p.add_argument(
+        "--fault-probability",
+        type=float,
+        default=None,
+        help="probability of each enabled fault per opportunity (default: per fault)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")  # fmt: skip
 
 
@@ -265,7 +271,9 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
         clients = [Client(wl, i + 1) for i in range(args.clients)]
         tasks = [asyncio.create_task(cl.run(end)) for cl in clients]
         fault_task = (
-            asyncio.create_task(_fault_schedule(wl, http, faults, seed, bounds, end))
+            asyncio.create_task(
+                _fault_schedule(wl, http, faults, seed, bounds, end, args.fault_probability)
+            )
             if faults
             else None
         )
@@ -325,6 +333,7 @@ async def _fault_schedule(
     seed: int,
     bounds: dict[str, float],
     end: float,
+    probability: float | None = None,
 ) -> None:
     rng = random.Random(f"faults:{seed}")
     positive = [b for b in bounds.values() if b > 0]
@@ -335,10 +344,10 @@ async def _fault_schedule(
         if rng.random() < 0.2:
             chosen: dict[str, float] = {}
         else:
-            chosen = {f: FAULT_PROBABILITY[f] for f in faults if rng.random() < 0.5}
+            chosen = {f: _prob(f, probability) for f in faults if rng.random() < 0.6}
             if not chosen:
                 f = rng.choice(faults)
-                chosen = {f: FAULT_PROBABILITY[f]}
+                chosen = {f: _prob(f, probability)}
         ev = Op(wl.new_id(), 0, FAULT, invoke=wl.now(), faults=chosen)
         try:
             await http.put("/_maxage/faults", json={"faults": chosen, "seed": seed * 1000 + phase})
@@ -347,6 +356,12 @@ async def _fault_schedule(
         ev.ret = wl.now()
         wl.record(ev)
         await asyncio.sleep(min(max(0.2, end - wl.now()), rng.uniform(0.5, 3.0) * unit))
+
+
+def _prob(fault: str, override: float | None) -> float:
+    if override is None or fault == "stall-tailer":
+        return FAULT_PROBABILITY[fault]
+    return max(0.0, min(1.0, override))
 
 
 async def _progress(

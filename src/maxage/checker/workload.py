@@ -367,6 +367,12 @@ class Client:
 
     # -- the loop ----------------------------------------------------------------------
 
+    def _mode(self, col: Collection) -> str:
+        """Bounded reads (the cache's work) half the time; session and strong share the rest."""
+        r = self.rng.random()
+        want = "bounded" if r < 0.5 else "session" if r < 0.75 else "strong"
+        return want if want in col.modes else col.default_mode
+
     async def run(self, until: float) -> None:
         wl = self.wl
         rng = self.rng
@@ -376,16 +382,18 @@ class Client:
                 continue
             col = rng.choice(wl.collections)
             keys = wl.keys[col.name]
-            # hot keys first: most operations go to the first few keys
-            key = (
-                keys[min(int(rng.expovariate(0.6)), len(keys) - 1)]
-                if rng.random() < 0.9
-                else rng.choice(keys)
-            )
-            seen = self.seen.get((col.name, key))
             r = rng.random()
+            if r < 0.62 or len(keys) == 1:
+                key = rng.choice(keys)  # reads spread over every key
+            elif rng.random() < 0.9:
+                # writes go mostly to the first keys: the others are read-mostly, so a
+                # stale entry there stays visible long enough to be caught
+                key = keys[min(int(rng.expovariate(1.2)), len(keys) - 1)]
+            else:
+                key = rng.choice(keys)
+            seen = self.seen.get((col.name, key))
             if r < 0.62:
-                await self.read(col, key, rng.choice(col.modes))
+                await self.read(col, key, self._mode(col))
             elif r < 0.68:
                 await self.write("create", col, key)
             elif r < 0.80:
@@ -394,10 +402,10 @@ class Client:
                 await self.write("put", col, key, if_match=seen if rng.random() < 0.7 else None)
             elif r < 0.90:
                 await self.write("put", col, key, idem=True)
-            elif r < 0.95:
+            elif r < 0.93:
                 await self.write("delete", col, key, if_match=seen if rng.random() < 0.5 else None,
                                  idem=rng.random() < 0.4)  # fmt: skip
-            elif r < 0.97:
+            elif r < 0.95:
                 await self.write("post", col, "", idem=rng.random() < 0.5)
             else:
                 await self.write("patch", col, key, idem=True)
