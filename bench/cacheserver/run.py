@@ -15,6 +15,9 @@ Usage::
         [--keys 1000] [--value-bytes 100] [--json out.json]
 
 Ratios (maxage / Go) are what to compare across machines, not absolute numbers.
+The servers are measured in alternating rounds (medians reported), and each run
+also records the server's CPU time per request (utime+stime from /proc), which
+stays meaningful when other processes compete for the cores.
 """
 
 from __future__ import annotations
@@ -111,20 +114,39 @@ def _parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
-def _wrk(base: str, script: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (Linux /proc), or NaN where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(
+    base: str, script: Path, args: argparse.Namespace, pid: int | None = None
+) -> tuple[dict[str, Any], str]:
     cmd = [
         "taskset", "-c", str(args.load_cpu),
         "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
         "-s", str(script), base,
     ]  # fmt: skip
+    c0 = _cpu_seconds(pid) if pid else float("nan")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return _parse_wrk(out), " ".join(cmd)
+    c1 = _cpu_seconds(pid) if pid else float("nan")
+    res = _parse_wrk(out)
+    m = re.search(r"(\d+) requests in", out)
+    n = int(m.group(1)) if m else 0
+    # Server CPU time per request: robust against other load on a shared machine.
+    res["cpu_us_per_req"] = (c1 - c0) / n * 1e6 if n else float("nan")
+    return res, " ".join(cmd)
 
 
 def _print(name: str, op: str, res: dict[str, Any]) -> None:
     print(
         f"  {name:8s} {op.upper():4s} {res['rps']:>10.0f} req/s  "
-        f"p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms"
+        f"p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "
+        f"server cpu {res.get('cpu_us_per_req', float('nan')):.1f} us/req"
         + (f"  non-2xx {res['non_2xx']}" if res["non_2xx"] else "")
         + (f"  socket errors: {res['socket_errors']}" if res["socket_errors"] else ""),
         flush=True,
@@ -157,7 +179,7 @@ def _bench_servers(
             print(f" round {rnd + 1}/{args.rounds}", flush=True)
             for op in ("get", "put"):
                 for name in servers:
-                    res, wrk_cmds[op] = _wrk(bases[name], scripts[op], args)
+                    res, wrk_cmds[op] = _wrk(bases[name], scripts[op], args, procs[name].pid)
                     runs[name][op].append(res)
                     _print(name, op, res)
     finally:
@@ -172,6 +194,8 @@ def _bench_servers(
                 "rps": _median([r["rps"] for r in rs]),
                 "p50_ms": _median([r["p50_ms"] for r in rs]),
                 "p99_ms": _median([r["p99_ms"] for r in rs]),
+                "cpu_us_per_req": _median([r["cpu_us_per_req"] for r in rs]),
+                "socket_errors": "; ".join(r["socket_errors"] for r in rs if r["socket_errors"]),
                 "non_2xx": sum(r["non_2xx"] for r in rs),
                 "rounds": rs,
                 "wrk": wrk_cmds[op].replace(bases[name], "URL"),
@@ -278,7 +302,8 @@ def main() -> int:
             print(
                 f"  {op.upper()}: maxage/go throughput {ratio:.2f}x "
                 f"(per round: {', '.join(f'{r:.2f}' for r in per_round)}); "
-                f"p99 maxage {m['p99_ms']:.3f} ms vs go {g['p99_ms']:.3f} ms"
+                f"p99 maxage {m['p99_ms']:.3f} ms vs go {g['p99_ms']:.3f} ms; "
+                f"server cpu/request maxage/go {m['cpu_us_per_req'] / g['cpu_us_per_req']:.2f}x"
             )
     results["redis"] = _redis(args)
     if args.json is not None:

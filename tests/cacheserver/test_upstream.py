@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .conftest import CacheServer, read_response
+from .conftest import CacheServer, read_response, wait_closed
 from .upstream_fixture import Upstream
 
 
@@ -221,3 +221,22 @@ def test_port_in_use_exits_nonzero(rt: CacheServer) -> None:
     )  # fmt: skip
     assert p.returncode == 1
     assert "cannot listen" in p.stderr
+
+
+def test_half_close_after_pipelining_still_answers_everything(
+    rt: CacheServer, upstream: Upstream
+) -> None:
+    import socket as socket_mod
+
+    upstream.delay = 0.3
+    with rt.connect() as s:
+        s.sendall(
+            b"GET /v1/keys/slow/halfclose HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        s.shutdown(socket_mod.SHUT_WR)
+        assert read_response(s)[2] == b"value-of-/slow/halfclose"
+        assert read_response(s)[2] == b'{"status":"ok"}'
+        assert read_response(s)[2] == b'{"status":"ready"}'
+        assert wait_closed(s)

@@ -55,9 +55,8 @@ class Meta:
     def __init__(self, content_type: bytes, version: int, fresh_until: float | None) -> None:
         self.content_type = content_type
         self.fresh_until = fresh_until
-        self.etag = b""
-        self.head = b""
-        self.set_version(version)
+        self.etag = etag = b'"%d"' % version
+        self.head = b"content-type: " + content_type + b"\r\netag: " + etag + b"\r\n"
 
     def set_version(self, version: int) -> None:
         """Fix the ETag (an unversioned put learns its version only from the cache)."""
@@ -236,44 +235,52 @@ class App:
         return self._hit(req, entry, meta, now, until, _MISS_STORED if stored else _MISS_NOT_STORED)
 
     def put(self, req: Request, key: str, query: bytes) -> Result:
-        instance = "/v1/keys/" + key
-        try:
-            ttl, version, tags = _put_params(query)
-        except _BadParam as exc:
-            return problem("invalid_parameter", str(exc), instance)
+        if query:
+            try:
+                ttl, version, tags = _put_params(query)
+            except _BadParam as exc:
+                return problem("invalid_parameter", str(exc), "/v1/keys/" + key)
+        else:
+            ttl = version = None
+            tags = ()
         body = req.body
-        if len(body) > self.max_value_bytes:
+        if len(body) > self.max_value_bytes:  # the transport enforces this already
             return problem(
                 "value_too_large",
                 f"value of {len(body)} bytes exceeds the limit of {self.max_value_bytes} bytes",
-                instance,
+                "/v1/keys/" + key,
             )
         ct = req.content_type
-        if ct is None or not ct:
+        if not ct:
             ct = DEFAULT_CONTENT_TYPE
         elif len(ct) > MAX_CONTENT_TYPE:
-            return problem("invalid_parameter", "content type too long", instance)
+            return problem("invalid_parameter", "content type too long", "/v1/keys/" + key)
         cache = self.cache
         now = self._now()
         if version is None:
-            meta = Meta(ct, 0, None)
+            meta = Meta.__new__(Meta)  # the version (ETag) is known only after the put
+            meta.content_type = ct
+            meta.fresh_until = None
             outcome, version = cache.put(key, body, started_at=now, ttl=ttl, meta=meta, tags=tags)
-            if outcome is SetOutcome.STORED:
-                # The version is known only now; the entry holds this very object.
-                meta.set_version(version)
+            meta.set_version(version)
         else:
             meta = Meta(ct, version, None)
             outcome = cache.set_if_newer(
                 key, version, body, started_at=now, ttl=ttl, meta=meta, tags=tags
             )
-        if outcome is SetOutcome.STORED or outcome is SetOutcome.UNCHANGED:
-            stored = outcome is SetOutcome.STORED
-            doc = {"key": key, "version": version, "outcome": outcome.value}
+        if outcome is SetOutcome.STORED:
             return (
-                201 if stored else 200,
+                201,
                 _JSON + b'etag: "%d"\r\n' % version,
-                _encode(doc),
+                b'{"key":%s,"version":%d,"outcome":"stored"}' % (_encode(key), version),
             )
+        if outcome is SetOutcome.UNCHANGED:
+            return (
+                200,
+                _JSON + b'etag: "%d"\r\n' % version,
+                b'{"key":%s,"version":%d,"outcome":"unchanged"}' % (_encode(key), version),
+            )
+        instance = "/v1/keys/" + key
         if outcome is SetOutcome.REFUSED_OLDER:
             cur = cache.peek(key)
             current = cur.version if cur is not MISSING else None

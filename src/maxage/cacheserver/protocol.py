@@ -556,10 +556,10 @@ class HttpProtocol(asyncio.Protocol):
             self.closing_after_queue()
 
     def closing_after_queue(self) -> None:
+        """Answer what is in flight and queued (in order), then close."""
         self.discarding = True
-        self.req.keep_alive = False
-        for r in self.queue:
-            r.keep_alive = False
+        if self.queue:
+            self.queue[-1].keep_alive = False
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
