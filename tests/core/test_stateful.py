@@ -142,6 +142,7 @@ class CacheMachine(RuleBasedStateMachine):
         assert c.bytes_used <= c.max_bytes
         assert c.bytes_used == sum(e.size for e in c._data.values())
         assert len(c) == len(c._data)
+        assert c._policy.weight == c.bytes_used  # policy and storage agree
         for key in ("a/1", "a/2", "b/1", "b/2", "c"):
             e = c.peek(key)
             if e is not MISSING:

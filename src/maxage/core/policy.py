@@ -1,11 +1,66 @@
-"""Eviction/admission policies, kept apart from storage (Caffeine's split).
+"""Eviction and admission policies, kept apart from storage (Caffeine's split).
 
-Storage (:class:`maxage.core.cache.Cache`) owns entries, bytes, TTL and
-tombstones. A policy only sees keys and weights and decides two things: which
-resident keys to give up when the weighted total exceeds the maximum
-(victims), and -- for admission policies -- whether a newcomer is worth a
-resident. See ``cache.py`` for the contract between the two and
-``docs/adr/0002-eviction-policy.md`` for why the default is what it is.
+Why a policy at all
+-------------------
+A cache in front of a primary is worth its hit ratio. LRU is cheap and good
+when the recent past predicts the near future (``lirs-sprite``), and useless
+on loops and scans larger than the cache (``lirs-loop``: 0 hits). TinyLFU
+admission -- keep a newcomer only if it has been requested more often than
+the resident it would replace -- survives loops and scans, but a fixed small
+admission window loses to LRU on recency-biased traffic. maxage must serve
+both (a JSON API's hot documents are frequency-biased; a feed's newest pages
+are recency-biased), so the default is *adaptive* W-TinyLFU: Caffeine's
+window TinyLFU whose window size is tuned online by hill climbing. The choice
+was made by measurement (``bench/sim.py --all``;
+``docs/adr/0002-eviction-policy.md``).
+
+The split
+---------
+Storage (``maxage.core.cache.Cache``) owns the *facts*: entries, versions,
+bodies, sizes, expiry, tombstones, the byte total. A policy owns an *opinion*
+over keys and weights only: it never sees a body or a version, and storage
+never decides what to evict. They meet at ``on_hit``/``on_hits``,
+``on_insert``, ``on_update``, ``on_remove`` and ``evict``. Consequences:
+correctness (the fill guard, TTL, the byte bound) cannot be broken by a
+policy bug beyond evicting the "wrong" key -- storage asserts the bound after
+``evict()`` -- and policies are swappable and comparable on the same traces.
+
+Invariants a policy keeps
+-------------------------
+* P1 -- the policy's key set equals storage's key set, and its ``weight``
+  equals storage's ``bytes_used`` (the hypothesis state machine checks the
+  byte side after every step).
+* P2 -- ``evict()`` returns keys until ``weight <= maximum``; every returned key
+  is already forgotten by the policy.
+* P3 -- W-TinyLFU: ``window + probation + protected`` partition the keys;
+  ``protected_weight <= protected_max`` after each event (except a single
+  over-weight entry); ``window_max + protected_max <= maximum``.
+* P4 -- hill climbing only moves weight between window and protected quota; it
+  never changes the maximum.
+
+W-TinyLFU, as built here
+------------------------
+Window LRU (starts at 1%) -> candidates -> TinyLFU duel against probation's
+LRU victim -> segmented LRU main (protected 80%). Frequencies come from a
+count-min sketch (4 rows, byte counters capped at 15) with a doorkeeper that
+absorbs first occurrences; the sketch is aged by halving every 10x (resident
+entries) increments. The byte bound means the number of entries is not known
+up front, so the sketch starts small and doubles as residents grow, carrying
+the residents' estimated frequencies into the new table. The climber samples
+the hit ratio every 10x (resident entries) requests and moves the window in
+the direction that helped (Caffeine's constants: 6.25% restart step, 0.98
+decay, 5% restart threshold).
+
+Cost model and threading
+------------------------
+A hit must stay near the cost of a dict lookup. For a batching policy (one
+with ``on_hits``) storage records a hit with one ``deque.append`` into a
+bounded, lossy read buffer, and replays the buffer before every write and on
+misses (Caffeine's read buffer; when reads outrun writes by more than the
+buffer, the oldest are dropped -- the policy sees a sample, stats stay exact).
+LRU's hit is ``OrderedDict.move_to_end`` directly. Policies do no locking:
+storage calls them with its lock held (or from one event loop), so the
+policy's structures are only ever touched by one thread at a time.
 """
 
 from __future__ import annotations
