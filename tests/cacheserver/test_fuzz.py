@@ -99,3 +99,63 @@ def test_server_still_serves_after_fuzzing(server: CacheServer) -> None:
         assert c.get("/livez").status_code == 200
         assert c.put("/v1/keys/after-fuzz", content=b"ok").status_code == 201
         assert c.get("/v1/keys/after-fuzz").content == b"ok"
+
+
+@st.composite
+def pipelines(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, bytes | None]]]:
+    """Valid requests back to back, and the (status, body) each must get, in order."""
+    key = "KEYXX"  # replaced by a fresh key per example (the server is shared)
+    out: list[bytes] = []
+    expect: list[tuple[int, bytes | None]] = []
+    stored: bytes | None = None
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["get", "put", "chunked", "delete", "livez"]))
+        if kind == "get":
+            out.append(f"GET /v1/keys/{key} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            expect.append((200, stored) if stored is not None else (404, None))
+        elif kind in ("put", "chunked"):
+            body = draw(st.binary(max_size=300))
+            if kind == "put":
+                head = f"PUT /v1/keys/{key} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n"
+                out.append(head.encode() + body)
+            else:
+                cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=4)))
+                pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+                enc = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
+                head = f"PUT /v1/keys/{key} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                out.append(head.encode() + enc)
+            expect.append((201, None))
+            stored = body
+        elif kind == "delete":
+            out.append(f"DELETE /v1/keys/{key} HTTP/1.1\r\n\r\n".encode())
+            expect.append((200, None))
+            stored = None
+        else:
+            out.append(b"GET /livez HTTP/1.1\r\n\r\n")
+            expect.append((200, b'{"status":"ok"}'))
+    return b"".join(out), expect
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=pipelines(), cuts=st.lists(st.integers(0, 5000), max_size=6))
+def test_valid_pipelines_split_anywhere_are_answered_in_order(
+    server: CacheServer, case: tuple[bytes, list[tuple[int, bytes | None]]], cuts: list[int]
+) -> None:
+    from .conftest import read_response
+
+    payload, expect = case
+    payload = payload.replace(b"/v1/keys/KEYXX ", f"/v1/keys/p{time.monotonic_ns()} ".encode())
+    points = sorted({c % (len(payload) + 1) for c in cuts})
+    with socket.create_connection((server.host, server.port), timeout=5) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for a, b in zip([0, *points], [*points, len(payload)], strict=True):
+            s.sendall(payload[a:b])
+        for status, body in expect:
+            got_status, _, got_body = read_response(s)
+            assert got_status == status
+            if body is not None:
+                assert got_body == body

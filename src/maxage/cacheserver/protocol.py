@@ -410,7 +410,9 @@ class HttpProtocol(asyncio.Protocol):
         parts = self.body_parts
         if parts is not None:
             req.body = parts[0] if len(parts) == 1 else b"".join(parts)
-        req.keep_alive = self.parser.should_keep_alive()
+        parser = self.parser
+        # An Upgrade/CONNECT request is answered normally, then the connection closes.
+        req.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         self.msg_started = None
         if self.busy or self.queue:
             self.queue.append(req)
