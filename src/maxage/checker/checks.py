@@ -191,15 +191,19 @@ def build(ops: Iterable[Op]) -> tuple[dict[tuple[str, str], KeyModel], Result, d
         done = next((g for g in group if g.outcome == OK), None)
         if done is not None:
             for g in group:
-                if g.invoke > done.ret and g.status not in (None, 409) and g.outcome != UNKNOWN:
-                    if g.resp_hash != done.resp_hash:
-                        res.add(
-                            "P5",
-                            f"Idempotency-Key {key}: a replay got a different response",
-                            done,
-                            g,
-                        )
-                        break
+                if (
+                    g.invoke > done.ret
+                    and g.status not in (None, 409)
+                    and g.outcome != UNKNOWN
+                    and g.resp_hash != done.resp_hash
+                ):
+                    res.add(
+                        "P5",
+                        f"Idempotency-Key {key}: a replay got a different response",
+                        done,
+                        g,
+                    )
+                    break
         versions = {g.version for g in group if g.outcome == OK and g.version is not None}
         if len(versions) > 1:
             res.add(
@@ -362,10 +366,9 @@ def _check_session_order(m: KeyModel, res: Result) -> None:
                 and o.mode == "session"
                 and o.status == 200
                 and o.version is not None
-            ):
-                if o.version < high:
-                    res.add("P4", f"session read returned version {o.version} after the client "
-                            f"had seen version {high}", o)  # fmt: skip
+            ) and o.version < high:
+                res.add("P4", f"session read returned version {o.version} after the client "
+                        f"had seen version {high}", o)  # fmt: skip
             if (o.version is not None and o.status != 404 and o.status != 204) or (
                 o.status == 204 and o.version is not None
             ):

@@ -92,7 +92,7 @@ def staleness_png(by_mode: Mapping[str, Sequence[float]], bound: float) -> bytes
     for d in range(decades + 1):
         y = TOP + int(ph * d / decades)
         c.rect(LEFT, y, LEFT + pw, y + 1, (225, 225, 225))
-        c.text(4, y - 4, "1e-%d" % d if d else "1", scale=2)
+        c.text(4, y - 4, f"1e-{d}" if d else "1", scale=2)
     for mi, mode in enumerate(modes):
         values = by_mode[mode]
         counts = [0] * bins

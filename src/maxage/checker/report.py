@@ -82,7 +82,7 @@ def build_report(
                 "title": TITLES[p],
                 "count": len(by_prop[p]),
                 "first": [v.to_json() for v in by_prop[p][:3]],
-            }  # fmt: skip
+            }
             for p in PROPERTIES
         },
         "violation_count": len(res.violations),

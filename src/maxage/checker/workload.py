@@ -80,7 +80,7 @@ def _sample(schema: Any, doc: dict[str, Any]) -> Any:
         return [_sample(schema.get("items", {}), doc) for _ in range(n)]
     if kind in ("integer", "number"):
         lo = schema.get("minimum", schema.get("exclusiveMinimum", 0))
-        v = int(lo) + (1 if "exclusiveMinimum" in schema else 0)
+        v = int(lo or 0) + (1 if "exclusiveMinimum" in schema else 0)
         return v if kind == "integer" else float(v)
     if kind == "boolean":
         return True
@@ -109,7 +109,7 @@ def _token_field(schema: dict[str, Any]) -> str | None:
             and int(p.get("maxLength", 64)) >= 32
             and int(p.get("minLength", 0)) <= 8
         ):
-            return name
+            return str(name)
     if schema.get("additionalProperties", True) is not False:
         return "_chk"
     return None

@@ -1,0 +1,94 @@
+"""The checks on hand-made histories: each planted anomaly is flagged; a clean one passes."""
+
+from __future__ import annotations
+
+from maxage.checker.checks import check
+from maxage.checker.history import FAIL, OK, Op
+
+B = {"c": 1.0}
+
+
+def w(i: int, kind: str, v: int | None, t0: float, t1: float, *, tok: str | None = None,
+      outcome: str = OK, if_match: int | None = None, h: str | None = None, cl: int = 1) -> Op:  # fmt: skip
+    return Op(i, cl, kind, "c", "k", invoke=t0, ret=t1, outcome=outcome, version=v,
+              token=tok or f"t{i}", if_match=if_match, body_hash=h or f"h{i}",
+              status=200 if outcome == OK else 412)  # fmt: skip
+
+
+def r(i: int, mode: str, v: int | None, t0: float, t1: float, tok: str, h: str, *,
+      min_version: int | None = None, phase: str = "run", cl: int = 2) -> Op:  # fmt: skip
+    return Op(i, cl, "read", "c", "k", mode=mode, invoke=t0, ret=t1, version=v, token=tok,
+              body_hash=h, status=200 if v else 404, min_version=min_version, phase=phase)  # fmt: skip
+
+
+def base() -> list[Op]:
+    return [w(1, "create", 1, 0.0, 0.1), w(2, "patch", 2, 1.0, 1.1, if_match=1)]
+
+
+def props(ops: list[Op]) -> set[str]:
+    return {v.prop for v in check(ops, B).violations}
+
+
+def test_clean_history_passes() -> None:
+    ops = base() + [  # noqa: RUF005
+        r(3, "bounded", 1, 1.5, 1.6, "t1", "h1"),  # within the bound after v2's ack
+        r(4, "strong", 2, 1.2, 1.3, "t2", "h2"),
+        r(5, "session", 2, 1.4, 1.5, "t2", "h2", min_version=2),
+        r(6, "bounded", 2, 5.0, 5.1, "t2", "h2"),
+    ]
+    assert props(ops) == set()
+
+
+def test_stale_bounded_read_is_flagged() -> None:
+    assert "P2" in props([*base(), r(3, "bounded", 1, 3.0, 3.1, "t1", "h1")])
+
+
+def test_future_read_is_flagged() -> None:
+    ops = [w(1, "create", 1, 0.0, 0.1), w(2, "patch", 2, 2.0, 2.1, if_match=1),
+           r(3, "bounded", 2, 1.0, 1.5, "t2", "h2")]  # fmt: skip
+    assert "P1" in props(ops)
+
+
+def test_torn_body_is_flagged() -> None:
+    assert "P0" in props([*base(), r(3, "bounded", 2, 1.2, 1.3, "t2", "other")])
+
+
+def test_phantom_data_is_flagged() -> None:
+    assert "P0" in props([*base(), r(3, "bounded", 2, 1.2, 1.3, "nobody", "h2")])
+
+
+def test_failed_write_visible_is_flagged() -> None:
+    ops = base() + [w(3, "patch", None, 1.2, 1.3, outcome=FAIL, if_match=1),  # noqa: RUF005
+                    r(4, "strong", 3, 1.4, 1.5, "t3", "h3")]  # fmt: skip
+    assert "P0" in props(ops)
+
+
+def test_stale_strong_read_is_flagged() -> None:
+    assert "P3" in props([*base(), r(3, "strong", 1, 1.2, 1.3, "t1", "h1")])
+
+
+def test_non_linearizable_strong_reads_are_flagged() -> None:
+    # v2 is read, then (strictly later) v1 again: no linearization exists
+    ops = [w(1, "create", 1, 0.0, 0.1), w(2, "patch", 2, 1.0, 3.0, if_match=1),
+           r(3, "strong", 2, 1.1, 1.2, "t2", "h2"), r(4, "strong", 1, 1.3, 1.4, "t1", "h1")]  # fmt: skip
+    assert "P3" in props(ops)
+
+
+def test_session_read_below_min_version_is_flagged() -> None:
+    assert "P4" in props([*base(), r(3, "session", 1, 1.2, 1.3, "t1", "h1", min_version=2)])
+
+
+def test_broken_if_match_chain_is_flagged() -> None:
+    ops = [*base(), w(3, "patch", 4, 1.5, 1.6, if_match=2)]
+    assert "P5" in props(ops)
+
+
+def test_lost_update_is_flagged() -> None:
+    ops = [*base(), w(3, "put", 2, 1.5, 1.6)]
+    assert "P5" in props(ops)
+
+
+def test_no_convergence_is_flagged() -> None:
+    ops = base() + [r(3, "strong", 2, 9.0, 9.1, "t2", "h2", phase="final"),  # noqa: RUF005
+                    r(4, "bounded", 1, 9.2, 9.3, "t1", "h1", phase="final")]  # fmt: skip
+    assert "P6" in props(ops)
