@@ -218,3 +218,14 @@ def test_client_that_stops_reading_does_not_hurt_others(server: CacheServer, uni
     finally:
         hog.close()
     assert server.alive()
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_after_the_request_timeout() -> None:
+    s = CacheServer("--request-timeout", "0.5", "--keepalive-timeout", "60")
+    try:
+        with s.connect() as c:
+            t0 = time.monotonic()
+            assert wait_closed(c, timeout=5)
+            assert time.monotonic() - t0 < 3
+    finally:
+        assert s.stop() == 0

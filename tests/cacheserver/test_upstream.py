@@ -240,3 +240,36 @@ def test_half_close_after_pipelining_still_answers_everything(
         assert read_response(s)[2] == b'{"status":"ok"}'
         assert read_response(s)[2] == b'{"status":"ready"}'
         assert wait_closed(s)
+
+
+def test_a_put_during_a_load_is_not_overwritten_by_the_fill(
+    rt: CacheServer, upstream: Upstream
+) -> None:
+    upstream.delay = 0.6
+    with ThreadPoolExecutor(1) as pool, rt.client() as c:
+        pending = pool.submit(lambda: rt.client().get("/v1/keys/slow/race"))
+        deadline = time.monotonic() + 3
+        while upstream.calls["/slow/race"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert c.put("/v1/keys/slow/race", content=b"written meanwhile").status_code == 201
+        first = pending.result(timeout=5)
+        assert first.status_code == 200
+        assert c.get("/v1/keys/slow/race").content == b"written meanwhile"
+        assert first.content == b"written meanwhile"
+    upstream.delay = 0.5
+
+
+def test_a_delete_during_a_load_refuses_the_fill(rt: CacheServer, upstream: Upstream) -> None:
+    upstream.delay = 0.6
+    with ThreadPoolExecutor(1) as pool, rt.client() as c:
+        pending = pool.submit(lambda: rt.client().get("/v1/keys/slow/del-race"))
+        deadline = time.monotonic() + 3
+        while upstream.calls["/slow/del-race"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        c.delete("/v1/keys/slow/del-race")
+        r = pending.result(timeout=5)
+        assert r.status_code == 200 and r.headers["cache-status"] == "maxage; fwd=miss"
+        # Not stored: the next read loads again.
+        c.get("/v1/keys/slow/del-race")
+        assert upstream.calls["/slow/del-race"] == 2
+    upstream.delay = 0.5

@@ -243,6 +243,7 @@ class HttpProtocol(asyncio.Protocol):
         "paused_writing_since",
         "queue",
         "req",
+        "served",
         "state",
         "task",
         "transport",
@@ -265,6 +266,7 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = False
         self.msg_started: float | None = None
         self.last_active = state.now
+        self.served = False
         self.queue: deque[Request] = deque()
         self.busy = False
         self.closing = False
@@ -500,6 +502,7 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 transport.write(b"".join(parts))
         self.last_active = state.now
+        self.served = True
         state.metrics.observe_request(req.route, status, time.perf_counter() - t0)
         if not keep:
             self.closing = True
@@ -596,7 +599,11 @@ class HttpProtocol(asyncio.Protocol):
                     ),
                     False,
                 )
-        elif now - self.last_active > limits.keepalive_timeout:
+        elif now - self.last_active > (
+            limits.keepalive_timeout if self.served else limits.request_timeout
+        ):
+            # Idle keep-alive, or a connection that never sent a byte of a request
+            # (held only for request_timeout: cheap slowloris defence).
             self.closing = True
             t.close()
 

@@ -13,7 +13,8 @@ so a prefix or tag invalidation that happens during the load refuses it (core
 rule). A numeric upstream ``ETag`` is used as the version (``set_if_newer``: a
 key tombstone refuses an older fill). For unversioned upstreams the loader
 compares the key's tombstone before and after the call and does not store if
-a delete/invalidation of the key happened meanwhile.
+a delete/invalidation of the key happened meanwhile, and serves (without
+storing) the value a client PUT while the load was in flight.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class Upstreams:
         metrics.upstream_loads += 1
         started = self.clock.now()
         tomb_before = cache.tombstone(key)
+        held = cache.peek(key)
+        version_before = held.version if held is not MISSING else None
         t0 = time.perf_counter()
         url = up.url_for(key)
         try:
@@ -183,6 +186,13 @@ class Upstreams:
         store_ttl = ttl + stale
         stored = False
         if cacheable and cache.tombstone(key) == tomb_before:
+            held = cache.peek(key)
+            if version is None and (held.version if held is not MISSING else None) != (
+                version_before
+            ):
+                # Written (PUT) while we were loading: that value is newer than ours.
+                assert held is not MISSING
+                return held, False
             if version is not None:
                 meta = self.meta_factory(content_type, version, fresh_until)
                 outcome = cache.set_if_newer(
