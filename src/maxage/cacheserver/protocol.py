@@ -10,7 +10,9 @@ correctness itself. What it does, per connection:
   Any parser error answers ``400 malformed_request`` and closes the
   connection: after a framing error the byte stream cannot be trusted.
 * **Keep-alive.** ``parser.should_keep_alive()`` decides (HTTP/1.1 default on,
-  HTTP/1.0 only with ``Connection: keep-alive``). A response that will close the
+  HTTP/1.0 only with ``Connection: keep-alive``); an ``Upgrade``/``CONNECT``
+  request is answered (we never switch protocols) and the connection closed.
+  A client half-close (EOF) gets every queued answer, then the close. A response that will close the
   connection says ``connection: close``. Idle connections are closed after
   ``keepalive_timeout``.
 * **Pipelining.** Requests are answered strictly in order. Synchronous handlers
@@ -33,7 +35,8 @@ correctness itself. What it does, per connection:
   off too (memory held is bounded by the limit plus one read buffer).
 * **Slow clients and deadlines.** A once-per-tick sweeper (``TICK`` seconds)
   closes connections whose request has not fully arrived within
-  ``request_timeout`` (408), idle keep-alive connections, and connections whose
+  ``request_timeout`` (408), connections that never sent a request within
+  ``request_timeout``, idle keep-alive connections, and connections whose
   client stopped reading for longer than ``request_timeout`` (write
   back-pressure pauses reading first). Asynchronous handlers run under the
   per-request deadline and answer ``504 deadline_exceeded`` when it passes.
