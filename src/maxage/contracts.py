@@ -23,6 +23,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,9 @@ def compile_schema(schema: object, where: str = "#") -> Validator:
         if not isinstance(pat, str):
             raise SchemaError(f"{where}/pattern: must be a string")
         try:
-            rx = re.compile(pat)
+            # ASCII classes: JSON Schema patterns are ECMA-262, where \d and \w are ASCII
+            # and \s does not match U+0085 or U+001C-U+001F (as Python's Unicode \s does).
+            rx = re.compile(pat, re.ASCII)
         except re.error as exc:
             raise SchemaError(f"{where}/pattern: invalid regular expression: {exc}") from None
 
@@ -257,7 +260,12 @@ def compile_schema(schema: object, where: str = "#") -> Validator:
         checks.append(check_array)
 
     props_raw = schema.get("properties")
-    object_like = props_raw is not None or "required" in schema or types in ("object", ["object"])
+    object_like = (
+        props_raw is not None
+        or "required" in schema
+        or types == "object"
+        or (isinstance(types, list) and "object" in types)
+    )
     if object_like:
         if props_raw is None:
             props_raw = {}
@@ -308,6 +316,46 @@ def _fmt_num(x: float) -> str:
     return str(int(x)) if x.is_integer() else str(x)
 
 
+def patch_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema of an RFC 7396 merge patch of documents of ``schema``: every property as in
+    the schema or null (remove it), recursively into objects; required properties may not be
+    null (the merged document would fail re-validation) and none is required in a patch."""
+    out = dict(schema)
+    out.pop("required", None)
+    props = schema.get("properties")
+    if isinstance(props, dict):
+        required = set(schema.get("required", []))
+        out["properties"] = {
+            name: _sub_patch(sub) if name in required else _nullable(_sub_patch(sub))
+            for name, sub in props.items()
+        }
+    additional = schema.get("additionalProperties")
+    if isinstance(additional, dict):
+        out["additionalProperties"] = _nullable(_sub_patch(additional))
+    return out
+
+
+def _sub_patch(sub: Any) -> Any:
+    is_object = isinstance(sub, dict) and (
+        sub.get("type") in ("object", ["object"]) or "properties" in sub
+    )
+    return patch_schema(sub) if is_object else sub
+
+
+def _nullable(sub: Any) -> Any:
+    if not isinstance(sub, dict):
+        return sub
+    out = dict(sub)
+    types = out.get("type")
+    if isinstance(types, str):
+        out["type"] = [types, "null"]
+    elif isinstance(types, list) and "null" not in types:
+        out["type"] = [*types, "null"]
+    if isinstance(out.get("enum"), list) and None not in out["enum"]:
+        out["enum"] = [*out["enum"], None]
+    return out
+
+
 # -- collections -----------------------------------------------------------------------
 
 
@@ -339,6 +387,16 @@ class CollectionSpec:
         if not isinstance(document, dict):
             return [("", "the document must be a JSON object")]
         self.validator(document, "", errors)
+        return errors
+
+    @cached_property
+    def _patch_validator(self) -> Validator:
+        return compile_schema(patch_schema(self.schema))
+
+    def validate_patch(self, patch: object) -> SchemaErrors:
+        """Errors a merge patch has whatever the document it is applied to (null = remove)."""
+        errors: SchemaErrors = []
+        self._patch_validator(patch, "", errors)
         return errors
 
     def allowed_modes_text(self) -> str:

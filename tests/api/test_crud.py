@@ -94,7 +94,7 @@ def test_patch_merges_and_revalidates(http: httpx.Client) -> None:
     # The merged document must still match the schema: removing a required field fails.
     r = http.patch(url, json={"name": None}, headers=MERGE)
     body = assert_problem(r, 422, "validation_failed")
-    assert {"pointer": "/name", "detail": "is required"} in body["errors"]
+    assert [e["pointer"] for e in body["errors"]] == ["/name"]  # type: ignore[union-attr]
     r = http.patch(url, json={"price": -1, "colour": "red"}, headers=MERGE)
     errors = assert_problem(r, 422, "validation_failed")["errors"]
     assert {e["pointer"] for e in errors} == {"/price", "/colour"}  # type: ignore[union-attr]
@@ -106,7 +106,7 @@ def test_patch_merges_and_revalidates(http: httpx.Client) -> None:
     assert after.headers["etag"] == '"2"'
     assert after.json()["data"]["price"] == 12
 
-    missing = http.patch(f"/v1/products/nope-{uuid.uuid4().hex}", json={"a": 1}, headers=MERGE)
+    missing = http.patch(f"/v1/products/nope-{uuid.uuid4().hex}", json={"price": 1}, headers=MERGE)
     assert_problem(missing, 404, "document_not_found")
 
 

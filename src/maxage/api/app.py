@@ -65,6 +65,7 @@ _json_decoder = msgspec.json.Decoder()
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_IDEMPOTENCY_KEY = re.compile(r"^[!#-~]{1,255}$")
 _ETAG = re.compile(r'^(?:W/)?"(\d{1,18})"$')
 
 JSON = b"application/json"
@@ -772,6 +773,13 @@ class App:
                     "a merge patch for a document must be a JSON object",
                     errors=[{"pointer": "", "detail": "must be an object"}],
                 )
+            errors = spec.validate_patch(data)
+            if errors:  # wrong whatever the document: 422 before any precondition
+                raise HTTPProblem(
+                    "validation_failed",
+                    "the merge patch does not match the collection's schema",
+                    errors=[{"pointer": p, "detail": d} for p, d in errors],
+                )
         elif body:
             raise HTTPProblem("bad_request", "DELETE takes no body")
         doc_id = id if id is not None else str(_uuid7())
@@ -1035,10 +1043,11 @@ def _parse_idempotency_key(raw: str) -> str:
     key = raw.strip()
     if len(key) >= 2 and key[0] == '"' and key[-1] == '"':
         key = key[1:-1]  # structured-field string form
-    if not 1 <= len(key) <= 255 or not key.isprintable() or '"' in key:
+    if not _IDEMPOTENCY_KEY.match(key):
         raise HTTPProblem(
             "invalid_parameter",
-            "Idempotency-Key must be 1-255 printable characters (bare or quoted)",
+            "Idempotency-Key must be 1-255 visible ASCII characters other than '\"' "
+            "(bare or quoted)",
             parameter="Idempotency-Key",
         )
     return key

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from maxage.api.problems import CATALOG, problem_type_uri
-from maxage.contracts import CollectionSpec
+from maxage.contracts import CollectionSpec, ReadMode, patch_schema
 
 if TYPE_CHECKING:
     from maxage.api.app import Settings
@@ -142,15 +142,17 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
             "name": "X-Request-Timeout",
             "in": "header",
             "required": False,
-            "description": f"Shortens the request deadline (seconds, default and maximum {settings.deadline}).",
-            "schema": {"type": "string", "pattern": "^[0-9]{1,4}(\\.[0-9]{1,3})?$"},
+            "description": f"Shortens the request deadline: seconds, such as 2.5 (default and "
+            f"maximum {settings.deadline}); a value that is not a positive number is ignored.",
+            "schema": {"type": "string"},
         },
         "RequestID": {
             "name": "X-Request-ID",
             "in": "header",
             "required": False,
-            "description": "Echoed back; replaced when longer than 128 characters or unsafe.",
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/+=@-]{1,128}$"},
+            "description": "Echoed back when it is 1-128 of A-Z a-z 0-9 . _ : / + = @ -; "
+            "otherwise replaced by a generated id (never rejected).",
+            "schema": {"type": "string"},
         },
         "Traceparent": {
             "name": "traceparent",
@@ -203,7 +205,7 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
         }
         patch_body = {
             "required": True,
-            "content": {"application/merge-patch+json": {"schema": {"type": "object"}}},
+            "content": {"application/merge-patch+json": {"schema": patch_schema(spec.schema)}},
         }
         paths[f"/v1/{name}"] = {
             "get": {
@@ -257,13 +259,20 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
                         "required": False,
                         "schema": {"type": "string", "enum": modes},
                     },
-                    {
-                        "name": "min_version",
-                        "in": "query",
-                        "required": False,
-                        "description": "Session read: never return a version older than this.",
-                        "schema": {"type": "integer", "minimum": 0},
-                    },
+                    *(
+                        [
+                            {
+                                "name": "min_version",
+                                "in": "query",
+                                "required": False,
+                                "description": "Session read: never return a version older "
+                                "than this.",
+                                "schema": {"type": "integer", "minimum": 0},
+                            }
+                        ]
+                        if ReadMode.SESSION in spec.read_modes
+                        else []
+                    ),
                     {
                         "name": "If-None-Match",
                         "in": "header",
