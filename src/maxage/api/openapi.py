@@ -267,7 +267,11 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
                                 "required": False,
                                 "description": "Session read: never return a version older "
                                 "than this.",
-                                "schema": {"type": "integer", "minimum": 0},
+                                "schema": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "maximum": 10**18 - 1,
+                                },
                             }
                         ]
                         if ReadMode.SESSION in spec.read_modes
