@@ -65,6 +65,8 @@ _json_decoder = msgspec.json.Decoder()
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# The rest of an oversized body is never read: the connection cannot be reused.
+_CLOSE = [(b"connection", b"close")]
 _IDEMPOTENCY_KEY = re.compile(r"^[!#-~]{1,255}$")
 _ETAG = re.compile(r'^(?:W/)?"(\d{1,18})"$')
 
@@ -696,6 +698,7 @@ class App:
             raise HTTPProblem(
                 "payload_too_large",
                 f"the body is {req.content_length} bytes; the limit is {limit}",
+                _CLOSE,
                 limit=limit,
             )
         chunks: list[bytes] = []
@@ -708,7 +711,10 @@ class App:
             size += len(chunk)
             if size > limit:
                 raise HTTPProblem(
-                    "payload_too_large", f"the body exceeds the limit of {limit} bytes", limit=limit
+                    "payload_too_large",
+                    f"the body exceeds the limit of {limit} bytes",
+                    _CLOSE,
+                    limit=limit,
                 )
             chunks.append(chunk)
             if not message.get("more_body", False):
