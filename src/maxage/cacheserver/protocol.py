@@ -48,6 +48,7 @@ correctness itself. What it does, per connection:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -58,6 +59,8 @@ from typing import Any, Final, TypeAlias, cast
 import httptools
 
 from .problems import problem
+
+log = logging.getLogger("maxage.cacheserver")
 
 Result: TypeAlias = tuple[int, bytes, bytes]
 Handled: TypeAlias = Result | Coroutine[Any, Any, Result]
@@ -71,7 +74,6 @@ LINGER_SECONDS: Final = 2.0
 _STATUS: Final[dict[int, bytes]] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
 }
-_OK: Final = _STATUS[200]
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE: Final = b"connection: close\r\n"
 _SERVER: Final = b"server: maxage\r\n"
@@ -437,6 +439,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             result = self.state.handler(req)
         except Exception:  # a handler bug must not kill the connection loop
+            log.exception("handler failed for %r", req.url[:200])
             result = problem("internal_error", "unexpected server error")
         if type(result) is tuple:
             self._write(req, result, t0)
@@ -457,6 +460,7 @@ class HttpProtocol(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception:
+            log.exception("handler failed for %r", req.url[:200])
             result = problem("internal_error", "unexpected server error")
         self.task = None
         self.busy = False
@@ -478,10 +482,20 @@ class HttpProtocol(asyncio.Protocol):
         state = self.state
         keep = req.keep_alive and not self.closing and req.error is None and not state.draining
         rid = req.request_id
-        if keep and rid is None and status == 200 and req.method == b"GET" and len(body) < 65536:
-            # The hot path: one concatenation, one write.
+        if (
+            keep
+            and rid is None
+            and (status == 200 or status == 201)
+            and len(body) < 65536
+            and req.method != b"HEAD"
+        ):
+            # The hot path (GET hit, PUT stored): one concatenation, one write.
             transport.write(
-                _OK + state.date_header + headers + b"content-length: %d\r\n\r\n" % len(body) + body
+                _STATUS[status]
+                + state.date_header
+                + headers
+                + b"content-length: %d\r\n\r\n" % len(body)
+                + body
             )
         else:
             parts = [_STATUS.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, state.date_header]
