@@ -234,6 +234,12 @@ def test_token_auth_and_non_loopback_refusal() -> None:
             ok = {"authorization": f"Bearer {token}"}
             assert c.put("/v1/keys/a", content=b"1", headers=ok).status_code == 201
             assert c.get("/v1/keys/a", headers=ok).content == b"1"
+            lower = {"authorization": f"bearer {token}"}
+            assert c.get("/v1/keys/a", headers=lower).status_code == 200
+            _problem(
+                c.get("/livez", headers={"authorization": f"Basic {token}"}), 401, "unauthorized"
+            )
+            _problem(c.get("/livez", headers={"authorization": "Bearer"}), 401, "unauthorized")
     finally:
         assert s.stop() == 0
     # The token may come from the environment.
@@ -257,3 +263,25 @@ def test_token_auth_and_non_loopback_refusal() -> None:
     )  # fmt: skip
     assert p.returncode == 2
     assert "token" in p.stderr and p.stdout == ""
+
+
+def test_bad_options_are_refused() -> None:
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    for args in (
+        ["--upstream", "nourl"],
+        ["--upstream", "p/=ftp://x/{key}"],
+        ["--upstream", "p/=http://x/fixed"],
+        ["--max-bytes", "lots"],
+        ["--port", "70000"],
+        ["--token", "short"],
+    ):
+        p = subprocess.run(
+            [sys.executable, "-m", "maxage.cacheserver", "--port", "0", *args],
+            capture_output=True, text=True, timeout=20, cwd=ROOT,
+        )  # fmt: skip
+        assert p.returncode == 2, (args, p.stderr)
+        assert p.stdout == ""

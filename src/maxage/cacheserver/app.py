@@ -93,7 +93,7 @@ class App:
         self.metrics = metrics
         self.max_key_length = max_key_length
         self.max_value_bytes = max_value_bytes
-        self.auth = ("Bearer " + token).encode() if token else None
+        self.token = token.encode() if token else None
         self.upstreams = upstreams
         self.debug_clock = debug_clock
         self.ready = True
@@ -102,10 +102,7 @@ class App:
     # -- entry point ------------------------------------------------------
 
     def __call__(self, req: Request) -> Handled:
-        auth = self.auth
-        if auth is not None and (
-            req.authorization is None or not hmac.compare_digest(req.authorization, auth)
-        ):
+        if self.token is not None and not _bearer_ok(req.authorization, self.token):
             return problem(
                 "unauthorized",
                 "this server requires 'Authorization: Bearer <token>'",
@@ -425,6 +422,14 @@ class OffsetClock:
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
+
+
+def _bearer_ok(header: bytes | None, token: bytes) -> bool:
+    """``Authorization: Bearer <token>`` (scheme case-insensitive), constant-time compare."""
+    if header is None:
+        return False
+    scheme, _, value = header.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token)
 
 
 def _not_allowed(method: bytes, path: bytes, allow: bytes) -> Result:
