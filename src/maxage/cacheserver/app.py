@@ -117,7 +117,7 @@ class App:
             query = b"" if q < 0 else url[q + 1 :]
             key: str | Result
             if b"%" in raw or not raw or len(raw) > self.max_key_length:
-                key = self._decode_key(raw)
+                key = self._decode_key(raw, url)
                 if type(key) is not str:
                     assert isinstance(key, tuple)
                     return key
@@ -125,7 +125,7 @@ class App:
                 try:
                     key = raw.decode()
                 except UnicodeDecodeError:
-                    return problem("invalid_key", "key is not valid UTF-8", "")
+                    return problem("invalid_key", "key is not valid UTF-8", _path(url))
             assert type(key) is str
             if method == b"GET" or method == b"HEAD":
                 req.route = "get"
@@ -146,20 +146,20 @@ class App:
 
     # -- keys -------------------------------------------------------------
 
-    def _decode_key(self, raw: bytes) -> str | Result:
+    def _decode_key(self, raw: bytes, url: bytes) -> str | Result:
         try:
             if b"%" in raw:
                 raw = unquote_to_bytes(raw)
             key = raw.decode()
         except UnicodeDecodeError:
-            return problem("invalid_key", "key is not valid UTF-8", "")
+            return problem("invalid_key", "key is not valid UTF-8", _path(url))
         if not key:
-            return problem("invalid_key", "key must not be empty", "")
+            return problem("invalid_key", "key must not be empty", _path(url))
         if len(key) > self.max_key_length:
             return problem(
                 "key_too_long",
                 f"key has {len(key)} characters; the limit is {self.max_key_length}",
-                "",
+                _path(url),
                 max_key_length=self.max_key_length,
             )
         return key
