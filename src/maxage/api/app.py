@@ -67,6 +67,7 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 # The rest of an oversized body is never read: the connection cannot be reused.
 _CLOSE = [(b"connection", b"close")]
+_DOC_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")  # as documented in the OpenAPI spec
 _IDEMPOTENCY_KEY = re.compile(r"^[!#-~]{1,255}$")
 _ETAG = re.compile(r'^(?:W/)?"(\d{1,18})"$')
 
@@ -789,8 +790,8 @@ class App:
         elif body:
             raise HTTPProblem("bad_request", "DELETE takes no body")
         doc_id = id if id is not None else str(_uuid7())
-        if id is not None and (len(id) > 200 or not id.isprintable()):
-            raise HTTPProblem("invalid_parameter", "document ids are 1-200 printable characters")
+        if id is not None and not _DOC_ID.match(id):
+            raise HTTPProblem("invalid_parameter", "document ids are 1-200 of A-Z a-z 0-9 . _ ~ -")
         service = self.service
         encoded = service.encode_valid(spec, data) if method in ("POST", "PUT") else b""
 
