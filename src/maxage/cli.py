@@ -295,6 +295,7 @@ def serve(args: argparse.Namespace) -> int:
         factory=True,
         log_level=LogLevels.warning,
         log_access=False,
+        websockets=False,
         workers_kill_timeout=int(args.deadline) + 5,
     )
     try:

@@ -224,8 +224,10 @@ class Service:
         self.stats.misses += 1
         loaded = await self.flights.do(key, lambda: self._load(spec, id), timeout=self.load_timeout)
         doc = loaded.doc
-        if started - loaded.started_at > bound or (doc is not None and doc.version < min_version):
-            loaded = await self._load(spec, id)  # the shared flight is too old for this read
+        too_old = doc.version < min_version if doc is not None else min_version > 0
+        if started - loaded.started_at > bound or too_old:
+            # The shared flight started too early for this read (or before the session's write).
+            loaded = await self._load(spec, id)
         return self._primary_result(spec, key, loaded, mode, detail)
 
     async def _read_l2(

@@ -58,11 +58,6 @@ def test_seq_tailer_is_not_applicable_to_sqlite(tmp_path: Path) -> None:
     assert rc == 2
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known server bug (P4): Service.read uses a joined single-flight that returned None "
-    "without checking min_version; fix belongs in service.py",
-)
 def test_ci_check_all_faults(tmp_path: Path) -> None:
     """The CI run: every fault, all collections, the embedded default (about 20 s)."""
     report = tmp_path / "report.json"

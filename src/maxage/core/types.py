@@ -45,6 +45,7 @@ class SetOutcome(enum.Enum):
     REFUSED_OLDER = "refused_older"
     REFUSED_TOMBSTONE = "refused_tombstone"
     REFUSED_TOO_LARGE = "refused_too_large"
+    UNAVAILABLE = "unavailable"  # a shared tier that cannot be reached (never stored)
 
     @property
     def stored(self) -> bool:

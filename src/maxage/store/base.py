@@ -165,7 +165,12 @@ class Store(Protocol):
     async def last_seq(self) -> int: ...
 
     async def claim_idempotency(
-        self, scope: str, fingerprint: str, owner: str, now: float, lease_seconds: float,
+        self,
+        scope: str,
+        fingerprint: str,
+        owner: str,
+        now: float,
+        lease_seconds: float,
         keep_seconds: float,
     ) -> Claim: ...
 
