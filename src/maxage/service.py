@@ -245,7 +245,12 @@ class Service:
         self.stats.hits["l2"] += 1
         remaining = None if entry.expires_at is None else entry.expires_at - entry.filled_at
         self.cache.set_if_newer(
-            key, entry.version, entry.body, started_at=entry.filled_at, ttl=remaining
+            key,
+            entry.version,
+            entry.body,
+            started_at=entry.filled_at,
+            ttl=remaining,
+            meta=b'"%d"' % entry.version,
         )
         return ReadResult(entry.body, entry.version, entry.filled_at, Source.L2, mode, "hit")
 
@@ -275,8 +280,9 @@ class Service:
         if self.clock.now() - started > self.max_fill_age:
             self.stats.fills["refused_slow"] = self.stats.fills.get("refused_slow", 0) + 1
             return
+        # meta holds the ETag value, so a hit formats nothing for it.
         outcome = self.cache.set_if_newer(
-            key, version, body, started_at=started, ttl=spec.cache_ttl
+            key, version, body, started_at=started, ttl=spec.cache_ttl, meta=b'"%d"' % version
         )
         self.stats.fills[outcome.value] = self.stats.fills.get(outcome.value, 0) + 1
         if self.l2 is not None and outcome is not SetOutcome.REFUSED_TOMBSTONE:

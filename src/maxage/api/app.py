@@ -34,6 +34,7 @@ from maxage.api import openapi
 from maxage.api.metrics import Exposition, Histogram, labels
 from maxage.api.problems import CATALOG, PROBLEM_CONTENT_TYPE, render_problem
 from maxage.contracts import CollectionSpec, ReadMode
+from maxage.core.types import MISSING
 from maxage.service import (
     NotFound,
     PreconditionFailed,
@@ -63,7 +64,6 @@ log = logging.getLogger("maxage.access")
 _encode = msgspec.json.Encoder().encode
 _json_decoder = msgspec.json.Decoder()
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 # The rest of an oversized body is never read: the connection cannot be reused.
 _CLOSE = [(b"connection", b"close")]
@@ -155,6 +155,30 @@ class HTTPProblem(Exception):
         self.extra = extra
 
 
+_UNUSUAL_HEADERS = frozenset(
+    {b"if-none-match", b"cache-control", b"traceparent", b"x-request-timeout", b"if-match"}
+)
+_SAFE_REQUEST_ID_B = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
+_HIT_L1 = b"maxage; hit; detail=l1"
+_AGES = [b"%d" % i for i in range(100)]
+
+
+class _HotRoute:
+    """Everything about one collection's cached GET that can be computed before requests."""
+
+    __slots__ = ("bound", "cache_control", "histogram", "route", "suffixes")
+
+    def __init__(self, spec: CollectionSpec, histograms: dict[tuple[str, str, str], Histogram]):
+        self.bound = spec.max_staleness
+        self.route = f"/v1/{spec.name}/{{id}}"
+        top = int(spec.max_staleness) + 1
+        self.suffixes = [
+            b'"maxAgeSeconds":%d,"consistency":"bounded","source":"l1"}}' % b for b in range(top)
+        ]
+        self.cache_control = [b"max-age=%d" % b for b in range(top)]
+        self.histogram = histograms.setdefault(("GET", self.route, "200"), Histogram())
+
+
 class App:
     """``build_app`` returns one of these; it is the whole ASGI application."""
 
@@ -177,7 +201,7 @@ class App:
         self.in_flight = 0
         self.cancelled_requests = 0
         self.deadline_exceeded = 0
-        self._rid_prefix = os.urandom(4).hex() + "-"
+        self._rid_prefix_b = os.urandom(4).hex().encode() + b"-"
         self._rid_counter = itertools.count(1)
         self._histograms: dict[tuple[str, str, str], Histogram] = {}
         self._page_secret = b""
@@ -186,9 +210,13 @@ class App:
         self._col_routes = {name: f"/v1/{name}" for name in self.collections}
         self._changes_routes = {name: f"/v1/{name}/changes" for name in self.collections}
         self._suffix_cache: dict[tuple[int, str, str], bytes] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._hot = {
+            name: _HotRoute(spec, self._histograms)
+            for name, spec in self.collections.items()
+            if spec.default_mode is ReadMode.BOUNDED
+        }
         self._sample = random.Random()
+        self._log_every_hit = settings.access_log in ("all", "sampled")
         self._purger: asyncio.Future[None] | None = None
 
     # -- ASGI entry --------------------------------------------------------------------
@@ -236,9 +264,9 @@ class App:
 
     async def shutdown(self) -> None:
         self.draining = True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.drain_grace):
-                await self._idle.wait()
+        deadline = time.monotonic() + self.settings.drain_grace
+        while self.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self._purger is not None:
             self._purger.cancel()
         if self.on_shutdown is not None:
@@ -259,13 +287,34 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        req = Request(scope["method"], scope["path"], scope["query_string"], "", started)
-        req.client = scope.get("client")
         rid: bytes | None = None
-        for name, value in scope["headers"]:
+        unusual = False  # any header that takes the request off the hot path
+        headers_in = scope["headers"]
+        for name, value in headers_in:
             if name == RID:
                 rid = value
-            elif name == b"if-none-match":
+            elif name in _UNUSUAL_HEADERS:
+                unusual = True
+        if rid is None or len(rid) > 128 or not _SAFE_REQUEST_ID_B.match(rid):
+            rid = b"%s%x" % (self._rid_prefix_b, next(self._rid_counter))
+        method = scope["method"]
+        if method == "GET" and not unusual and not scope["query_string"]:
+            path = scope["path"]
+            if path.startswith("/v1/"):
+                col, _, id = path[4:].partition("/")
+                hot = self._hot.get(col)
+                if (
+                    hot is not None
+                    and id
+                    and id != "changes"
+                    and "/" not in id
+                    and await self._hot_get(hot, col + "/" + id, rid, send, started)
+                ):
+                    return
+        req = Request(method, scope["path"], scope["query_string"], rid.decode("latin-1"), started)
+        req.client = scope.get("client")
+        for name, value in headers_in:
+            if name == b"if-none-match":
                 req.if_none_match = value
             elif name == b"cache-control":
                 req.cache_control = value
@@ -286,21 +335,14 @@ class App:
                 req.traceparent = value
             elif name == b"x-request-timeout":
                 req.deadline = _parse_timeout(value)
-        if rid is not None and len(rid) <= 128 and _SAFE_REQUEST_ID.match(rid.decode("latin-1")):
-            req.request_id = rid.decode("latin-1")
-        else:
-            req.request_id = self._rid_prefix + format(next(self._rid_counter), "x")
         limit = self.settings.deadline
         req.deadline = started + (min(req.deadline, limit) if req.deadline > 0 else limit)
         self.in_flight += 1
-        self._idle.clear()
         status = 500
         try:
             status = await self._dispatch(req, scope, receive, send)
         finally:
             self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
             elapsed = time.perf_counter() - started
             hkey = (req.method, req.route, str(status))
             hist = self._histograms.get(hkey)
@@ -317,6 +359,61 @@ class App:
                 or (mode == "sampled" and self._sample.random() < self.settings.access_log_sample)
             ):
                 self._log(req, status, elapsed)
+
+    async def _hot_get(
+        self, hot: _HotRoute, key: str, rid: bytes, send: Send, started: float
+    ) -> bool:
+        """A bounded GET answered from the in-process cache, or False to take the general path.
+
+        Same rules as ``Service.read_cached`` (watermark within the bound, entry live),
+        inlined: no Request object, no coroutine per layer, precomputed header values.
+        """
+        service = self.service
+        now = service.clock.now()
+        watermark = service.l1_holder.watermark
+        if now - watermark > hot.bound:
+            return False
+        entry = service.cache.get(key)
+        if entry is MISSING:
+            return False
+        known = entry.filled_at if entry.filled_at > watermark else watermark
+        age = now - known
+        budget = int(hot.bound - age)
+        if budget < 0:
+            budget = 0
+        body = entry.body + hot.suffixes[budget]
+        service.stats.hits["l1"] += 1
+        self.in_flight += 1
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (RID, rid),
+                        (ETAG, entry.meta or b'"%d"' % entry.version),
+                        (AGE, _AGES[int(age)] if age < 100 else b"%d" % age),
+                        (CC, hot.cache_control[budget]),
+                        (CSTATUS, _HIT_L1),
+                        (CT, JSON),
+                        (CL, b"%d" % len(body)),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            self.in_flight -= 1
+        elapsed = time.perf_counter() - started
+        hot.histogram.observe(elapsed)
+        mode = self.settings.access_log
+        if (
+            self._log_every_hit
+            and (mode == "all" or self._sample.random() < self.settings.access_log_sample)
+        ) or (elapsed >= self.settings.slow_request and mode == "errors-and-slow"):
+            req = Request("GET", "/v1/" + key, b"", rid.decode("latin-1"), started)
+            req.route, req.source = hot.route, "l1"
+            self._log(req, 200, elapsed)
+        return True
 
     def _log(self, req: Request, status: int, elapsed: float) -> None:
         log.info(
