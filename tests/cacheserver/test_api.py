@@ -285,3 +285,13 @@ def test_bad_options_are_refused() -> None:
         )  # fmt: skip
         assert p.returncode == 2, (args, p.stderr)
         assert p.stdout == ""
+
+
+def test_sigint_shuts_down_cleanly() -> None:
+    import signal
+
+    s = CacheServer()
+    with s.client() as c:
+        assert c.get("/livez").status_code == 200
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(timeout=10) == 0
