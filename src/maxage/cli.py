@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -252,6 +253,11 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before printing it."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
 def _free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -274,7 +280,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ[SETTINGS_ENV] = json.dumps(settings)
     where = settings["db"]
     print(f"maxage {__version__}: config {settings['config']}", flush=True)
-    print(f"maxage: data in {where.removeprefix('sqlite:///')}", flush=True)
+    print(f"maxage: data in {_redact(where).removeprefix('sqlite:///')}", flush=True)
 
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,8 @@ from maxage.store.base import (
 
 if TYPE_CHECKING:
     from maxage.tiers.base import SharedTier
+
+log = logging.getLogger("maxage.service")
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -179,7 +182,13 @@ class Service:
         self._tasks: set[asyncio.Future[object]] = set()
 
     async def start(self) -> None:
-        await self.tailer.start()
+        shared = [self.l2_holder] if self.l2_holder is not None else []
+        replay = max((c.cache_ttl for c in self.collections.values()), default=0.0)
+        await self.tailer.start(replay=replay, shared=shared)
+        try:
+            await self.store.listen(self.tailer.wake)
+        except Exception as exc:  # notifications only speed things up; polling is the truth
+            log.warning("change notifications unavailable, polling only: %s", exc)
 
     async def stop(self) -> None:
         await self.tailer.stop()
@@ -321,6 +330,13 @@ class Service:
             if self.l2 is not None:
                 self._background(self.l2.invalidate(key, doc.version))
         self.tailer.wake()
+        self._background(self._notify())
+
+    async def _notify(self) -> None:
+        try:
+            await self.store.notify()
+        except Exception as exc:
+            log.debug("change notification failed: %s", exc)
 
     # -- mutators (run inside the store's transaction) --------------------------------
 

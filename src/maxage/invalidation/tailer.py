@@ -95,12 +95,22 @@ class Tailer:
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
 
-    async def start(self) -> None:
-        """Start from the current end of the log: the holders are empty at start-up."""
+    async def start(self, replay: float = 0.0, shared: Sequence[Holder] = ()) -> None:
+        """Start from the current end of the log: in-process holders are empty at start-up.
+
+        ``shared`` holders (a Redis tier other processes filled) may hold entries that a
+        crashed process never invalidated: the log of the last ``replay`` seconds (the
+        longest TTL such entries can have) is applied to them first, and until that
+        replay completes their watermark claims nothing.
+        """
         start = self.clock.now()
         self.cursor = await self.store.last_seq()
         for st in self.states:
             st.holder.watermark = start
+        if shared and replay > 0:
+            self.cursor = min(self.cursor, await self.store.cursor_at(start - replay))
+            for holder in shared:
+                holder.watermark = float("-inf")
         self._task = asyncio.create_task(self._run(), name="maxage-tailer")
 
     async def stop(self) -> None:

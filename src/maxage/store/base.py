@@ -164,6 +164,18 @@ class Store(Protocol):
 
     async def last_seq(self) -> int: ...
 
+    async def cursor_at(self, t: float) -> int:
+        """A cursor below every change committed at or after ``t`` (for start-up replays)."""
+        ...
+
+    async def notify(self) -> None:
+        """After a local commit: wake other processes' tailers early (best effort)."""
+        ...
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` when another process commits (best effort; polling is the truth)."""
+        ...
+
     async def claim_idempotency(
         self,
         scope: str,

@@ -117,6 +117,11 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CREATE TABLE {s}.secrets (name text PRIMARY KEY, value bytea NOT NULL)",
         ),
     ),
+    (
+        2,
+        "index the change log by commit time (start-up replay into shared tiers)",
+        ("CREATE INDEX changes_committed_at ON {s}.changes (committed_at)",),
+    ),
 )
 
 _DOC_COLUMNS = "collection, id, version, data, created_at, updated_at, deleted"
@@ -197,6 +202,7 @@ class PostgresStore:
         # re-polls this many times (1, 2, 4 ms apart) before returning without them.
         self.frontier_retries = frontier_retries
         self._pool: Any = None
+        self._listener: Any = None
         s = f'"{schema}"'
         self._s = s
         self._sql_lock_doc = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
@@ -357,6 +363,10 @@ class PostgresStore:
 
             with contextlib.suppress(StoreError):
                 await self._run("drop_schema", drop)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=self.timeout)
         await self._close_pool()
 
     async def ping(self) -> None:
@@ -364,6 +374,43 @@ class PostgresStore:
             await conn.fetchval("SELECT 1")
 
         await self._run("ping", q)
+
+    async def cursor_at(self, t: float) -> int:
+        """A cursor below every change committed at or after ``t``.
+
+        ``seq`` is an xid, taken at most ``timeout`` after the write's ``committed_at``
+        stamp; so rows stamped before ``t - 2 * timeout`` got smaller xids than any
+        row stamped at or after ``t``.
+        """
+        bound = t - 2 * self.timeout
+
+        async def q(conn: Any) -> int:
+            return int(
+                await conn.fetchval(
+                    f"SELECT COALESCE(max(seq), 0) FROM {self._s}.changes WHERE committed_at < $1",
+                    bound,
+                )
+            )
+
+        return await self._run("cursor_at", q)
+
+    @property
+    def _channel(self) -> str:
+        return f"maxage_changes_{self.schema}"
+
+    async def notify(self) -> None:
+        """Wake the tailers of every process (LISTEN/NOTIFY); polling stays the source of truth."""
+
+        async def q(conn: Any) -> None:
+            await conn.execute("SELECT pg_notify($1, '')", self._channel)
+
+        await self._run("notify", q)
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` on every change notification, on a dedicated connection."""
+        conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+        await conn.add_listener(self._channel, lambda *_: wake())
+        self._listener = conn
 
     # -- documents ---------------------------------------------------------------------
 

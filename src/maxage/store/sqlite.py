@@ -76,6 +76,7 @@ _SCHEMA = [
         expires_at REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires_at)",
+    "CREATE INDEX IF NOT EXISTS changes_committed_at ON changes (committed_at)",
     """CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)""",
 ]
 
@@ -333,6 +334,23 @@ class SQLiteStore:
             return int(row[0])
 
         return await self._read("last_seq", q)
+
+    async def cursor_at(self, t: float) -> int:
+        """A cursor below every change committed at or after ``t`` (seq order = commit order)."""
+
+        def q(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE committed_at < ?", (t,)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._read("cursor_at", q)
+
+    async def notify(self) -> None:
+        """Other processes on this file find changes by polling; nothing to send."""
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """No cross-process notification for SQLite: the poll interval bounds the delay."""
 
     # -- idempotency -------------------------------------------------------------------
 
