@@ -47,7 +47,9 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def server(cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[None]:
+def server(
+    cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[None]:
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     proc = subprocess.Popen(pin + cmd, env={**os.environ, **(env or {})}, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -64,7 +66,9 @@ def server(cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Pa
 
 def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-    subprocess.run(pin + ["wrk", "-t1", "-c", str(connections), "-d", "2s", url], capture_output=True)  # warm-up
+    subprocess.run(
+        pin + ["wrk", "-t1", "-c", str(connections), "-d", "2s", url], capture_output=True
+    )  # warm-up
     out = subprocess.run(pin + ["wrk", "-t1", "-c", str(connections), "-d", f"{duration}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -75,7 +79,12 @@ def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non2xx": float(errors.group(1)) if errors else 0.0}
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
 
 
 def granian(target: str, port: int, workers: int, app_dir: Path) -> list[str]:
@@ -85,7 +94,9 @@ def granian(target: str, port: int, workers: int, app_dir: Path) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--workers", type=int, default=1)
@@ -111,27 +122,37 @@ def main() -> int:
         body = urllib.request.urlopen(url).read().decode()
         results["maxage cached GET"] = wrk(url, args.duration, args.connections)
     raw_port = free_port()
-    with server(granian("raw_asgi:app", raw_port, args.workers, HERE), raw_port, {"BENCH_BODY": body}):
-        results["raw ASGI (reference)"] = wrk(f"http://127.0.0.1:{raw_port}/", args.duration, args.connections)
+    with server(
+        granian("raw_asgi:app", raw_port, args.workers, HERE), raw_port, {"BENCH_BODY": body}
+    ):
+        results["raw ASGI (reference)"] = wrk(
+            f"http://127.0.0.1:{raw_port}/", args.duration, args.connections
+        )
     if not args.no_peer:
         peer_port = free_port()
         with server(granian("peer_fastapi:app", peer_port, args.workers, HERE), peer_port,
                     {"BENCH_DB": str(db)}):  # fmt: skip
             results["FastAPI + fastapi-cache2 (Redis)"] = wrk(
-                f"http://127.0.0.1:{peer_port}/v1/products/{doc['id']}", args.duration, args.connections
+                f"http://127.0.0.1:{peer_port}/v1/products/{doc['id']}",
+                args.duration,
+                args.connections,
             )
     raw = results["raw ASGI (reference)"]["rps"]
     if args.json:
         print(json.dumps(results, indent=2))
-    print(f"\n| server (granian, {args.workers} worker(s), wrk -c{args.connections} {args.duration}s) | req/s | p50 ms | p99 ms | vs raw |")
+    print(
+        f"\n| server (granian, {args.workers} worker(s), wrk -c{args.connections} {args.duration}s) | req/s | p50 ms | p99 ms | vs raw |"
+    )
     print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps'] / raw:.2f}× |")
+        print(
+            f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps'] / raw:.2f}x |"
+        )
     mx = results["maxage cached GET"]["rps"]
     peer = results.get("FastAPI + fastapi-cache2 (Redis)")
     print(f"\nmaxage / raw = {mx / raw:.2f} (target ≥ 0.75, goal 0.9)")
     if peer:
-        print(f"maxage / FastAPI+fastapi-cache2 = {mx / peer['rps']:.1f}× (target ≥ 10×)")
+        print(f"maxage / FastAPI+fastapi-cache2 = {mx / peer['rps']:.1f}x (target ≥ 10x)")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -30,7 +30,7 @@ def props(ops: list[Op]) -> set[str]:
 
 
 def test_clean_history_passes() -> None:
-    ops = base() + [  # noqa: RUF005
+    ops = base() + [
         r(3, "bounded", 1, 1.5, 1.6, "t1", "h1"),  # within the bound after v2's ack
         r(4, "strong", 2, 1.2, 1.3, "t2", "h2"),
         r(5, "session", 2, 1.4, 1.5, "t2", "h2", min_version=2),
@@ -58,7 +58,7 @@ def test_phantom_data_is_flagged() -> None:
 
 
 def test_failed_write_visible_is_flagged() -> None:
-    ops = base() + [w(3, "patch", None, 1.2, 1.3, outcome=FAIL, if_match=1),  # noqa: RUF005
+    ops = base() + [w(3, "patch", None, 1.2, 1.3, outcome=FAIL, if_match=1),
                     r(4, "strong", 3, 1.4, 1.5, "t3", "h3")]  # fmt: skip
     assert "P0" in props(ops)
 
@@ -89,6 +89,6 @@ def test_lost_update_is_flagged() -> None:
 
 
 def test_no_convergence_is_flagged() -> None:
-    ops = base() + [r(3, "strong", 2, 9.0, 9.1, "t2", "h2", phase="final"),  # noqa: RUF005
+    ops = base() + [r(3, "strong", 2, 9.0, 9.1, "t2", "h2", phase="final"),
                     r(4, "bounded", 1, 9.2, 9.3, "t1", "h1", phase="final")]  # fmt: skip
     assert "P6" in props(ops)
