@@ -196,3 +196,21 @@ async def test_secret_is_stable(store: Store) -> None:
     b = await store.secret("page_token")
     assert a == b and len(a) == 32
     assert await store.secret("other") != a
+
+
+async def test_committed_at_is_the_first_newer_version(store: Store, clock: ManualClock) -> None:
+    """The consistency monitor's question: when was a version newer than N committed?"""
+    t1 = clock.now()
+    await store.write(WriteRequest("c", "a", put(b'{"v":1}'), t1))
+    clock.advance(2)
+    t2 = clock.now()
+    await store.write(WriteRequest("c", "a", put(b'{"v":2}'), t2))
+    clock.advance(3)
+    await store.write(WriteRequest("c", "a", delete, clock.now()))
+    await store.write(WriteRequest("c", "b", put(b"{}"), clock.now()))
+    assert await store.committed_at("c", "a", 0) == t1
+    assert await store.committed_at("c", "a", 1) == t2
+    assert await store.committed_at("c", "a", 2) == t2 + 3  # a delete is a newer version
+    assert await store.committed_at("c", "a", 3) is None
+    assert await store.committed_at("other", "a", 0) is None
+    assert await store.committed_at("c", "zz", 0) is None

@@ -168,6 +168,11 @@ class Store(Protocol):
         """A cursor below every change committed at or after ``t`` (for start-up replays)."""
         ...
 
+    async def committed_at(self, collection: str, id: str, version: int) -> float | None:
+        """The change-log commit time of the first version of the document newer than
+        ``version``, or None when there is none (the consistency monitor's question)."""
+        ...
+
     async def notify(self) -> None:
         """After a local commit: wake other processes' tailers early (best effort)."""
         ...

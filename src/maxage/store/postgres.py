@@ -394,6 +394,19 @@ class PostgresStore:
 
         return await self._run("cursor_at", q)
 
+    async def committed_at(self, collection: str, id: str, version: int) -> float | None:
+        """Uses the (collection, id, version) unique index of the change log."""
+        sql = (
+            f"SELECT committed_at FROM {self._s}.changes"
+            " WHERE collection = $1 AND id = $2 AND version > $3 ORDER BY version LIMIT 1"
+        )
+
+        async def q(conn: Any) -> float | None:
+            value = await conn.fetchval(sql, collection, id, version)
+            return None if value is None else float(value)
+
+        return await self._run("committed_at", q)
+
     @property
     def _channel(self) -> str:
         return f"maxage_changes_{self.schema}"

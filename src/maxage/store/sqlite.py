@@ -77,6 +77,8 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires_at)",
     "CREATE INDEX IF NOT EXISTS changes_committed_at ON changes (committed_at)",
+    # The consistency monitor's lookup: the first change of a document after a version.
+    "CREATE INDEX IF NOT EXISTS changes_doc_version ON changes (collection, id, version)",
     """CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)""",
 ]
 
@@ -345,6 +347,17 @@ class SQLiteStore:
             return int(row[0])
 
         return await self._read("cursor_at", q)
+
+    async def committed_at(self, collection: str, id: str, version: int) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT committed_at FROM changes WHERE collection=? AND id=? AND version>?"
+                " ORDER BY version LIMIT 1",
+                (collection, id, version),
+            ).fetchone()
+            return None if row is None else float(row[0])
+
+        return await self._read("committed_at", q)
 
     async def notify(self) -> None:
         """Other processes on this file find changes by polling; nothing to send."""
