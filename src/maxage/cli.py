@@ -393,7 +393,9 @@ def _make_store(db: str, clock: Any) -> Any:
         return SQLiteStore(db[len("sqlite:///") :], clock=clock)
     from maxage.store.postgres import PostgresStore
 
-    return PostgresStore(db, clock=clock)
+    # Hidden, test isolation only: a PostgreSQL schema other than the default "maxage".
+    schema = os.environ.get("MAXAGE_PG_SCHEMA") or "maxage"
+    return PostgresStore(db, clock=clock, schema=schema)
 
 
 if __name__ == "__main__":  # pragma: no cover

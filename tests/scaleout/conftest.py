@@ -1,0 +1,278 @@
+"""Scale-out fixtures: real ``maxage serve`` processes on the real PostgreSQL and Redis.
+
+Every server runs ``python -m maxage serve --db postgresql://… --cache redis://…`` as a
+subprocess (stdout/stderr to files), on a PostgreSQL schema of its own test
+(``MAXAGE_PG_SCHEMA``, hidden, read by ``maxage.cli._make_store``) and a Redis
+database number of its own module (flushed at start). Servers are ready when
+``/readyz`` answers 200. Nothing here sleeps to wait for a race: conditions are
+polled against a bounded deadline.
+
+Unreachable PostgreSQL/Redis skip these tests, except under ``CI=true`` where they fail
+(``tests.support.services``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.services import (
+    drop_postgres_schema,
+    require_postgres,
+    require_redis,
+    unique_name,
+)
+
+_LISTENING = re.compile(r"^listening on (http://\S+)$", re.M)
+
+# The bound every scale-out test relies on: small S, TTL much larger, so invalidation
+# (not expiry) is what makes a bounded read fresh.
+BOUND = 1.0
+CONFIG = """
+[collections.items]
+max_staleness = "1s"
+read_modes = ["bounded", "strong", "session"]
+write_policy = "write-around"
+ttl = "5m"
+
+[collections.items.schema]
+type = "object"
+required = ["n"]
+
+[collections.items.schema.properties.n]
+type = "integer"
+
+[collections.notes]
+max_staleness = "1s"
+read_modes = ["bounded", "strong", "session"]
+write_policy = "write-through"
+ttl = "5m"
+
+[collections.notes.schema]
+type = "object"
+required = ["n"]
+
+[collections.notes.schema.properties.n]
+type = "integer"
+"""
+
+
+def pg_dsn() -> str:
+    return asyncio.run(require_postgres())
+
+
+def redis_db_url(db: int) -> str:
+    """``redis://host:port/<db>`` on the test Redis, flushed."""
+    import redis
+
+    base = asyncio.run(require_redis())
+    url = re.sub(r"/\d*$", "", base.rstrip("/")) + f"/{db}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
+
+
+class Server:
+    """One ``maxage serve`` subprocess. ``start()`` returns at once; ``ready()`` waits."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        db: str,
+        cache: str | None,
+        schema: str,
+        workers: int = 1,
+        fault_injection: bool = True,
+        name: str = "s",
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.name = name
+        config = workdir / "maxage.toml"
+        if not config.exists():
+            config.write_text(CONFIG)
+        self.cmd = [
+            sys.executable,
+            *("-m", "maxage", "serve", "--port", "0"),
+            *("--config", str(config), "--db", db, "--workers", str(workers)),
+            *(("--cache", cache) if cache else ()),
+            *(("--fault-injection",) if fault_injection else ()),
+        ]
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MAXAGE_")}
+        self.env["MAXAGE_PG_SCHEMA"] = schema
+        self.env["MAXAGE_FAULTS_FILE"] = str(workdir / f"faults-{name}.json")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> Server:
+        self.stdout_path = self.workdir / f"{self.name}.stdout.txt"
+        self.stderr_path = self.workdir / f"{self.name}.stderr.txt"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=out, stderr=err, cwd=self.workdir, env=self.env
+            )
+        return self
+
+    def ready(self, timeout: float = 30.0) -> Server:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not self.url:
+            m = _LISTENING.search(self.stdout())
+            if m:
+                self.url = m.group(1)
+                break
+            self._check(deadline)
+            time.sleep(0.02)  # polling a child's start-up, not a race
+        with httpx.Client(base_url=self.url, trust_env=False, timeout=5) as c:
+            while True:
+                try:
+                    if c.get("/readyz").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                self._check(deadline)
+                time.sleep(0.02)  # polling a child's start-up, not a race
+
+    def _check(self, deadline: float) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None or time.monotonic() > deadline:
+            self.stop()
+            raise RuntimeError(
+                f"maxage serve {self.name} did not become ready "
+                f"(rc={self.proc.returncode}):\n{self.stdout()}\n{self.stderr()}"
+            )
+
+    def client(self, **kw: object) -> httpx.Client:
+        kw.setdefault("timeout", 15)
+        return httpx.Client(base_url=self.url, trust_env=False, **kw)  # type: ignore[arg-type]
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15) -> int:
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return -9
+        return proc.returncode
+
+
+@dataclass
+class Cluster:
+    """Servers sharing one PostgreSQL schema and one Redis database."""
+
+    workdir: Path
+    db: str
+    cache: str | None
+    schema: str = field(default_factory=lambda: unique_name("scaleout"))
+    servers: list[Server] = field(default_factory=list)
+
+    def server(self, name: str, *, workers: int = 1, cache: str | None = None) -> Server:
+        s = Server(
+            self.workdir,
+            db=self.db,
+            cache=cache if cache is not None else self.cache,
+            schema=self.schema,
+            workers=workers,
+            name=name,
+        )
+        self.servers.append(s)
+        return s
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.stop()
+        asyncio.run(drop_postgres_schema(self.db, self.schema))
+
+
+@pytest.fixture(scope="module")
+def cluster_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Cluster]]:
+    """``make(redis_db)`` → a Cluster on a fresh schema (and flushed Redis db, if given)."""
+    made: list[Cluster] = []
+
+    def make(redis_db: int | None, cache: str | None = None) -> Cluster:
+        url = cache if cache is not None else (redis_db_url(redis_db) if redis_db else None)
+        c = Cluster(tmp_path_factory.mktemp("scaleout"), pg_dsn(), url)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head == name if not want else head == f"{name}{{{want}}}":
+            return float(value)
+    return 0.0
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate()`` until true (a condition wait with a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def version_of(r: httpx.Response) -> int:
+    assert r.status_code == 200, (r.status_code, r.text)
+    v = int(r.headers["etag"].strip('"'))
+    assert r.json()["version"] == v  # P0: the body is the version the ETag claims
+    return v
+
+
+MERGE = {"content-type": "application/merge-patch+json"}
+
+
+def create(c: httpx.Client, collection: str = "items", n: int = 0) -> str:
+    r = c.post(f"/v1/{collection}", json={"n": n})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def update(c: httpx.Client, collection: str, doc_id: str, n: int) -> tuple[int, float]:
+    """PATCH; returns (new version, ack time — when the response was received)."""
+    r = c.patch(f"/v1/{collection}/{doc_id}", json={"n": n}, headers=MERGE)
+    acked = time.time()
+    assert r.status_code == 200, r.text
+    return int(r.headers["etag"].strip('"')), acked
