@@ -137,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long idempotency keys are kept, seconds (default: 86400)",
     )
     serve.add_argument(
+        "--monitor-sample",
+        type=int,
+        default=100,
+        metavar="N",
+        help="in-service consistency monitor: check one cache hit in N against the "
+        "primary's change log (0 = off; default: %(default)s)",
+    )
+    serve.add_argument(
         "--fault-injection",
         action="store_true",
         help="TEST ONLY: expose the loopback-only fault control endpoint used by "
@@ -216,6 +224,8 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--workers must be >= 1")
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be 0..65535")
+    if args.monitor_sample < 0:
+        raise UsageError("--monitor-sample must be >= 0 (0 = off)")
     if args.mutant and not args.fault_injection:
         raise UsageError("--mutant is test-only and needs --fault-injection")
     if args.fault_injection and args.host not in LOOPBACK:
@@ -250,6 +260,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
             "fault_injection": bool(args.fault_injection),
         },
         "mutant": args.mutant,
+        "monitor_sample": args.monitor_sample,
     }
 
 
@@ -339,6 +350,11 @@ def asgi_app() -> Any:
 
         l2 = RedisTier(raw["cache"], clock=clock)
     service = Service(config.collections, store, cache, clock, l2=l2)
+    sample_every = int(raw.get("monitor_sample", 100))
+    if sample_every > 0:
+        from maxage.invalidation.monitor import ConsistencyMonitor
+
+        service.monitor = ConsistencyMonitor(store, clock, sample_every=sample_every)
     settings = Settings(**raw["settings"])
     faults = None
     if settings.fault_injection:

@@ -42,6 +42,7 @@ from maxage.store.base import (
 )
 
 if TYPE_CHECKING:
+    from maxage.invalidation.monitor import ConsistencyMonitor
     from maxage.tiers.base import SharedTier
 
 log = logging.getLogger("maxage.service")
@@ -180,8 +181,12 @@ class Service:
         # A fill older than this is refused: tombstones must outlive the slowest fill.
         self.max_fill_age = cache.tombstone_ttl / 2
         self._tasks: set[asyncio.Future[object]] = set()
+        # In-service consistency monitor (sampled hits checked later); None = off.
+        self.monitor: ConsistencyMonitor | None = None
 
     async def start(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.start()
         shared = [self.l2_holder] if self.l2_holder is not None else []
         replay = max((c.cache_ttl for c in self.collections.values()), default=0.0)
         await self.tailer.start(replay=replay, shared=shared)
@@ -192,6 +197,8 @@ class Service:
 
     async def stop(self) -> None:
         await self.tailer.stop()
+        if self.monitor is not None:
+            await self.monitor.stop()
 
     # -- reads -------------------------------------------------------------------------
 
@@ -204,6 +211,11 @@ class Service:
         if entry is MISSING or entry.version < min_version:
             return None
         self.stats.hits["l1"] += 1
+        monitor = self.monitor
+        if monitor is not None:
+            monitor.countdown -= 1
+            if monitor.countdown <= 0:
+                monitor.hit(key, entry.version, now, spec.max_staleness)
         mode = ReadMode.SESSION if min_version else ReadMode.BOUNDED
         return ReadResult(entry.body, entry.version, entry.filled_at, Source.L1, mode, "hit")
 
@@ -252,6 +264,11 @@ class Service:
         if entry.expires_at is not None and entry.expires_at <= now:
             return None
         self.stats.hits["l2"] += 1
+        monitor = self.monitor
+        if monitor is not None:
+            monitor.countdown -= 1
+            if monitor.countdown <= 0:
+                monitor.hit(key, entry.version, now, spec.max_staleness)
         remaining = None if entry.expires_at is None else entry.expires_at - entry.filled_at
         self.cache.set_if_newer(
             key,

@@ -383,6 +383,11 @@ class App:
             budget = 0
         body = entry.body + hot.suffixes[budget]
         service.stats.hits["l1"] += 1
+        monitor = service.monitor
+        if monitor is not None:
+            monitor.countdown -= 1
+            if monitor.countdown <= 0:
+                monitor.hit(key, entry.version, now, hot.bound)
         self.in_flight += 1
         try:
             await send(

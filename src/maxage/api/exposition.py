@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maxage.api.metrics import Exposition, labels
+from maxage.api.metrics import Exposition, Histogram, labels
+from maxage.invalidation.monitor import STALENESS_BUCKETS
 
 if TYPE_CHECKING:
     from maxage.api.app import App
+    from maxage.invalidation.monitor import ConsistencyMonitor
 
 
 def collect(app: App, out: Exposition) -> None:
@@ -97,3 +99,51 @@ def collect(app: App, out: Exposition) -> None:
             out.sample("maxage_l2_events_total", n, labels(event=event))
         out.family("maxage_l2_available", "gauge", "1 while the shared tier's circuit is closed.")
         out.sample("maxage_l2_available", 1 if service.l2.available else 0)
+
+    monitor = service.monitor
+    if monitor is not None:
+        _consistency(monitor, out)
+
+
+def _consistency(monitor: ConsistencyMonitor, out: Exposition) -> None:
+    """The in-service monitor (docs/consistency.md "In-service monitor")."""
+    tallies = sorted(monitor.tallies.items())
+    out.family(
+        "maxage_consistency_checked_total",
+        "counter",
+        "Sampled cache hits checked against the primary's change log.",
+    )
+    for name, t in tallies:
+        out.sample("maxage_consistency_checked_total", t.checked, labels(collection=name))
+    out.family(
+        "maxage_consistency_violations_total",
+        "counter",
+        "Checked hits that served a version older than one committed more than the bound before.",
+    )
+    for name, t in tallies:
+        out.sample("maxage_consistency_violations_total", t.violations, labels(collection=name))
+    out.family(
+        "maxage_consistency_staleness_seconds",
+        "histogram",
+        "Per checked hit: how long before the hit a newer version had been committed (0: none).",
+    )
+    hists = []
+    for name, t in tallies:
+        h = Histogram(STALENESS_BUCKETS)
+        h.counts, h.sum, h.count = list(t.counts), t.sum, t.count
+        hists.append((labels(collection=name), h))
+    out.histogram("maxage_consistency_staleness_seconds", hists)
+    out.family(
+        "maxage_consistency_dropped_total",
+        "counter",
+        "Sampled hits not checked because the monitor's queue was full.",
+    )
+    out.sample("maxage_consistency_dropped_total", monitor.dropped)
+    out.family(
+        "maxage_consistency_errors_total", "counter", "Checks that failed (primary unavailable)."
+    )
+    out.sample("maxage_consistency_errors_total", monitor.errors)
+    out.family("maxage_consistency_pending", "gauge", "Sampled hits waiting to be checked.")
+    out.sample("maxage_consistency_pending", len(monitor.pending))
+    out.family("maxage_consistency_sample_every", "gauge", "One cache hit in this many is checked.")
+    out.sample("maxage_consistency_sample_every", monitor.sample_every)

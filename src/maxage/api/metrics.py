@@ -9,15 +9,16 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class Histogram:
-    __slots__ = ("count", "counts", "sum")
+    __slots__ = ("buckets", "count", "counts", "sum")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
         self.sum = 0.0
         self.count = 0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.sum += value
         self.count += 1
 
@@ -48,7 +49,7 @@ class Exposition:
             inner = label_text[1:-1]
             sep = "," if inner else ""
             cumulative = 0
-            for bound, n in zip(BUCKETS, h.counts, strict=False):
+            for bound, n in zip(h.buckets, h.counts, strict=False):
                 cumulative += n
                 self.lines.append(f'{name}_bucket{{{inner}{sep}le="{bound}"}} {cumulative}')
             cumulative += h.counts[-1]
