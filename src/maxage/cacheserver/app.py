@@ -33,6 +33,7 @@ _JSON: Final = b"content-type: application/json\r\ncache-control: no-store\r\n"
 _TEXT_METRICS: Final = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n"
 _HIT: Final = b"cache-status: maxage; hit\r\n"
 _STALE: Final = b"cache-status: maxage; fwd=stale; fwd-status=502\r\n"
+_STALE_TIMEOUT: Final = b"cache-status: maxage; fwd=stale; fwd-status=504\r\n"
 _MISS_STORED: Final = b"cache-status: maxage; fwd=miss; stored\r\n"
 _MISS_NOT_STORED: Final = b"cache-status: maxage; fwd=miss\r\n"
 _ALLOW_KEY: Final = b"allow: GET, HEAD, PUT, DELETE\r\n"
@@ -217,7 +218,9 @@ class App:
                     self.metrics.stale_served += 1
                     meta = stale.meta
                     assert isinstance(meta, Meta)
-                    return self._hit(req, stale, meta, now, now, _STALE)
+                    return self._hit(
+                        req, stale, meta, now, now, _STALE_TIMEOUT if timeout else _STALE
+                    )
             if timeout:
                 return problem(
                     "upstream_timeout",
