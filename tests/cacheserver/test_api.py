@@ -266,8 +266,15 @@ def test_token_auth_and_non_loopback_refusal() -> None:
 
 
 def test_bad_options_are_refused() -> None:
+    import argparse
+    import contextlib
+    import io
     import subprocess
     import sys
+
+    import pytest
+
+    from maxage.cacheserver.cli import configure_parser, run
 
     from .conftest import ROOT
 
@@ -277,14 +284,27 @@ def test_bad_options_are_refused() -> None:
         ["--upstream", "p/=http://x/fixed"],
         ["--max-bytes", "lots"],
         ["--port", "70000"],
-        ["--token", "short"],
+        ["--request-timeout", "0"],
     ):
-        p = subprocess.run(
-            [sys.executable, "-m", "maxage.cacheserver", "--port", "0", *args],
-            capture_output=True, text=True, timeout=20, cwd=ROOT,
-        )  # fmt: skip
-        assert p.returncode == 2, (args, p.stderr)
-        assert p.stdout == ""
+        parser = argparse.ArgumentParser()
+        configure_parser(parser)
+        with (
+            pytest.raises(SystemExit) as exc,
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            parser.parse_args(args)
+        assert exc.value.code == 2, args
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert run(parser.parse_args(["--token", "short"])) == 2
+    assert "16" in err.getvalue()
+    # And through the real entry point:
+    p = subprocess.run(
+        [sys.executable, "-m", "maxage.cacheserver", "--port", "0", "--upstream", "x"],
+        capture_output=True, text=True, timeout=20, cwd=ROOT,
+    )  # fmt: skip
+    assert p.returncode == 2 and p.stdout == ""
 
 
 def test_sigint_shuts_down_cleanly() -> None:

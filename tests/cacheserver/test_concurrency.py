@@ -9,14 +9,14 @@ import httpx
 
 from .conftest import CacheServer
 
-WRITERS = 8
-KEYS = 5
-VERSIONS = 60
+WRITERS = 6
+KEYS = 4
+VERSIONS = 36
 
 
 def _value(key: str, version: int) -> bytes:
     # Self-verifying: the body names its key and version and carries a digest.
-    payload = f"{key}:{version}:".encode() * (50 + version % 7 * 300)
+    payload = f"{key}:{version}:".encode() * (20 + version % 7 * 40)
     return payload + hashlib.sha256(payload).hexdigest().encode()
 
 
@@ -45,7 +45,7 @@ async def test_concurrent_writers_and_readers(server: CacheServer, unique: str) 
 
         async def reader() -> None:
             seen = dict.fromkeys(keys, 0)
-            for _ in range(60):
+            for _ in range(30):
                 for key in keys:
                     r = await c.get(f"/v1/keys/{key}")
                     if r.status_code == 404:
