@@ -302,7 +302,16 @@ class PostgresStore:
         finally:
             self.stats.record("connect", time.perf_counter() - started, ok)
         try:
-            await self._run("migrate", self._migrate)
+            # Several processes may start at once: the others wait on the migration lock
+            # longer than one statement's timeout, so a timed-out attempt is retried.
+            deadline = time.monotonic() + max(60.0, 4 * self.timeout)
+            while True:
+                try:
+                    await self._run("migrate", self._migrate)
+                    break
+                except StoreTimeout:
+                    if time.monotonic() > deadline:
+                        raise
         except BaseException:
             await self._close_pool()
             raise
