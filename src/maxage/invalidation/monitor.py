@@ -54,6 +54,9 @@ STALENESS_BUCKETS: tuple[float, ...] = (
 )
 
 
+LOG_EVERY = 10.0  # seconds between two violation log lines (the counters count them all)
+
+
 class SampledHit(NamedTuple):
     collection: str
     id: str
@@ -82,6 +85,7 @@ class CollectionTally:
 
 class ConsistencyMonitor:
     __slots__ = (
+        "_last_log",
         "_task",
         "_wake",
         "clock",
@@ -127,6 +131,7 @@ class ConsistencyMonitor:
         self.tallies: dict[str, CollectionTally] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._last_log = float("-inf")
 
     # -- the read path -----------------------------------------------------------------
 
@@ -173,6 +178,10 @@ class ConsistencyMonitor:
         tally.observe(staleness)
         if violation:
             tally.violations += 1
+            now = self.clock.now()
+            if now - self._last_log < LOG_EVERY:
+                return True
+            self._last_log = now
             log.warning(
                 "consistency monitor: %s/%s served v%d at %.3f, a newer version was committed"
                 " at %.3f (%.3fs before the hit, bound %.3fs)",
