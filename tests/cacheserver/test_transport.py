@@ -3,6 +3,7 @@ Expect: 100-continue, size limits, malformed input, slow clients."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -227,5 +228,37 @@ def test_a_connection_that_never_sends_a_request_is_closed_after_the_request_tim
             t0 = time.monotonic()
             assert wait_closed(c, timeout=5)
             assert time.monotonic() - t0 < 3
+    finally:
+        assert s.stop() == 0
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_pipelined_burst_from_a_non_reading_client_does_not_pile_up_responses() -> None:
+    s = CacheServer("--max-value-bytes", "1MiB")
+    try:
+        with s.client() as c:
+            # < 64 KiB: each answer is a fresh head+body buffer (large bodies are shared).
+            assert c.put("/v1/keys/big", content=b"B" * 60_000).status_code == 201
+        before = _rss_kib(s.proc.pid)
+        hog = socket.create_connection((s.host, s.port))
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # 1500 GETs of a 60 kB value (90 MB of answers) in one burst, never read.
+        burst = b"GET /v1/keys/big HTTP/1.1\r\nHost: t\r\n\r\n" * 1500
+        hog.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            hog.send(burst)
+        with s.connect() as other:  # the server still serves others
+            other.sendall(_req("GET", "/livez"))
+            assert read_response(other)[0] == 200
+        grown = _rss_kib(s.proc.pid) - before
+        assert grown < 40 * 1024, f"server grew by {grown} KiB"
+        hog.close()
     finally:
         assert s.stop() == 0

@@ -19,8 +19,10 @@ correctness itself. What it does, per connection:
   (every cache operation) answer inside ``on_message_complete``, so order is
   the parse order. An asynchronous handler (read-through to an upstream) marks
   the connection busy; requests parsed meanwhile wait in a queue and are
-  answered after it, in order. A queue longer than ``MAX_PIPELINE`` pauses
-  reading (back-pressure instead of unbounded buffering).
+  answered after it, in order. The same queue holds requests while the client
+  is not reading its answers (transport write back-pressure), so a pipelined
+  burst cannot pile responses up in memory. A queue longer than
+  ``MAX_PIPELINE`` pauses reading (back-pressure instead of unbounded buffering).
 * **Bodies.** ``Content-Length`` and ``chunked`` bodies are both accepted
   (llhttp de-chunks). The body limit depends on the route (``max_value_bytes``
   for PUT, 64 KiB otherwise). A declared length over the limit is refused with
@@ -310,6 +312,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused_writing = False
+        self._drain_queue()
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -421,7 +424,9 @@ class HttpProtocol(asyncio.Protocol):
         # An Upgrade/CONNECT request is answered normally, then the connection closes.
         req.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         self.msg_started = None
-        if self.busy or self.queue:
+        if self.busy or self.queue or self.paused_writing:
+            # Behind an async answer, or the client is not reading: answer later,
+            # so pipelined requests cannot pile responses up in the write buffer.
             self.queue.append(req)
             if len(self.queue) >= MAX_PIPELINE:
                 self.paused_by_queue = True
@@ -467,9 +472,14 @@ class HttpProtocol(asyncio.Protocol):
         if self.closing and self.transport is not None and self.transport.is_closing():
             return
         self._write(req, result, t0)
-        while self.queue and not self.busy and not self.closing:
-            self._dispatch(self.queue.popleft())
-        if self.paused_by_queue and len(self.queue) < MAX_PIPELINE // 2:
+        self._drain_queue()
+
+    def _drain_queue(self) -> None:
+        """Answer queued requests in order while nothing blocks (async work, back-pressure)."""
+        queue = self.queue
+        while queue and not self.busy and not self.closing and not self.paused_writing:
+            self._dispatch(queue.popleft())
+        if self.paused_by_queue and len(queue) < MAX_PIPELINE // 2:
             self.paused_by_queue = False
             self._update_reading()
         self._maybe_finish()
@@ -555,7 +565,7 @@ class HttpProtocol(asyncio.Protocol):
         self.msg_started = None
         self.in_head = False
         self.discarding = True  # ignore any further input
-        if self.busy or self.queue:
+        if self.busy or self.queue or self.paused_writing:
             self.queue.append(req)
         else:
             self._dispatch(req)
