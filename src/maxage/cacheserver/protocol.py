@@ -384,7 +384,6 @@ class HttpProtocol(asyncio.Protocol):
         req.method = method
         limit = self.state.limits.max_value_bytes if method == b"PUT" else SMALL_BODY_LIMIT
         self.body_limit = limit
-        code = "value_too_large" if method == b"PUT" else "body_too_large"
         cl = req.content_length
         if cl is not None:
             try:
@@ -392,6 +391,7 @@ class HttpProtocol(asyncio.Protocol):
             except ValueError:
                 n = -1  # llhttp validates; unreachable in practice
             if n > limit:
+                code = "value_too_large" if method == b"PUT" else "body_too_large"
                 raise _Reject(
                     problem(code, f"body of {n} bytes exceeds the limit of {limit} bytes"),
                     linger=True,
