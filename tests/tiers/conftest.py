@@ -29,7 +29,9 @@ async def raw() -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 async def tier(clock: ManualClock, raw: aioredis.Redis) -> AsyncIterator[RedisTier]:
     prefix = unique_name("maxage-test") + ":"
-    t = RedisTier(await require_redis(), clock=clock, prefix=prefix, timeout=0.5)
+    t = RedisTier(
+        await require_redis(), clock=clock, prefix=prefix, timeout=5.0
+    )  # generous: these tests are about the guard, not latency
     try:
         yield t
     finally:
