@@ -301,9 +301,14 @@ class HttpProtocol(asyncio.Protocol):
             self.state.connections.discard(self)
             self.state.metrics.connections_open -= 1
         self.closing = True
+        self.discarding = True
         self.queue.clear()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        # Break the protocol <-> parser reference cycle (the parser holds our bound
+        # callbacks), so a closed connection is freed by reference counting at once
+        # instead of waiting for (and feeding) the cyclic garbage collector.
+        self.parser = _DEAD_PARSER
 
     def pause_writing(self) -> None:
         self.paused_writing = True
@@ -339,10 +344,14 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, _Reject):
-                self._fail(cause.result, cause.linger)
+                result, linger = cause.result, cause.linger
             else:
                 self.state.metrics.parse_errors += 1
-                self._fail(problem("malformed_request", _parser_detail(exc)), False)
+                result, linger = problem("malformed_request", _parser_detail(exc)), False
+            # Drop the reference: the exception's traceback holds this very frame,
+            # and a frame <-> exception cycle would wait for the cyclic GC.
+            cause = None
+            self._fail(result, linger)
 
     def eof_received(self) -> bool | None:
         # Client half-closed: answer what is queued, then close.
@@ -633,6 +642,13 @@ class HttpProtocol(asyncio.Protocol):
             # (held only for request_timeout: cheap slowloris defence).
             self.closing = True
             t.close()
+
+
+class _NoCallbacks:
+    pass
+
+
+_DEAD_PARSER: Final = httptools.HttpRequestParser(_NoCallbacks())
 
 
 def _parser_detail(exc: Exception) -> str:
