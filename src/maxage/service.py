@@ -311,7 +311,9 @@ class Service:
             key, version, body, started_at=started, ttl=spec.cache_ttl, meta=b'"%d"' % version
         )
         self.stats.fills[outcome.value] = self.stats.fills.get(outcome.value, 0) + 1
-        if self.l2 is not None and outcome is not SetOutcome.REFUSED_TOMBSTONE:
+        # Only a version new to this process goes on to the shared tier: a strong read of
+        # an unchanged document must not cost a Redis round trip every time.
+        if self.l2 is not None and outcome is SetOutcome.STORED:
             self._background(
                 self.l2.set_if_newer(
                     key, version, body, b"", started_at=started, ttl=spec.cache_ttl

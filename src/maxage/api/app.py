@@ -110,6 +110,7 @@ class Request:
         "idempotency_key",
         "if_match",
         "if_none_match",
+        "last_event_id",
         "method",
         "path",
         "query",
@@ -130,6 +131,7 @@ class Request:
         self.source = "-"
         self.cache_control: bytes | None = None
         self.accept: bytes | None = None
+        self.last_event_id: bytes | None = None
         self.content_type: bytes | None = None
         self.content_length: int | None = None
         self.if_match: bytes | None = None
@@ -331,6 +333,8 @@ class App:
                 req.idempotency_key = value.decode("latin-1")
             elif name == b"accept":
                 req.accept = value
+            elif name == b"last-event-id":
+                req.last_event_id = value
             elif name == b"traceparent":
                 req.traceparent = value
             elif name == b"x-request-timeout":

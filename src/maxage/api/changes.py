@@ -50,6 +50,12 @@ async def stream_changes(
     from maxage.api.app import HTTPProblem, _query_items
 
     after = 0
+    if (
+        req.last_event_id is not None
+        and req.last_event_id.isdigit()
+        and len(req.last_event_id) <= 18
+    ):
+        after = int(req.last_event_id)  # an SSE reconnect resumes after the last event it saw
     limit = 1000
     follow = False
     sse = False
