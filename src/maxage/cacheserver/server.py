@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from maxage.core import Cache, SystemClock
 
-from .app import App, Meta, OffsetClock
+from .app import App, OffsetClock, make_meta
 from .metrics import Metrics
 from .protocol import Limits, ServerState
 from .upstream import Upstreams, UpstreamSpec
@@ -52,7 +52,7 @@ async def serve(cfg: ServerConfig, *, ready: asyncio.Event | None = None) -> int
             cache=cache,
             clock=clock,
             metrics=metrics,
-            meta_factory=Meta,
+            meta_factory=make_meta,
             timeout=cfg.upstream_timeout,
             default_ttl=cfg.upstream_ttl,
             stale_if_error=cfg.stale_if_error,

@@ -199,11 +199,10 @@ class Upstreams:
                     key, version, body, started_at=started, ttl=store_ttl, meta=meta
                 )
             else:
-                meta = self.meta_factory(content_type, 0, fresh_until)
+                meta = self.meta_factory(content_type, None, fresh_until)
                 outcome, version = cache.put(
                     key, body, started_at=started, ttl=store_ttl, meta=meta
                 )
-                meta.set_version(version)
             if outcome is SetOutcome.STORED or outcome is SetOutcome.UNCHANGED:
                 e = cache.peek(key)
                 if e is not MISSING:
