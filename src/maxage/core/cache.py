@@ -73,14 +73,19 @@ ENTRY_OVERHEAD: Final = 512
 """Bytes charged per entry on top of ``len(body) + len(key)`` (measured; see module doc)."""
 
 _INF: Final = math.inf
+_STORED: Final = SetOutcome.STORED
 READ_BUFFER: Final = 256  # hits buffered for a batching policy before reads are dropped
 _PRUNE_BATCH: Final = 8  # expired tombstones / TTL heap items handled per write call
 
 
 class Stats:
-    """Plain counters. Cheap to update; read them any time (``Cache.stats_snapshot``)."""
+    """Plain counters. Cheap to update; read them any time (``Cache.stats_snapshot``).
 
-    __slots__ = ("evictions", "hits", "misses", "refusals", "stores")
+    Size evictions are counted in the plain int ``size_evictions_pending`` on the
+    write path (hashing an ``Enum`` key runs Python code) and folded into
+    ``evictions`` whenever it is read."""
+
+    __slots__ = ("_evictions", "hits", "misses", "refusals", "size_evictions_pending", "stores")
 
     def __init__(self) -> None:
         self.hits = 0
@@ -89,7 +94,20 @@ class Stats:
         self.refusals: dict[SetOutcome, int] = {
             o: 0 for o in SetOutcome if o is not SetOutcome.STORED
         }
-        self.evictions: dict[EvictionReason, int] = {r: 0 for r in EvictionReason}
+        self._evictions: dict[EvictionReason, int] = {r: 0 for r in EvictionReason}
+        self.size_evictions_pending = 0
+
+    @property
+    def evictions(self) -> dict[EvictionReason, int]:
+        if self.size_evictions_pending:
+            self._evictions[EvictionReason.SIZE] += self.size_evictions_pending
+            self.size_evictions_pending = 0
+        return self._evictions
+
+    @evictions.setter
+    def evictions(self, value: dict[EvictionReason, int]) -> None:
+        self._evictions = value
+        self.size_evictions_pending = 0
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -115,6 +133,7 @@ class Cache:
         "_by_tag",
         "_clock",
         "_data",
+        "_hk_at",
         "_lock",
         "_now",
         "_on_hit",
@@ -189,6 +208,10 @@ class Cache:
         self._by_tag: dict[str, set[str]] = {}
         self._ttl_heap: list[tuple[float, int, str]] = []
         self._ttl_seq = 0
+        # Earliest time a write must run ``_housekeep`` (the next tombstone or TTL
+        # expiry; -inf while the prefix/tag guard maps need pruning): the
+        # write path's amortised check is one float comparison.
+        self._hk_at = _INF
         self._lock = threading.Lock()
         self.stats = Stats()
         if thread_safe:
@@ -202,33 +225,39 @@ class Cache:
 
     def _get_unlocked(self, key: str) -> Entry | Missing:
         """Return the live entry for ``key`` (counts a hit and feeds the policy) or MISSING."""
-        e = self._data.get(key)
-        if e is not None:
+        # The hit is the hot path: a dict subscript (cheaper than ``.get``), one
+        # expiry compare, the stats counter and one ``deque.append``.
+        try:
+            e = self._data[key]
+        except KeyError:
+            return self._miss()
+        exp = e.expires_at
+        if exp == _INF or exp > self._now():
+            self.stats.hits += 1
+            self._on_hit(key)
+            return e
+        self._drop(key, e, EvictionReason.TTL)
+        return self._miss()
+
+    def _get_locked(self, key: str) -> Entry | Missing:
+        with self._lock:
+            try:
+                e = self._data[key]
+            except KeyError:
+                return self._miss()
             exp = e.expires_at
             if exp == _INF or exp > self._now():
                 self.stats.hits += 1
                 self._on_hit(key)
                 return e
             self._drop(key, e, EvictionReason.TTL)
+            return self._miss()
+
+    def _miss(self) -> Missing:
         self.stats.misses += 1
         if self._reads:
             self._drain()
         return MISSING
-
-    def _get_locked(self, key: str) -> Entry | Missing:
-        with self._lock:
-            e = self._data.get(key)
-            if e is not None:
-                exp = e.expires_at
-                if exp == _INF or exp > self._now():
-                    self.stats.hits += 1
-                    self._on_hit(key)
-                    return e
-                self._drop(key, e, EvictionReason.TTL)
-            self.stats.misses += 1
-            if self._reads:
-                self._drain()
-            return MISSING
 
     def _peek_unlocked(self, key: str) -> Entry | Missing:
         """Like ``get`` without stats or policy effect. Still never returns an expired entry."""
@@ -301,7 +330,47 @@ class Cache:
             _check_ttl(ttl)
         tag_tuple = _check_tags(tags) if tags else ()
         with self._lock:
-            return self._store(key, version, body, started_at, ttl, meta, tag_tuple, False)
+            if self._reads:
+                self._drain()
+            now = self._now()
+            if now >= self._hk_at:
+                self._housekeep(now)
+            # Fast path, inlined (the read-through fill): a new key with no
+            # tombstone or guard on it. Everything else goes through _store.
+            data = self._data
+            if (
+                key not in data
+                and key not in self._tombs
+                and not self._prefix_tombs
+                and not (tag_tuple and self._tag_tombs)
+            ):
+                size = len(body) + len(key) + ENTRY_OVERHEAD
+                max_bytes = self.max_bytes
+                if size <= max_bytes:
+                    if ttl is None:
+                        data[key] = Entry(
+                            key, version, body, meta, started_at, _INF, tag_tuple, size
+                        )
+                    else:
+                        self._put_entry_ttl(
+                            key, version, body, meta, started_at, ttl, tag_tuple, size
+                        )
+                    self._used += size
+                    self._policy.on_insert(key, size)
+                    if tag_tuple:
+                        self._tag(key, tag_tuple)
+                    self.stats.stores += 1
+                    if self._used > max_bytes:
+                        victims = self._policy.evict()
+                        for victim in victims:
+                            e = data.pop(victim)
+                            self._used -= e.size
+                            if e.tags:
+                                self._untag(victim, e.tags)
+                        self.stats.size_evictions_pending += len(victims)
+                        assert self._used <= max_bytes, "policy left the cache over its byte bound"
+                    return _STORED
+            return self._store(key, version, body, started_at, ttl, meta, tag_tuple, False, now)
 
     def put(
         self,
@@ -320,14 +389,19 @@ class Cache:
         _check_ttl(ttl)
         tag_tuple = _check_tags(tags)
         with self._lock:
+            if self._reads:
+                self._drain()
             now = self._now()
+            if now >= self._hk_at:
+                self._housekeep(now)
             e = self._live(key, now)
             v = e.version if e is not None else 0
             t = self._tombs.get(key)
             if t is not None and t[1] > now and t[0] > v:
                 v = t[0]
             version = v + 1
-            return self._store(key, version, body, started_at, ttl, meta, tag_tuple, True), version
+            outcome = self._store(key, version, body, started_at, ttl, meta, tag_tuple, True, now)
+            return outcome, version
 
     def _store(
         self,
@@ -339,36 +413,28 @@ class Cache:
         meta: object,
         tags: tuple[str, ...],
         overwrite: bool,
+        now: float,
     ) -> SetOutcome:
-        if self._reads:
-            self._drain()
-        now = self._now()
-        q = self._tomb_queue
-        h = self._ttl_heap
-        if (
-            (q and q[0][0] <= now)
-            or (h and h[0][0] <= now)
-            or len(self._tag_tombs) > 64
-            or len(self._prefix_tombs) > 64
-        ):
-            self._housekeep(now)
+        """The general write (callers drained the read buffer and housekept at ``now``)."""
         stats = self.stats
         data = self._data
         old = data.get(key)
-        if old is not None and old.expires_at <= now:
-            self._drop(key, old, EvictionReason.TTL)
-            old = None
-        if old is not None and not overwrite:
-            if version == old.version:
-                stats.refusals[SetOutcome.UNCHANGED] += 1
-                return SetOutcome.UNCHANGED
-            if version < old.version:
-                stats.refusals[SetOutcome.REFUSED_OLDER] += 1
-                return SetOutcome.REFUSED_OLDER
-        t = self._tombs.get(key)
-        if t is not None and t[1] > now and version < t[0]:
-            stats.refusals[SetOutcome.REFUSED_TOMBSTONE] += 1
-            return SetOutcome.REFUSED_TOMBSTONE
+        if old is not None:
+            if old.expires_at <= now:
+                self._drop(key, old, EvictionReason.TTL)
+                old = None
+            elif not overwrite:
+                if version == old.version:
+                    stats.refusals[SetOutcome.UNCHANGED] += 1
+                    return SetOutcome.UNCHANGED
+                if version < old.version:
+                    stats.refusals[SetOutcome.REFUSED_OLDER] += 1
+                    return SetOutcome.REFUSED_OLDER
+        if self._tombs:
+            t = self._tombs.get(key)
+            if t is not None and t[1] > now and version < t[0]:
+                stats.refusals[SetOutcome.REFUSED_TOMBSTONE] += 1
+                return SetOutcome.REFUSED_TOMBSTONE
         if (self._prefix_tombs and self._prefix_refused(key, started_at, now)) or (
             tags and self._tag_tombs and self._tag_refused(tags, started_at, now)
         ):
@@ -386,49 +452,66 @@ class Cache:
             return SetOutcome.REFUSED_TOO_LARGE
 
         if ttl is None:
-            expires_at = _INF
+            data[key] = Entry(key, version, body, meta, started_at, _INF, tags, size)
         else:
-            if self.ttl_jitter:
-                ttl = ttl * (1.0 - self.ttl_jitter * self._rng.random())
-            expires_at = started_at + ttl
-        entry = Entry(key, version, body, meta, started_at, expires_at, tags, size)
-        data[key] = entry
-        policy = self._policy
+            self._put_entry_ttl(key, version, body, meta, started_at, ttl, tags, size)
         if old is not None:
             self._used += size - old.size
             if old.tags:
                 self._untag(key, old.tags)
-            policy.on_update(key, size)
+            self._policy.on_update(key, size)
         else:
             self._used += size
-            policy.on_insert(key, size)
+            self._policy.on_insert(key, size)
         if tags:
-            by_tag = self._by_tag
-            for tag in tags:
-                s = by_tag.get(tag)
-                if s is None:
-                    by_tag[tag] = {key}
-                else:
-                    s.add(key)
-        if expires_at != _INF:
-            self._ttl_seq += 1
-            heapq.heappush(self._ttl_heap, (expires_at, self._ttl_seq, key))
-            if len(self._ttl_heap) > 2 * len(data) + 64:
-                self._rebuild_ttl_heap()
+            self._tag(key, tags)
         stats.stores += 1
         if self._used > self.max_bytes:
             self._evict()
         return SetOutcome.STORED
 
+    def _put_entry_ttl(
+        self,
+        key: str,
+        version: int,
+        body: bytes,
+        meta: object,
+        started_at: float,
+        ttl: float,
+        tags: tuple[str, ...],
+        size: int,
+    ) -> None:
+        """Store the entry of a write with a TTL (jitter, TTL heap, housekeeping time)."""
+        if self.ttl_jitter:
+            ttl = ttl * (1.0 - self.ttl_jitter * self._rng.random())
+        expires_at = started_at + ttl
+        self._data[key] = Entry(key, version, body, meta, started_at, expires_at, tags, size)
+        if expires_at != _INF:
+            self._ttl_seq += 1
+            heapq.heappush(self._ttl_heap, (expires_at, self._ttl_seq, key))
+            if expires_at < self._hk_at:
+                self._hk_at = expires_at
+            if len(self._ttl_heap) > 2 * len(self._data) + 64:
+                self._rebuild_ttl_heap()
+
+    def _tag(self, key: str, tags: tuple[str, ...]) -> None:
+        by_tag = self._by_tag
+        for tag in tags:
+            s = by_tag.get(tag)
+            if s is None:
+                by_tag[tag] = {key}
+            else:
+                s.add(key)
+
     def _evict(self) -> None:
         data = self._data
-        evictions = self.stats.evictions
-        for victim in self._policy.evict():
+        victims = self._policy.evict()
+        for victim in victims:
             e = data.pop(victim)
             self._used -= e.size
             if e.tags:
                 self._untag(victim, e.tags)
-            evictions[EvictionReason.SIZE] += 1
+        self.stats.size_evictions_pending += len(victims)
         assert self._used <= self.max_bytes, "policy left the cache over its byte bound"
 
     def invalidate(self, key: str, version: int) -> bool:
@@ -477,6 +560,8 @@ class Cache:
             prev = self._prefix_tombs.get(prefix)
             at = now if prev is None or prev[1] <= now else max(prev[0], now)
             self._prefix_tombs[prefix] = (at, now + self.tombstone_ttl)
+            if len(self._prefix_tombs) > 64:
+                self._hk_at = -_INF
             doomed = [(k, e) for k, e in self._data.items() if k.startswith(prefix)]
             for k, e in doomed:
                 self._drop(k, e, EvictionReason.INVALIDATION)
@@ -491,6 +576,8 @@ class Cache:
             prev = self._tag_tombs.get(tag)
             at = now if prev is None or prev[1] <= now else max(prev[0], now)
             self._tag_tombs[tag] = (at, now + self.tombstone_ttl)
+            if len(self._tag_tombs) > 64:
+                self._hk_at = -_INF
             keys = list(self._by_tag.get(tag, ()))
             for k in keys:
                 self._drop(k, self._data[k], EvictionReason.INVALIDATION)
@@ -509,6 +596,7 @@ class Cache:
             self._tag_tombs.clear()
             self._by_tag.clear()
             self._ttl_heap.clear()
+            self._hk_at = _INF
 
     def expire(self) -> int:
         """Drop every expired entry and tombstone now (O(n)); returns entries dropped."""
@@ -522,6 +610,7 @@ class Cache:
             self._tomb_queue = deque(sorted((t[1], k) for k, t in self._tombs.items()))
             self._prefix_tombs = {p: t for p, t in self._prefix_tombs.items() if t[1] > now}
             self._tag_tombs = {p: t for p, t in self._tag_tombs.items() if t[1] > now}
+            self._reset_hk_at()
             return len(doomed)
 
     # ------------------------------------------------------------------ stats
@@ -585,6 +674,8 @@ class Cache:
         expires_at = now + self.tombstone_ttl
         self._tombs[key] = (version, expires_at)
         self._tomb_queue.append((expires_at, key))
+        if expires_at < self._hk_at:
+            self._hk_at = expires_at
 
     def _prefix_refused(self, key: str, started_at: float, now: float) -> bool:
         refused = False
@@ -630,12 +721,25 @@ class Cache:
         if len(self._tag_tombs) > 64 or len(self._prefix_tombs) > 64:
             self._tag_tombs = {p: t for p, t in self._tag_tombs.items() if t[1] > now}
             self._prefix_tombs = {p: t for p, t in self._prefix_tombs.items() if t[1] > now}
+        self._reset_hk_at()
+
+    def _reset_hk_at(self) -> None:
+        """Recompute the earliest time a write must housekeep (see ``_hk_at``)."""
+        if len(self._tag_tombs) > 64 or len(self._prefix_tombs) > 64:
+            self._hk_at = -_INF
+            return
+        q = self._tomb_queue
+        h = self._ttl_heap
+        a = q[0][0] if q else _INF
+        b = h[0][0] if h else _INF
+        self._hk_at = a if a < b else b
 
     def _rebuild_ttl_heap(self) -> None:
         heap = [(e.expires_at, i, k) for i, (k, e) in enumerate(self._data.items())]
         self._ttl_heap = [h for h in heap if h[0] != _INF]
         heapq.heapify(self._ttl_heap)
         self._ttl_seq = len(heap)
+        self._reset_hk_at()
 
 
 def _check_body(body: object) -> None:
