@@ -41,15 +41,17 @@ Invariants a policy keeps
 W-TinyLFU, as built here
 ------------------------
 Window LRU (starts at 1%) -> candidates -> TinyLFU duel against probation's
-LRU victim -> segmented LRU main (protected 80%). Frequencies come from a
-count-min sketch (4 rows, byte counters capped at 15) with a doorkeeper that
-absorbs first occurrences; the sketch is aged by halving every 10x (resident
-entries) increments. The byte bound means the number of entries is not known
-up front, so the sketch starts small and doubles as residents grow, carrying
-the residents' estimated frequencies into the new table. The climber samples
-the hit ratio every 10x (resident entries) requests and moves the window in
-the direction that helped (Caffeine's constants: 6.25% restart step, 0.98
-decay, 5% restart threshold).
+LRU victim -> segmented LRU main (protected 80%). Frequencies come from
+Caffeine's block-based count-min sketch (four 4-bit counters per key in one
+128-counter block, no doorkeeper). The byte bound means the number of entries
+is not known up front, so the sketch starts small and doubles with the
+residents (carrying their frequencies over) until the cache is half full; then
+it is sized for the estimated capacity (``maximum / mean weight`` entries) and
+aged by halving every 5x that many increments. The climber samples the hit
+ratio every 5x (estimated) entries requests -- also while the cache warms up
+-- and moves the window in the direction that helped (Caffeine's 6.25% restart
+step, 0.98 decay, 5% restart threshold); its first move grows the window.
+These constants were chosen by measurement (ADR 0002).
 
 Cost model and threading
 ------------------------
@@ -161,9 +163,9 @@ class FrequencySketch:
     of the block's four 32-counter quarters (20 high bits of the hash) -- the
     four "rows" of a count-min sketch, kept in one cache line. Counters cap at
     15; an increment bumps each of the key's four counters below the cap, and
-    the estimate is their minimum. After ``sample_size`` (10x the width)
-    increments, every counter is halved and the count
-    is reduced as in Caffeine (``(size - odd/4) / 2``): aging, so the sketch
+    the estimate is their minimum. After ``sample_size`` increments (default
+    10x the width; ``TinyLfuPolicy`` sets it) every counter is halved and the
+    count is reduced as in Caffeine (``(size - odd/4) / 2``): aging, so the sketch
     follows a shifting popularity distribution. No doorkeeper (Caffeine's
     choice; measured in ADR 0002). Memory: 16 bytes per width unit.
 
@@ -257,10 +259,11 @@ class TinyLfuPolicy:
     of main); protected overflow is demoted to probation.
 
     With ``adaptive=True`` a hill climber (Caffeine's) resizes the window every
-    sample period (10x the sketch width in requests): it keeps stepping in the
-    direction that raised the hit ratio in the last period, reverses when the
-    ratio falls, decays the step by 2% per period and restarts with a big step
-    (6.25% of the maximum) when the ratio moves by more than 5%. A recency-
+    sample period (``CLIMB_FACTOR`` x the estimated entries, in requests): it
+    keeps stepping in the direction that raised the hit ratio in the last
+    period, reverses when the ratio falls, decays the step by 2% per period and
+    restarts with a big step (6.25% of the maximum) when the ratio moves by
+    more than 5%; its first step grows the window. A recency-
     biased workload grows the window toward LRU; a frequency-biased or looping
     one shrinks it toward pure TinyLFU.
     """
@@ -465,7 +468,9 @@ class TinyLfuPolicy:
         sk = self._sketch
         t = sk._table
         bmask = sk._bmask
-        while self._weight > self.maximum:
+        weight = self._weight
+        maximum = self.maximum
+        while weight > maximum:
             if candidates and probation:
                 cand = candidates.pop()
                 if cand not in probation:  # already lost a duel as a victim
@@ -487,35 +492,33 @@ class TinyLfuPolicy:
                     f = t[b | 96 | ((c >> 15) & 31)]
                     if f < cf:
                         cf = f
+                    # cf > frequency(victim) iff one of the victim's counters is < cf.
                     h = hash(victim)
                     b = (h & bmask) << 7
                     c = h >> 40
-                    vf = t[b | (c & 31)]
-                    f = t[b | 32 | ((c >> 5) & 31)]
-                    if f < vf:
-                        vf = f
-                    f = t[b | 64 | ((c >> 10) & 31)]
-                    if f < vf:
-                        vf = f
-                    f = t[b | 96 | ((c >> 15) & 31)]
-                    if f < vf:
-                        vf = f
-                    if cf > vf or (cf >= 6 and not self._rng.getrandbits(7)):
+                    if (
+                        cf > t[b | (c & 31)]
+                        or cf > t[b | 32 | ((c >> 5) & 31)]
+                        or cf > t[b | 64 | ((c >> 10) & 31)]
+                        or cf > t[b | 96 | ((c >> 15) & 31)]
+                        or (cf >= 6 and not self._rng.getrandbits(7))
+                    ):
                         loser = victim
-                self._weight -= probation.pop(loser)
+                weight -= probation.pop(loser)
             elif probation:
                 loser, w = probation.popitem(last=False)
-                self._weight -= w
+                weight -= w
             elif self._protected:
                 loser, w = self._protected.popitem(last=False)
-                self._weight -= w
+                weight -= w
                 self._protected_weight -= w
             else:
                 loser, w = window.popitem(last=False)
-                self._weight -= w
+                weight -= w
                 self._window_weight -= w
             del seg[loser]
             victims.append(loser)
+        self._weight = weight
         return victims
 
     def _grow_sketch(self) -> None:
@@ -548,6 +551,7 @@ class TinyLfuPolicy:
 
     WIDTH_FACTOR = 1.0  # sketch width (x16 counters) per estimated entry
     WARMUP_CLIMB = True
+    MIN_SAMPLE = 2048  # fewest requests in a climber sample (smaller ones are noise)
     INITIAL_STEP = -0.0625  # first climb's move (fraction of the maximum; < 0 shrinks)
     CLIMB_FACTOR = 10.0  # climb every CLIMB_FACTOR x (estimated) entries requests
     AGE_FACTOR = 10.0  # halve the sketch every AGE_FACTOR x (estimated) entries increments
@@ -563,10 +567,12 @@ class TinyLfuPolicy:
             # Caffeine: no climbing before the sketch is sized (here: the cache
             # is half full); warm-up hit ratios only rise and would push the
             # window one way on short traces.
-            self._sample_period = 256
+            self._sample_period = int(self.MIN_SAMPLE)
             return
         self._sample_period = (
-            self._climb_period if self._sized else max(256, int(self.CLIMB_FACTOR * len(self._seg)))
+            self._climb_period
+            if self._sized
+            else max(int(self.MIN_SAMPLE), int(self.CLIMB_FACTOR * len(self._seg)))
         )
         if not self.adaptive:
             return
