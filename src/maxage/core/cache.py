@@ -32,7 +32,7 @@ An entry weighs ``len(body) + len(key) + ENTRY_OVERHEAD`` bytes.
 entry record (~96 B), its boxed floats, the storage dict slot, the policy's
 node, the TTL heap item, the key's and body's object headers come to
 ~310-470 B per entry depending on the policy and TTL (W-TinyLFU adds a
-segment-map slot and ~10 B of sketch per entry); 512 B covers them
+segment-map slot and 16-32 B of sketch per entry); 512 B covers them
 (``tests/core/test_cache.py::test_entry_overhead_is_measured`` keeps it honest).
 ``meta`` objects are not measured: keep them small (precomputed headers).
 
