@@ -88,6 +88,17 @@ class WriteResult:
     response: StoredResponse | None = None
 
 
+def encode_headers(headers: tuple[tuple[str, str], ...]) -> str:
+    """Stored form of an idempotent response's headers (one ``name:value`` per line)."""
+    return "\n".join(f"{k}:{v}" for k, v in headers)
+
+
+def decode_headers(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    return tuple((k, v) for k, _, v in (line.partition(":") for line in text.split("\n")))
+
+
 # Returns the new data bytes, or None to delete. Raises to abort the transaction.
 Mutator = Callable[[Document | None], bytes | None]
 Renderer = Callable[[WriteResult], StoredResponse]

@@ -69,6 +69,8 @@ from maxage.store.base import (
     StoreTimeout,
     WriteRequest,
     WriteResult,
+    decode_headers,
+    encode_headers,
 )
 
 T = TypeVar("T")
@@ -134,20 +136,6 @@ _DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 _CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_DB_ERRORS)
-
-
-def _encode_headers(headers: tuple[tuple[str, str], ...]) -> str:
-    return "\n".join(f"{k}:{v}" for k, v in headers)
-
-
-def _decode_headers(text: str | None) -> tuple[tuple[str, str], ...]:
-    if not text:
-        return ()
-    out = []
-    for line in text.split("\n"):
-        k, _, v = line.partition(":")
-        out.append((k, v))
-    return tuple(out)
 
 
 def _row_to_doc(row: Any) -> Document:
@@ -521,7 +509,7 @@ class PostgresStore:
                         f"UPDATE {s}.idempotency SET state = 'done', status = $1, headers = $2,"
                         " body = $3 WHERE scope = $4",
                         response.status,
-                        _encode_headers(response.headers),
+                        encode_headers(response.headers),
                         response.body,
                         idem.scope,
                     )
@@ -651,7 +639,7 @@ class PostgresStore:
                             ClaimState.DONE,
                             StoredResponse(
                                 int(row["status"]),
-                                _decode_headers(row["headers"]),
+                                decode_headers(row["headers"]),
                                 bytes(row["body"]),
                             ),
                         )

@@ -41,6 +41,8 @@ from maxage.store.base import (
     StoreTimeout,
     WriteRequest,
     WriteResult,
+    decode_headers,
+    encode_headers,
 )
 
 T = TypeVar("T")
@@ -81,20 +83,6 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS changes_doc_version ON changes (collection, id, version)",
     """CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)""",
 ]
-
-
-def _encode_headers(headers: tuple[tuple[str, str], ...]) -> str:
-    return "\n".join(f"{k}:{v}" for k, v in headers)
-
-
-def _decode_headers(text: str | None) -> tuple[tuple[str, str], ...]:
-    if not text:
-        return ()
-    out = []
-    for line in text.split("\n"):
-        k, _, v = line.partition(":")
-        out.append((k, v))
-    return tuple(out)
 
 
 def _row_to_doc(row: tuple[object, ...]) -> Document:
@@ -296,7 +284,7 @@ class SQLiteStore:
                     "UPDATE idempotency SET state='done', status=?, headers=?, body=? WHERE scope=?",
                     (
                         response.status,
-                        _encode_headers(response.headers),
+                        encode_headers(response.headers),
                         response.body,
                         idem.scope,
                     ),
@@ -389,7 +377,7 @@ class SQLiteStore:
                 if state == "done":
                     return Claim(
                         ClaimState.DONE,
-                        StoredResponse(int(status), _decode_headers(headers), bytes(body)),
+                        StoredResponse(int(status), decode_headers(headers), bytes(body)),
                     )
                 if lease_until > now:
                     return Claim(ClaimState.IN_FLIGHT)
