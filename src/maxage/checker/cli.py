@@ -33,7 +33,7 @@ from maxage.checker.workload import Client, Collection, DiscoveryError, Workload
 
 FAULT_PROBABILITY = {
     "drop": 0.5, "duplicate": 0.3, "delay": 0.3, "reorder": 0.5, "pause-fill": 0.3,
-    "stall-tailer": 1.0, "invalidation-error": 0.5, "slow-primary": 0.2,
+    "stall-tailer": 1.0, "invalidation-error": 0.5, "slow-primary": 0.2, "slow-commit": 0.5,
 }  # fmt: skip
 
 
@@ -51,7 +51,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--faults",
         default="all",
-        help=f"comma-separated faults, 'all' (default) or 'none': {','.join(FAULTS)}",
+        help=f"comma-separated faults, 'all' (default) or 'none': {','.join(FAULTS)}"
+        " (slow-commit: PostgreSQL targets only)",
     )
     p.add_argument("--json", metavar="REPORT_FILE", help="write the report as JSON")
     p.add_argument("--history", metavar="FILE", help="write the history (JSONL)")
@@ -243,6 +244,12 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
                 raise CheckError(
                     "the target does not expose fault injection (serve --fault-injection)"
                 )
+        unsupported = [f for f in faults if control and f not in supported]
+        if unsupported:
+            raise CheckError(
+                f"faults {unsupported} are not supported by the target's"
+                f" {control.get('store') if control else ''} store"
+            )
         if control and control.get("mutant") and not control.get("mutant_applicable", True):
             raise CheckError(
                 f"mutant {control['mutant']} is not applicable to the {control.get('store')} store"

@@ -20,7 +20,9 @@ delivery is applied again later), ``delay`` (deliveries are applied late),
 ``pause-fill`` (a pause between the primary read and the cache fill),
 ``stall-tailer`` (the tailer stops polling while the fault is active),
 ``invalidation-error`` (applying an invalidation fails transiently),
-``slow-primary`` (each primary call stalls).
+``slow-primary`` (each primary call stalls), ``slow-commit`` (PostgreSQL only: a
+write transaction sleeps between inserting its change row and COMMIT, so a later
+write commits first and change rows commit out of ``seq`` order).
 
 Several workers share one state: a change is written to a small control file
 (keyed by the server's parent process) that every worker re-reads at most every
@@ -57,7 +59,10 @@ FAULTS = (
     "stall-tailer",
     "invalidation-error",
     "slow-primary",
+    "slow-commit",
 )
+# Faults that need a store hook; offered only when the store has it.
+_STORE_HOOKS = {"slow-commit": "commit_delay"}
 MUTANTS = ("no-version-guard", "no-tombstone", "no-watermark", "error-path-drop", "seq-tailer")
 LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
 FAULTS_FILE_ENV = "MAXAGE_FAULTS_FILE"
@@ -190,7 +195,12 @@ class FaultController:
             "duplicate_max": min(4.0, 2 * bound),
             "pause_max": min(3.0, 2 * bound),
             "slow_max": min(1.0, bound / 2),
+            "commit_min": 0.05,
+            "commit_max": 0.3,
         }
+        self.supported = [
+            f for f in FAULTS if f not in _STORE_HOOKS or hasattr(store, _STORE_HOOKS[f])
+        ]
         self.counts: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self._tasks: set[asyncio.Future[Any]] = set()
         parent = os.getppid()
@@ -253,7 +263,9 @@ class FaultController:
 
     def _apply_state(self, state: dict[str, Any]) -> None:
         faults = state.get("faults") or {}
-        self.active = {k: float(v) for k, v in faults.items() if k in FAULTS and float(v) > 0}
+        self.active = {
+            k: float(v) for k, v in faults.items() if k in self.supported and float(v) > 0
+        }
         seed = int(state.get("seed", 0))
         if seed != self.seed or state.get("reseed"):
             self.seed = seed
@@ -287,7 +299,7 @@ class FaultController:
             "faults": self.active,
             "params": self.params,
             "seed": self.seed,
-            "supported": list(FAULTS),
+            "supported": list(self.supported),
             "counts": self.total_counts(),
             "worker_counts": self.counts,
             "mutant": self.mutant,
@@ -310,9 +322,12 @@ class FaultController:
                 state = json.loads(raw or b"{}")
                 if not isinstance(state, dict):
                     raise ValueError("expected a JSON object")
-                unknown = [k for k in state.get("faults") or {} if k not in FAULTS]
+                unknown = [k for k in state.get("faults") or {} if k not in self.supported]
                 if unknown:
-                    raise ValueError(f"unknown faults {unknown}; supported: {', '.join(FAULTS)}")
+                    raise ValueError(
+                        f"unknown or unsupported faults {unknown} for the {self.store_kind}"
+                        f" store; supported: {', '.join(self.supported)}"
+                    )
                 for v in (state.get("faults") or {}).values():
                     if not 0 <= float(v) <= 1:
                         raise ValueError("a fault's probability must be in [0, 1]")
@@ -403,6 +418,18 @@ def install_faults(service: Service, store: Any, mutant: str | None = None) -> F
         return extra
 
     store.slow_down = slow_down
+
+    # PostgreSQL: a write sleeps inside its transaction, so commits leave seq order
+    if hasattr(store, "commit_delay"):
+        prior_commit: Callable[[], float] | None = store.commit_delay
+
+        def commit_delay() -> float:
+            extra = prior_commit() if prior_commit is not None else 0.0
+            if ctl.roll("slow-commit"):
+                extra += ctl.rng.uniform(ctl.params["commit_min"], ctl.params["commit_max"])
+            return extra
+
+        store.commit_delay = commit_delay
 
     # keep the shared state in sync even when no request arrives (stall-tailer)
     orig_start = service.start

@@ -183,6 +183,10 @@ class PostgresStore:
         self.stats = StoreStats()
         # Test and fault-injection hook: seconds to stall each call (a slow primary).
         self.slow_down = slow_down
+        # Fault-injection only (``maxage serve --fault-injection``, fault ``slow-commit``):
+        # seconds to sleep inside a write transaction after its change row is inserted and
+        # before COMMIT, so a later, shorter write commits first (out of seq order).
+        self.commit_delay: Callable[[], float] | None = None
         # The broken mutant: poll ``seq > cursor`` with no completeness proof.
         self.seq_tailer = seq_tailer
         self.drop_schema_on_close = drop_schema_on_close
@@ -514,6 +518,9 @@ class PostgresStore:
                         idem.scope,
                     )
                     result = WriteResult(doc, result.created, seq, response)
+                delay = self.commit_delay() if self.commit_delay is not None else 0.0
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 return result
 
         return await self._run("write", txn)
