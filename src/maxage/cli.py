@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         configure_check(check)
     except ImportError:  # pragma: no cover
         check.set_defaults(unavailable=True)
+    # `maxage --help` explains every option: append each command's own help.
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "\n".join(
+        f"---- maxage {name} ----\n{sub_parser.format_help()}"
+        for name, sub_parser in sub.choices.items()
+    )
     return parser
 
 
