@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import socket
@@ -303,6 +304,10 @@ def serve(args: argparse.Namespace) -> int:
     from granian.log import LogLevels
     from granian.server import Server
 
+    # Workers start by "spawn", not "fork": a fork while another thread of this process
+    # (the announcer below, granian's watchers) holds an import lock left a worker
+    # deadlocked importing asyncpg. Spawned workers inherit no locks.
+    multiprocessing.set_start_method("spawn", force=True)
     stop = threading.Event()
     announcer = threading.Thread(
         target=_announce_when_accepting, args=(args.host, port, stop), daemon=True
