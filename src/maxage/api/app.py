@@ -382,6 +382,8 @@ class App:
             return False
         known = entry.filled_at if entry.filled_at > watermark else watermark
         age = now - known
+        if age < 0:  # the wall clock stepped back: never claim more budget than the bound
+            age = 0.0
         budget = int(hot.bound - age)
         if budget < 0:
             budget = 0
