@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterable
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -62,9 +63,13 @@ class Exposition:
 
 
 def _num(v: float) -> str:
-    if isinstance(v, int) or float(v).is_integer():
-        return str(int(v))
-    return repr(float(v))
+    if isinstance(v, int):
+        return str(v)
+    if math.isinf(v):  # e.g. a holder's lag before its start-up replay completes
+        return "+Inf" if v > 0 else "-Inf"
+    if math.isnan(v):
+        return "NaN"
+    return str(int(v)) if v.is_integer() else repr(v)
 
 
 Collector = Callable[[Exposition], None]
