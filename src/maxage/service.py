@@ -220,8 +220,15 @@ class Service:
         return ReadResult(entry.body, entry.version, entry.filled_at, Source.L1, mode, "hit")
 
     async def read(
-        self, spec: CollectionSpec, id: str, mode: ReadMode, min_version: int = 0
+        self,
+        spec: CollectionSpec,
+        id: str,
+        mode: ReadMode,
+        min_version: int = 0,
+        *,
+        l1_checked: bool = False,
     ) -> ReadResult:
+        """``l1_checked``: the caller already looked in L1 and missed (don't count it twice)."""
         key = doc_key(spec.name, id)
         if mode is ReadMode.STRONG:
             self.stats.bypasses["strong"] += 1
@@ -234,7 +241,7 @@ class Service:
             self.stats.bypasses["lagging"] += 1
             detail = "lagging"
         else:
-            hit = self.read_cached(spec, key, min_version)
+            hit = None if l1_checked else self.read_cached(spec, key, min_version)
             if hit is not None:
                 hit.mode = mode
                 return hit

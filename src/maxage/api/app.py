@@ -110,6 +110,7 @@ class Request:
         "idempotency_key",
         "if_match",
         "if_none_match",
+        "l1_missed",
         "last_event_id",
         "method",
         "path",
@@ -132,6 +133,7 @@ class Request:
         self.cache_control: bytes | None = None
         self.accept: bytes | None = None
         self.last_event_id: bytes | None = None
+        self.l1_missed = False
         self.content_type: bytes | None = None
         self.content_length: int | None = None
         self.if_match: bytes | None = None
@@ -162,6 +164,8 @@ _UNUSUAL_HEADERS = frozenset(
 )
 _SAFE_REQUEST_ID_B = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _HIT_L1 = b"maxage; hit; detail=l1"
+# Outcomes of App._hot_get (identity-compared sentinels).
+_HOT_SERVED, _HOT_NOT_TRIED, _HOT_MISSED = object(), object(), object()
 _AGES = [b"%d" % i for i in range(100)]
 
 
@@ -300,20 +304,19 @@ class App:
         if rid is None or len(rid) > 128 or not _SAFE_REQUEST_ID_B.match(rid):
             rid = b"%s%x" % (self._rid_prefix_b, next(self._rid_counter))
         method = scope["method"]
+        hot_result = _HOT_NOT_TRIED
         if method == "GET" and not unusual and not scope["query_string"]:
             path = scope["path"]
             if path.startswith("/v1/"):
                 col, _, id = path[4:].partition("/")
                 hot = self._hot.get(col)
-                if (
-                    hot is not None
-                    and id
-                    and id != "changes"
-                    and "/" not in id
-                    and await self._hot_get(hot, col + "/" + id, rid, send, started)
-                ):
-                    return
+                if hot is not None and id and id != "changes" and "/" not in id:
+                    hot_result = await self._hot_get(hot, col + "/" + id, rid, send, started)
+                    if hot_result is _HOT_SERVED:
+                        return
         req = Request(method, scope["path"], scope["query_string"], rid.decode("latin-1"), started)
+        # The hot path already counted this read's L1 miss: the general path must not look again.
+        req.l1_missed = hot_result is _HOT_MISSED
         req.client = scope.get("client")
         for name, value in headers_in:
             if name == b"if-none-match":
@@ -366,8 +369,9 @@ class App:
 
     async def _hot_get(
         self, hot: _HotRoute, key: str, rid: bytes, send: Send, started: float
-    ) -> bool:
-        """A bounded GET answered from the in-process cache, or False to take the general path.
+    ) -> object:
+        """A bounded GET answered from the in-process cache (_HOT_SERVED), or the reason to
+        take the general path: _HOT_NOT_TRIED (holder lagging) or _HOT_MISSED (L1 miss).
 
         Same rules as ``Service.read_cached`` (watermark within the bound, entry live),
         inlined: no Request object, no coroutine per layer, precomputed header values.
@@ -376,10 +380,10 @@ class App:
         now = service.clock.now()
         watermark = service.l1_holder.watermark
         if now - watermark > hot.bound:
-            return False
+            return _HOT_NOT_TRIED
         entry = service.cache.get(key)
         if entry is MISSING:
-            return False
+            return _HOT_MISSED
         known = entry.filled_at if entry.filled_at > watermark else watermark
         age = now - known
         if age < 0:  # the wall clock stepped back: never claim more budget than the bound
@@ -424,7 +428,7 @@ class App:
             req = Request("GET", "/v1/" + key, b"", rid.decode("latin-1"), started)
             req.route, req.source = hot.route, "l1"
             self._log(req, 200, elapsed)
-        return True
+        return _HOT_SERVED
 
     def _log(self, req: Request, status: int, elapsed: float) -> None:
         log.info(
@@ -659,13 +663,9 @@ class App:
             mode, min_version = self._mode(req, spec)
         else:
             mode, min_version = spec.default_mode, 0
-        result: ReadResult | None = None
-        if mode is ReadMode.BOUNDED:
-            result = self.service.read_cached(spec, f"{spec.name}/{id}", 0)
-        if result is None:
-            result = await self._slow_value(
-                req, self.service.read(spec, id, mode, min_version), receive
-            )
+        result = await self._slow_value(
+            req, self.service.read(spec, id, mode, min_version, l1_checked=req.l1_missed), receive
+        )
         return await self._send_read(req, spec, result, send)
 
     async def _send_read(
