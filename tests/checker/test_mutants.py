@@ -21,7 +21,11 @@ CASES = {
     "no-watermark": "stall-tailer,drop",
     "error-path-drop": "invalidation-error,drop",
 }
-BUDGET = 8.0  # seconds of workload per mutant
+# Seconds of workload per mutant. Every run stops at its first violation; catching
+# one needs a paused stale fill to land after a newer write and a bounded read to
+# arrive more than the bound later, which seeds 1-6 took 3-10 s to line up (a CI
+# run once needed more than 8 s): the budget is a ceiling, not the usual cost.
+BUDGET = 25.0
 
 
 def _check(
