@@ -46,8 +46,7 @@ def test_sketch_counts_and_ages() -> None:
 def test_policy_weights_and_victims() -> None:
     for p in (LruPolicy(10), TinyLfuPolicy(10, seed=1), make_policy("tinylfu", 10)):
         for i in range(12):
-            p.on_insert(f"k{i}", 1)
-            victims = p.evict()
+            victims = p.admit(f"k{i}", 1)
             assert p.weight <= 10
             for v in victims:
                 assert v.startswith("k")

@@ -9,7 +9,7 @@ Storage vs policy
 expiry times, the tombstones that guard against slow fills, and the byte total.
 The policy (``maxage.core.policy``) owns the *opinion*: given the keys and their
 weights, which key to give up when the byte total would exceed ``max_bytes``.
-The two meet at five calls (``on_hit``, ``on_insert``, ``on_update``,
+The two meet at five calls (``on_hit``, ``admit``, ``on_update``,
 ``on_remove``, ``evict``) made with the lock held.
 
 Invariants (checked by the hypothesis state machine in ``tests/core``)
@@ -61,7 +61,7 @@ import math
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from maxage.core.policy import Policy, make_policy
@@ -355,20 +355,20 @@ class Cache:
                         self._put_entry_ttl(
                             key, version, body, meta, started_at, ttl, tag_tuple, size
                         )
-                    self._used += size
-                    self._policy.on_insert(key, size)
+                    used = self._used + size
                     if tag_tuple:
                         self._tag(key, tag_tuple)
                     self.stats.stores += 1
-                    if self._used > max_bytes:
-                        victims = self._policy.evict()
+                    victims = self._policy.admit(key, size)
+                    if victims:
                         for victim in victims:
                             e = data.pop(victim)
-                            self._used -= e.size
+                            used -= e.size
                             if e.tags:
                                 self._untag(victim, e.tags)
                         self.stats.size_evictions_pending += len(victims)
-                        assert self._used <= max_bytes, "policy left the cache over its byte bound"
+                        assert used <= max_bytes, "policy left the cache over its byte bound"
+                    self._used = used
                     return _STORED
             return self._store(key, version, body, started_at, ttl, meta, tag_tuple, False, now)
 
@@ -460,14 +460,14 @@ class Cache:
             if old.tags:
                 self._untag(key, old.tags)
             self._policy.on_update(key, size)
+            victims = self._policy.evict() if self._used > self.max_bytes else ()
         else:
             self._used += size
-            self._policy.on_insert(key, size)
+            victims = self._policy.admit(key, size)
         if tags:
-            self._tag(key, tags)
+            self._tag(key, tags)  # before the drop: the newcomer may be a victim
         stats.stores += 1
-        if self._used > self.max_bytes:
-            self._evict()
+        self._drop_victims(victims)
         return SetOutcome.STORED
 
     def _put_entry_ttl(
@@ -503,9 +503,11 @@ class Cache:
             else:
                 s.add(key)
 
-    def _evict(self) -> None:
+    def _drop_victims(self, victims: Sequence[str]) -> None:
+        """Forget the keys the policy gave up to stay within ``max_bytes``."""
+        if not victims:
+            return
         data = self._data
-        victims = self._policy.evict()
         for victim in victims:
             e = data.pop(victim)
             self._used -= e.size

@@ -20,7 +20,7 @@ Storage (``maxage.core.cache.Cache``) owns the *facts*: entries, versions,
 bodies, sizes, expiry, tombstones, the byte total. A policy owns an *opinion*
 over keys and weights only: it never sees a body or a version, and storage
 never decides what to evict. They meet at ``on_hit``/``on_hits``,
-``on_insert``, ``on_update``, ``on_remove`` and ``evict``. Consequences:
+``admit``, ``on_update``, ``on_remove`` and ``evict``. Consequences:
 correctness (the fill guard, TTL, the byte bound) cannot be broken by a
 policy bug beyond evicting the "wrong" key -- storage asserts the bound after
 ``evict()`` -- and policies are swappable and comparable on the same traces.
@@ -69,8 +69,10 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
+
+_NONE: tuple[str, ...] = ()  # "no victims"
 
 __all__ = ["FrequencySketch", "LruPolicy", "Policy", "TinyLfuPolicy", "make_policy"]
 
@@ -85,17 +87,20 @@ class Policy(Protocol):
     * optional ``on_hits(keys)`` -- a batch of buffered hits, replayed later;
       a policy that has it gets its hits through storage's lossy read buffer
       (Caffeine's read buffer: a hit costs one ``deque.append``).
-    * ``on_insert(key, weight)`` -- ``key`` became resident.
+    * ``admit(key, weight)`` -- ``key`` became resident; returns the keys
+      storage must drop so the weighted total is <= the maximum (already
+      forgotten by the policy; the newcomer itself may be one of them). One
+      call, not an insert plus ``evict()``: it is the fill path's cost.
     * ``on_update(key, weight)`` -- a resident ``key`` got a new value/weight.
     * ``on_remove(key)`` -- storage removed a resident ``key`` (TTL,
       invalidation, clear); the policy forgets it.
-    * ``evict()`` -- called after inserts/updates; returns the keys storage must
+    * ``evict()`` -- called after updates; returns the keys storage must
       drop so that the weighted total is <= the maximum. The returned keys are
       already forgotten by the policy.
     """
 
     def on_hit(self, key: str) -> object: ...
-    def on_insert(self, key: str, weight: int) -> None: ...
+    def admit(self, key: str, weight: int) -> Sequence[str]: ...
     def on_update(self, key: str, weight: int) -> None: ...
     def on_remove(self, key: str) -> None: ...
     def evict(self) -> list[str]: ...
@@ -120,9 +125,15 @@ class LruPolicy:
     def weight(self) -> int:
         return self._weight
 
-    def on_insert(self, key: str, weight: int) -> None:
-        self._order[key] = weight
-        self._weight += weight
+    def admit(self, key: str, weight: int) -> Sequence[str]:
+        order = self._order
+        order[key] = weight
+        total = self._weight + weight
+        if total <= self.maximum:
+            self._weight = total
+            return _NONE
+        self._weight = total
+        return self.evict()
 
     def on_update(self, key: str, weight: int) -> None:
         order = self._order
@@ -365,8 +376,17 @@ class TinyLfuPolicy:
         if self._hits + self._misses >= self._sample_period:
             self._climb()
 
-    def on_insert(self, key: str, weight: int) -> None:
-        # FrequencySketch.increment, inlined (the insert path is hot).
+    def admit(self, key: str, weight: int) -> Sequence[str]:
+        """Insert ``key`` into the window; duel the window's overflow (usually the
+        one key it pushes out) against probation's LRU victim.
+
+        The steady state of a full cache -- one newcomer, one window overflow, one
+        duel -- is handled here in one call: the candidate is judged *before* it
+        would move to probation, so a loser never enters it. Everything else
+        (a cache not yet full, overflow of several keys) takes ``evict``'s loop,
+        with the same outcome.
+        """
+        # FrequencySketch.increment, inlined (the fill path is hot).
         sk = self._sketch
         h = hash(key)
         b = (h & sk._bmask) << 7
@@ -384,15 +404,69 @@ class TinyLfuPolicy:
         if sk._size >= sk.sample_size:
             sk.reset()
         self._misses += 1
-        self._window[key] = weight
+        window = self._window
+        window[key] = weight
         seg = self._seg
         seg[key] = _WINDOW
-        self._weight += weight
+        self._weight = total = self._weight + weight
         self._window_weight += weight
         if len(seg) > self._grow_at:
             self._grow_sketch()
         if self._hits + self._misses >= self._sample_period:
-            self._climb()
+            self._climb()  # may move keys between the window and main
+        ww = self._window_weight
+        wmax = self.window_max
+        if ww <= wmax:
+            return _NONE if total <= self.maximum else self.evict()
+        cand, cw = window.popitem(last=False)
+        ww -= cw
+        self._window_weight = ww
+        probation = self._probation
+        if ww > wmax or total <= self.maximum or not probation:
+            probation[cand] = cw
+            seg[cand] = _PROBATION
+            return _NONE if total <= self.maximum else self.evict([cand])
+        victim = next(iter(probation))
+        # The duel of ``evict``, inlined: the candidate wins iff its frequency
+        # is above the victim's (or, if it is popular, at random 1 in 128).
+        t = self._sketch._table
+        bmask = self._sketch._bmask
+        h = hash(cand)
+        b = (h & bmask) << 7
+        c = h >> 40
+        cf = t[b | (c & 31)]
+        f = t[b | 32 | ((c >> 5) & 31)]
+        if f < cf:
+            cf = f
+        f = t[b | 64 | ((c >> 10) & 31)]
+        if f < cf:
+            cf = f
+        f = t[b | 96 | ((c >> 15) & 31)]
+        if f < cf:
+            cf = f
+        h = hash(victim)
+        b = (h & bmask) << 7
+        c = h >> 40
+        if (
+            cf > t[b | (c & 31)]
+            or cf > t[b | 32 | ((c >> 5) & 31)]
+            or cf > t[b | 64 | ((c >> 10) & 31)]
+            or cf > t[b | 96 | ((c >> 15) & 31)]
+            or (cf >= 6 and not self._rng.getrandbits(7))
+        ):
+            total -= probation.pop(victim)
+            del seg[victim]
+            probation[cand] = cw
+            seg[cand] = _PROBATION
+            loser = victim
+        else:
+            total -= cw
+            del seg[cand]
+            loser = cand
+        self._weight = total
+        if total <= self.maximum:
+            return [loser]
+        return [loser, *self.evict()]  # the loser weighed less than the newcomer
 
     def on_update(self, key: str, weight: int) -> None:
         self._sketch.increment(key)
@@ -449,12 +523,18 @@ class TinyLfuPolicy:
             self._probation[k] = w
             seg[k] = _PROBATION
 
-    def evict(self) -> list[str]:
+    def evict(self, candidates: list[str] | None = None) -> list[str]:
+        """Drop keys until the weight is within the maximum (Policy.evict).
+
+        ``candidates``: keys ``admit`` already moved from the window to
+        probation, oldest first; window overflow is appended to them.
+        """
         # Move window overflow to probation's MRU end: they are the candidates.
         window = self._window
         probation = self._probation
         seg = self._seg
-        candidates: list[str] = []
+        if candidates is None:
+            candidates = []
         ww = self._window_weight
         wmax = self.window_max
         while ww > wmax and window:
