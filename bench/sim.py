@@ -32,7 +32,8 @@ import theine
 
 from maxage.core import ENTRY_OVERHEAD, MISSING, Cache, ManualClock
 
-TRACES = Path("/work/shared/traces")
+# shared/ sits beside the project root (../shared from it), in every checkout and in CI.
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 KEY_WIDTH = 16
 
 # (name, capacity) pairs for --all

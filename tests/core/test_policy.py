@@ -55,3 +55,34 @@ def test_policy_weights_and_victims() -> None:
         assert p.weight <= 10
         p.clear()
         assert p.weight == 0
+
+
+def test_window_follows_a_recency_workload() -> None:
+    """Every key is reused once, 300 requests later, then never again: LRU holds
+    it, a 1% window cannot (the newcomer loses its duel). The shadows must move
+    the window toward LRU."""
+    keys: list[str] = []
+    for i in range(60_000):
+        keys.append(f"n{i:07d}")
+        if i >= 150:
+            keys.append(f"n{i - 150:07d}")
+    lru = hit_ratio("lru", keys, 400)
+    fixed = hit_ratio("tinylfu", keys, 400)
+    adaptive = hit_ratio("adaptive", keys, 400)
+    assert lru > 0.45 and fixed < 0.2, (lru, fixed)
+    assert adaptive > lru - 0.1, (adaptive, lru)  # without the shadows: 0.01
+
+
+def test_shadows_sample_fewer_keys_in_a_big_cache() -> None:
+    p = TinyLfuPolicy(100_000, seed=1)
+    for i in range(100_000):
+        for v in p.admit(f"k{i:07d}", 1):
+            assert v.startswith("k")
+    shadows = p._shadows
+    assert shadows and p._shadow_mask > (1 << TinyLfuPolicy.SHADOW_SHIFT) - 1
+    mask = p._shadow_mask
+    for sh in shadows:
+        assert sh.maximum == 100_000 // (mask + 1)
+        keys = [*sh.window, *sh.probation, *sh.protected]
+        assert keys and all(not (hash(k) >> 32) & mask for k in keys)
+        assert sh.weight == len(keys) <= sh.maximum

@@ -460,7 +460,7 @@ class Cache:
             if old.tags:
                 self._untag(key, old.tags)
             self._policy.on_update(key, size)
-            victims = self._policy.evict() if self._used > self.max_bytes else ()
+            victims: Sequence[str] = self._policy.evict() if self._used > self.max_bytes else ()
         else:
             self._used += size
             victims = self._policy.admit(key, size)
