@@ -378,12 +378,39 @@ def asgi_app() -> Any:
         await service.start()
 
     async def shutdown() -> None:
-        await service.stop()
-        await store.close()
-        if l2 is not None:
-            await l2.close()
+        try:
+            await service.stop()
+            await store.close()
+            if l2 is not None:
+                await l2.close()
+        finally:
+            _exit_after(WORKER_EXIT_GRACE)
 
     return build_app(service, settings, on_startup=startup, on_shutdown=shutdown, faults=faults)
+
+
+WORKER_EXIT_GRACE = 3.0
+
+
+def _exit_after(seconds: float) -> None:
+    """End this worker ``seconds`` from now unless it has exited by itself.
+
+    Called when the lifespan shutdown is done: connections are closed and the store
+    and tiers are flushed, so nothing is lost. granian's worker can still hang in its
+    last step before exiting (emmett-framework/granian#875, seen here as a test
+    server that outlived its SIGTERM by 15 s); this bounds a clean stop at a few
+    seconds instead of ``workers_kill_timeout``.
+    """
+
+    def end() -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
 
 
 TEST_SLOW_STORE_ENV = "MAXAGE_TEST_SLOW_STORE_SECONDS"
