@@ -603,8 +603,7 @@ class TinyLfuPolicy:
             seg[cand] = _PROBATION
             return _NONE if total <= self.maximum else self.evict([cand])
         victim = next(iter(probation))
-        # The duel of ``evict``, inlined: the candidate wins iff its frequency
-        # is above the victim's (or, if it is popular, at random 1 in 128).
+        # ``_admits(cand, victim)``, inlined (the fill path is hot).
         t = self._sketch._table
         bmask = self._sketch._bmask
         h = hash(cand)
@@ -725,9 +724,6 @@ class TinyLfuPolicy:
             candidates.append(k)
         self._window_weight = ww
         victims: list[str] = []
-        sk = self._sketch
-        t = sk._table
-        bmask = sk._bmask
         weight = self._weight
         maximum = self.maximum
         while weight > maximum:
@@ -736,34 +732,7 @@ class TinyLfuPolicy:
                 if cand not in probation:  # already lost a duel as a victim
                     continue
                 victim = next(iter(probation))
-                loser = cand
-                if victim != cand:
-                    # FrequencySketch.frequency of both, inlined.
-                    h = hash(cand)
-                    b = (h & bmask) << 7
-                    c = h >> 40
-                    cf = t[b | (c & 31)]
-                    f = t[b | 32 | ((c >> 5) & 31)]
-                    if f < cf:
-                        cf = f
-                    f = t[b | 64 | ((c >> 10) & 31)]
-                    if f < cf:
-                        cf = f
-                    f = t[b | 96 | ((c >> 15) & 31)]
-                    if f < cf:
-                        cf = f
-                    # cf > frequency(victim) iff one of the victim's counters is < cf.
-                    h = hash(victim)
-                    b = (h & bmask) << 7
-                    c = h >> 40
-                    if (
-                        cf > t[b | (c & 31)]
-                        or cf > t[b | 32 | ((c >> 5) & 31)]
-                        or cf > t[b | 64 | ((c >> 10) & 31)]
-                        or cf > t[b | 96 | ((c >> 15) & 31)]
-                        or (cf >= 6 and not self._rng.getrandbits(7))
-                    ):
-                        loser = victim
+                loser = victim if victim != cand and self._admits(cand, victim) else cand
                 weight -= probation.pop(loser)
             elif probation:
                 loser, w = probation.popitem(last=False)
@@ -780,6 +749,14 @@ class TinyLfuPolicy:
             victims.append(loser)
         self._weight = weight
         return victims
+
+    def _admits(self, cand: str, victim: str) -> bool:
+        """TinyLFU's duel: the candidate wins iff its estimated frequency is above
+        the victim's (ties keep the incumbent), or, if it is popular (>= 6), at
+        random 1 time in 128 (so an attacker cannot pin a victim by flooding)."""
+        sk = self._sketch
+        cf = sk.frequency(cand)
+        return cf > sk.frequency(victim) or (cf >= 6 and not self._rng.getrandbits(7))
 
     def _grow_sketch(self) -> None:
         """Resize the sketch to the (estimated) entry capacity.
