@@ -348,19 +348,25 @@ def test_pagination_stable_under_concurrent_inserts(
     low = iter(f"0000-{i:04d}" for i in range(1000))
     high = iter(f"zzzz-{i:04d}" for i in range(1000))
 
+    stop = threading.Event()
+    wrote = threading.Event()  # set after each background insert
+    inserted: list[int] = []
+
     def insert_between_pages() -> None:
         http.put(f"/v1/profiles/{next(low)}", json={"name": "low"})
         http.put(f"/v1/profiles/{next(high)}", json={"name": "high"})
         create(http, "profiles", {"name": "new"})
-
-    stop = threading.Event()
-    inserted: list[int] = []
+        # However the threads are scheduled, the background writer has landed an
+        # insert before the walk goes on past its first page.
+        assert wrote.wait(10), "the background writer made no progress"
 
     def writer() -> None:
         with server.client() as c:
-            while not stop.is_set():
+            # bounded, so the walk ends even if the writer outruns it
+            while not stop.is_set() and len(inserted) < 200:
                 c.post("/v1/profiles", json={"name": "bg"})
                 inserted.append(1)
+                wrote.set()
 
     t = threading.Thread(target=writer)
     t.start()
