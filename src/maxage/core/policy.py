@@ -59,7 +59,7 @@ about 512 entries or more) and share the real sketch. Every period (5x
 estimated entries requests) the window moves one shadow fraction toward the
 shadow with the most (decayed) hits, if it beats the shadow nearest the current
 window by more than ``sqrt(hits)``; otherwise the hill climber makes a small
-move (first step -0.2% of the maximum, 0.98 decay, no restarts). Every
+move (first step -0.1% of the maximum, 0.98 decay, no restarts). Every
 constant here was chosen by measurement (ADR 0002, both hash seeds).
 
 Cost model and threading
@@ -437,7 +437,7 @@ class TinyLfuPolicy:
     this policy's sketch. Every period the window jumps one shadow fraction toward the
     shadow with the most (decayed) hits if it beats the shadow nearest the
     current window by more than ``sqrt(hits)``; otherwise the climber makes
-    its small move (first step -0.2% of the maximum, no restarts, period
+    its small move (first step -0.1% of the maximum, no restarts, period
     ``CLIMB_FACTOR`` = 5x entries; no move on a sample without hits).
     """
 
@@ -808,7 +808,7 @@ class TinyLfuPolicy:
     WIDTH_FACTOR = 1.0  # sketch width (x16 counters) per estimated entry
     WARMUP_CLIMB = True
     MIN_SAMPLE = 2048  # fewest requests in a climber sample (smaller ones are noise)
-    INITIAL_STEP = -0.002  # first climb's move (fraction of the maximum; < 0 shrinks)
+    INITIAL_STEP = -0.001  # first climb's move (fraction of the maximum; < 0 shrinks)
     CLIMB_FACTOR = 5.0  # climb every CLIMB_FACTOR x (estimated) entries requests
     AGE_FACTOR = 10.0  # halve the sketch every AGE_FACTOR x (estimated) entries increments
     RESTART_THRESHOLD = 1.0  # no restarts: big moves come from the shadows
