@@ -75,6 +75,19 @@ from maxage.store.base import (
 
 T = TypeVar("T")
 
+
+def _change(r: Any) -> Change:
+    """A change-log row (``seq, collection, id, version, op, committed_at``) as a Change."""
+    return Change(
+        int(r["seq"]),
+        r["collection"],
+        r["id"],
+        int(r["version"]),
+        ChangeOp(r["op"]),
+        float(r["committed_at"]),
+    )
+
+
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # Versioned migrations: (version, description, statements). ``{s}`` is the quoted
@@ -538,18 +551,7 @@ class PostgresStore:
                 snapshot_at = self.clock.now()
                 rows = await conn.fetch(self._sql_changes, cursor, limit)
                 held_since = rows[0]["held_since"]
-                changes = [
-                    Change(
-                        int(r["seq"]),
-                        r["collection"],
-                        r["id"],
-                        int(r["version"]),
-                        ChangeOp(r["op"]),
-                        float(r["committed_at"]),
-                    )
-                    for r in rows
-                    if r["seq"] is not None
-                ]
+                changes = [_change(r) for r in rows if r["seq"] is not None]
                 complete = len(changes) < limit
                 if held_since is None or not complete or attempt >= self.frontier_retries:
                     break
@@ -570,17 +572,7 @@ class PostgresStore:
         async def q(conn: Any) -> ChangeBatch:
             snapshot_at = self.clock.now()
             rows = await conn.fetch(self._sql_changes_naive, cursor, limit)
-            changes = [
-                Change(
-                    int(r["seq"]),
-                    r["collection"],
-                    r["id"],
-                    int(r["version"]),
-                    ChangeOp(r["op"]),
-                    float(r["committed_at"]),
-                )
-                for r in rows
-            ]
+            changes = [_change(r) for r in rows]
             new_cursor = changes[-1].seq if changes else cursor
             return ChangeBatch(changes, new_cursor, snapshot_at, complete=len(changes) < limit)
 
