@@ -265,6 +265,10 @@ class App:
                 self.draining = True
                 if callable(prior):
                     prior(signum, frame)
+                elif prior == signal.SIG_DFL:
+                    # No server handler to defer to: terminate as if we had not looked.
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    os.kill(os.getpid(), signal.SIGTERM)
 
             signal.signal(signal.SIGTERM, on_term)
 
