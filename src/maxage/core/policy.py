@@ -135,14 +135,9 @@ class LruPolicy:
         return self._weight
 
     def admit(self, key: str, weight: int) -> Sequence[str]:
-        order = self._order
-        order[key] = weight
-        total = self._weight + weight
-        if total <= self.maximum:
-            self._weight = total
-            return _NONE
-        self._weight = total
-        return self.evict()
+        self._order[key] = weight
+        self._weight += weight
+        return _NONE if self._weight <= self.maximum else self.evict()
 
     def on_update(self, key: str, weight: int) -> None:
         order = self._order
@@ -305,7 +300,7 @@ class _Shadow:
         self.hits = 0.0
 
     def access(
-        self, key: str, weight: int, table: bytearray, bmask: int, rng: Callable[[int], int]
+        self, key: str, weight: int, sketch: FrequencySketch, rng: Callable[[int], int]
     ) -> None:
         window = self.window
         protected = self.protected
@@ -344,10 +339,7 @@ class _Shadow:
             probation[k] = v
             if total > maximum and len(probation) > 1:
                 victim = next(iter(probation))
-                cf = _freq(table, bmask, k)
-                loser = (
-                    victim if cf > _freq(table, bmask, victim) or (cf >= 6 and not rng(7)) else k
-                )
+                loser = victim if _admits(sketch, k, victim, rng) else k
                 total -= probation.pop(loser)
         self.window_weight = ww
         self.weight = total
@@ -397,17 +389,14 @@ class _Shadow:
         self.weight = self.window_weight = self.protected_weight = 0
 
 
-def _freq(t: bytearray, bmask: int, key: str) -> int:
-    """``FrequencySketch.frequency`` on a table (for the shadows)."""
-    h = hash(key)
-    b = (h & bmask) << 7
-    c = h >> 40
-    return min(
-        t[b | (c & 31)],
-        t[b | 32 | ((c >> 5) & 31)],
-        t[b | 64 | ((c >> 10) & 31)],
-        t[b | 96 | ((c >> 15) & 31)],
-    )
+def _admits(
+    sketch: FrequencySketch, cand: str, victim: str, randbits: Callable[[int], int]
+) -> bool:
+    """TinyLFU's duel: the candidate wins iff its estimated frequency is above the
+    victim's (ties keep the incumbent), or, if it is popular (>= 6), at random 1
+    time in 128 (so an attacker cannot pin a victim by flooding)."""
+    cf = sketch.frequency(cand)
+    return cf > sketch.frequency(victim) or (cf >= 6 and not randbits(7))
 
 
 class TinyLfuPolicy:
@@ -603,7 +592,7 @@ class TinyLfuPolicy:
             seg[cand] = _PROBATION
             return _NONE if total <= self.maximum else self.evict([cand])
         victim = next(iter(probation))
-        # ``_admits(cand, victim)``, inlined (the fill path is hot).
+        # ``_admits``, inlined (the fill path is hot).
         t = self._sketch._table
         bmask = self._sketch._bmask
         h = hash(cand)
@@ -724,6 +713,7 @@ class TinyLfuPolicy:
             candidates.append(k)
         self._window_weight = ww
         victims: list[str] = []
+        sk, randbits = self._sketch, self._rng.getrandbits
         weight = self._weight
         maximum = self.maximum
         while weight > maximum:
@@ -732,7 +722,8 @@ class TinyLfuPolicy:
                 if cand not in probation:  # already lost a duel as a victim
                     continue
                 victim = next(iter(probation))
-                loser = victim if victim != cand and self._admits(cand, victim) else cand
+                duel_won = victim != cand and _admits(sk, cand, victim, randbits)
+                loser = victim if duel_won else cand
                 weight -= probation.pop(loser)
             elif probation:
                 loser, w = probation.popitem(last=False)
@@ -749,14 +740,6 @@ class TinyLfuPolicy:
             victims.append(loser)
         self._weight = weight
         return victims
-
-    def _admits(self, cand: str, victim: str) -> bool:
-        """TinyLFU's duel: the candidate wins iff its estimated frequency is above
-        the victim's (ties keep the incumbent), or, if it is popular (>= 6), at
-        random 1 time in 128 (so an attacker cannot pin a victim by flooding)."""
-        sk = self._sketch
-        cf = sk.frequency(cand)
-        return cf > sk.frequency(victim) or (cf >= 6 and not self._rng.getrandbits(7))
 
     def _grow_sketch(self) -> None:
         """Resize the sketch to the (estimated) entry capacity.
@@ -838,11 +821,9 @@ class TinyLfuPolicy:
             )
             weight = source[key]
         sk = self._sketch
-        t = sk._table
-        bmask = sk._bmask
         rng = self._shadow_rng.getrandbits
         for sh in self._shadows:
-            sh.access(key, weight, t, bmask, rng)
+            sh.access(key, weight, sk, rng)
 
     def _shadow_pick(self) -> bool:
         """Jump the window to the shadows' best fraction if it clearly beats the
