@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from maxage import __version__
-from maxage.contracts import ConfigError, load_config, parse_duration
+from maxage.contracts import ConfigError, load_config
+from maxage.units import DURATION_HELP, SIZE_HELP, duration_arg, positive_duration_arg, size_arg
 
 BUNDLED_CONFIG = Path(__file__).parent / "examples" / "catalog.toml"
 DEFAULT_DB = "sqlite:///./maxage-data/maxage.db"
@@ -35,31 +36,6 @@ MUTANTS = ("no-version-guard", "no-tombstone", "no-watermark", "error-path-drop"
 
 class UsageError(Exception):
     pass
-
-
-def _size(text: str) -> int:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = 1
-    if t and t[-1] in units:
-        mult = units[t[-1]]
-        t = t[:-1]
-    try:
-        value = int(float(t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a size like 64MiB or 1048576, got {text!r}"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("a size must be > 0")
-    return value
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text if not text.replace(".", "", 1).isdigit() else text + "s")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,22 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--cache-bytes",
-        type=_size,
+        type=size_arg,
         default=64 * 1024**2,
-        help="byte bound of the in-process cache per worker (default: 64MiB)",
+        metavar="SIZE",
+        help=f"byte bound of the in-process cache per worker; {SIZE_HELP} (default: 64MiB)",
     )
     serve.add_argument(
         "--body-limit",
-        type=_size,
+        type=size_arg,
         default=1024**2,
-        help="largest accepted request body (default: 1MiB)",
+        metavar="SIZE",
+        help=f"largest accepted request body; {SIZE_HELP} (default: 1MiB)",
     )
     serve.add_argument(
         "--deadline",
-        type=_duration,
+        type=positive_duration_arg,
         default=10.0,
-        help="request deadline in seconds; clients may shorten it with "
-        "X-Request-Timeout (default: 10)",
+        metavar="DURATION",
+        help=f"request deadline, {DURATION_HELP}; clients may shorten it with "
+        "X-Request-Timeout (default: 10s)",
     )
     serve.add_argument(
         "--access-log",
@@ -133,9 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--idempotency-ttl",
-        type=_duration,
+        type=duration_arg,
         default=86400.0,
-        help="how long idempotency keys are kept, seconds (default: 86400)",
+        metavar="DURATION",
+        help=f"how long idempotency keys are kept, {DURATION_HELP} (default: 24h)",
     )
     serve.add_argument(
         "--monitor-sample",

@@ -27,9 +27,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from maxage import units
+
 COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class ConfigError(Exception):
@@ -63,20 +63,22 @@ _STRENGTH = (ReadMode.STRONG, ReadMode.SESSION, ReadMode.BOUNDED)
 
 
 def parse_duration(value: object) -> float:
-    """``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"`` or a number of seconds → seconds."""
+    """A config duration → seconds: a TOML number of seconds, or a string in the one
+    duration grammar (:func:`maxage.units.parse_duration`: ``"250ms"``, ``"30s"``, ``"5m"``,
+    ``"1h"``) that names its unit. A quoted bare number (``"5"``) is refused in a config
+    file: write ``5`` or ``"5s"``."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like '30s', got a boolean")
     if isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"expected a duration like '250ms', '30s' or '5m', got {value!r}")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
+        if seconds < 0 or not math.isfinite(seconds):
+            raise ValueError(f"duration must be finite and >= 0, got {value!r}")
+        return seconds
+    if not isinstance(value, str):
         raise ValueError(f"expected a duration like '30s', got {type(value).__name__}")
-    if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"duration must be finite and >= 0, got {value!r}")
+    seconds = units.parse_duration(value)
+    if not units.has_unit(value):
+        raise ValueError(f"a duration string needs a unit (ms, s, m or h), got {value!r}")
     return seconds
 
 

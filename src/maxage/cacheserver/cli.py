@@ -10,48 +10,20 @@ import argparse
 import ipaddress
 import logging
 import os
-import re
 import sys
+
+from maxage.units import (
+    DURATION_HELP,
+    SIZE_HELP,
+    duration_arg,
+    positive_duration_arg,
+    size_arg,
+)
 
 from .server import ServerConfig, run_server
 from .upstream import UpstreamSpec
 
 TOKEN_ENV = "MAXAGE_CACHE_TOKEN"
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """``1048576``, ``64MiB``, ``64M``, ``2g`` → bytes (binary units)."""
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 64MiB, 2G)")
-    unit = (m.group(2) or "").lower()[:1]
-    n = int(m.group(1)) * _UNITS[unit]
-    if n <= 0:
-        raise argparse.ArgumentTypeError("size must be > 0")
-    return n
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError("must be >= 0 seconds")
-    return v
 
 
 def _positive_int(text: str) -> int:
@@ -89,10 +61,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-bytes",
-        type=parse_size,
+        type=size_arg,
         default=256 * 1024**2,
-        metavar="N",
-        help="byte bound of the cache, entries and overhead (default 256MiB; accepts K/M/G)",
+        metavar="SIZE",
+        help=f"byte bound of the cache, entries and overhead; {SIZE_HELP} (default 256MiB)",
     )
     parser.add_argument(
         "--upstream",
@@ -105,25 +77,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--upstream-timeout",
-        type=_positive_float,
+        type=positive_duration_arg,
         default=2.0,
-        metavar="SECONDS",
-        help="deadline of one upstream load; the call is cancelled when it passes (default 2)",
+        metavar="DURATION",
+        help="deadline of one upstream load; the call is cancelled when it passes; "
+        f"{DURATION_HELP} (default 2s)",
     )
     parser.add_argument(
         "--upstream-ttl",
-        type=_positive_float,
+        type=positive_duration_arg,
         default=60.0,
-        metavar="SECONDS",
-        help="TTL of upstream values without Cache-Control max-age (default 60)",
+        metavar="DURATION",
+        help=f"TTL of upstream values without Cache-Control max-age; {DURATION_HELP} (default 60s)",
     )
     parser.add_argument(
         "--stale-if-error",
-        type=_nonneg_float,
+        type=duration_arg,
         default=0.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="serve an upstream value up to this long past its TTL when the upstream "
-        "fails (default 0: never)",
+        f"fails; {DURATION_HELP} (default 0s: never)",
     )
     parser.add_argument(
         "--token",
@@ -133,10 +106,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-value-bytes",
-        type=parse_size,
+        type=size_arg,
         default=8 * 1024**2,
-        metavar="N",
-        help="largest value accepted (413 above; default 8MiB)",
+        metavar="SIZE",
+        help=f"largest value accepted (413 above); {SIZE_HELP} (default 8MiB)",
     )
     parser.add_argument(
         "--max-key-length",
@@ -147,17 +120,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--request-timeout",
-        type=_positive_float,
+        type=positive_duration_arg,
         default=10.0,
-        metavar="SECONDS",
-        help="per-request deadline: receiving the request, and answering it (default 10)",
+        metavar="DURATION",
+        help="per-request deadline: receiving the request, and answering it; "
+        f"{DURATION_HELP} (default 10s)",
     )
     parser.add_argument(
         "--keepalive-timeout",
-        type=_positive_float,
+        type=positive_duration_arg,
         default=30.0,
-        metavar="SECONDS",
-        help="close idle keep-alive connections after this long (default 30)",
+        metavar="DURATION",
+        help=f"close idle keep-alive connections after this long; {DURATION_HELP} (default 30s)",
     )
     # TEST-ONLY: lets tests move the server's clock forward (POST /debug/clock?advance=S).
     parser.add_argument("--debug-clock", action="store_true", help=argparse.SUPPRESS)

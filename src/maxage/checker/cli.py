@@ -30,6 +30,7 @@ from maxage.checker.faults import FAULTS, MUTANTS
 from maxage.checker.history import FAULT, HistoryWriter, Op
 from maxage.checker.report import build_report, render_text
 from maxage.checker.workload import Client, Collection, DiscoveryError, Workload, discover
+from maxage.units import DURATION_HELP, duration_arg, has_unit, positive_duration_arg
 
 FAULT_PROBABILITY = {
     "drop": 0.5, "duplicate": 0.3, "delay": 0.3, "reorder": 0.5, "pause-fill": 0.3,
@@ -41,9 +42,22 @@ class CheckError(Exception):
     """A usage or connection problem: exit 2."""
 
 
+def _staleness(text: str) -> str:
+    """``--staleness``: a positive duration, kept as text with its unit for the config."""
+    positive_duration_arg(text)
+    text = text.strip()
+    return text if has_unit(text) else f"{text}s"
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", metavar="URL", help="a running maxage API (default: start one)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of workload (default: 30)")
+    p.add_argument(
+        "--duration",
+        type=positive_duration_arg,
+        default=30.0,
+        metavar="DURATION",
+        help=f"how long the workload runs; {DURATION_HELP} (default: 30s)",
+    )
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default: 8)")
     p.add_argument(
         "--seed", type=int, default=None, help="workload and fault seed (default: random)"
@@ -63,8 +77,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--staleness",
+        type=_staleness,
         default="500ms",
-        help="max_staleness of the generated config when no --target (default: 500ms)",
+        metavar="DURATION",
+        help=f"max_staleness of the generated config when no --target; {DURATION_HELP} "
+        "(default: 500ms)",
     )
     p.add_argument(
         "--mutant",
@@ -77,9 +94,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--converge-timeout",
-        type=float,
+        type=duration_arg,
         default=60.0,
-        help="longest wait for convergence after healing (default: 60)",
+        metavar="DURATION",
+        help=f"longest wait for convergence after healing; {DURATION_HELP} (default: 60s)",
     )
     p.add_argument(
         "--lin-budget",
