@@ -1,10 +1,10 @@
-"""maxage.client against a running server: typed results and typed errors."""
+"""maxage.cacheserver.client against a running server: typed results and typed errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from maxage.client import (
+from maxage.cacheserver.client import (
     AsyncCacheClient,
     BadRequest,
     CacheClient,

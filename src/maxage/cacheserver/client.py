@@ -2,7 +2,7 @@
 
 Both speak the server's HTTP API over httpx and return typed results::
 
-    from maxage.client import CacheClient, VersionConflict
+    from maxage.cacheserver.client import CacheClient, VersionConflict
 
     with CacheClient("http://127.0.0.1:8090") as cache:
         cache.set("user:42", b'{"name":"Ada"}', version=7, ttl=300, tags=["users"],
