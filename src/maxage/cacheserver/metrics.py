@@ -1,14 +1,17 @@
-"""Cheap metrics: plain integer counters and fixed-bucket histograms.
+"""The cache server's counters and its ``/metrics`` families.
 
-Nothing here allocates on the hot path beyond a dict increment; the Prometheus
-text exposition is rendered only when ``/metrics`` is scraped.
+Nothing here allocates on the hot path beyond a dict increment; the Prometheus text
+exposition (:mod:`maxage.core.metrics`, shared with the API and the consistency monitor)
+is rendered only when ``/metrics`` is scraped.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final
+
+from maxage.core.metrics import Exposition, Histogram, labels
 
 # Seconds. Chosen for a cache: most hits are far below a millisecond.
 LATENCY_BUCKETS: Final[tuple[float, ...]] = (
@@ -31,35 +34,6 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 )
 
 
-class Histogram:
-    """A cumulative-at-render histogram: per-bucket counts, a sum and a count."""
-
-    __slots__ = ("bounds", "count", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def render(self, name: str, labels: str, out: list[str]) -> None:
-        sep = "," if labels else ""
-        acc = 0
-        for bound, n in zip(self.bounds, self.counts, strict=False):
-            acc += n
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {acc}')
-        acc += self.counts[-1]
-        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {acc}')
-        lab = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_sum{lab} {self.sum}")
-        out.append(f"{name}_count{lab} {self.count}")
-
-
 ROUTES: Final = ("get", "put", "delete", "invalidate", "metrics", "health", "openapi", "other")
 
 
@@ -80,8 +54,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
-        self.latency: dict[str, Histogram] = {r: Histogram() for r in ROUTES}
-        self.upstream_latency = Histogram()
+        self.latency: dict[str, Histogram] = {r: Histogram(LATENCY_BUCKETS) for r in ROUTES}
+        self.upstream_latency = Histogram(LATENCY_BUCKETS)
         self.upstream_loads = 0
         self.upstream_errors: dict[str, int] = {}
         self.stale_served = 0
@@ -94,7 +68,7 @@ class Metrics:
         requests = self.requests
         requests[k] = requests.get(k, 0) + 1
         h = self.latency[route]  # Histogram.observe, inlined (hot path)
-        h.counts[bisect_left(h.bounds, seconds)] += 1
+        h.counts[bisect_left(h.buckets, seconds)] += 1
         h.sum += seconds
         h.count += 1
 
@@ -102,93 +76,74 @@ class Metrics:
         self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1
 
 
-def _fmt_kv(pairs: Iterable[tuple[str, str]]) -> str:
-    return ",".join(f'{k}="{v}"' for k, v in pairs)
-
-
 def render(metrics: Metrics, cache_numbers: Callable[[], dict[str, object]]) -> bytes:
     """The Prometheus text exposition (version 0.0.4)."""
-    out: list[str] = []
+    out = Exposition()
     c = cache_numbers()
-    hits = int(c["hits"])  # type: ignore[call-overload]
-    misses = int(c["misses"])  # type: ignore[call-overload]
-    out += [
-        "# HELP maxage_cache_hits_total Cache lookups that found a live entry.",
-        "# TYPE maxage_cache_hits_total counter",
-        f"maxage_cache_hits_total {hits}",
-        "# HELP maxage_cache_misses_total Cache lookups that found nothing.",
-        "# TYPE maxage_cache_misses_total counter",
-        f"maxage_cache_misses_total {misses}",
-        "# HELP maxage_cache_hit_ratio Hits over lookups since start.",
-        "# TYPE maxage_cache_hit_ratio gauge",
-        f"maxage_cache_hit_ratio {hits / (hits + misses) if hits + misses else 0.0}",
-        "# HELP maxage_cache_stores_total Writes that stored a value.",
-        "# TYPE maxage_cache_stores_total counter",
-        f"maxage_cache_stores_total {c['stores']}",
-        "# HELP maxage_cache_refusals_total Writes refused, by outcome.",
-        "# TYPE maxage_cache_refusals_total counter",
-    ]
+    hits = _int(c["hits"])
+    misses = _int(c["misses"])
+    out.family("maxage_cache_hits_total", "counter", "Cache lookups that found a live entry.")
+    out.sample("maxage_cache_hits_total", hits)
+    out.family("maxage_cache_misses_total", "counter", "Cache lookups that found nothing.")
+    out.sample("maxage_cache_misses_total", misses)
+    out.family("maxage_cache_hit_ratio", "gauge", "Hits over lookups since start.")
+    out.sample("maxage_cache_hit_ratio", hits / (hits + misses) if hits + misses else 0.0)
+    out.family("maxage_cache_stores_total", "counter", "Writes that stored a value.")
+    out.sample("maxage_cache_stores_total", _int(c["stores"]))
+    out.family("maxage_cache_refusals_total", "counter", "Writes refused, by outcome.")
     refusals = c["refusals"]
     assert isinstance(refusals, dict)
     for outcome, n in sorted(refusals.items()):
-        out.append(f'maxage_cache_refusals_total{{outcome="{outcome}"}} {n}')
-    out += [
-        "# HELP maxage_cache_evictions_total Entries removed, by reason.",
-        "# TYPE maxage_cache_evictions_total counter",
-    ]
+        out.sample("maxage_cache_refusals_total", n, labels(outcome=outcome))
+    out.family("maxage_cache_evictions_total", "counter", "Entries removed, by reason.")
     evictions = c["evictions"]
     assert isinstance(evictions, dict)
     for reason, n in sorted(evictions.items()):
-        out.append(f'maxage_cache_evictions_total{{reason="{reason}"}} {n}')
-    out += [
-        "# HELP maxage_cache_memory_bytes Bytes accounted to live entries.",
-        "# TYPE maxage_cache_memory_bytes gauge",
-        f"maxage_cache_memory_bytes {c['bytes_used']}",
-        "# HELP maxage_cache_max_bytes Configured byte bound.",
-        "# TYPE maxage_cache_max_bytes gauge",
-        f"maxage_cache_max_bytes {c['max_bytes']}",
-        "# HELP maxage_cache_entries Live entries.",
-        "# TYPE maxage_cache_entries gauge",
-        f"maxage_cache_entries {c['entries']}",
-        "# HELP maxage_http_requests_total Requests answered, by route and status.",
-        "# TYPE maxage_http_requests_total counter",
-    ]
+        out.sample("maxage_cache_evictions_total", n, labels(reason=reason))
+    out.family("maxage_cache_memory_bytes", "gauge", "Bytes accounted to live entries.")
+    out.sample("maxage_cache_memory_bytes", _int(c["bytes_used"]))
+    out.family("maxage_cache_max_bytes", "gauge", "Configured byte bound.")
+    out.sample("maxage_cache_max_bytes", _int(c["max_bytes"]))
+    out.family("maxage_cache_entries", "gauge", "Live entries.")
+    out.sample("maxage_cache_entries", _int(c["entries"]))
+    out.family("maxage_http_requests_total", "counter", "Requests answered, by route and status.")
     for (route, status), n in sorted(metrics.requests.items()):
-        out.append(f'maxage_http_requests_total{{route="{route}",status="{status}"}} {n}')
-    out += [
-        "# HELP maxage_http_request_duration_seconds Time from parsed request to response.",
-        "# TYPE maxage_http_request_duration_seconds histogram",
-    ]
-    for route, h in metrics.latency.items():
-        if h.count:
-            h.render("maxage_http_request_duration_seconds", _fmt_kv([("route", route)]), out)
-    out += [
-        "# HELP maxage_upstream_loads_total Read-through loads started.",
-        "# TYPE maxage_upstream_loads_total counter",
-        f"maxage_upstream_loads_total {metrics.upstream_loads}",
-        "# HELP maxage_upstream_errors_total Failed read-through loads, by kind.",
-        "# TYPE maxage_upstream_errors_total counter",
-    ]
+        out.sample("maxage_http_requests_total", n, labels(route=route, status=status))
+    out.family(
+        "maxage_http_request_duration_seconds",
+        "histogram",
+        "Time from parsed request to response.",
+    )
+    out.histogram(
+        "maxage_http_request_duration_seconds",
+        ((labels(route=route), h) for route, h in metrics.latency.items() if h.count),
+    )
+    out.family("maxage_upstream_loads_total", "counter", "Read-through loads started.")
+    out.sample("maxage_upstream_loads_total", metrics.upstream_loads)
+    out.family("maxage_upstream_errors_total", "counter", "Failed read-through loads, by kind.")
     for kind, n in sorted(metrics.upstream_errors.items()):
-        out.append(f'maxage_upstream_errors_total{{kind="{kind}"}} {n}')
-    out += [
-        "# HELP maxage_upstream_duration_seconds Upstream call latency.",
-        "# TYPE maxage_upstream_duration_seconds histogram",
-    ]
-    metrics.upstream_latency.render("maxage_upstream_duration_seconds", "", out)
-    out += [
-        "# HELP maxage_stale_served_total Stale entries served because the upstream failed.",
-        "# TYPE maxage_stale_served_total counter",
-        f"maxage_stale_served_total {metrics.stale_served}",
-        "# HELP maxage_connections_open Open client connections.",
-        "# TYPE maxage_connections_open gauge",
-        f"maxage_connections_open {metrics.connections_open}",
-        "# HELP maxage_connections_total Client connections accepted.",
-        "# TYPE maxage_connections_total counter",
-        f"maxage_connections_total {metrics.connections_total}",
-        "# HELP maxage_http_parse_errors_total Connections closed for a malformed request.",
-        "# TYPE maxage_http_parse_errors_total counter",
-        f"maxage_http_parse_errors_total {metrics.parse_errors}",
-    ]
-    out.append("")
-    return "\n".join(out).encode()
+        out.sample("maxage_upstream_errors_total", n, labels(kind=kind))
+    out.family("maxage_upstream_duration_seconds", "histogram", "Upstream call latency.")
+    out.histogram("maxage_upstream_duration_seconds", [("", metrics.upstream_latency)])
+    out.family(
+        "maxage_stale_served_total",
+        "counter",
+        "Stale entries served because the upstream failed.",
+    )
+    out.sample("maxage_stale_served_total", metrics.stale_served)
+    out.family("maxage_connections_open", "gauge", "Open client connections.")
+    out.sample("maxage_connections_open", metrics.connections_open)
+    out.family("maxage_connections_total", "counter", "Client connections accepted.")
+    out.sample("maxage_connections_total", metrics.connections_total)
+    out.family(
+        "maxage_http_parse_errors_total",
+        "counter",
+        "Connections closed for a malformed request.",
+    )
+    out.sample("maxage_http_parse_errors_total", metrics.parse_errors)
+    return out.render()
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int), value
+    return value

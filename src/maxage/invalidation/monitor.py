@@ -17,19 +17,19 @@ transaction, which is at or before the real commit (and the acknowledgement P2 s
 of), so the check errs on the side of flagging: a write whose transaction took ``d``
 seconds can be counted as a violation by a hit within ``d`` of the bound's edge.
 
-Everything here is counters and a fixed-bucket histogram; the API exports them as
-``maxage_consistency_*`` families.
+Everything here is counters and a fixed-bucket histogram (:class:`maxage.core.metrics.Histogram`);
+the API exports them as ``maxage_consistency_*`` families.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 from collections import deque
 from typing import NamedTuple
 
+from maxage.core.metrics import Histogram
 from maxage.core.types import Clock
 from maxage.store.base import Store
 
@@ -65,22 +65,16 @@ class SampledHit(NamedTuple):
     bound: float
 
 
-class CollectionTally:
-    """Per-collection counters and the staleness histogram (cumulative over the process)."""
+class CollectionTally(Histogram):
+    """Per-collection counters; the tally itself is the staleness histogram (seconds,
+    :data:`STALENESS_BUCKETS`), cumulative over the process."""
 
-    __slots__ = ("checked", "count", "counts", "sum", "violations")
+    __slots__ = ("checked", "violations")
 
     def __init__(self) -> None:
+        super().__init__(STALENESS_BUCKETS)
         self.checked = 0
         self.violations = 0
-        self.counts = [0] * (len(STALENESS_BUCKETS) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, staleness: float) -> None:
-        self.counts[bisect.bisect_left(STALENESS_BUCKETS, staleness)] += 1
-        self.sum += staleness
-        self.count += 1
 
 
 class ConsistencyMonitor:
