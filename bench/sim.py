@@ -32,8 +32,8 @@ import theine
 
 from maxage.core import ENTRY_OVERHEAD, MISSING, Cache, ManualClock
 
-# shared/ sits beside the project root (../shared from it), in every checkout and in CI.
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+# The public traces ship with the repository (origins and licences: bench/traces/README.md).
+TRACES = Path(__file__).parent / "traces"
 KEY_WIDTH = 16
 
 # (name, capacity) pairs for --all
