@@ -25,13 +25,15 @@ from typing import Any
 
 from maxage import __version__
 from maxage.contracts import ConfigError, load_config
+from maxage.faults.mutants import MUTANTS
+from maxage.hooks import Hooks, SlowStoreHooks
 from maxage.units import DURATION_HELP, SIZE_HELP, duration_arg, positive_duration_arg, size_arg
 
 BUNDLED_CONFIG = Path(__file__).parent / "examples" / "catalog.toml"
 DEFAULT_DB = "sqlite:///./maxage-data/maxage.db"
 SETTINGS_ENV = "MAXAGE_SERVE_SETTINGS"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-MUTANTS = ("no-version-guard", "no-tombstone", "no-watermark", "error-path-drop", "seq-tailer")
+FAULTS_FILE_ENV = "MAXAGE_FAULTS_FILE"  # TEST ONLY: where the fault state lives (see _faults_file)
 
 
 class UsageError(Exception):
@@ -244,11 +246,23 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
             "deadline": args.deadline,
             "access_log": args.access_log,
             "idempotency_keep": args.idempotency_ttl,
-            "fault_injection": bool(args.fault_injection),
         },
+        "faults_file": _faults_file() if args.fault_injection else None,
         "mutant": args.mutant,
         "monitor_sample": args.monitor_sample,
     }
+
+
+def _faults_file() -> str:
+    """The fault state file shared by this server's workers: in a private directory this
+    process creates (mode 0700, a fresh name, so nobody else can plant or switch faults),
+    or where ``MAXAGE_FAULTS_FILE`` says (a test's own temporary directory)."""
+    chosen = os.environ.get(FAULTS_FILE_ENV)
+    if chosen:
+        return str(Path(chosen).resolve())
+    import tempfile
+
+    return str(Path(tempfile.mkdtemp(prefix="maxage-faults-")) / "faults.json")
 
 
 def _redact(url: str) -> str:
@@ -323,7 +337,8 @@ def _has_uvloop() -> bool:
 
 def asgi_app() -> Any:
     """ASGI factory run in each worker: build every object from the settings env var."""
-    from maxage.api.app import Settings, build_app
+    from maxage.api.app import build_app
+    from maxage.api.types import Settings
     from maxage.core.cache import Cache
     from maxage.core.clock import SystemClock
     from maxage.service import Service
@@ -331,27 +346,48 @@ def asgi_app() -> Any:
     raw = json.loads(os.environ[SETTINGS_ENV])
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = load_config(raw["config"])
+    settings = Settings(**raw["settings"])
     clock = SystemClock()
-    store = _make_store(raw["db"], clock)
-    _stall_store_for_tests(store)
-    cache = Cache(raw["cache_bytes"], clock=clock, thread_safe=False)
+    postgres = not raw["db"].startswith("sqlite:///")
+    cache_class: type[Cache] = Cache
+    hooks: Hooks | None = _test_hooks()
+    faults = None
+    if raw.get("faults_file"):
+        from maxage import faults as fault_injection
+
+        bounds = [c.max_staleness for c in config.collections.values() if c.max_staleness > 0]
+        faults = fault_injection.build(
+            Path(raw["faults_file"]),
+            postgres=postgres,
+            bound=min(bounds, default=1.0),
+            mutant=raw.get("mutant"),
+        )
+        hooks, cache_class = faults.hooks, faults.cache_class
+    store = _make_store(raw["db"], clock, hooks)
+    cache = cache_class(raw["cache_bytes"], clock=clock, thread_safe=False)
     l2 = None
     if raw.get("cache"):
         from maxage.tiers.redis import RedisTier
 
         l2 = RedisTier(raw["cache"], clock=clock)
-    service = Service(config.collections, store, cache, clock, l2=l2)
+    monitor = None
     sample_every = int(raw.get("monitor_sample", 100))
     if sample_every > 0:
         from maxage.invalidation.monitor import ConsistencyMonitor
 
-        service.monitor = ConsistencyMonitor(store, clock, sample_every=sample_every)
-    settings = Settings(**raw["settings"])
-    faults = None
-    if settings.fault_injection:
-        from maxage.checker.faults import install_faults
-
-        faults = install_faults(service, store, mutant=raw.get("mutant"))
+        monitor = ConsistencyMonitor(store, clock, sample_every=sample_every)
+    service = Service(
+        config.collections,
+        store,
+        cache,
+        clock,
+        l2=l2,
+        monitor=monitor,
+        hooks=hooks,
+        idempotency_keep=settings.idempotency_keep,
+        default_page_size=settings.default_page_size,
+        max_page_size=settings.max_page_size,
+    )
 
     async def startup() -> None:
         await store.open()
@@ -366,7 +402,8 @@ def asgi_app() -> Any:
         finally:
             _exit_after(WORKER_EXIT_GRACE)
 
-    return build_app(service, settings, on_startup=startup, on_shutdown=shutdown, faults=faults)
+    control = faults.control if faults is not None else None
+    return build_app(service, settings, on_startup=startup, on_shutdown=shutdown, faults=control)
 
 
 WORKER_EXIT_GRACE = 3.0
@@ -396,40 +433,28 @@ def _exit_after(seconds: float) -> None:
 TEST_SLOW_STORE_ENV = "MAXAGE_TEST_SLOW_STORE_SECONDS"
 
 
-def _stall_store_for_tests(store: Any) -> None:
+def _test_hooks() -> Hooks | None:
     """TEST ONLY: ``MAXAGE_TEST_SLOW_STORE_SECONDS=N`` stalls every document read and write
-    (``get``, ``list_page``, ``write``) by N seconds *before* it reaches the primary, so a
-    cancelled or timed-out request writes nothing. Idempotency claims, pings and the tailer
-    are not stalled. Used by tests/api for deadlines (504), disconnect cancellation,
-    concurrent idempotency keys (409) and SIGTERM drain; never set it in production."""
-    import asyncio
-
+    by N seconds before it reaches the primary (:class:`maxage.hooks.SlowStoreHooks`). Used by
+    tests/api for deadlines (504), disconnect cancellation, concurrent idempotency keys (409)
+    and SIGTERM drain; never set it in production."""
     try:
         delay = float(os.environ.get(TEST_SLOW_STORE_ENV, "") or 0)
     except ValueError:
-        return
-    if delay <= 0:
-        return
-    for name in ("get", "list_page", "write"):
-        inner = getattr(store, name)
-
-        async def stalled(*args: Any, _inner: Any = inner, **kwargs: Any) -> Any:
-            await asyncio.sleep(delay)
-            return await _inner(*args, **kwargs)
-
-        setattr(store, name, stalled)
+        return None
+    return SlowStoreHooks(delay) if delay > 0 else None
 
 
-def _make_store(db: str, clock: Any) -> Any:
+def _make_store(db: str, clock: Any, hooks: Hooks | None) -> Any:
     if db.startswith("sqlite:///"):
         from maxage.store.sqlite import SQLiteStore
 
-        return SQLiteStore(db[len("sqlite:///") :], clock=clock)
+        return SQLiteStore(db[len("sqlite:///") :], clock=clock, hooks=hooks)
     from maxage.store.postgres import PostgresStore
 
     # Hidden, test isolation only: a PostgreSQL schema other than the default "maxage".
     schema = os.environ.get("MAXAGE_PG_SCHEMA") or "maxage"
-    return PostgresStore(db, clock=clock, schema=schema)
+    return PostgresStore(db, clock=clock, schema=schema, hooks=hooks)
 
 
 if __name__ == "__main__":  # pragma: no cover

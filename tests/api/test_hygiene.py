@@ -46,7 +46,7 @@ def test_unknown_route_and_wrong_method(http: httpx.Client) -> None:
         ("DELETE", "/v1/products", "GET, HEAD, POST"),
         ("POST", "/v1/products/x", "GET, HEAD, PUT, PATCH, DELETE"),
         ("PUT", "/livez", "GET, HEAD"),
-        ("POST", "/v1/products/changes", "GET"),
+        ("POST", "/v1/products/changes", "GET, HEAD"),
     ):
         r = http.request(method, path)
         problem(r, 405, "method_not_allowed")

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from maxage.api.app import Settings
 from maxage.api.openapi import build
+from maxage.api.routes import ROUTES
+from maxage.api.types import Settings
 from maxage.cli import BUNDLED_CONFIG
 from maxage.contracts import load_config
 
@@ -20,7 +21,7 @@ SNAPSHOT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
 def live_spec() -> dict[str, Any]:
-    return build(load_config(BUNDLED_CONFIG).collections, Settings())
+    return build(ROUTES, load_config(BUNDLED_CONFIG).collections, Settings())
 
 
 def write() -> None:

@@ -18,7 +18,7 @@ from maxage.contracts import ReadMode, parse_config
 from maxage.core.cache import Cache
 from maxage.core.clock import ManualClock, SystemClock
 from maxage.invalidation.monitor import STALENESS_BUCKETS, ConsistencyMonitor
-from maxage.service import Service, Source
+from maxage.service import Service, Source, WriteIntent, WriteKind, prepare
 from maxage.store.base import StoreError, WriteRequest
 from maxage.store.sqlite import SQLiteStore
 from tests.api.conftest import MaxageServer, metric
@@ -115,22 +115,21 @@ async def test_sampling_records_exactly_one_in_n_hits(
 ) -> None:
     n = 7
     cache = Cache(1 << 20, clock=clock, tombstone_ttl=120.0)
-    service = Service(parse_config(CONFIG, "test").collections, store, cache, clock)
-    service.monitor = m = ConsistencyMonitor(store, clock, sample_every=n)
+    m = ConsistencyMonitor(store, clock, sample_every=n)
+    service = Service(parse_config(CONFIG, "test").collections, store, cache, clock, monitor=m)
     for s in service.tailer.states:
         s.holder.watermark = clock.now()
     spec = service.collections["docs"]
-    await service.write(spec, "a", lambda _: b'{"n":1}')
-    first = await service.read(spec, "a", ReadMode.BOUNDED)
+    await service.writes.commit(prepare(spec, WriteIntent(WriteKind.REPLACE, "a", {"n": 1})))
+    first = await service.reads.read(spec, "a", ReadMode.BOUNDED)
     assert first.source is Source.PRIMARY  # a miss is never sampled
     hits = 0
     for i in range(5 * n + 3):
-        r = (
-            await service.read(spec, "a", ReadMode.BOUNDED)
-            if i % 2
-            else service.read_cached(spec, "docs/a", 0)
-        )
-        assert r is not None and r.source is Source.L1
+        if i % 2:
+            r = await service.reads.read(spec, "a", ReadMode.BOUNDED)
+            assert r.source is Source.L1
+        else:
+            assert isinstance(service.reads.l1("docs/a", spec.max_staleness, 0, clock.now()), tuple)
         hits += 1
     assert m.recorded == len(m.pending) == hits // n == 5
     assert all(h.collection == "docs" and h.id == "a" and h.bound == BOUND for h in m.pending)
@@ -141,16 +140,16 @@ async def test_service_hit_with_a_broken_watermark_is_counted(
 ) -> None:
     """A holder that claims to be caught up when it is not (the no-watermark mutant)."""
     cache = Cache(1 << 20, clock=clock, tombstone_ttl=120.0)
-    service = Service(parse_config(CONFIG, "test").collections, store, cache, clock)
-    service.monitor = m = ConsistencyMonitor(store, clock, sample_every=1, delay=1.0)
+    m = ConsistencyMonitor(store, clock, sample_every=1, delay=1.0)
+    service = Service(parse_config(CONFIG, "test").collections, store, cache, clock, monitor=m)
     spec = service.collections["docs"]
     service.l1_holder.watermark = clock.now()
-    await service.write(spec, "a", lambda _: b'{"n":1}')
-    await service.read(spec, "a", ReadMode.BOUNDED)  # fills v1
+    await service.writes.commit(prepare(spec, WriteIntent(WriteKind.REPLACE, "a", {"n": 1})))
+    await service.reads.read(spec, "a", ReadMode.BOUNDED)  # fills v1
     await write(store, clock, "a", 2)  # another process; this tailer never polls
     clock.advance(BOUND + 1)
     service.l1_holder.watermark = clock.now()  # the lie
-    r = await service.read(spec, "a", ReadMode.BOUNDED)
+    r = await service.reads.read(spec, "a", ReadMode.BOUNDED)
     assert r.source is Source.L1 and r.version == 1
     clock.advance(1.0)
     assert await m.check_due() == 1

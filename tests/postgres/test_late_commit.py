@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from maxage.core.clock import ManualClock
+from maxage.hooks import Hooks
 from maxage.store.base import (
     ClaimState,
     Document,
@@ -32,6 +33,12 @@ from maxage.store.base import (
     WriteResult,
 )
 from maxage.store.postgres import PostgresStore
+
+
+class SeqTailer(Hooks):
+    """The seq-tailer mutant: tail by ``seq > cursor`` with no completeness proof."""
+
+    seq_tailer = True
 
 
 def put(data: bytes) -> Any:
@@ -98,7 +105,7 @@ async def start_held_write(
 @pytest.fixture
 async def naive(pg: PostgresStore, clock: ManualClock) -> AsyncIterator[PostgresStore]:
     """The broken mutant, on the same schema as ``pg``."""
-    store = PostgresStore(pg.dsn, clock=clock, schema=pg.schema, seq_tailer=True)
+    store = PostgresStore(pg.dsn, clock=clock, schema=pg.schema, hooks=SeqTailer())
     await store.open()
     try:
         yield store

@@ -7,7 +7,7 @@ process's cache only through the change log, exactly as in production.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from maxage.contracts import ReadMode, parse_config
 from maxage.core.cache import Cache
 from maxage.core.clock import ManualClock
-from maxage.service import Service, Source
+from maxage.hooks import Hooks
+from maxage.service import Service, Source, WriteIntent, WriteKind, prepare
 from maxage.store.base import WriteRequest
 from maxage.store.sqlite import SQLiteStore
 
@@ -40,9 +41,22 @@ CONFIG = {
 }
 
 
+class PauseHooks(Hooks):
+    """``pause`` (when set) runs between a primary read and its cache fill."""
+
+    def __init__(self) -> None:
+        self.pause: Callable[[], Awaitable[None]] | None = None
+
+    def before_fill(self) -> Awaitable[None] | None:
+        return self.pause() if self.pause is not None else None
+
+
 class Harness:
-    def __init__(self, service: Service, store: SQLiteStore, clock: ManualClock) -> None:
+    def __init__(
+        self, service: Service, store: SQLiteStore, clock: ManualClock, hooks: PauseHooks
+    ) -> None:
         self.service = service
+        self.hooks = hooks
         self.store = store
         self.clock = clock
         self.spec = service.collections["docs"]
@@ -56,7 +70,8 @@ class Harness:
 
     async def local_write(self, id: str, n: int, collection: str = "docs") -> int:
         spec = self.service.collections[collection]
-        r = await self.service.write(spec, id, lambda _: b'{"n":%d}' % n)
+        intent = WriteIntent(WriteKind.REPLACE, id, {"n": n})
+        r = await self.service.writes.commit(prepare(spec, intent))
         return r.document.version
 
     async def read(
@@ -66,7 +81,8 @@ class Harness:
         min_version: int = 0,
         collection: str = "docs",
     ):  # type: ignore[no-untyped-def]
-        return await self.service.read(self.service.collections[collection], id, mode, min_version)
+        spec = self.service.collections[collection]
+        return await self.service.reads.read(spec, id, mode, min_version)
 
 
 @pytest.fixture
@@ -76,11 +92,12 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     await store.open()
     cache = Cache(1 << 20, clock=clock, tombstone_ttl=120.0)
     config = parse_config(CONFIG, "test")
-    service = Service(config.collections, store, cache, clock)
+    hooks = PauseHooks()
+    service = Service(config.collections, store, cache, clock, hooks=hooks)
     service.tailer.cursor = 0
     for s in service.tailer.states:
         s.holder.watermark = clock.now()
-    yield Harness(service, store, clock)
+    yield Harness(service, store, clock, hooks)
     await store.close()
 
 
@@ -99,7 +116,7 @@ async def test_bounded_read_serves_cache_until_bound_then_bypasses_when_tailer_l
     lagging = await h.read("a")
     assert lagging.source is Source.PRIMARY and lagging.version == 2
     assert lagging.detail == "lagging"
-    assert h.service.stats.bypasses["lagging"] == 1
+    assert h.service.reads.stats.bypasses["lagging"] == 1
 
 
 async def test_tailer_invalidation_makes_next_read_fresh(h: Harness) -> None:
@@ -124,10 +141,10 @@ async def test_slow_fill_of_old_version_is_refused_after_invalidation(h: Harness
             await h.external_write("a", 2)
             await h.service.tailer.poll_once()
 
-    h.service.before_fill = pause
+    h.hooks.pause = pause
     stale = await h.read("a")
     assert stale.version == 1  # that read itself began before v2: allowed
-    h.service.before_fill = None
+    h.hooks.pause = None
     assert h.service.cache.peek("a") is not None
     # The old fill was refused by the tombstone, so the next read cannot serve v1.
     r = await h.read("a")
@@ -217,7 +234,7 @@ async def test_property_bounded_strong_session(
         service.tailer.cursor = 0
         for s in service.tailer.states:
             s.holder.watermark = clock.now()
-        hh = Harness(service, store, clock)
+        hh = Harness(service, store, clock, PauseHooks())
         acked: dict[str, list[tuple[float, int]]] = {"a": [], "b": []}
         seen_by_session: dict[str, int] = {"a": 0, "b": 0}
         n = 0

@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from maxage.core.clock import ManualClock
+from maxage.service.idempotency import decide
 from maxage.store.base import (
     ChangeOp,
+    Claim,
     ClaimState,
     Document,
     IdempotencyCompletion,
@@ -18,6 +20,15 @@ from maxage.store.base import (
     WriteRequest,
     WriteResult,
 )
+
+
+async def claim(
+    store: Store, scope: str, fp: str, owner: str, now: float, lease: float, keep: float
+) -> Claim:
+    """A claim decided by the service's one rule (the store only persists it)."""
+    return await store.claim_idempotency(
+        scope, fp, owner, now, lease, keep, lambda record: decide(record, fp, now)
+    )
 
 
 def put(data: bytes):  # type: ignore[no-untyped-def]
@@ -142,11 +153,11 @@ def _render(result: WriteResult) -> StoredResponse:
 
 async def test_idempotency_claim_complete_replay(store: Store, clock: ManualClock) -> None:
     now = clock.now()
-    claim = await store.claim_idempotency("POST /c k1", "fp1", "owner-a", now, 30, 3600)
-    assert claim.state is ClaimState.ACQUIRED
-    again = await store.claim_idempotency("POST /c k1", "fp1", "owner-b", now, 30, 3600)
+    first = await claim(store, "POST /c k1", "fp1", "owner-a", now, 30, 3600)
+    assert first.state is ClaimState.ACQUIRED
+    again = await claim(store, "POST /c k1", "fp1", "owner-b", now, 30, 3600)
     assert again.state is ClaimState.IN_FLIGHT
-    other = await store.claim_idempotency("POST /c k1", "fp2", "owner-b", now, 30, 3600)
+    other = await claim(store, "POST /c k1", "fp2", "owner-b", now, 30, 3600)
     assert other.state is ClaimState.MISMATCH
     r = await store.write(
         WriteRequest(
@@ -154,19 +165,15 @@ async def test_idempotency_claim_complete_replay(store: Store, clock: ManualCloc
         )
     )
     assert r.response == StoredResponse(201, (("etag", '"1"'),), b"body-1")
-    replay = await store.claim_idempotency("POST /c k1", "fp1", "owner-c", now, 30, 3600)
+    replay = await claim(store, "POST /c k1", "fp1", "owner-c", now, 30, 3600)
     assert replay.state is ClaimState.DONE and replay.response == r.response
 
 
 async def test_idempotency_lost_claim_writes_nothing(store: Store, clock: ManualClock) -> None:
     now = clock.now()
-    assert (
-        await store.claim_idempotency("s", "fp", "a", now, 5, 3600)
-    ).state is ClaimState.ACQUIRED
+    assert (await claim(store, "s", "fp", "a", now, 5, 3600)).state is ClaimState.ACQUIRED
     clock.advance(10)  # lease expired: b takes over
-    assert (
-        await store.claim_idempotency("s", "fp", "b", clock.now(), 5, 3600)
-    ).state is ClaimState.ACQUIRED
+    assert (await claim(store, "s", "fp", "b", clock.now(), 5, 3600)).state is ClaimState.ACQUIRED
     with pytest.raises(IdempotencyLost):
         await store.write(
             WriteRequest(
@@ -179,16 +186,12 @@ async def test_idempotency_lost_claim_writes_nothing(store: Store, clock: Manual
 
 async def test_idempotency_release_and_purge(store: Store, clock: ManualClock) -> None:
     now = clock.now()
-    await store.claim_idempotency("s", "fp", "a", now, 30, 100)
+    await claim(store, "s", "fp", "a", now, 30, 100)
     await store.release_idempotency("s", "a")
-    assert (
-        await store.claim_idempotency("s", "fp2", "b", now, 30, 100)
-    ).state is ClaimState.ACQUIRED
+    assert (await claim(store, "s", "fp2", "b", now, 30, 100)).state is ClaimState.ACQUIRED
     clock.advance(101)
     assert await store.purge_idempotency(clock.now()) == 1
-    assert (
-        await store.claim_idempotency("s", "fp3", "c", clock.now(), 30, 100)
-    ).state is ClaimState.ACQUIRED
+    assert (await claim(store, "s", "fp3", "c", clock.now(), 30, 100)).state is ClaimState.ACQUIRED
 
 
 async def test_secret_is_stable(store: Store) -> None:

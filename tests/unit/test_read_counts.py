@@ -51,7 +51,7 @@ async def test_one_lookup_per_read(tmp_path: Path) -> None:
         path = f"/v1/profiles/{json.loads(body)['id']}"  # write-around: not cached yet
         assert (await call("GET", path))[0] == 200
         assert (cache.stats.misses, cache.stats.hits) == (1, 0)
-        assert service.stats.misses == 1
+        assert service.reads.stats.misses == 1
         assert (await call("GET", path))[0] == 200
         assert (cache.stats.misses, cache.stats.hits) == (1, 1)
     finally:

@@ -1,17 +1,12 @@
-"""The change feed: committed changes of one collection, in commit order, resumable.
+"""``GET /v1/{collection}/changes``: the change feed as NDJSON or server-sent events.
 
-``GET /v1/{collection}/changes?after=<cursor>&limit=N[&follow=true]``
-
-* Order: commit order (the change log's ``seq``; on PostgreSQL only rows proven
-  complete are returned, so a later poll never reveals an older ``seq``).
-* Each change is ``{"cursor", "id", "version", "op", "committedAt"}``; resume with
-  ``after=<cursor of the last change you processed>``. Delivery is at-least-once
-  across reconnects (re-reading from a cursor replays what follows it); use
-  ``(id, version)`` to make processing idempotent.
-* Without ``follow`` the response ends when the log is drained (or ``limit`` is
-  reached). With ``follow=true`` (or ``Accept: text/event-stream``) it stays open and
-  streams new changes until the client goes away; SSE events carry ``id: <cursor>``
-  so ``Last-Event-ID`` resumes too.
+``?after=<cursor>&limit=N[&follow=true]``. Each change is ``{"cursor", "id",
+"version", "op", "committedAt"}`` in commit order; resume with ``after=<cursor
+of the last change processed>`` (delivery is at-least-once across reconnects).
+Without ``follow`` the response ends when the log is drained (or ``limit`` is
+reached); with ``follow=true`` (or ``Accept: text/event-stream``) it stays open
+until the client goes away; SSE events carry ``id: <cursor>`` so
+``Last-Event-ID`` resumes too.
 """
 
 from __future__ import annotations
@@ -20,57 +15,35 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from maxage.contracts import CollectionSpec
-from maxage.service import iso
-from maxage.store.base import Change
+from maxage.api import responses
+from maxage.api.http import parse_cursor, query_items, unknown_parameter
+from maxage.api.types import HTTPProblem, Receive, Request, Send
 
 if TYPE_CHECKING:
-    from maxage.api.app import App, Receive, Request, Send
+    from maxage.api.app import App
+    from maxage.api.routes import Match
 
-_encode = msgspec.json.Encoder().encode
-
-
-def _line(c: Change) -> bytes:
-    return _encode(
-        {
-            "cursor": str(c.seq),
-            "id": c.id,
-            "version": c.version,
-            "op": c.op.value,
-            "committedAt": iso(c.committed_at),
-        }
-    )
+MAX_LIMIT = 10000
+NDJSON = b"application/x-ndjson"
+EVENT_STREAM = b"text/event-stream"
 
 
-async def stream_changes(
-    app: App, req: Request, spec: CollectionSpec, receive: Receive, send: Send
-) -> int:
-    from maxage.api.app import HTTPProblem, _query_items
-
+def _parse(req: Request) -> tuple[int, int, bool]:
     after = 0
-    if (
-        req.last_event_id is not None
-        and req.last_event_id.isdigit()
-        and len(req.last_event_id) <= 18
-    ):
-        after = int(req.last_event_id)  # an SSE reconnect resumes after the last event it saw
-    limit = 1000
+    if req.last_event_id is not None:
+        with contextlib.suppress(HTTPProblem):  # an SSE reconnect resumes after its last event
+            after = parse_cursor(req.last_event_id.decode("latin-1"), "Last-Event-ID", "a cursor")
+    limit = MAX_LIMIT // 10
     follow = False
-    sse = False
-    for key, value in _query_items(req.query):
+    for key, value in query_items(req.query):
         if key == "after":
-            if not value.isdigit() or len(value) > 18:
-                raise HTTPProblem(
-                    "invalid_parameter",
-                    "after must be a cursor (a non-negative integer)",
-                    parameter="after",
-                )
-            after = int(value)
+            after = parse_cursor(value, "after", "a cursor (a non-negative integer)")
         elif key == "limit":
-            if not value.isdigit() or not 1 <= int(value) <= 10000:
-                raise HTTPProblem("invalid_parameter", "limit must be 1..10000", parameter="limit")
+            ok = value.isascii() and value.isdigit() and len(value) <= 5
+            if not ok or not 1 <= int(value) <= MAX_LIMIT:
+                raise HTTPProblem(
+                    "invalid_parameter", f"limit must be 1..{MAX_LIMIT}", parameter="limit"
+                )
             limit = int(value)
         elif key == "follow":
             if value not in ("true", "false", "1", "0"):
@@ -79,56 +52,52 @@ async def stream_changes(
                 )
             follow = value in ("true", "1")
         else:
-            raise HTTPProblem(
-                "invalid_parameter", f"unknown query parameter {key!r}", parameter=key
-            )
-    if req.accept is not None and b"text/event-stream" in req.accept:
-        sse = follow = True
-    store = app.service.store
-    # Validate the first read under the deadline so errors can still be a problem response.
-    batch = await app._slow_value(req, store.changes_after(after, 1000))
-    headers = app._base_headers(req)
-    headers.append((b"content-type", b"text/event-stream" if sse else b"application/x-ndjson"))
-    headers.append((b"cache-control", b"no-cache"))
+            raise unknown_parameter(key)
+    return after, limit, follow
+
+
+async def stream(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    spec = match.spec
+    assert spec is not None
+    after, limit, follow = _parse(req)
+    sse = req.accept is not None and EVENT_STREAM in req.accept
+    follow = (follow or sse) and req.method != "HEAD"
+    feed = app.service.changes
+    # The first read runs under the deadline so its errors can still be a problem response.
+    lines, cursor, drained = await app.awaited(req, feed.read(spec, after, limit))
+    headers = responses.base_headers(req)
+    headers.append((responses.CT, EVENT_STREAM if sse else NDJSON))
+    headers.append((responses.CC, b"no-cache"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if req.method == "HEAD":
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 200
     sent = 0
     disconnected = asyncio.Event()
 
     async def watch() -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                disconnected.set()
-                return
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected.set()
 
     watcher = asyncio.ensure_future(watch()) if follow else None
     try:
         while True:
-            chunk: list[bytes] = []
-            for c in batch.changes:
-                if c.collection != spec.name:
-                    continue
-                if sent >= limit:
-                    break
-                line = _line(c)
-                chunk.append(b"id: %d\ndata: %s\n\n" % (c.seq, line) if sse else line + b"\n")
-                sent += 1
-            cursor = batch.cursor
-            if chunk:
+            if lines:
+                chunk = [b"id: %d\ndata: %s\n\n" % (s, x) if sse else x + b"\n" for s, x in lines]
                 await send(
                     {"type": "http.response.body", "body": b"".join(chunk), "more_body": True}
                 )
-            if sent >= limit:
+                sent += len(lines)
+            if sent >= limit or (drained and not follow):
                 break
-            if batch.complete and not follow:
-                break
-            if batch.complete:
+            if drained:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(app.service.tailer.poll_interval):
+                    async with asyncio.timeout(feed.poll_interval):
                         await disconnected.wait()
                 if disconnected.is_set() or app.draining:
                     break
-            batch = await store.changes_after(cursor, 1000)
+            lines, cursor, drained = await feed.read(spec, cursor, limit - sent)
     finally:
         if watcher is not None:
             watcher.cancel()

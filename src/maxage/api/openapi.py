@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -12,7 +13,8 @@ from maxage.api.problems import CATALOG, problem_type_uri
 from maxage.contracts import CollectionSpec, ReadMode, patch_schema
 
 if TYPE_CHECKING:
-    from maxage.api.app import Settings
+    from maxage.api.routes import Route
+    from maxage.api.types import Settings
 
 _JSON = "application/json"
 _PROBLEM = "application/problem+json"
@@ -76,9 +78,30 @@ def _read_headers() -> dict[str, Any]:
     }
 
 
-def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {
+_COMMON = [
+    {"$ref": "#/components/parameters/RequestID"},
+    {"$ref": "#/components/parameters/RequestTimeout"},
+]
+_WRITE_PARAMS = [*_COMMON, {"$ref": "#/components/parameters/IdempotencyKey"}]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the operations of one collection refer to (built once per collection)."""
+
+    spec: CollectionSpec
+    settings: Settings
+    cap: str
+    doc_ok: dict[str, Any]
+    write_ok: dict[str, Any]
+    created: dict[str, Any]
+    body: dict[str, Any]
+    patch_body: dict[str, Any]
+    modes: list[str]
+
+
+def _base_schemas() -> dict[str, Any]:
+    return {
         "Problem": {
             "type": "object",
             "required": ["type", "title", "status", "detail", "instance", "code", "request_id"],
@@ -112,7 +135,10 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
             },
         },
     }
-    params = {
+
+
+def _parameters(settings: Settings) -> dict[str, Any]:
+    return {
         "Id": {
             "name": "id",
             "in": "path",
@@ -162,248 +188,300 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
             "schema": {"type": "string"},
         },
     }
-    common = [
-        {"$ref": "#/components/parameters/RequestID"},
-        {"$ref": "#/components/parameters/RequestTimeout"},
-    ]
-    write_params = [*common, {"$ref": "#/components/parameters/IdempotencyKey"}]
-    for name, spec in collections.items():
-        cap = _cap(name)
-        data_schema = copy.deepcopy(dict(spec.schema))
-        data_schema.pop("$schema", None)
-        schemas[f"{cap}Data"] = data_schema
-        schemas[cap] = _doc_schema(spec)
-        schemas[f"{cap}Page"] = {
-            "type": "object",
-            "required": ["data", "next_page_token"],
-            "properties": {
-                "data": {"type": "array", "items": {"type": "object"}},
-                "next_page_token": {"type": "string"},
-                "meta": {"type": "object"},
-            },
-        }
-        modes = sorted(m.value for m in spec.read_modes)
-        doc_ok = {
-            "description": "The document.",
-            "headers": _read_headers(),
-            "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
-        }
-        write_ok = {
-            "description": "The document after the write.",
-            "headers": {
-                "ETag": {"$ref": "#/components/headers/ETag"},
-                "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
-            },
-            "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
-        }
-        created: dict[str, Any] = copy.deepcopy(write_ok)
-        created["description"] = "Created."
-        created["headers"]["Location"] = {"schema": {"type": "string"}}
-        body = {
-            "required": True,
-            "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Data"}}},
-        }
-        patch_body = {
-            "required": True,
-            "content": {"application/merge-patch+json": {"schema": patch_schema(spec.schema)}},
-        }
-        paths[f"/v1/{name}"] = {
-            "get": {
-                "operationId": f"list_{name}",
-                "summary": f"List {name} (keyset pagination, read from the primary).",
-                "parameters": [
-                    *common,
-                    {
-                        "name": "page_size",
-                        "in": "query",
-                        "required": False,
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "description": f"Capped at {settings.max_page_size}.",
-                        },
-                    },
-                    {
-                        "name": "page_token",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "A page.",
-                        "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Page"}}},
-                    },
-                    **_errors(400, 404, 503, 504),
-                },
-            },
-            "post": {
-                "operationId": f"create_{name}",
-                "summary": f"Create a document in {name} (server-assigned, time-ordered id).",
-                "parameters": write_params,
-                "requestBody": body,
-                "responses": {"201": created, **_errors(400, 409, 413, 415, 422, 503, 504)},
-            },
-        }
-        paths[f"/v1/{name}/{{id}}"] = {
-            "parameters": [{"$ref": "#/components/parameters/Id"}],
-            "get": {
-                "operationId": f"get_{name}",
-                "summary": f"Read a document of {name}. Contract: max staleness {spec.max_staleness}s, modes {', '.join(modes)}.",
-                "parameters": [
-                    *common,
-                    {
-                        "name": "consistency",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "enum": modes},
-                    },
-                    *(
-                        [
-                            {
-                                "name": "min_version",
-                                "in": "query",
-                                "required": False,
-                                "description": "Session read: never return a version older "
-                                "than this.",
-                                "schema": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 10**18 - 1,
-                                },
-                            }
-                        ]
-                        if ReadMode.SESSION in spec.read_modes
-                        else []
-                    ),
-                    {
-                        "name": "If-None-Match",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "Cache-Control",
-                        "in": "header",
-                        "required": False,
-                        "description": "no-cache asks for a strong read.",
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "responses": {
-                    "200": doc_ok,
-                    "304": {
-                        "description": "Not modified (If-None-Match matched).",
-                        "headers": _read_headers(),
-                    },
-                    **_errors(400, 404, 503, 504),
-                },
-            },
-            "put": {
-                "operationId": f"put_{name}",
-                "summary": "Create or replace. If-None-Match: * creates only.",
-                "parameters": [
-                    *write_params,
-                    {"$ref": "#/components/parameters/IfMatch"},
-                    {
-                        "name": "If-None-Match",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "enum": ["*"]},
-                    },
-                ],
-                "requestBody": body,
-                "responses": {
-                    "200": write_ok,
-                    "201": created,
-                    **_errors(400, 409, 412, 413, 415, 422, 503, 504),
-                },
-            },
-            "patch": {
-                "operationId": f"patch_{name}",
-                "summary": "JSON Merge Patch (RFC 7396), re-validated against the schema.",
-                "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"}],
-                "requestBody": patch_body,
-                "responses": {
-                    "200": write_ok,
-                    **_errors(400, 404, 409, 412, 413, 415, 422, 503, 504),
-                },
-            },
-            "delete": {
-                "operationId": f"delete_{name}",
-                "summary": "Delete a document.",
-                "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"}],
-                "responses": {
-                    "204": {
-                        "description": "Deleted.",
-                        "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
-                    },
-                    **_errors(400, 404, 409, 412, 503, 504),
-                },
-            },
-        }
-        paths[f"/v1/{name}/changes"] = {
-            "get": {
-                "operationId": f"changes_{name}",
-                "summary": "Committed changes in commit order (NDJSON, or SSE with Accept: text/event-stream).",
-                "parameters": [
-                    *common,
-                    {
-                        "name": "after",
-                        "in": "query",
-                        "required": False,
-                        "description": "Resume after this cursor (the seq of the last change seen).",
-                        "schema": {"type": "integer", "minimum": 0},
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
-                    },
-                    {
-                        "name": "follow",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "boolean"},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "One JSON object per line.",
-                        "content": {
-                            "application/x-ndjson": {"schema": {"type": "string"}},
-                            "text/event-stream": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **_errors(400, 503, 504),
-                },
-            }
-        }
-    ops = {
-        "/livez": ("livez", "Liveness (no I/O)."),
-        "/readyz": ("readyz", "Readiness: 503 when the store is unreachable or the server drains."),
-        "/metrics": ("metrics", "Prometheus metrics."),
-        "/openapi.json": ("openapi", "This document."),
+
+
+def _collection_context(
+    spec: CollectionSpec, settings: Settings, schemas: dict[str, Any]
+) -> Context:
+    """Add the collection's schemas; return the context its operations are built from."""
+    name = spec.name
+    cap = _cap(name)
+    data_schema = copy.deepcopy(dict(spec.schema))
+    data_schema.pop("$schema", None)
+    schemas[f"{cap}Data"] = data_schema
+    schemas[cap] = _doc_schema(spec)
+    schemas[f"{cap}Page"] = {
+        "type": "object",
+        "required": ["data", "next_page_token"],
+        "properties": {
+            "data": {"type": "array", "items": {"type": "object"}},
+            "next_page_token": {"type": "string"},
+            "meta": {"type": "object"},
+        },
     }
-    for path, (op_id, summary) in ops.items():
-        responses: dict[str, Any] = {
-            "200": {
-                "description": "OK",
-                "content": {"text/plain" if path == "/metrics" else _JSON: {"schema": {}}},
-            }
+    modes = sorted(m.value for m in spec.read_modes)
+    doc_ok = {
+        "description": "The document.",
+        "headers": _read_headers(),
+        "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
+    }
+    write_ok = {
+        "description": "The document after the write.",
+        "headers": {
+            "ETag": {"$ref": "#/components/headers/ETag"},
+            "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
+        },
+        "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
+    }
+    created: dict[str, Any] = copy.deepcopy(write_ok)
+    created["description"] = "Created."
+    created["headers"]["Location"] = {"schema": {"type": "string"}}
+    body = {
+        "required": True,
+        "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Data"}}},
+    }
+    patch_body = {
+        "required": True,
+        "content": {"application/merge-patch+json": {"schema": patch_schema(spec.schema)}},
+    }
+    return Context(spec, settings, cap, doc_ok, write_ok, created, body, patch_body, modes)
+
+
+def collection_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}``: list and create."""
+    name, cap = c.spec.name, c.cap
+    common, write_params = _COMMON, _WRITE_PARAMS
+    settings, body, created = c.settings, c.body, c.created
+    return {
+        "get": {
+            "operationId": f"list_{name}",
+            "summary": f"List {name} (keyset pagination, read from the primary).",
+            "parameters": [
+                *common,
+                {
+                    "name": "page_size",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": f"Capped at {settings.max_page_size}.",
+                    },
+                },
+                {
+                    "name": "page_token",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "A page.",
+                    "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Page"}}},
+                },
+                **_errors(400, 404, 503, 504),
+            },
+        },
+        "post": {
+            "operationId": f"create_{name}",
+            "summary": f"Create a document in {name} (server-assigned, time-ordered id).",
+            "parameters": write_params,
+            "requestBody": body,
+            "responses": {"201": created, **_errors(400, 409, 413, 415, 422, 503, 504)},
+        },
+    }
+
+
+def document_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}/{id}``: read, replace, patch, delete."""
+    name = c.spec.name
+    common, write_params = _COMMON, _WRITE_PARAMS
+    spec, modes, doc_ok, write_ok = c.spec, c.modes, c.doc_ok, c.write_ok
+    body, patch_body, created = c.body, c.patch_body, c.created
+    return {
+        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "get": {
+            "operationId": f"get_{name}",
+            "summary": f"Read a document of {name}. Contract: max staleness {spec.max_staleness}s, modes {', '.join(modes)}.",
+            "parameters": [
+                *common,
+                {
+                    "name": "consistency",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": modes},
+                },
+                *(
+                    [
+                        {
+                            "name": "min_version",
+                            "in": "query",
+                            "required": False,
+                            "description": "Session read: never return a version older than this.",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": 10**18 - 1,
+                            },
+                        }
+                    ]
+                    if ReadMode.SESSION in spec.read_modes
+                    else []
+                ),
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "Cache-Control",
+                    "in": "header",
+                    "required": False,
+                    "description": "no-cache asks for a strong read.",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": doc_ok,
+                "304": {
+                    "description": "Not modified (If-None-Match matched).",
+                    "headers": _read_headers(),
+                },
+                **_errors(400, 404, 503, 504),
+            },
+        },
+        "put": {
+            "operationId": f"put_{name}",
+            "summary": "Create or replace. If-None-Match: * creates only.",
+            "parameters": [
+                *write_params,
+                {"$ref": "#/components/parameters/IfMatch"},
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["*"]},
+                },
+            ],
+            "requestBody": body,
+            "responses": {
+                "200": write_ok,
+                "201": created,
+                **_errors(400, 409, 412, 413, 415, 422, 503, 504),
+            },
+        },
+        "patch": {
+            "operationId": f"patch_{name}",
+            "summary": "JSON Merge Patch (RFC 7396), re-validated against the schema.",
+            "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"}],
+            "requestBody": patch_body,
+            "responses": {
+                "200": write_ok,
+                **_errors(400, 404, 409, 412, 413, 415, 422, 503, 504),
+            },
+        },
+        "delete": {
+            "operationId": f"delete_{name}",
+            "summary": "Delete a document.",
+            "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"}],
+            "responses": {
+                "204": {
+                    "description": "Deleted.",
+                    "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
+                },
+                **_errors(400, 404, 409, 412, 503, 504),
+            },
+        },
+    }
+
+
+def changes_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}/changes``: the change feed."""
+    name, common = c.spec.name, _COMMON
+    return {
+        "get": {
+            "operationId": f"changes_{name}",
+            "summary": "Committed changes in commit order (NDJSON, or SSE with Accept: text/event-stream).",
+            "parameters": [
+                *common,
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "description": "Resume after this cursor (the seq of the last change seen).",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                },
+                {
+                    "name": "follow",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "boolean"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "One JSON object per line.",
+                    "content": {
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(400, 503, 504),
+            },
         }
-        if path == "/readyz":
-            responses.update(_errors(503))
-        paths[path] = {
-            "get": {
-                "operationId": op_id,
-                "summary": summary,
-                "parameters": common,
-                "responses": responses,
-            }
+    }
+
+
+_OPS = {
+    "livez": "Liveness (no I/O).",
+    "readyz": "Readiness: 503 when the store is unreachable or the server drains.",
+    "metrics": "Prometheus metrics.",
+    "openapi": "This document.",
+}
+
+
+def ops_item(path: str, op_id: str) -> dict[str, Any]:
+    """An operational route (``/livez``, ``/readyz``, ``/metrics``, ``/openapi.json``)."""
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "OK",
+            "content": {"text/plain" if path == "/metrics" else _JSON: {"schema": {}}},
         }
+    }
+    if path == "/readyz":
+        responses.update(_errors(503))
+    return {
+        "get": {
+            "operationId": op_id,
+            "summary": _OPS[op_id],
+            "parameters": _COMMON,
+            "responses": responses,
+        }
+    }
+
+
+_COLLECTION_ITEMS = {
+    "collection": collection_item,
+    "document": document_item,
+    "changes": changes_item,
+}
+
+
+def build(
+    routes: Sequence[Route], collections: Mapping[str, CollectionSpec], settings: Settings
+) -> dict[str, Any]:
+    """The document for ``routes`` (the one route table): each collection's routes in
+    table order, then the operational ones. Routes without an operation are not listed."""
+    schemas = _base_schemas()
+    paths: dict[str, Any] = {}
+    for spec in collections.values():
+        context = _collection_context(spec, settings, schemas)
+        for route in routes:
+            item = _COLLECTION_ITEMS.get(route.operation)
+            if item is not None:
+                paths[route.label(spec)] = item(context)
+    for route in routes:
+        if route.operation in _OPS:
+            paths[route.template] = ops_item(route.template, route.operation)
+    params = _parameters(settings)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -429,8 +507,10 @@ def build(collections: Mapping[str, CollectionSpec], settings: Settings) -> dict
     }
 
 
-def render(collections: Mapping[str, CollectionSpec], settings: Settings) -> bytes:
-    return msgspec.json.format(msgspec.json.encode(build(collections, settings)), indent=2)
+def render(
+    routes: Sequence[Route], collections: Mapping[str, CollectionSpec], settings: Settings
+) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(build(routes, collections, settings)), indent=2)
 
 
 DOCS_HTML = b"""<!doctype html>

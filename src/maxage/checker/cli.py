@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 
 from maxage.checker.checks import check
-from maxage.checker.faults import FAULTS, MUTANTS
 from maxage.checker.history import FAULT, HistoryWriter, Op
 from maxage.checker.report import build_report, render_text
 from maxage.checker.workload import Client, Collection, DiscoveryError, Workload, discover
@@ -65,8 +64,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--faults",
         default="all",
-        help=f"comma-separated faults, 'all' (default) or 'none': {','.join(FAULTS)}"
-        " (slow-commit: PostgreSQL targets only)",
+        help="comma-separated faults, 'all' (default) or 'none'; the target lists the ones it "
+        "supports at /_maxage/faults (drop, duplicate, delay, reorder, pause-fill, stall-tailer, "
+        "invalidation-error, slow-primary; slow-commit on PostgreSQL)",
     )
     p.add_argument("--json", metavar="REPORT_FILE", help="write the report as JSON")
     p.add_argument("--history", metavar="FILE", help="write the history (JSONL)")
@@ -85,9 +85,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--mutant",
-        choices=MUTANTS,
         default=None,
-        help="TEST ONLY, without --target: start the server with a known-broken variant",
+        help="TEST ONLY, without --target: start the server with a known-broken variant "
+        "(`maxage serve --help` lists them)",
     )
     p.add_argument(
         "--workers", type=int, default=1, help="server workers when no --target (default: 1)"
@@ -134,9 +134,10 @@ def _parse_faults(text: str, supported: list[str]) -> list[str]:
     if t == "all":
         return list(supported)
     names = [x.strip() for x in t.split(",") if x.strip()]
-    bad = [n for n in names if n not in FAULTS]
-    if bad:
-        raise CheckError(f"unknown faults {bad}; known: {','.join(FAULTS)}")
+    bad = [n for n in names if n not in supported]
+    if supported and bad:
+        raise CheckError(f"unknown or unsupported faults {bad}; the target supports: "
+                         f"{','.join(supported)}")  # fmt: skip
     return names
 
 
@@ -176,7 +177,8 @@ class Server:
             cmd += ["--mutant", mutant]
         env = dict(os.environ)
         env["MAXAGE_FAULTS_FILE"] = str(Path(self.dir.name) / "faults.json")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        self.errors = open(Path(self.dir.name) / "server.err", "w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errors, env=env,
                                      text=True, start_new_session=True)  # fmt: skip
         self.url = ""
 
@@ -192,7 +194,11 @@ class Server:
                 self.url = m.group(1)
                 return self.url
         self.stop()
-        raise CheckError("the server did not start (no 'listening on' line)")
+        self.errors.seek(0)
+        said = [line.strip() for line in self.errors.read().splitlines() if line.strip()]
+        raise CheckError(
+            "the server did not start" + (f": {said[-1]}" if said else " (no 'listening on' line)")
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -204,6 +210,7 @@ class Server:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        self.errors.close()
         self.dir.cleanup()
 
 
@@ -253,7 +260,7 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
         except httpx.HTTPError:
             control = None
         supported = list(control["supported"]) if control else []
-        faults = _parse_faults(args.faults, supported or list(FAULTS))
+        faults = _parse_faults(args.faults, supported)
         if faults and control is None:
             if args.faults.strip().lower() == "all":
                 faults = []

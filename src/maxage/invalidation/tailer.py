@@ -26,6 +26,7 @@ from typing import Protocol
 
 from maxage.core.cache import Cache
 from maxage.core.types import Clock
+from maxage.hooks import Hooks
 from maxage.store.base import Change, Store
 
 log = logging.getLogger("maxage.tailer")
@@ -78,6 +79,7 @@ class Tailer:
         *,
         poll_interval: float = 0.1,
         batch_size: int = 1000,
+        hooks: Hooks | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -88,9 +90,9 @@ class Tailer:
         self.polls = 0
         self.poll_errors = 0
         self.last_poll_at = 0.0
-        self.stalled = False  # fault injection / tests: stop polling, watermark freezes
-        # The ``error-path-drop`` mutant (test only): forget failed invalidations, move on.
-        self.drop_failed = False
+        # Test hooks: a stalled tailer (watermark freezes), a cut or reordered batch, and
+        # the ``error-path-drop`` mutant (forget failed invalidations, move on).
+        self.hooks = hooks
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
@@ -131,7 +133,7 @@ class Tailer:
 
     async def _run(self) -> None:
         while True:
-            if not self.stalled:
+            if self.hooks is None or not self.hooks.tailer_stalled():
                 try:
                     complete = await self.poll_once()
                 except asyncio.CancelledError:
@@ -150,6 +152,8 @@ class Tailer:
     async def poll_once(self) -> bool:
         """One poll: apply what is new, retry failures, move watermarks. True if complete."""
         batch = await self.store.changes_after(self.cursor, self.batch_size)
+        if self.hooks is not None:
+            batch = self.hooks.change_batch(self.cursor, batch)
         self.polls += 1
         self.last_poll_at = batch.snapshot_at
         for change in batch.changes:
@@ -178,7 +182,7 @@ class Tailer:
                 raise
             except Exception as exc:
                 st.failures += 1
-                if self.drop_failed:
+                if self.hooks is not None and self.hooks.drop_failed_delivery():
                     continue
                 st.pending[key] = max(st.pending.get(key, 0), change.version)
                 log.warning(

@@ -18,7 +18,10 @@ contract suite in ``tests/store/``. The rules an adapter keeps:
 * **Idempotency claims.** A key is claimed (committed) before the effect runs, so
   a concurrent duplicate, in any process, sees ``in_flight``; the effect's
   transaction completes the claim with the response, only if the claim is still
-  held by the same owner; a failure before the effect releases the claim.
+  held by the same owner; a failure before the effect releases the claim. The
+  store only persists: whether a claim is acquired, in flight, done or a
+  mismatch is decided by the caller's ``decide`` (``service/idempotency.py``),
+  called inside the claim's transaction with the row as it is.
 """
 
 from __future__ import annotations
@@ -133,6 +136,22 @@ class Claim:
     response: StoredResponse | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """A stored idempotency row, as the claim decision sees it."""
+
+    fingerprint: str
+    done: bool
+    response: StoredResponse | None  # set when done
+    lease_until: float
+    expires_at: float
+
+
+# Decides a claim from the current row (None: no row). ACQUIRED makes the store
+# (re)write the row as the caller's in-flight claim; anything else writes nothing.
+ClaimDecision = Callable[[IdempotencyRecord | None], Claim]
+
+
 class IdempotencyLost(StoreError):
     """The claim expired and was taken over before the effect committed; nothing written."""
 
@@ -200,6 +219,7 @@ class Store(Protocol):
         now: float,
         lease_seconds: float,
         keep_seconds: float,
+        decide: ClaimDecision,
     ) -> Claim: ...
 
     async def release_idempotency(self, scope: str, owner: str) -> None: ...

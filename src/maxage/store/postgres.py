@@ -38,7 +38,7 @@ the previous one has committed, and then gets a larger xid). Across documents,
 a write that committed before another one started comes first; two overlapping
 writes of different documents may appear in either order.
 
-``seq_tailer=True`` is a deliberately broken mutant for the checker: it polls
+``Hooks.seq_tailer`` (test only) plants a deliberately broken mutant for the checker: it polls
 ``seq > cursor`` with no completeness proof and skips late-committing rows.
 """
 
@@ -55,14 +55,17 @@ from typing import Any, TypeVar
 import asyncpg
 
 from maxage.core.types import Clock
+from maxage.hooks import Hooks
 from maxage.store.base import (
     Change,
     ChangeBatch,
     ChangeOp,
     Claim,
+    ClaimDecision,
     ClaimState,
     Document,
     IdempotencyLost,
+    IdempotencyRecord,
     StoredResponse,
     StoreError,
     StoreStats,
@@ -74,6 +77,18 @@ from maxage.store.base import (
 )
 
 T = TypeVar("T")
+
+
+def _idempotency_record(row: Any) -> IdempotencyRecord:
+    done = row["state"] == "done"
+    response = (
+        StoredResponse(int(row["status"]), decode_headers(row["headers"]), bytes(row["body"]))
+        if done
+        else None
+    )
+    return IdempotencyRecord(
+        row["fingerprint"], done, response, float(row["lease_until"]), float(row["expires_at"])
+    )
 
 
 def _change(r: Any) -> Change:
@@ -180,8 +195,7 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         schema: str = "maxage",
-        slow_down: Callable[[], float] | None = None,
-        seq_tailer: bool = False,
+        hooks: Hooks | None = None,
         drop_schema_on_close: bool = False,
         frontier_retries: int = 3,
     ) -> None:
@@ -194,14 +208,11 @@ class PostgresStore:
         self.max_size = max_size
         self.schema = schema
         self.stats = StoreStats()
-        # Test and fault-injection hook: seconds to stall each call (a slow primary).
-        self.slow_down = slow_down
-        # Fault-injection only (``maxage serve --fault-injection``, fault ``slow-commit``):
-        # seconds to sleep inside a write transaction after its change row is inserted and
-        # before COMMIT, so a later, shorter write commits first (out of seq order).
-        self.commit_delay: Callable[[], float] | None = None
+        # Test hooks (maxage.hooks): a slow primary, a slow commit (fault ``slow-commit``:
+        # a later, shorter write commits first, out of seq order), the seq-tailer mutant.
+        self.hooks = hooks
         # The broken mutant: poll ``seq > cursor`` with no completeness proof.
-        self.seq_tailer = seq_tailer
+        self.seq_tailer = hooks is not None and hooks.seq_tailer
         self.drop_schema_on_close = drop_schema_on_close
         # A poll that finds committed rows held back by an older running transaction
         # re-polls this many times (1, 2, 4 ms apart) before returning without them.
@@ -259,9 +270,8 @@ class PostgresStore:
         started = time.perf_counter()
         ok = False
         try:
-            delay = self.slow_down() if self.slow_down is not None else 0.0
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if self.hooks is not None:
+                await self.hooks.before_store_call(op)
             pool = self._pool
             if pool is None:
                 raise StoreError("postgres store is not open")
@@ -531,7 +541,7 @@ class PostgresStore:
                         idem.scope,
                     )
                     result = WriteResult(doc, result.created, seq, response)
-                delay = self.commit_delay() if self.commit_delay is not None else 0.0
+                delay = self.hooks.commit_delay() if self.hooks is not None else 0.0
                 if delay > 0:
                     await asyncio.sleep(delay)
                 return result
@@ -607,6 +617,7 @@ class PostgresStore:
         now: float,
         lease_seconds: float,
         keep_seconds: float,
+        decide: ClaimDecision,
     ) -> Claim:
         s = self._s
 
@@ -623,27 +634,17 @@ class PostgresStore:
                     now + lease_seconds,
                     now + keep_seconds,
                 )
-                if inserted:
+                if inserted:  # no row: a claim on nothing is always acquired
                     return Claim(ClaimState.ACQUIRED)
                 row = await conn.fetchrow(
                     "SELECT fingerprint, state, status, headers, body, lease_until, expires_at"
                     f" FROM {s}.idempotency WHERE scope = $1 FOR UPDATE",
                     scope,
                 )
-                if row is not None and row["expires_at"] > now:
-                    if row["fingerprint"] != fingerprint:
-                        return Claim(ClaimState.MISMATCH)
-                    if row["state"] == "done":
-                        return Claim(
-                            ClaimState.DONE,
-                            StoredResponse(
-                                int(row["status"]),
-                                decode_headers(row["headers"]),
-                                bytes(row["body"]),
-                            ),
-                        )
-                    if row["lease_until"] > now:
-                        return Claim(ClaimState.IN_FLIGHT)
+                record = None if row is None else _idempotency_record(row)
+                claim = decide(record)
+                if claim.state is not ClaimState.ACQUIRED:
+                    return claim
                 # Absent (released meanwhile), expired, or a lapsed lease: take it over.
                 await conn.execute(
                     f"INSERT INTO {s}.idempotency"
@@ -658,7 +659,7 @@ class PostgresStore:
                     now + lease_seconds,
                     now + keep_seconds,
                 )
-                return Claim(ClaimState.ACQUIRED)
+                return claim
 
         return await self._run("idempotency_claim", txn)
 

@@ -24,17 +24,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from maxage.core.types import Clock
+from maxage.hooks import Hooks
 from maxage.store.base import (
     Change,
     ChangeBatch,
     ChangeOp,
     Claim,
+    ClaimDecision,
     ClaimState,
     Document,
     IdempotencyLost,
+    IdempotencyRecord,
     StoredResponse,
     StoreError,
     StoreStats,
@@ -85,6 +88,15 @@ _SCHEMA = [
 ]
 
 
+def _idempotency_record(row: tuple[Any, ...]) -> IdempotencyRecord:
+    fingerprint, state, status, headers, body, lease_until, expires_at = row
+    done = state == "done"
+    response = (
+        StoredResponse(int(status), decode_headers(headers), bytes(body)) if done else None
+    )
+    return IdempotencyRecord(fingerprint, done, response, float(lease_until), float(expires_at))
+
+
 def _row_to_doc(row: tuple[object, ...]) -> Document:
     collection, id_, version, data, created_at, updated_at, deleted = row
     return Document(
@@ -111,14 +123,14 @@ class SQLiteStore:
         clock: Clock,
         timeout: float = 5.0,
         readers: int = 4,
-        slow_down: Callable[[], float] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.path = Path(path)
         self.clock = clock
         self.timeout = timeout
         self.stats = StoreStats()
-        # Test and fault-injection hook: seconds to stall each call (a slow primary).
-        self.slow_down = slow_down
+        # Test hooks (maxage.hooks): a slow primary.
+        self.hooks = hooks
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maxage-sqlite-w")
         self._readers = ThreadPoolExecutor(
             max_workers=readers, thread_name_prefix="maxage-sqlite-r"
@@ -149,9 +161,8 @@ class SQLiteStore:
         started = time.perf_counter()
         ok = False
         try:
-            delay = self.slow_down() if self.slow_down is not None else 0.0
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if self.hooks is not None:
+                await self.hooks.before_store_call(op)
             fut = loop.run_in_executor(pool, fn)
             try:
                 result = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
@@ -363,6 +374,7 @@ class SQLiteStore:
         now: float,
         lease_seconds: float,
         keep_seconds: float,
+        decide: ClaimDecision,
     ) -> Claim:
         def txn(conn: sqlite3.Connection) -> Claim:
             row = conn.execute(
@@ -370,26 +382,18 @@ class SQLiteStore:
                 " FROM idempotency WHERE scope=?",
                 (scope,),
             ).fetchone()
-            if row is not None and row[6] > now:
-                fp, state, status, headers, body, lease_until, _ = row
-                if fp != fingerprint:
-                    return Claim(ClaimState.MISMATCH)
-                if state == "done":
-                    return Claim(
-                        ClaimState.DONE,
-                        StoredResponse(int(status), decode_headers(headers), bytes(body)),
-                    )
-                if lease_until > now:
-                    return Claim(ClaimState.IN_FLIGHT)
-            conn.execute(
-                "INSERT INTO idempotency (scope, fingerprint, owner, state, lease_until, expires_at)"
-                " VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT (scope) DO UPDATE SET"
-                " fingerprint=excluded.fingerprint, owner=excluded.owner, state='in_flight',"
-                " status=NULL, headers=NULL, body=NULL, lease_until=excluded.lease_until,"
-                " expires_at=excluded.expires_at",
-                (scope, fingerprint, owner, now + lease_seconds, now + keep_seconds),
-            )
-            return Claim(ClaimState.ACQUIRED)
+            claim = decide(None if row is None else _idempotency_record(row))
+            if claim.state is ClaimState.ACQUIRED:
+                conn.execute(
+                    "INSERT INTO idempotency"
+                    " (scope, fingerprint, owner, state, lease_until, expires_at)"
+                    " VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT (scope) DO UPDATE SET"
+                    " fingerprint=excluded.fingerprint, owner=excluded.owner, state='in_flight',"
+                    " status=NULL, headers=NULL, body=NULL, lease_until=excluded.lease_until,"
+                    " expires_at=excluded.expires_at",
+                    (scope, fingerprint, owner, now + lease_seconds, now + keep_seconds),
+                )
+            return claim
 
         return await self._write("idempotency_claim", txn)
 

@@ -1,21 +1,21 @@
-"""The service's own metric families (cache, tailer, store, consistency), rendered per scrape."""
+"""The service's metric families (cache, tailer, store, shared tier, consistency monitor),
+rendered per scrape into the one exposition format of :mod:`maxage.core.metrics`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maxage.api.metrics import Exposition, Histogram, labels
+from maxage.core.metrics import Exposition, Histogram, labels
 from maxage.invalidation.monitor import STALENESS_BUCKETS
 
 if TYPE_CHECKING:
-    from maxage.api.app import App
     from maxage.invalidation.monitor import ConsistencyMonitor
+    from maxage.service.service import Service
 
 
-def collect(app: App, out: Exposition) -> None:
-    service = app.service
+def collect(service: Service, out: Exposition) -> None:
     cache = service.cache
-    st = service.stats
+    st = service.reads.stats
     cs = cache.stats
 
     out.family("maxage_cache_hits_total", "counter", "Reads served from a cache tier.")
@@ -83,16 +83,6 @@ def collect(app: App, out: Exposition) -> None:
     for op, secs in sorted(ss.seconds.items()):
         out.sample("maxage_store_operation_seconds_total", round(secs, 6), labels(op=op))
 
-    out.family(
-        "maxage_requests_cancelled_total", "counter", "Requests cancelled by a client disconnect."
-    )
-    out.sample("maxage_requests_cancelled_total", app.cancelled_requests)
-    out.family(
-        "maxage_deadline_exceeded_total", "counter", "Requests that ran past their deadline."
-    )
-    out.sample("maxage_deadline_exceeded_total", app.deadline_exceeded)
-    out.family("maxage_draining", "gauge", "1 while the server drains for shutdown.")
-    out.sample("maxage_draining", 1 if app.draining else 0)
     if service.l2 is not None:
         out.family("maxage_l2_events_total", "counter", "Shared tier (Redis) events.")
         for event, n in sorted(service.l2.stats.items()):

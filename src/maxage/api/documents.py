@@ -1,0 +1,129 @@
+"""``/v1/{collection}/{id}`` and ``POST /v1/{collection}``: read and write documents.
+
+HTTP in, HTTP out: the read mode, preconditions, validation and idempotency
+decisions are the service's (``maxage.service``)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from maxage.api import responses
+from maxage.api.http import (
+    JSON,
+    MERGE_PATCH,
+    json_body,
+    parse_cursor,
+    parse_idempotency_key,
+    parse_if_match,
+    query_items,
+    read_body,
+    unknown_parameter,
+)
+from maxage.api.types import HTTPProblem, Receive, Request, Send
+from maxage.contracts import CollectionSpec, ReadMode
+from maxage.service import WriteIntent, WriteKind, prepare, resolve_mode
+from maxage.service.idempotency import fingerprint
+
+if TYPE_CHECKING:
+    from maxage.api.app import App
+    from maxage.api.routes import Match
+
+_KINDS = {
+    "POST": WriteKind.CREATE,
+    "PUT": WriteKind.REPLACE,
+    "PATCH": WriteKind.PATCH,
+    "DELETE": WriteKind.DELETE,
+}
+
+
+def read_mode(req: Request, spec: CollectionSpec) -> tuple[ReadMode, int]:
+    """The requested mode and ``min_version`` (``consistency``, ``min_version``,
+    ``Cache-Control: no-cache``), resolved against the collection's contract."""
+    mode: ReadMode | None = None
+    min_version = 0
+    for key, value in query_items(req.query) if req.query else ():
+        if key == "consistency":
+            try:
+                mode = ReadMode(value)
+            except ValueError:
+                raise HTTPProblem(
+                    "invalid_parameter",
+                    f"consistency must be one of {spec.allowed_modes_text()}",
+                    parameter="consistency",
+                ) from None
+        elif key == "min_version":
+            min_version = parse_cursor(value, "min_version", "a non-negative integer")
+        else:
+            raise unknown_parameter(key)
+    if req.cache_control is not None and b"no-cache" in req.cache_control.lower():
+        if mode is not None and mode is not ReadMode.STRONG:
+            raise HTTPProblem(
+                "invalid_parameter",
+                "Cache-Control: no-cache asks for a strong read; it conflicts "
+                f"with consistency={mode.value}",
+            )
+        mode = ReadMode.STRONG
+    return resolve_mode(spec, mode, min_version), min_version
+
+
+async def get(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    spec, id = match.spec, match.id
+    assert spec is not None
+    if req.query or req.cache_control is not None:
+        mode, min_version = read_mode(req, spec)
+    else:
+        mode, min_version = spec.default_mode, 0
+    result = await app.awaited(
+        req,
+        app.service.reads.read(spec, id, mode, min_version, l1_checked=req.l1_missed),
+        receive,
+    )
+    return await responses.read(req, send, result)
+
+
+async def write(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    spec = match.spec
+    assert spec is not None
+    kind = _KINDS[req.method]
+    if req.query:
+        raise HTTPProblem("invalid_parameter", "writes take no query parameters")
+    if_match = parse_if_match(req.if_match)
+    create_only = False
+    if req.if_none_match is not None:
+        if req.method != "PUT" or req.if_none_match.strip() != b"*":
+            raise HTTPProblem(
+                "invalid_parameter",
+                "If-None-Match on writes is only supported as 'If-None-Match: *' on PUT",
+            )
+        create_only = True
+    body = await read_body(req, receive, app.settings.body_limit)
+    data: object = None
+    if kind is WriteKind.PATCH:
+        data = json_body(req, body, (MERGE_PATCH,))
+    elif kind is not WriteKind.DELETE:
+        data = json_body(req, body, (JSON,))
+    elif body:
+        raise HTTPProblem("bad_request", "DELETE takes no body")
+    prepared = prepare(spec, WriteIntent(kind, match.id or None, data, if_match, create_only))
+    writes = app.service.writes
+    if req.idempotency_key is None:
+        result = await app.awaited(req, writes.commit(prepared), receive)
+        return await responses.stored(req, send, prepared.response(result), replayed=False)
+    key = parse_idempotency_key(req.idempotency_key)
+    print_ = fingerprint(
+        req.method.encode(), req.path.encode(), req.if_match or b"", req.if_none_match or b"", body
+    )
+    lease = max(1.0, req.deadline - time.perf_counter())
+    outcome = await app.awaited(
+        req,
+        app.service.idempotency.run(
+            f"{req.method} {req.path} {key}",
+            print_,
+            lease,
+            prepared.response,
+            lambda completion: writes.commit(prepared, completion),
+        ),
+        receive,
+    )
+    return await responses.stored(req, send, outcome.response, replayed=outcome.replayed)

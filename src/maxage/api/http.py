@@ -1,0 +1,144 @@
+"""Parsing what clients send: headers, query strings, bodies. Every malformed input
+becomes an :class:`HTTPProblem` with a stable code, never an exception that escapes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from maxage.api.types import HTTPProblem, Receive, Request
+
+_json_decoder = msgspec.json.Decoder()
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_IDEMPOTENCY_KEY = re.compile(r"^[!#-~]{1,255}$")
+_ETAG = re.compile(r'^(?:W/)?"(\d{1,18})"$')
+# The rest of an oversized body is never read: the connection cannot be reused.
+CLOSE = [(b"connection", b"close")]
+MAX_QUERY_FIELDS = 32
+JSON = b"application/json"
+MERGE_PATCH = b"application/merge-patch+json"
+
+
+def parse_timeout(value: bytes) -> float:
+    """``X-Request-Timeout`` seconds; anything else is ignored (0)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return 0.0
+    return seconds if 0 < seconds < 1e6 else 0.0
+
+
+def query_items(query: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(
+            query.decode("latin-1"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=MAX_QUERY_FIELDS,
+        )
+    except ValueError:
+        raise HTTPProblem("invalid_parameter", "too many query parameters") from None
+
+
+def unknown_parameter(name: str) -> HTTPProblem:
+    return HTTPProblem("invalid_parameter", f"unknown query parameter {name!r}", parameter=name)
+
+
+def parse_cursor(value: str, name: str, what: str) -> int:
+    """A non-negative integer of at most 18 ASCII digits."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise HTTPProblem("invalid_parameter", f"{name} must be {what}", parameter=name)
+    return int(value)
+
+
+def etag_matches(header: bytes, version: int) -> bool:
+    text = header.decode("latin-1").strip()
+    if text == "*":
+        return True
+    for part in text.split(","):
+        m = _ETAG.match(part.strip())
+        if m and int(m.group(1)) == version:
+            return True
+    return False
+
+
+def parse_if_match(header: bytes | None) -> int | None:
+    if header is None:
+        return None
+    m = _ETAG.match(header.decode("latin-1").strip())
+    if not m or header.strip().startswith(b"W/"):
+        raise HTTPProblem(
+            "invalid_parameter",
+            'If-Match must be one strong ETag such as "3" (weak ETags never match)',
+            parameter="If-Match",
+        )
+    return int(m.group(1))
+
+
+def parse_idempotency_key(raw: str) -> str:
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == '"' and key[-1] == '"':
+        key = key[1:-1]  # structured-field string form
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise HTTPProblem(
+            "invalid_parameter",
+            "Idempotency-Key must be 1-255 visible ASCII characters other than '\"' "
+            "(bare or quoted)",
+            parameter="Idempotency-Key",
+        )
+    return key
+
+
+def continue_trace(value: bytes) -> bytes:
+    m = _TRACEPARENT.match(value.decode("latin-1").strip().lower())
+    span = os.urandom(8).hex()
+    if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
+        return f"00-{m.group(1)}-{span}-{m.group(3)}".encode()
+    return f"00-{os.urandom(16).hex()}-{span}-01".encode()
+
+
+async def read_body(req: Request, receive: Receive, limit: int) -> bytes:
+    """The whole body, refused (413) as soon as it is known to exceed ``limit``."""
+    if req.content_length is not None and req.content_length > limit:
+        raise HTTPProblem(
+            "payload_too_large",
+            f"the body is {req.content_length} bytes; the limit is {limit}",
+            CLOSE,
+            limit=limit,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblem(
+                "payload_too_large",
+                f"the body exceeds the limit of {limit} bytes",
+                CLOSE,
+                limit=limit,
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def json_body(req: Request, body: bytes, media: tuple[bytes, ...]) -> object:
+    ctype = (req.content_type or b"").split(b";")[0].strip().lower()
+    if ctype not in media:
+        raise HTTPProblem(
+            "unsupported_media_type",
+            f"Content-Type must be {' or '.join(m.decode() for m in media)}",
+            accepted=[m.decode() for m in media],
+        )
+    try:
+        return _json_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise HTTPProblem("malformed_json", f"the body is not valid JSON: {exc}") from None

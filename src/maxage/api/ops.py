@@ -1,0 +1,79 @@
+"""Operational routes: liveness, readiness, metrics, the OpenAPI document, the docs
+page, and the test-only fault-control endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING
+
+from maxage.api import openapi, responses
+from maxage.api.http import read_body
+from maxage.api.types import HTTPProblem, Receive, Request, Send
+from maxage.store.base import StoreError
+
+if TYPE_CHECKING:
+    from maxage.api.app import App
+    from maxage.api.routes import Match
+
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
+# Readiness answers within this even when the request's own deadline is longer.
+READY_TIMEOUT = 2.0
+
+
+async def livez(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    return await responses.plain(req, send, 200, responses.JSON, b'{"status":"ok"}')
+
+
+async def readyz(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    if app.draining:
+        raise HTTPProblem("draining", "the server is shutting down")
+    try:
+        timeout = min(READY_TIMEOUT, max(0.05, req.deadline - time.perf_counter()))
+        async with asyncio.timeout(timeout):
+            await app.service.ping()
+    except (StoreError, TimeoutError):
+        raise HTTPProblem("store_unavailable", "the primary store does not answer") from None
+    return await responses.plain(req, send, 200, responses.JSON, b'{"status":"ready"}')
+
+
+async def metrics(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    return await responses.plain(req, send, 200, METRICS_CONTENT_TYPE, app.render_metrics())
+
+
+async def openapi_json(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    return await responses.plain(req, send, 200, responses.JSON, app.openapi_bytes)
+
+
+async def docs(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    return await responses.plain(req, send, 200, b"text/html; charset=utf-8", openapi.DOCS_HTML)
+
+
+async def docs_js(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    ctype = b"text/javascript; charset=utf-8"
+    return await responses.plain(req, send, 200, ctype, openapi.DOCS_JS)
+
+
+async def faults(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    """TEST ONLY: read or replace the fault-injection state (loopback clients only)."""
+    control = app.faults
+    host = str(req.client[0]) if req.client else ""
+    if control is None or not (host.startswith(LOOPBACK_PREFIXES) or host == "localhost"):
+        raise HTTPProblem(
+            "fault_injection_disabled",
+            "fault injection is not enabled"
+            if control is None
+            else "the fault control endpoint only answers loopback clients",
+        )
+    if req.method in ("PUT", "POST"):
+        raw = await read_body(req, receive, app.settings.body_limit)
+        try:
+            control.replace(json.loads(raw or b"{}"))
+        except (ValueError, TypeError) as exc:
+            raise HTTPProblem("bad_request", f"bad fault request: {exc}") from None
+    elif req.method == "DELETE":
+        control.heal()
+    body = json.dumps(control.describe()).encode()
+    return await responses.plain(req, send, 200, responses.JSON, body)

@@ -1,0 +1,117 @@
+"""Sending responses: the headers every response carries, plain bodies, problems,
+stored (idempotent) responses and reads."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from maxage.api.http import continue_trace, etag_matches
+from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
+from maxage.api.types import Headers, Request, Send
+from maxage.contracts import ReadMode
+from maxage.service import ReadResult, Source
+from maxage.store.base import StoredResponse
+
+log = logging.getLogger("maxage.api")
+
+JSON = b"application/json"
+CT = b"content-type"
+CL = b"content-length"
+RID = b"x-request-id"
+ETAG = b"etag"
+AGE = b"age"
+CC = b"cache-control"
+CSTATUS = b"cache-status"
+HIT_L1 = b"maxage; hit; detail=l1"
+_STRONG = b"maxage; fwd=request; detail=strong"
+_MISS = b"maxage; fwd=miss; stored"
+_HITS = {s: b"maxage; hit; detail=" + str(s.value).encode() for s in Source}
+
+
+def base_headers(req: Request) -> Headers:
+    headers = [(RID, req.request_id.encode())]
+    if req.traceparent is not None:
+        headers.append((b"traceparent", continue_trace(req.traceparent)))
+    return headers
+
+
+async def plain(
+    req: Request,
+    send: Send,
+    status: int,
+    ctype: bytes,
+    body: bytes,
+    extra: Headers | None = None,
+) -> int:
+    headers = base_headers(req)
+    headers.append((CT, ctype))
+    headers.append((CL, b"%d" % len(body)))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if req.method == "HEAD" else body})
+    return status
+
+
+async def problem(
+    req: Request,
+    send: Send,
+    code: str,
+    detail: str,
+    headers: Headers | None = None,
+    **extra: Any,
+) -> int:
+    status, body = render_problem(code, detail, req.path, req.request_id, **extra)
+    if status >= 500 or code == "deadline_exceeded":
+        log.warning("request %s %s failed: %s (%s)", req.method, req.route, code, req.request_id)
+    return await plain(req, send, status, PROBLEM_CONTENT_TYPE, body, headers)
+
+
+async def stored(req: Request, send: Send, r: StoredResponse, *, replayed: bool) -> int:
+    headers = base_headers(req)
+    headers.extend((k.encode(), v.encode()) for k, v in r.headers)
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    if r.status != 204:
+        headers.append((CL, b"%d" % len(r.body)))
+    await send({"type": "http.response.start", "status": r.status, "headers": headers})
+    await send({"type": "http.response.body", "body": r.body})
+    req.source = "primary"
+    return r.status
+
+
+def cache_status(r: ReadResult) -> bytes:
+    """RFC 9211 ``Cache-Status`` of a read."""
+    if r.mode is ReadMode.STRONG:
+        return _STRONG
+    if r.source is Source.PRIMARY:
+        return (
+            _MISS
+            if r.detail == "miss"
+            else b"maxage; fwd=bypass; detail=%s; stored" % (r.detail.encode())
+        )
+    return _HITS[r.source]
+
+
+async def read(req: Request, send: Send, r: ReadResult) -> int:
+    req.source = r.source.value
+    headers = [
+        (RID, req.request_id.encode()),
+        (ETAG, b'"%d"' % r.version),
+        (AGE, b"%d" % int(r.age)),
+        (CC, b"max-age=%d" % r.budget),
+        (CSTATUS, cache_status(r)),
+    ]
+    if req.traceparent is not None:
+        headers.append((b"traceparent", continue_trace(req.traceparent)))
+    if req.if_none_match is not None and etag_matches(req.if_none_match, r.version):
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return 304
+    body = r.body
+    headers.append((CT, JSON))
+    headers.append((CL, b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if req.method == "HEAD" else body})
+    return 200

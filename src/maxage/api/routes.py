@@ -1,0 +1,126 @@
+"""The route table: one list, read by dispatch (:func:`match`) and by the OpenAPI
+document (:func:`maxage.api.openapi.build`), like starlette's ``Router.routes``.
+
+A template's segments are literals, ``{collection}`` (a configured collection)
+or ``{id}`` (any non-empty segment). A path matches the most specific route:
+``/v1/products/changes`` is the change feed, not the document ``changes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from maxage.api import changes, collections, documents, ops
+from maxage.api.types import HTTPProblem, Receive, Request, Send
+from maxage.contracts import CollectionSpec
+
+if TYPE_CHECKING:
+    from maxage.api.app import App
+
+Handler = Callable[["App", Request, "Match", Receive, Send], Awaitable[int]]
+
+DOCUMENT_OPS = ("GET", "HEAD", "PUT", "PATCH", "DELETE")
+
+
+@dataclass(frozen=True)
+class Route:
+    template: str
+    handlers: Mapping[str, Handler]  # method -> handler; HEAD is served wherever GET is
+    operation: str = ""  # OpenAPI: the operation family (see openapi.build); "" = not listed
+    segments: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", tuple(self.template.strip("/").split("/")))
+
+    @property
+    def allow(self) -> bytes:
+        methods = list(self.handlers)
+        if "GET" in methods and "HEAD" not in methods:
+            methods.insert(methods.index("GET") + 1, "HEAD")
+        return ", ".join(methods).encode()
+
+    def label(self, spec: CollectionSpec | None) -> str:
+        """The metrics label: the template with the collection's name filled in."""
+        return self.template if spec is None else self.template.replace("{collection}", spec.name)
+
+
+_WRITE = documents.write
+ROUTES: tuple[Route, ...] = (
+    Route("/v1/{collection}", {"GET": collections.list_page, "POST": _WRITE}, "collection"),
+    Route(
+        "/v1/{collection}/{id}",
+        {"GET": documents.get, "PUT": _WRITE, "PATCH": _WRITE, "DELETE": _WRITE},
+        "document",
+    ),
+    Route("/v1/{collection}/changes", {"GET": changes.stream}, "changes"),
+    Route("/livez", {"GET": ops.livez}, "livez"),
+    Route("/readyz", {"GET": ops.readyz}, "readyz"),
+    Route("/metrics", {"GET": ops.metrics}, "metrics"),
+    Route("/openapi.json", {"GET": ops.openapi_json}, "openapi"),
+    Route("/docs", {"GET": ops.docs}),
+    Route("/docs/app.js", {"GET": ops.docs_js}),
+    Route(
+        "/_maxage/faults",
+        {"GET": ops.faults, "PUT": ops.faults, "POST": ops.faults, "DELETE": ops.faults},
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: Route
+    spec: CollectionSpec | None
+    id: str
+    handler: Handler
+
+
+def _specificity(route: Route) -> int:
+    return sum(1 for s in route.segments if not s.startswith("{"))
+
+
+_BY_SPECIFICITY = sorted(ROUTES, key=_specificity, reverse=True)
+
+
+def match(
+    path: str, method: str, collections_: Mapping[str, CollectionSpec], req: Request
+) -> Match:
+    """The route for ``path`` and ``method``; sets ``req.route`` (the metrics label).
+
+    Raises 404 ``collection_not_found`` / ``not_found`` or 405 with ``Allow``."""
+    parts = path.strip("/").split("/") if path != "/" else [""]
+    unknown_collection = ""
+    for route in _BY_SPECIFICITY:
+        if len(route.segments) != len(parts):
+            continue
+        spec: CollectionSpec | None = None
+        id = ""
+        for want, got in zip(route.segments, parts, strict=True):
+            if want == "{collection}":
+                spec = collections_.get(got)
+                if spec is None:
+                    unknown_collection = unknown_collection or got
+                    break
+            elif want == "{id}":
+                if not got:
+                    break
+                id = got
+            elif want != got:
+                break
+        else:
+            if path.endswith("/") and path != "/":
+                continue  # "/v1/products/" is not "/v1/products"
+            req.route = route.label(spec)
+            handler = route.handlers.get("GET" if method == "HEAD" else method)
+            if handler is None or (method == "HEAD" and "GET" not in route.handlers):
+                raise HTTPProblem(
+                    "method_not_allowed",
+                    f"{method} is not allowed here",
+                    [(b"allow", route.allow)],
+                )
+            return Match(route, spec, id, handler)
+    if unknown_collection and path.startswith("/v1/") and len(parts) in (2, 3):
+        req.route = "/v1/{collection}" if len(parts) == 2 else "/v1/{collection}/{id}"
+        raise HTTPProblem("collection_not_found", f"no collection named {unknown_collection!r}")
+    raise HTTPProblem("not_found", f"no route for {path}")

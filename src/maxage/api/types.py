@@ -1,0 +1,107 @@
+"""The API's vocabulary: ASGI callables, the per-request view, settings, the errors
+handlers raise, and the protocol the fault-control endpoint is reached through."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+ACCESS_LOG_MODES = ("all", "sampled", "errors-and-slow", "off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """HTTP-level settings (the contract's own live in the config and the service)."""
+
+    body_limit: int = 1024 * 1024
+    deadline: float = 10.0
+    default_page_size: int = 20
+    max_page_size: int = 100
+    idempotency_keep: float = 24 * 3600.0
+    access_log: str = "errors-and-slow"
+    access_log_sample: float = 0.01
+    slow_request: float = 1.0
+    drain_grace: float = 10.0
+
+
+class Request:
+    """What the handlers need of one request; built by one scan of the headers."""
+
+    __slots__ = (
+        "accept",
+        "cache_control",
+        "client",
+        "content_length",
+        "content_type",
+        "deadline",
+        "idempotency_key",
+        "if_match",
+        "if_none_match",
+        "l1_missed",
+        "last_event_id",
+        "method",
+        "path",
+        "query",
+        "request_id",
+        "route",
+        "source",
+        "started",
+        "traceparent",
+    )
+
+    def __init__(self, method: str, path: str, query: bytes, request_id: str, started: float):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.request_id = request_id
+        self.started = started
+        self.route = "unmatched"
+        self.source = "-"
+        self.cache_control: bytes | None = None
+        self.accept: bytes | None = None
+        self.last_event_id: bytes | None = None
+        self.l1_missed = False
+        self.content_type: bytes | None = None
+        self.content_length: int | None = None
+        self.if_match: bytes | None = None
+        self.if_none_match: bytes | None = None
+        self.idempotency_key: str | None = None
+        self.traceparent: bytes | None = None
+        self.deadline = 0.0
+        self.client: tuple[str, int] | None = None  # (host, port) from the ASGI scope
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request waited on the primary; its work was cancelled."""
+
+
+class HTTPProblem(Exception):
+    """An HTTP-level refusal (the contract's own are ``maxage.service.errors``)."""
+
+    def __init__(
+        self, code: str, detail: str, headers: Headers | None = None, **extra: Any
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.headers = headers or []
+        self.extra = extra
+
+
+class FaultControl(Protocol):
+    """The test-only fault-injection state behind ``/_maxage/faults`` (``maxage.faults``)."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def replace(self, state: object) -> None:
+        """Validate ``state`` completely, then apply it; ValueError leaves everything as it was."""
+        ...
+
+    def heal(self) -> None: ...

@@ -1,0 +1,33 @@
+"""Server-side fault injection and mutants (TEST ONLY), behind the typed seam of
+:class:`maxage.hooks.Hooks`; never active without ``maxage serve --fault-injection``.
+
+The composition root calls :func:`build` once per worker and passes the hooks to
+the store and the service, the cache class to its cache, and the controller to
+the API's fault-control route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from maxage.core.cache import Cache
+from maxage.faults.injector import FAULTS, FaultController, FaultHooks, InjectedFault
+from maxage.faults.mutants import MUTANTS, cache_class, check
+
+
+@dataclass(frozen=True)
+class Faults:
+    hooks: FaultHooks
+    control: FaultController
+    cache_class: type[Cache]
+
+
+def build(state_file: Path, *, postgres: bool, bound: float, mutant: str | None) -> Faults:
+    """``bound``: the smallest staleness bound of the config (scales the fault delays)."""
+    check(mutant)
+    control = FaultController(state_file, postgres=postgres, bound=bound, mutant=mutant)
+    return Faults(FaultHooks(control), control, cache_class(mutant))
+
+
+__all__ = ["FAULTS", "MUTANTS", "FaultController", "FaultHooks", "Faults", "InjectedFault", "build"]

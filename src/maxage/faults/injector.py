@@ -1,0 +1,344 @@
+"""Fault injection (TEST ONLY: ``maxage serve --fault-injection``), through the
+typed seam of :class:`maxage.hooks.Hooks`.
+
+Every fault keeps the change log the source of truth: a dropped or failed
+delivery is a *late* one (the tailer re-reads or retries it), so the real code
+must keep the contract under any mix of them, while a mutant must not.
+
+Faults: ``drop`` (the direct post-commit cache update is skipped; on SQLite a
+tailer batch is also cut before a change, which is re-read on a later poll),
+``duplicate`` (a delivery is applied again later), ``delay`` (deliveries are
+applied late), ``reorder`` (changes of a tailer batch are applied in a shuffled
+order), ``pause-fill`` (a pause between the primary read and the cache fill),
+``stall-tailer`` (the tailer stops polling while the fault is active),
+``invalidation-error`` (applying an invalidation fails transiently),
+``slow-primary`` (each primary call stalls), ``slow-commit`` (PostgreSQL only: a
+write transaction sleeps between inserting its change row and COMMIT, so change
+rows commit out of ``seq`` order).
+
+State. Several workers share one state: :meth:`FaultController.replace` writes
+it to a file in a private directory (mode 0700, created by the server's parent
+process, never through a symlink) that every worker re-reads at most every
+50 ms; injected counts are summed over the workers' count files. A request is
+validated completely before anything is written, so a bad one changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from maxage.faults.mutants import CaughtUpHolder
+from maxage.hooks import Hooks
+from maxage.invalidation.tailer import Holder
+from maxage.store.base import ChangeBatch
+
+T = TypeVar("T")
+
+FAULTS = (
+    "drop",
+    "duplicate",
+    "delay",
+    "reorder",
+    "pause-fill",
+    "stall-tailer",
+    "invalidation-error",
+    "slow-primary",
+    "slow-commit",
+)
+POSTGRES_ONLY = frozenset({"slow-commit"})
+SYNC_EVERY = 0.05  # seconds between re-reads of the shared state file
+STATE_KEYS = frozenset({"faults", "seed", "params", "reseed"})
+
+
+class InjectedFault(ConnectionError):
+    """A transient failure injected on purpose (the tailer retries it)."""
+
+
+def _read_nofollow(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a new file beside ``path`` (never through a link), then rename it over."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class FaultController:
+    """The per-worker fault state; the API's ``/_maxage/faults`` reaches it as a
+    :class:`maxage.api.types.FaultControl`."""
+
+    def __init__(
+        self, state_file: Path, *, postgres: bool, bound: float, mutant: str | None
+    ) -> None:
+        self.path = state_file
+        self.postgres = postgres
+        self.mutant = mutant
+        self.mutant_applicable = mutant != "seq-tailer" or postgres
+        self.seed = 0
+        self.rng = random.Random(0)
+        self.active: dict[str, float] = {}
+        self.params: dict[str, float] = {
+            "delay_max": min(2.0, bound),
+            "duplicate_max": min(4.0, 2 * bound),
+            "pause_max": min(3.0, 2 * bound),
+            "slow_max": min(1.0, bound / 2),
+            "commit_min": 0.05,
+            "commit_max": 0.3,
+        }
+        self.supported = [f for f in FAULTS if postgres or f not in POSTGRES_ONLY]
+        self.counts: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self.tasks: set[asyncio.Future[Any]] = set()
+        self._mtime = -1
+        self._next_sync = 0.0
+        self._counts_dirty = False
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def roll(self, name: str) -> bool:
+        self.sync()
+        p = self.active.get(name)
+        if not p or self.rng.random() >= p:
+            return False
+        self.counts[name] += 1
+        self._counts_dirty = True
+        return True
+
+    def uniform(self, low: float, param: str) -> float:
+        return self.rng.uniform(low, self.params[param])
+
+    def later(self, delay: float, work: Awaitable[Any]) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(Exception):
+                await work
+
+        task = asyncio.ensure_future(run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- shared state ------------------------------------------------------------------
+
+    def sync(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_sync:
+            return
+        self._next_sync = now + SYNC_EVERY
+        try:
+            mtime = self.path.lstat().st_mtime_ns
+        except OSError:
+            mtime = 0
+        if mtime != self._mtime:
+            self._mtime = mtime
+            state: dict[str, Any] = {}
+            if mtime:
+                with contextlib.suppress(OSError, ValueError):
+                    state = self.validate(json.loads(_read_nofollow(self.path)))
+            self._apply(state)
+        if self._counts_dirty:
+            self._counts_dirty = False
+            with contextlib.suppress(OSError):
+                _write_atomic(self._counts_path(), json.dumps(self.counts).encode())
+
+    def _counts_path(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}.counts.{os.getpid()}.json")
+
+    def validate(self, state: object) -> dict[str, Any]:
+        """The state as it will be applied; ValueError naming the first problem."""
+        if not isinstance(state, dict):
+            raise ValueError("expected a JSON object")
+        unknown_keys = sorted(set(state) - STATE_KEYS)
+        if unknown_keys:
+            raise ValueError(f"unknown fields {unknown_keys}; known: {sorted(STATE_KEYS)}")
+        faults = state.get("faults") or {}
+        if not isinstance(faults, dict):
+            raise ValueError("faults must be an object of name -> probability")
+        unknown = [k for k in faults if k not in self.supported]
+        if unknown:
+            store = "postgres" if self.postgres else "sqlite"
+            raise ValueError(
+                f"unknown or unsupported faults {unknown} for the {store} store;"
+                f" supported: {', '.join(self.supported)}"
+            )
+        active = {k: _number(v, f"faults.{k}") for k, v in faults.items()}
+        if any(not 0 <= p <= 1 for p in active.values()):
+            raise ValueError("a fault's probability must be in [0, 1]")
+        seed = state.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) >= 2**63:
+            raise ValueError("seed must be an integer")
+        params = state.get("params") or {}
+        if not isinstance(params, dict):
+            raise ValueError("params must be an object")
+        bad = [k for k in params if k not in self.params]
+        if bad:
+            raise ValueError(f"unknown params {bad}; known: {sorted(self.params)}")
+        values = {k: _number(v, f"params.{k}") for k, v in params.items()}
+        if any(v < 0 for v in values.values()):
+            raise ValueError("params must be >= 0")
+        return {
+            "faults": active,
+            "seed": seed,
+            "params": values,
+            "reseed": bool(state.get("reseed")),
+        }
+
+    def _apply(self, state: Mapping[str, Any]) -> None:
+        was_stalled = "stall-tailer" in self.active
+        self.active = {k: v for k, v in (state.get("faults") or {}).items() if v > 0}
+        seed = int(state.get("seed", 0))
+        if seed != self.seed or state.get("reseed"):
+            self.seed = seed
+            self.rng = random.Random(seed)
+        self.params.update(state.get("params") or {})
+        if "stall-tailer" in self.active and not was_stalled:
+            self.counts["stall-tailer"] += 1
+            self._counts_dirty = True
+
+    def replace(self, state: object) -> None:
+        valid = self.validate(state)  # raises before anything is written
+        _write_atomic(self.path, json.dumps(valid).encode())
+        self.sync(force=True)
+
+    def heal(self) -> None:
+        self.replace({"faults": {}, "seed": self.seed})
+
+    def total_counts(self) -> dict[str, int]:
+        total = dict.fromkeys(FAULTS, 0)
+        for p in self.path.parent.glob(f"{self.path.stem}.counts.*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                for k, v in json.loads(_read_nofollow(p)).items():
+                    if k in total:
+                        total[k] += int(v)
+        return total
+
+    def describe(self) -> dict[str, Any]:
+        self.sync(force=True)
+        return {
+            "faults": self.active,
+            "params": self.params,
+            "seed": self.seed,
+            "supported": list(self.supported),
+            "counts": self.total_counts(),
+            "worker_counts": self.counts,
+            "mutant": self.mutant,
+            "mutant_applicable": self.mutant_applicable,
+            "store": "PostgresStore" if self.postgres else "SQLiteStore",
+            "pid": os.getpid(),
+        }
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    return float(value)
+
+
+class FaultyHolder:
+    """Wraps a tailer holder: delay, fail or duplicate its invalidation deliveries."""
+
+    def __init__(self, inner: Holder, ctl: FaultController) -> None:
+        self.inner = inner
+        self.ctl = ctl
+        self.name = inner.name
+
+    @property
+    def watermark(self) -> float:
+        return self.inner.watermark
+
+    @watermark.setter
+    def watermark(self, value: float) -> None:
+        self.inner.watermark = value
+
+    async def apply(self, key: str, version: int) -> None:
+        ctl = self.ctl
+        if ctl.roll("invalidation-error"):
+            raise InjectedFault(f"injected invalidation error for {key} v{version}")
+        if ctl.roll("delay"):
+            await asyncio.sleep(ctl.uniform(0.0, "delay_max"))
+        await self.inner.apply(key, version)
+        if ctl.roll("duplicate"):
+            ctl.later(ctl.uniform(0.0, "duplicate_max"), self.inner.apply(key, version))
+
+
+class FaultHooks(Hooks):
+    """The hooks a ``--fault-injection`` worker runs with (and its mutant, if any)."""
+
+    def __init__(self, ctl: FaultController) -> None:
+        self.ctl = ctl
+        mutant = ctl.mutant
+        self.seq_tailer = mutant == "seq-tailer" and ctl.postgres
+        self._drop_failed = mutant == "error-path-drop"
+        self._caught_up = mutant == "no-watermark"
+        # Cutting a batch is safe only where seq order is commit order (SQLite).
+        self._cut_safe = not ctl.postgres
+
+    async def before_store_call(self, op: str) -> None:
+        if self.ctl.roll("slow-primary"):
+            await asyncio.sleep(self.ctl.uniform(0.0, "slow_max"))
+
+    def commit_delay(self) -> float:
+        if not self.ctl.roll("slow-commit"):
+            return 0.0
+        return self.ctl.uniform(self.ctl.params["commit_min"], "commit_max")
+
+    def tailer_stalled(self) -> bool:
+        self.ctl.sync()
+        return "stall-tailer" in self.ctl.active
+
+    def drop_failed_delivery(self) -> bool:
+        return self._drop_failed
+
+    def change_batch(self, cursor: int, batch: T) -> T:
+        return cast(T, self._change_batch(cursor, cast(ChangeBatch, batch)))
+
+    def _change_batch(self, cursor: int, batch: ChangeBatch) -> ChangeBatch:
+        ctl = self.ctl
+        changes = list(batch.changes)
+        if not changes:
+            return batch
+        if self._cut_safe and batch.complete and ctl.roll("drop"):
+            i = ctl.rng.randrange(len(changes))
+            kept = changes[:i]
+            # Everything committed before the cut change's start is in ``kept`` or below.
+            snap = min(batch.snapshot_at, changes[i].committed_at)
+            return ChangeBatch(kept, kept[-1].seq if kept else cursor, snap, True)
+        if len(changes) > 1 and ctl.roll("reorder"):
+            ctl.rng.shuffle(changes)
+            return ChangeBatch(changes, batch.cursor, batch.snapshot_at, batch.complete)
+        return batch
+
+    def holder(self, holder: T) -> T:
+        inner = cast(Holder, holder)
+        if self._caught_up:
+            inner = CaughtUpHolder(inner)
+        return cast(T, FaultyHolder(inner, self.ctl))
+
+    def deliver_after_commit(self, deliver: Callable[[], None]) -> None:
+        ctl = self.ctl
+        if ctl.roll("drop"):
+            return
+        if ctl.roll("delay"):
+            asyncio.get_running_loop().call_later(ctl.uniform(0.0, "delay_max"), deliver)
+            return
+        deliver()
+        if ctl.roll("duplicate"):
+            asyncio.get_running_loop().call_later(ctl.uniform(0.0, "duplicate_max"), deliver)
+
+    def before_fill(self) -> Awaitable[None] | None:
+        if self.ctl.roll("pause-fill"):
+            return asyncio.sleep(self.ctl.uniform(0.0, "pause_max"))
+        return None

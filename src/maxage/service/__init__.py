@@ -1,0 +1,49 @@
+"""Every contract decision lives in this package; nothing here speaks HTTP.
+
+* :mod:`.reads` — the one bounded-read rule (P2, P4), strong reads (P3), fills (P1)
+* :mod:`.writes` — preconditions and validation in the write transaction (P5)
+* :mod:`.idempotency` — the claim decision; stores only persist it
+* :mod:`.listing` — pages and tamper-evident page tokens
+* :mod:`.changes` — the change feed's reading side
+* :mod:`.representation` — every response body, ``meta`` included (P0)
+* :mod:`.errors` — the refusals, each with its stable problem code
+* :mod:`.metrics` — the service's metric families
+"""
+
+from maxage.service.errors import (
+    DocumentNotFound,
+    DomainError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidPageToken,
+    InvalidParameter,
+    PreconditionFailed,
+    ReadModeNotAllowed,
+    ValidationFailed,
+)
+from maxage.service.reads import LAGGING, ReadResult, Source, freshness, resolve_mode
+from maxage.service.service import Service, TierHolder
+from maxage.service.writes import PreparedWrite, WriteIntent, WriteKind, prepare
+
+__all__ = [
+    "LAGGING",
+    "DocumentNotFound",
+    "DomainError",
+    "IdempotencyKeyInUse",
+    "IdempotencyKeyReused",
+    "InvalidPageToken",
+    "InvalidParameter",
+    "PreconditionFailed",
+    "PreparedWrite",
+    "ReadModeNotAllowed",
+    "ReadResult",
+    "Service",
+    "Source",
+    "TierHolder",
+    "ValidationFailed",
+    "WriteIntent",
+    "WriteKind",
+    "freshness",
+    "prepare",
+    "resolve_mode",
+]

@@ -1,0 +1,63 @@
+"""Domain errors: every contract decision that refuses a request raises one of these.
+
+Invariant: each error's ``code`` is a stable problem code of the API's catalog
+(``api/problems.py``), and ``extra`` holds the problem's extension members; the
+API maps any :class:`DomainError` to a problem response without knowing which
+rule refused it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "bad_request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class DocumentNotFound(DomainError):
+    code = "document_not_found"
+
+
+class InvalidParameter(DomainError):
+    code = "invalid_parameter"
+
+
+class ReadModeNotAllowed(DomainError):
+    code = "read_mode_not_allowed"
+
+
+class InvalidPageToken(DomainError):
+    code = "invalid_page_token"
+
+
+class PreconditionFailed(DomainError):
+    """``current_version`` (when the document exists) goes back as the ETag."""
+
+    code = "precondition_failed"
+
+    def __init__(self, detail: str, current_version: int | None) -> None:
+        extra = {} if current_version is None else {"current_version": current_version}
+        super().__init__(detail, **extra)
+        self.current_version = current_version
+
+
+class ValidationFailed(DomainError):
+    code = "validation_failed"
+
+    def __init__(self, detail: str, errors: list[tuple[str, str]]) -> None:
+        super().__init__(detail, errors=[{"pointer": p, "detail": d} for p, d in errors])
+        self.errors = errors
+
+
+class IdempotencyKeyInUse(DomainError):
+    code = "idempotency_key_in_use"
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "idempotency_key_reused"

@@ -1,0 +1,112 @@
+"""Every response body of the API, ``meta`` included, is built here and nowhere else.
+
+Invariant (P0): a read body is ``prefix + suffix`` where the prefix is the
+document at exactly one version, encoded once when the document is loaded and
+then stored in the caches as bytes, and the suffix is the per-request tail of
+``meta`` (remaining budget, mode, source). Nothing on a cache hit encodes JSON.
+
+Shapes::
+
+    read     {"id","version","createdAt","updatedAt","data",
+              "meta":{"version","cachedAt","maxAgeSeconds","consistency","source"}}
+    write    the same, with meta.consistency "strong" and source "primary"
+    list     {"data":[document...],"next_page_token","meta":{"consistency","source","cachedAt"}}
+    change   {"cursor","id","version","op","committedAt"}   (one NDJSON line / SSE event)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from maxage.contracts import CollectionSpec
+from maxage.store.base import Change, Document, StoredResponse, WriteResult
+
+_encode = msgspec.json.Encoder().encode
+
+# Suffixes are few (budget x mode x source); more than this means a bug, not a workload.
+_SUFFIX_CACHE_LIMIT = 4096
+_suffixes: dict[tuple[int, str, str], bytes] = {}
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def document(doc: Document) -> bytes:
+    """The document part of a response, open at the end: ``{"id",...,"data":...``."""
+    return b'{"id":%s,"version":%d,"createdAt":"%s","updatedAt":"%s","data":%s' % (
+        _encode(doc.id),
+        doc.version,
+        iso(doc.created_at).encode(),
+        iso(doc.updated_at).encode(),
+        doc.data,
+    )
+
+
+def read_prefix(doc: Document, known_at: float) -> bytes:
+    """A read body up to the per-request part of ``meta`` (what the caches hold)."""
+    return document(doc) + b',"meta":{"version":%d,"cachedAt":"%s",' % (
+        doc.version,
+        iso(known_at).encode(),
+    )
+
+
+def read_suffix(budget: int, mode: str, source: str) -> bytes:
+    """The per-request tail of ``meta``; memoised (few distinct values)."""
+    key = (budget, mode, source)
+    suffix = _suffixes.get(key)
+    if suffix is None:
+        suffix = b'"maxAgeSeconds":%d,"consistency":"%s","source":"%s"}}' % (
+            budget,
+            mode.encode(),
+            source.encode(),
+        )
+        if len(_suffixes) < _SUFFIX_CACHE_LIMIT:
+            _suffixes[key] = suffix
+    return suffix
+
+
+def hot_suffixes(bound: float) -> list[bytes]:
+    """``read_suffix(b, "bounded", "l1")`` for every budget ``b`` in 0..bound (the hot path)."""
+    return [read_suffix(b, "bounded", "l1") for b in range(int(bound) + 1)]
+
+
+def write_response(spec: CollectionSpec, result: WriteResult, status: int) -> StoredResponse:
+    """The response to a committed write (also what an idempotent replay returns)."""
+    doc = result.document
+    headers: list[tuple[str, str]] = [("etag", f'"{doc.version}"')]
+    if status == 204:
+        return StoredResponse(status, tuple(headers), b"")
+    if status == 201:
+        headers.append(("location", f"/v1/{spec.name}/{doc.id}"))
+    body = document(doc) + (
+        b',"meta":{"version":%d,"cachedAt":"%s","maxAgeSeconds":%d,'
+        b'"consistency":"strong","source":"primary"}}'
+        % (doc.version, iso(doc.updated_at).encode(), int(spec.max_staleness))
+    )
+    headers.append(("content-type", "application/json"))
+    return StoredResponse(status, tuple(headers), body)
+
+
+def list_page(docs: Sequence[Document], next_token: str, read_at: float) -> bytes:
+    return (
+        b'{"data":['
+        + b",".join(document(d) + b"}" for d in docs)
+        + b'],"next_page_token":%s,"meta":{"consistency":"strong","source":"primary",'
+        b'"cachedAt":"%s"}}' % (_encode(next_token), iso(read_at).encode())
+    )
+
+
+def change(c: Change) -> bytes:
+    return _encode(
+        {
+            "cursor": str(c.seq),
+            "id": c.id,
+            "version": c.version,
+            "op": c.op.value,
+            "committedAt": iso(c.committed_at),
+        }
+    )

@@ -1,0 +1,129 @@
+"""The service: every contract decision, no HTTP. One object per worker process.
+
+It owns the holders (L1, and L2 when a shared tier is configured), the tailer
+that keeps their watermarks, and the parts that decide: :attr:`reads` (the
+bounded-read rule), :func:`writes.prepare` and :attr:`writes` (preconditions,
+validation, after-commit), :attr:`idempotency`, :attr:`listing`,
+:attr:`changes`. The API translates HTTP to calls on these and their results
+(and :mod:`maxage.service.errors`) back to HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from maxage.contracts import CollectionSpec
+from maxage.core.cache import Cache
+from maxage.core.types import Clock
+from maxage.hooks import Hooks
+from maxage.invalidation.tailer import Holder, L1Holder, Tailer
+from maxage.service.changes import ChangeFeed
+from maxage.service.idempotency import Idempotency
+from maxage.service.listing import Listing
+from maxage.service.reads import Reads
+from maxage.service.writes import Writes
+from maxage.store.base import Store
+
+if TYPE_CHECKING:
+    from maxage.invalidation.monitor import ConsistencyMonitor
+    from maxage.tiers.base import SharedTier
+
+log = logging.getLogger("maxage.service")
+
+
+class TierHolder:
+    """A shared tier as a tailer holder: a failed invalidation raises, so it is retried."""
+
+    def __init__(self, tier: SharedTier, start: float) -> None:
+        self.name = "l2"
+        self.tier = tier
+        self.watermark = start
+
+    async def apply(self, key: str, version: int) -> None:
+        if not await self.tier.invalidate(key, version):
+            raise ConnectionError("the shared tier did not take the invalidation")
+
+
+class Service:
+    def __init__(
+        self,
+        collections: Mapping[str, CollectionSpec],
+        store: Store,
+        cache: Cache,
+        clock: Clock,
+        *,
+        l2: SharedTier | None = None,
+        monitor: ConsistencyMonitor | None = None,
+        hooks: Hooks | None = None,
+        poll_interval: float | None = None,
+        load_timeout: float = 10.0,
+        idempotency_keep: float = 24 * 3600.0,
+        default_page_size: int = 20,
+        max_page_size: int = 100,
+    ) -> None:
+        self.collections = collections
+        self.store = store
+        self.cache = cache
+        self.clock = clock
+        self.l2 = l2
+        self.monitor = monitor
+        self.hooks = hooks
+        now = clock.now()
+        l1_holder: Holder = L1Holder(cache, now)
+        l2_holder: Holder | None = TierHolder(l2, now) if l2 is not None else None
+        if hooks is not None:
+            l1_holder = hooks.holder(l1_holder)
+            l2_holder = hooks.holder(l2_holder) if l2_holder is not None else None
+        self.l1_holder = l1_holder
+        self.l2_holder = l2_holder
+        if poll_interval is None:
+            bounds = [c.max_staleness for c in collections.values() if c.max_staleness > 0]
+            poll_interval = min(1.0, max(0.005, min(bounds, default=1.0) / 4))
+        holders = [l1_holder] if l2_holder is None else [l1_holder, l2_holder]
+        self.tailer = Tailer(store, holders, clock, poll_interval=poll_interval, hooks=hooks)
+        self.reads = Reads(
+            store,
+            cache,
+            clock,
+            l1_holder,
+            l2=l2,
+            l2_holder=l2_holder,
+            monitor=monitor,
+            hooks=hooks,
+            load_timeout=load_timeout,
+        )
+        self.writes = Writes(store, self.reads, self.tailer, hooks)
+        self.idempotency = Idempotency(store, clock, idempotency_keep)
+        self.listing = Listing(store, clock, default_page_size, max_page_size)
+        self.changes = ChangeFeed(store, poll_interval)
+        self._purger: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.start()
+        await self.listing.start()
+        shared = [self.l2_holder] if self.l2_holder is not None else []
+        replay = max((c.cache_ttl for c in self.collections.values()), default=0.0)
+        await self.tailer.start(replay=replay, shared=shared)
+        try:
+            await self.store.listen(self.tailer.wake)
+        except Exception as exc:  # notifications only speed things up; polling is the truth
+            log.warning("change notifications unavailable, polling only: %s", exc)
+        self._purger = asyncio.ensure_future(self.idempotency.purge_forever())
+
+    async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+        await self.tailer.stop()
+        if self.monitor is not None:
+            await self.monitor.stop()
+
+    async def ping(self) -> None:
+        """Raise unless the primary answers (readiness)."""
+        await self.store.ping()

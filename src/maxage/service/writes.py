@@ -1,0 +1,248 @@
+"""Writes: preconditions, validation (once), the primary transaction, and what the
+caches learn after the commit.
+
+Invariant (P5): every precondition is checked inside the store's write
+transaction, against the row the transaction read, by :func:`mutator`; a
+precondition that fails aborts the transaction and nothing is written. A
+document is validated exactly once before it is stored: a POST or PUT body
+before the transaction (so a 422 costs no primary round trip), a PATCH's merged
+result inside it (the patch itself is checked up front so a patch that is wrong
+whatever the document is a 422 before any precondition).
+
+After the commit, write-through collections ``set_if_newer`` the new body into
+the holders and write-around ones invalidate; either way the tailer is woken
+and applies the change log too (the direct update is an optimisation: the
+change log is the truth, so the fault hooks may drop, delay or repeat it).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+import msgspec
+
+from maxage.contracts import CollectionSpec, WritePolicy
+from maxage.hooks import Hooks
+from maxage.invalidation.tailer import Tailer, doc_key
+from maxage.service import representation
+from maxage.service.errors import (
+    DocumentNotFound,
+    InvalidParameter,
+    PreconditionFailed,
+    ValidationFailed,
+)
+from maxage.service.reads import Reads
+from maxage.store.base import (
+    Document,
+    IdempotencyCompletion,
+    Mutator,
+    Store,
+    StoredResponse,
+    WriteRequest,
+    WriteResult,
+)
+
+log = logging.getLogger("maxage.service")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+# As documented in the OpenAPI document: ids are safe in a URL path segment as they are.
+DOC_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")
+
+
+class WriteKind(enum.Enum):
+    CREATE = "POST"  # a new document under a server-chosen id
+    REPLACE = "PUT"
+    PATCH = "PATCH"  # RFC 7396 merge patch
+    DELETE = "DELETE"
+
+
+_STATUS = {
+    WriteKind.CREATE: 201,
+    WriteKind.REPLACE: 200,
+    WriteKind.PATCH: 200,
+    WriteKind.DELETE: 204,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WriteIntent:
+    """What a client asked for, parsed but not yet judged."""
+
+    kind: WriteKind
+    id: str | None  # None for CREATE
+    data: object = None  # the document (CREATE, REPLACE) or the merge patch (PATCH)
+    if_match: int | None = None
+    create_only: bool = False  # If-None-Match: * (REPLACE only)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWrite:
+    """A validated intent: what runs inside the transaction, and how to answer."""
+
+    spec: CollectionSpec
+    kind: WriteKind
+    id: str
+    mutate: Mutator
+
+    def response(self, result: WriteResult) -> StoredResponse:
+        status = _STATUS[self.kind]
+        if self.kind is WriteKind.REPLACE and result.created:
+            status = 201
+        return representation.write_response(self.spec, result, status)
+
+
+def merge_patch(target: object, patch: object) -> object:
+    """RFC 7396 JSON Merge Patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = merge_patch(result.get(name), value)
+    return result
+
+
+def _valid_document(spec: CollectionSpec, data: object, what: str) -> bytes:
+    errors = spec.validate(data)
+    if errors:
+        raise ValidationFailed(f"the {what} does not match the collection's schema", errors)
+    return _encode(data)
+
+
+def _check_if_match(current: Document | None, if_match: int | None) -> None:
+    if if_match is None:
+        return
+    if current is None:
+        raise PreconditionFailed("If-Match given but the document does not exist", None)
+    if current.version != if_match:
+        raise PreconditionFailed(
+            f"If-Match {if_match} does not match the current version {current.version}",
+            current.version,
+        )
+
+
+def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
+    """Judge everything that does not need the current row; return the transaction's mutator.
+
+    Raises :class:`InvalidParameter` or :class:`ValidationFailed` (nothing is written)."""
+    kind = intent.kind
+    if intent.id is not None and not DOC_ID.match(intent.id):
+        raise InvalidParameter("document ids are 1-200 of A-Z a-z 0-9 . _ ~ -")
+    if intent.create_only and kind is not WriteKind.REPLACE:
+        raise InvalidParameter(
+            "If-None-Match on writes is only supported as 'If-None-Match: *' on PUT"
+        )
+    doc_id = intent.id if intent.id is not None else str(uuid7())
+    if_match = intent.if_match
+
+    if kind is WriteKind.CREATE:
+        encoded = _valid_document(spec, intent.data, "document")
+
+        def create(current: Document | None) -> bytes | None:
+            if current is not None:
+                raise PreconditionFailed("an id collision occurred; retry", current.version)
+            return encoded
+
+        return PreparedWrite(spec, kind, doc_id, create)
+
+    if kind is WriteKind.REPLACE:
+        encoded = _valid_document(spec, intent.data, "document")
+        create_only = intent.create_only
+
+        def replace(current: Document | None) -> bytes | None:
+            if create_only and current is not None:
+                raise PreconditionFailed(
+                    "If-None-Match: * but the document exists", current.version
+                )
+            _check_if_match(current, if_match)
+            return encoded
+
+        return PreparedWrite(spec, kind, doc_id, replace)
+
+    if kind is WriteKind.PATCH:
+        patch = intent.data
+        if not isinstance(patch, dict):
+            raise ValidationFailed(
+                "a merge patch for a document must be a JSON object", [("", "must be an object")]
+            )
+        errors = spec.validate_patch(patch)
+        if errors:  # wrong whatever the document: 422 before any precondition
+            raise ValidationFailed("the merge patch does not match the collection's schema", errors)
+
+        def patch_current(current: Document | None) -> bytes | None:
+            _check_if_match(current, if_match)
+            if current is None:
+                raise DocumentNotFound(f"{spec.name}/{doc_id} does not exist")
+            return _valid_document(spec, merge_patch(_decode(current.data), patch), "document")
+
+        return PreparedWrite(spec, kind, doc_id, patch_current)
+
+    def delete(current: Document | None) -> bytes | None:
+        _check_if_match(current, if_match)
+        if current is None:
+            raise DocumentNotFound(f"{spec.name}/{doc_id} does not exist")
+        return None
+
+    return PreparedWrite(spec, kind, doc_id, delete)
+
+
+class Writes:
+    def __init__(self, store: Store, reads: Reads, tailer: Tailer, hooks: Hooks | None) -> None:
+        self.store = store
+        self.reads = reads
+        self.tailer = tailer
+        self.hooks = hooks
+
+    async def commit(
+        self, prepared: PreparedWrite, idempotency: IdempotencyCompletion | None = None
+    ) -> WriteResult:
+        """One primary transaction; then the caches learn of it (see the module docstring)."""
+        spec = prepared.spec
+        now = self.reads.clock.now()
+        result = await self.store.write(
+            WriteRequest(spec.name, prepared.id, prepared.mutate, now, idempotency)
+        )
+        if self.hooks is None:
+            self._after_commit(spec, result, now)
+        else:
+            self.hooks.deliver_after_commit(lambda: self._after_commit(spec, result, now))
+        self.tailer.wake()
+        self.reads.background(self._notify())
+        return result
+
+    def _after_commit(self, spec: CollectionSpec, result: WriteResult, started: float) -> None:
+        doc = result.document
+        key = doc_key(spec.name, doc.id)
+        if not doc.deleted and spec.write_policy is WritePolicy.WRITE_THROUGH:
+            self.reads.fill(
+                spec, key, doc.version, representation.read_prefix(doc, started), started
+            )
+        else:
+            self.reads.invalidate(key, doc.version)
+
+    async def _notify(self) -> None:
+        try:
+            await self.store.notify()
+        except Exception as exc:
+            log.debug("change notification failed: %s", exc)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUIDv7 (RFC 9562): 48-bit ms timestamp, then random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
