@@ -21,7 +21,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -536,6 +536,3 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         raise fail(schema_field, str(exc)) from None
     return CollectionSpec(cname, staleness, modes, policy, ttl, schema, validator)
 
-
-def read_modes_order() -> Sequence[ReadMode]:
-    return _STRENGTH

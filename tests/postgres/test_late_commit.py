@@ -23,6 +23,7 @@ import pytest
 
 from maxage.core.clock import ManualClock
 from maxage.hooks import Hooks
+from maxage.service.idempotency import decide
 from maxage.store.base import (
     ClaimState,
     Document,
@@ -65,7 +66,10 @@ class HeldWrite:
 async def start_held_write(
     store: PostgresStore, clock: ManualClock, doc_id: str, scope: str
 ) -> HeldWrite:
-    claim = await store.claim_idempotency(scope, "fp", "owner", clock.now(), 60, 3600)
+    now = clock.now()
+    claim = await store.claim_idempotency(
+        scope, "fp", "owner", now, 60, 3600, lambda record: decide(record, "fp", now)
+    )
     assert claim.state is ClaimState.ACQUIRED
     blocker = await asyncpg.connect(store.dsn)
     await blocker.execute("BEGIN")

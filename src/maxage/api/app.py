@@ -41,11 +41,17 @@ from maxage.api.types import (
 )
 from maxage.contracts import CollectionSpec
 from maxage.core.metrics import Exposition, Histogram, labels
-from maxage.service import LAGGING, DomainError, IdempotencyKeyInUse, PreconditionFailed, Service
+from maxage.service import (
+    LAGGING,
+    DomainError,
+    IdempotencyKeyInUse,
+    PreconditionFailed,
+    Service,
+    StoreError,
+)
 from maxage.service import metrics as service_metrics
 from maxage.service.reads import hot_collections
 from maxage.service.representation import hot_suffixes, iso
-from maxage.store.base import StoreError
 
 T = TypeVar("T")
 access_log = logging.getLogger("maxage.access")

@@ -55,17 +55,6 @@ def parse_cursor(value: str, name: str, what: str) -> int:
     return int(value)
 
 
-def etag_matches(header: bytes, version: int) -> bool:
-    text = header.decode("latin-1").strip()
-    if text == "*":
-        return True
-    for part in text.split(","):
-        m = _ETAG.match(part.strip())
-        if m and int(m.group(1)) == version:
-            return True
-    return False
-
-
 def parse_if_match(header: bytes | None) -> int | None:
     if header is None:
         return None

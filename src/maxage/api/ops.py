@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from maxage.api import openapi, responses
 from maxage.api.http import read_body
 from maxage.api.types import HTTPProblem, Receive, Request, Send
-from maxage.store.base import StoreError
+from maxage.service import StoreError
 
 if TYPE_CHECKING:
     from maxage.api.app import App

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from maxage.api.http import continue_trace, etag_matches
+from maxage.api.http import continue_trace
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.types import Headers, Request, Send
 from maxage.contracts import ReadMode
-from maxage.service import ReadResult, Source
-from maxage.store.base import StoredResponse
+from maxage.etags import if_none_match
+from maxage.service import ReadResult, Source, StoredResponse
 
 log = logging.getLogger("maxage.api")
 
@@ -96,16 +96,17 @@ def cache_status(r: ReadResult) -> bytes:
 
 async def read(req: Request, send: Send, r: ReadResult) -> int:
     req.source = r.source.value
+    etag = b'"%d"' % r.version
     headers = [
         (RID, req.request_id.encode()),
-        (ETAG, b'"%d"' % r.version),
+        (ETAG, etag),
         (AGE, b"%d" % int(r.age)),
         (CC, b"max-age=%d" % r.budget),
         (CSTATUS, cache_status(r)),
     ]
     if req.traceparent is not None:
         headers.append((b"traceparent", continue_trace(req.traceparent)))
-    if req.if_none_match is not None and etag_matches(req.if_none_match, r.version):
+    if req.if_none_match is not None and if_none_match(req.if_none_match, etag):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return 304

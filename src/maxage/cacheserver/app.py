@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import hmac
 import math
-import time
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 
 from maxage.core import MISSING, Cache, Entry, SetOutcome
+from maxage.etags import if_none_match
 
 from . import metrics as metrics_mod
 from .openapi import OPENAPI_JSON
 from .problems import problem
-from .protocol import Handled, Request, Result
+from .protocol import CacheRequest, Handled, Result
 from .upstream import Upstreams
 
 KEYS_PREFIX: Final = b"/v1/keys/"
@@ -79,7 +79,7 @@ class InvalidateBody(msgspec.Struct, forbid_unknown_fields=True):
     prefix: str | None = None
 
 
-class App:
+class CacheApp:
     """The request handler; one per server process."""
 
     def __init__(
@@ -107,7 +107,7 @@ class App:
 
     # -- entry point ------------------------------------------------------
 
-    def __call__(self, req: Request) -> Handled:
+    def __call__(self, req: CacheRequest) -> Handled:
         if self.token is not None and not _bearer_ok(req.authorization, self.token):
             return problem(
                 "unauthorized",
@@ -170,7 +170,7 @@ class App:
             )
         return key
 
-    def get(self, req: Request, key: str) -> Handled:
+    def get(self, req: CacheRequest, key: str) -> Handled:
         e = self.cache.get(key)
         if e is not MISSING:
             meta = e.meta
@@ -192,7 +192,7 @@ class App:
         return problem("key_not_found", "no live entry for this key", "/v1/keys/" + key)
 
     def _hit(
-        self, req: Request, e: Entry, meta: Meta, now: float, until: float, status_hdr: bytes
+        self, req: CacheRequest, e: Entry, meta: Meta, now: float, until: float, status_hdr: bytes
     ) -> Result:
         inm = req.if_none_match
         etag = meta.etag
@@ -208,11 +208,13 @@ class App:
             extra = b"age: %d\r\ncache-control: max-age=%d\r\n" % (age, left if left > 0 else 0)
         else:
             extra = b"age: %d\r\n" % age
-        if inm is not None and _etag_matches(inm, etag):
+        if inm is not None and if_none_match(inm, etag):
             return 304, head + extra + status_hdr, b""
         return 200, head + extra + status_hdr, e.body
 
-    async def _read_through(self, req: Request, key: str, up: Any, stale: Entry | None) -> Result:
+    async def _read_through(
+        self, req: CacheRequest, key: str, up: Any, stale: Entry | None
+    ) -> Result:
         from .upstream import UpstreamError, UpstreamNotFound
 
         instance = "/v1/keys/" + key
@@ -244,7 +246,7 @@ class App:
         until = meta.fresh_until if meta.fresh_until is not None else entry.expires_at
         return self._hit(req, entry, meta, now, until, _MISS_STORED if stored else _MISS_NOT_STORED)
 
-    def put(self, req: Request, key: str, query: bytes) -> Result:
+    def put(self, req: CacheRequest, key: str, query: bytes) -> Result:
         if query:
             try:
                 ttl, version, tags = _put_params(query)
@@ -312,7 +314,7 @@ class App:
             instance,
         )
 
-    def delete(self, req: Request, key: str, query: bytes) -> Result:
+    def delete(self, req: CacheRequest, key: str, query: bytes) -> Result:
         instance = "/v1/keys/" + key
         version: int | None = None
         for name, value in _query(query):
@@ -328,7 +330,7 @@ class App:
 
     # -- everything else ----------------------------------------------------
 
-    def other(self, req: Request) -> Handled:
+    def other(self, req: CacheRequest) -> Handled:
         url = req.url
         q = url.find(b"?")
         path = url if q < 0 else url[:q]
@@ -367,7 +369,7 @@ class App:
             return self._advance_clock(url[q + 1 :] if q >= 0 else b"")
         return problem("route_not_found", "no such route", _path(url))
 
-    def invalidate(self, req: Request, query: bytes) -> Result:
+    def invalidate(self, req: CacheRequest, query: bytes) -> Result:
         tags: list[str] = []
         prefix: str | None = None
         if req.body:
@@ -419,21 +421,6 @@ class App:
         return 200, _JSON, _encode({"now": self.clock.now(), "offset": self.clock.offset})
 
 
-class OffsetClock:
-    """Wall clock plus an offset that only grows. TEST-ONLY (``--debug-clock``)."""
-
-    __slots__ = ("offset",)
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 def _bearer_ok(header: bytes | None, token: bytes) -> bool:
     """``Authorization: Bearer <token>`` (scheme case-insensitive), constant-time compare."""
     if header is None:
@@ -454,18 +441,6 @@ def _not_allowed(method: bytes, path: bytes, allow: bytes) -> Result:
 def _path(url: bytes) -> str:
     q = url.find(b"?")
     return (url if q < 0 else url[:q]).decode("latin-1")[:512]
-
-
-def _etag_matches(inm: bytes, etag: bytes) -> bool:
-    if inm.strip() == b"*":
-        return True
-    for part in inm.split(b","):
-        p = part.strip()
-        if p.startswith(b"W/"):
-            p = p[2:]
-        if p == etag:
-            return True
-    return False
 
 
 def _query(query: bytes) -> list[tuple[str, str]]:

@@ -119,7 +119,7 @@ class Limits:
         self.keepalive_timeout = keepalive_timeout
 
 
-class Request:
+class CacheRequest:
     """One parsed request. Header fields hold the raw bytes or ``None``."""
 
     __slots__ = (
@@ -153,7 +153,7 @@ class Request:
         self.error: Result | None = None
 
 
-Handler: TypeAlias = Callable[[Request], Handled]
+Handler: TypeAlias = Callable[[CacheRequest], Handled]
 
 
 class _Reject(Exception):
@@ -260,7 +260,7 @@ class HttpProtocol(asyncio.Protocol):
         self.state = state
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.req = Request()
+        self.req = CacheRequest()
         self.body_parts: list[bytes] | None = None
         self.body_size = 0
         limits = state.limits
@@ -274,7 +274,7 @@ class HttpProtocol(asyncio.Protocol):
         self.msg_started: float | None = None
         self.last_active = state.now
         self.served = False
-        self.queue: deque[Request] = deque()
+        self.queue: deque[CacheRequest] = deque()
         self.busy = False
         self.closing = False
         self.discarding = False
@@ -363,7 +363,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.req = Request()
+        self.req = CacheRequest()
         self.body_parts = None
         self.header_bytes = 0
         self.header_count = 0
@@ -445,7 +445,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- dispatch and responses ---------------------------------------------
 
-    def _dispatch(self, req: Request) -> None:
+    def _dispatch(self, req: CacheRequest) -> None:
         if req.error is not None:
             self._write(req, req.error, time.perf_counter())
             return
@@ -462,7 +462,7 @@ class HttpProtocol(asyncio.Protocol):
             self.busy = True
             self.task = self.state.loop.create_task(self._run_async(req, result, t0))
 
-    async def _run_async(self, req: Request, coro: Awaitable[Result], t0: float) -> None:
+    async def _run_async(self, req: CacheRequest, coro: Awaitable[Result], t0: float) -> None:
         try:
             async with asyncio.timeout(self.state.limits.request_timeout):
                 result = await coro
@@ -493,7 +493,7 @@ class HttpProtocol(asyncio.Protocol):
             self._update_reading()
         self._maybe_finish()
 
-    def _write(self, req: Request, result: Result, t0: float) -> None:
+    def _write(self, req: CacheRequest, result: Result, t0: float) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -567,7 +567,7 @@ class HttpProtocol(asyncio.Protocol):
         ``linger`` (413 only) half-closes and discards input for a while instead of
         closing at once, so the client reads the answer rather than a reset.
         """
-        req = Request()
+        req = CacheRequest()
         req.method = self.req.method
         req.keep_alive = False
         req.error = result

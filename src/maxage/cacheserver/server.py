@@ -9,8 +9,9 @@ import sys
 from dataclasses import dataclass, field
 
 from maxage.core import Cache, SystemClock
+from maxage.core.clock import OffsetClock
 
-from .app import App, OffsetClock, make_meta
+from .app import CacheApp, make_meta
 from .metrics import Metrics
 from .protocol import Limits, ServerState
 from .upstream import Upstreams, UpstreamSpec
@@ -58,7 +59,7 @@ async def serve(cfg: ServerConfig, *, ready: asyncio.Event | None = None) -> int
             stale_if_error=cfg.stale_if_error,
             max_value_bytes=cfg.max_value_bytes,
         )
-    app = App(
+    app = CacheApp(
         cache,
         clock,
         metrics,

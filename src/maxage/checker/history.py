@@ -87,12 +87,6 @@ class HistoryWriter:
             self._fh = None
 
 
-def dump(ops: Iterable[Op], path: str | Path) -> None:
-    w = HistoryWriter(path)
-    for op in ops:
-        w.write(op)
-    w.close()
-
 
 def load(path: str | Path) -> list[Op]:
     return list(iter_ops(Path(path).read_text(encoding="utf-8").splitlines()))

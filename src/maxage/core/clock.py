@@ -36,3 +36,18 @@ class ManualClock:
     def set(self, now: float) -> None:
         with self._lock:
             self._now = now
+
+
+class OffsetClock:
+    """Wall clock plus an offset that only grows. TEST-ONLY (``--debug-clock``)."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds

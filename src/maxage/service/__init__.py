@@ -25,6 +25,9 @@ from maxage.service.reads import LAGGING, ReadResult, Source, freshness, resolve
 from maxage.service.service import Service, TierHolder
 from maxage.service.writes import PreparedWrite, WriteIntent, WriteKind, prepare
 
+# What the API needs of the store's vocabulary, without reaching below the service.
+from maxage.store.base import StoredResponse, StoreError
+
 __all__ = [
     "LAGGING",
     "DocumentNotFound",
@@ -39,6 +42,8 @@ __all__ = [
     "ReadResult",
     "Service",
     "Source",
+    "StoreError",
+    "StoredResponse",
     "TierHolder",
     "ValidationFailed",
     "WriteIntent",

@@ -50,8 +50,7 @@ class SharedTier(Protocol):
         """STORED, UNCHANGED (same version: a replay), REFUSED_OLDER, REFUSED_TOMBSTONE.
 
         When the tier is unavailable the fill is not stored and the outcome is
-        ``SetOutcome.UNAVAILABLE`` if core defines it, else REFUSED_TOMBSTONE
-        (see the adapter's docstring); never raises.
+        ``SetOutcome.UNAVAILABLE``; never raises.
         """
         ...
 

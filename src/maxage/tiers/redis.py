@@ -27,9 +27,8 @@ have passed; then one probe call is let through (half-open), and its success
 closes the breaker. redis-py reconnects a dropped connection on its next use,
 so a restarted Redis heals by itself. No call raises: ``get`` → None,
 ``set_if_newer`` → not stored, ``invalidate`` → False. When unavailable,
-``set_if_newer`` returns ``SetOutcome.UNAVAILABLE`` if core defines it, else
-``REFUSED_TOMBSTONE`` (the conservative refusal: "do not count on this fill");
-``stats["refused_unavailable"]`` counts them either way.
+``set_if_newer`` returns ``SetOutcome.UNAVAILABLE`` (never stored: "do not count on
+this fill"); ``stats["refused_unavailable"]`` counts them.
 
 Caveat (documented in docs/redis-cluster.md): a ``FLUSHALL`` or an eviction of
 a tombstone removes the guard for that key; use ``maxmemory-policy noeviction``
@@ -55,7 +54,7 @@ from maxage.tiers.base import TierEntry
 
 T = TypeVar("T")
 
-UNAVAILABLE: Final[SetOutcome] = getattr(SetOutcome, "UNAVAILABLE", SetOutcome.REFUSED_TOMBSTONE)
+UNAVAILABLE: Final[SetOutcome] = SetOutcome.UNAVAILABLE
 
 # KEYS: entry, tombstone. ARGV: version, body, meta, filled_at, expires_at|"", ttl_ms (0: none)
 _FILL = """
