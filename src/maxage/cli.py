@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -128,6 +129,42 @@ def build_parser() -> argparse.ArgumentParser:
         "primary's change log (0 = off; default: %(default)s)",
     )
     serve.add_argument(
+        "--auth",
+        choices=["keys", "none", "auto"],
+        default="auto",
+        help="keys: every data request needs an API key (`maxage keys create`); none: anyone "
+        "may read and write everything; auto (default): none on a loopback address, keys "
+        "otherwise",
+    )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow --auth none on a non-loopback address (a warning is printed at every start)",
+    )
+    serve.add_argument(
+        "--auth-staleness",
+        type=positive_duration_arg,
+        default=1.0,
+        metavar="DURATION",
+        help="the authorization bound A: how stale a cached key record may be; a revoke is "
+        f"acknowledged A after it commits; {DURATION_HELP} (default: 1s)",
+    )
+    serve.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=256,
+        metavar="N",
+        help="requests in progress per worker beyond which new ones wait up to "
+        "--queue-deadline for a slot, then get a fast 503 overloaded (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--queue-deadline",
+        type=duration_arg,
+        default=0.002,
+        metavar="DURATION",
+        help=f"longest wait for a slot at the concurrency limit; {DURATION_HELP} (default: 2ms)",
+    )
+    serve.add_argument(
         "--fault-injection",
         action="store_true",
         help="TEST ONLY: expose the loopback-only fault control endpoint used by "
@@ -152,6 +189,40 @@ def build_parser() -> argparse.ArgumentParser:
         configure_parser(cs)
     except ImportError:  # pragma: no cover - built in parallel
         cs.set_defaults(unavailable=True)
+
+    keys = sub.add_parser(
+        "keys",
+        help="create, list and revoke API keys",
+        description="API keys for `maxage serve --auth keys`, managed directly in the primary.",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = keys_sub.add_parser("create", help="create a key; prints its secret once, last")
+    create.add_argument("--db", metavar="URL", default=DEFAULT_DB, help="the primary store")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: read:<collection>, write:<collection>, read:*, write:*, admin",
+    )
+    create.add_argument("--name", default="", help="a label for people (not secret)")
+    create.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="check the scopes' collections against this config (default: any valid name)",
+    )
+    listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--db", metavar="URL", default=DEFAULT_DB, help="the primary store")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id", help="the key's id (from create or list)")
+    revoke.add_argument("--db", metavar="URL", default=DEFAULT_DB, help="the primary store")
+    revoke.add_argument(
+        "--auth-staleness",
+        type=positive_duration_arg,
+        default=1.0,
+        metavar="DURATION",
+        help="the servers' authorization bound A: the command returns A after the revoke "
+        "commits, when no server can still accept the key (default: 1s)",
+    )
 
     check = sub.add_parser(
         "check",
@@ -193,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from maxage.checker.cli import run as run_check
 
             return run_check(args)
+        if args.command == "keys":
+            return keys_command(args)
     except (UsageError, ConfigError) as exc:
         print(f"maxage {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -219,19 +292,17 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--mutant is test-only and needs --fault-injection")
     if args.fault_injection and args.host not in LOOPBACK:
         raise UsageError("--fault-injection is refused on a non-loopback bind")
-    db = args.db
-    if db.startswith("sqlite:///"):
-        db_path = Path(db[len("sqlite:///") :]).expanduser()
-        if not db_path.name:
-            raise UsageError("--db sqlite:///PATH needs a file path")
-        db_path = db_path.resolve()
-        try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {db_path.parent}: {exc.strerror}") from None
-        db = f"sqlite:///{db_path}"
-    elif not db.startswith(("postgresql://", "postgres://")):
-        raise UsageError("--db must be sqlite:///PATH or postgresql://…")
+    if args.max_concurrency < 1:
+        raise UsageError("--max-concurrency must be >= 1")
+    auth = args.auth
+    if auth == "auto":
+        auth = "none" if args.host in LOOPBACK else "keys"
+    if auth == "none" and args.host not in LOOPBACK and not args.insecure_no_auth:
+        raise UsageError(
+            f"--auth none on {args.host} would let anyone who can reach it read and write "
+            "everything; use --auth keys, or add --insecure-no-auth if you mean it"
+        )
+    db = _database_url(args.db)
     if args.cache is not None and not args.cache.startswith(
         ("redis://", "rediss://", "redis+cluster://")
     ):
@@ -246,11 +317,32 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
             "deadline": args.deadline,
             "access_log": args.access_log,
             "idempotency_keep": args.idempotency_ttl,
+            "max_concurrency": args.max_concurrency,
+            "queue_deadline": args.queue_deadline,
         },
+        "auth": auth,
+        "auth_staleness": args.auth_staleness,
         "faults_file": _faults_file() if args.fault_injection else None,
         "mutant": args.mutant,
         "monitor_sample": args.monitor_sample,
     }
+
+
+def _database_url(db: str) -> str:
+    """``--db`` checked and made absolute (a SQLite file's directory is created)."""
+    if db.startswith("sqlite:///"):
+        db_path = Path(db[len("sqlite:///") :]).expanduser()
+        if not db_path.name:
+            raise UsageError("--db sqlite:///PATH needs a file path")
+        db_path = db_path.resolve()
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {db_path.parent}: {exc.strerror}") from None
+        db = f"sqlite:///{db_path}"
+    elif not db.startswith(("postgresql://", "postgres://")):
+        raise UsageError("--db must be sqlite:///PATH or postgresql://…")
+    return db
 
 
 def _faults_file() -> str:
@@ -286,13 +378,39 @@ def _announce_when_accepting(host: str, port: int, stop: threading.Event) -> Non
         time.sleep(0.02)
 
 
+def _refuse_busy_port(host: str, port: int) -> None:
+    """Exit 2 when something listens on ``host:port`` already. granian binds with
+    SO_REUSEPORT, so without this a second server would silently share the port; this
+    probe binds without it, so any listener there makes it fail."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     port = args.port or _free_port(args.host)
+    _refuse_busy_port(args.host, port)
     os.environ[SETTINGS_ENV] = json.dumps(settings)
     where = settings["db"]
     print(f"maxage {__version__}: config {settings['config']}", flush=True)
     print(f"maxage: data in {_redact(where).removeprefix('sqlite:///')}", flush=True)
+    if settings["auth"] == "keys":
+        print("maxage: auth keys (every data request needs an API key)", flush=True)
+    elif args.host in LOOPBACK:
+        print(
+            "maxage: auth none (loopback only: anyone on this host may read and write)", flush=True
+        )
+    else:
+        print(
+            f"maxage: WARNING: auth none on {args.host}: anyone who can reach this address may "
+            "read, write and delete everything (--insecure-no-auth)",
+            flush=True,
+        )
 
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
@@ -387,7 +505,11 @@ def asgi_app() -> Any:
         idempotency_keep=settings.idempotency_keep,
         default_page_size=settings.default_page_size,
         max_page_size=settings.max_page_size,
+        auth=raw.get("auth") == "keys",
+        auth_bound=float(raw.get("auth_staleness", 1.0)),
+        rate_limits=config.rate_limits,
     )
+    _end_with_parent()
 
     async def startup() -> None:
         await store.open()
@@ -403,10 +525,82 @@ def asgi_app() -> Any:
             _exit_after(WORKER_EXIT_GRACE)
 
     control = faults.control if faults is not None else None
-    return build_app(service, settings, on_startup=startup, on_shutdown=shutdown, faults=control)
+    return build_app(
+        service,
+        settings,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        faults=control,
+        cors=config.cors,
+    )
 
 
 WORKER_EXIT_GRACE = 3.0
+PARENT_WATCH_EVERY = 0.5
+
+
+def _end_with_parent() -> None:
+    """A worker never outlives the process that started it, whatever killed that one: a
+    thread notices the parent is gone (we are re-parented) and sends us SIGTERM, which
+    drains and exits like a normal stop."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_WATCH_EVERY)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(WORKER_EXIT_GRACE * 4)  # the drain did not end us: force it
+        os._exit(1)
+
+    threading.Thread(target=watch, name="maxage-parent-watch", daemon=True).start()
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    """``maxage keys create|list|revoke``: straight to the primary (no server needed)."""
+    import asyncio
+
+    from maxage.core.cache import Cache
+    from maxage.core.clock import SystemClock
+    from maxage.invalidation.tailer import L1Holder
+    from maxage.service.access import Access
+    from maxage.service.errors import DomainError
+
+    db = _database_url(args.db)
+    config = getattr(args, "config", None)
+    collections = load_config(config).collections if config else None
+    bound = float(getattr(args, "auth_staleness", 0.0))
+
+    async def run() -> int:
+        clock = SystemClock()
+        store = _make_store(db, clock, None)
+        await store.open()
+        try:
+            cache = Cache(1 << 20, clock=clock)
+            access = Access(
+                store, cache, clock, L1Holder(cache, clock.now()), collections,
+                enabled=True, bound=bound,
+            )  # fmt: skip
+            if args.keys_command == "create":
+                scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
+                info, secret = await access.create(scopes, args.name)
+                print(f"created key {info.id} ({info.name or 'no name'}): {','.join(info.scopes)}")
+                print("the secret is shown once; store it now:")
+                print(secret)
+            elif args.keys_command == "list":
+                for k in await access.list():
+                    state = "revoked" if k.revoked else "active"
+                    print(f"{k.id}\t{state}\t{','.join(k.scopes)}\t{k.name}")
+            else:
+                info = await access.revoke(args.key_id)
+                print(f"revoked key {info.id}")
+            return 0
+        except DomainError as exc:
+            print(f"maxage keys {args.keys_command}: {exc.detail}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def _exit_after(seconds: float) -> None:

@@ -406,9 +406,47 @@ class CollectionSpec:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A GCRA limit: ``rate`` requests per second on average, ``burst`` at once."""
+
+    name: str  # the policy's name in RateLimit-Policy ("default", "products", "products.POST")
+    rate: float
+    burst: int
+
+    @property
+    def window(self) -> float:
+        """Seconds in which a spent burst refills."""
+        return self.burst / self.rate
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    default: RateLimit | None
+    # (collection or None, method or None) -> limit; the most specific match wins.
+    overrides: Mapping[tuple[str | None, str | None], RateLimit] = field(default_factory=dict)
+
+    def policy(self, collection: str | None, method: str) -> RateLimit | None:
+        o = self.overrides
+        if o:
+            for k in ((collection, method), (collection, None), (None, method)):
+                if k in o:
+                    return o[k]
+        return self.default
+
+
+@dataclass(frozen=True)
+class Cors:
+    allow_origins: frozenset[str]  # exact origins, or {"*"} (never with credentials)
+    allow_credentials: bool = False
+    max_age: int = 600
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     collections: Mapping[str, CollectionSpec]
+    rate_limits: RateLimits = field(default_factory=lambda: RateLimits(None))
+    cors: Cors | None = None
 
 
 _COLLECTION_KEYS = {"max_staleness", "read_modes", "write_policy", "ttl", "schema_file", "schema"}
@@ -429,7 +467,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(data: Mapping[str, Any], source: str, base_dir: Path | None = None) -> Config:
-    unknown_top = set(data) - {"collections"}
+    unknown_top = set(data) - {"collections", "rate_limits", "cors"}
     if unknown_top:
         raise ConfigError(source, None, sorted(unknown_top)[0], "unknown top-level key")
     cols = data.get("collections")
@@ -440,7 +478,108 @@ def parse_config(data: Mapping[str, Any], source: str, base_dir: Path | None = N
     specs = {}
     for cname, table in cols.items():
         specs[cname] = _parse_collection(source, cname, table, base_dir or Path("."))
-    return Config(source, specs)
+    limits = _parse_rate_limits(source, data.get("rate_limits"), specs)
+    cors = _parse_cors(source, data["cors"]) if "cors" in data else None
+    return Config(source, specs, limits, cors)
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h|second|minute|hour)\s*$")
+_PER = {"s": 1.0, "second": 1.0, "m": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def parse_rate(text: object) -> float:
+    """``"100/s"``, ``"6000/m"``, ``"10/h"`` -> requests per second (> 0)."""
+    m = _RATE.match(text) if isinstance(text, str) else None
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"expected a rate like '100/s', '6000/m' or '10/h', got {text!r}")
+    return float(m.group(1)) / _PER[m.group(2)]
+
+
+def _limit(
+    source: str, where: str, name: str, table: Mapping[str, Any], rate_key: str
+) -> RateLimit:
+    try:
+        rate = parse_rate(table.get(rate_key))
+    except ValueError as exc:
+        raise ConfigError(source, None, f"{where}.{rate_key}", str(exc)) from None
+    burst = table.get("burst", max(1, round(rate)))
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 10**9:
+        raise ConfigError(source, None, f"{where}.burst", "must be an integer 1..1000000000")
+    return RateLimit(name, rate, burst)
+
+
+def _parse_rate_limits(
+    source: str, table: object, specs: Mapping[str, CollectionSpec]
+) -> RateLimits:
+    if table is None:
+        return RateLimits(None)
+    if not isinstance(table, dict):
+        raise ConfigError(source, None, "rate_limits", "must be a table")
+    unknown = set(table) - {"default", "burst", "override"}
+    if unknown:
+        raise ConfigError(
+            source, None, f"rate_limits.{sorted(unknown)[0]}",
+            "unknown field; expected default, burst or [[rate_limits.override]]",
+        )  # fmt: skip
+    default = (
+        _limit(source, "rate_limits", "default", table, "default") if "default" in table else None
+    )
+    overrides: dict[tuple[str | None, str | None], RateLimit] = {}
+    items = table.get("override", [])
+    if not isinstance(items, list):
+        raise ConfigError(
+            source, None, "rate_limits.override", "must be [[rate_limits.override]] tables"
+        )
+    for i, item in enumerate(items):
+        where = f"rate_limits.override[{i}]"
+        if not isinstance(item, dict) or set(item) - {"collection", "method", "rate", "burst"}:
+            raise ConfigError(source, None, where, "expects collection, method, rate and burst")
+        collection, method = item.get("collection"), item.get("method")
+        if collection is not None and collection not in specs:
+            raise ConfigError(source, None, f"{where}.collection", f"no collection {collection!r}")
+        if method is not None and (not isinstance(method, str) or method.upper() not in _METHODS):
+            raise ConfigError(source, None, f"{where}.method", f"must be one of {sorted(_METHODS)}")
+        method = method.upper() if isinstance(method, str) else None
+        if (collection, method) in overrides:
+            raise ConfigError(
+                source, None, where, "a second override for the same collection and method"
+            )
+        name = ".".join(x for x in (collection, method) if x) or "any"
+        overrides[(collection, method)] = _limit(source, where, name, item, "rate")
+    return RateLimits(default, overrides)
+
+
+def _parse_cors(source: str, table: object) -> Cors:
+    if not isinstance(table, dict) or set(table) - {
+        "allow_origins",
+        "allow_credentials",
+        "max_age",
+    }:
+        raise ConfigError(source, None, "cors", "expects allow_origins, allow_credentials, max_age")
+    origins = table.get("allow_origins")
+    if not isinstance(origins, list) or not origins or not all(isinstance(o, str) for o in origins):
+        raise ConfigError(source, None, "cors.allow_origins", "must be a non-empty list of origins")
+    credentials = table.get("allow_credentials", False)
+    if not isinstance(credentials, bool):
+        raise ConfigError(source, None, "cors.allow_credentials", "must be true or false")
+    for o in origins:
+        if o == "*":
+            if credentials:
+                raise ConfigError(
+                    source, None, "cors.allow_origins", "'*' is refused with allow_credentials"
+                )
+        elif not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$", o):
+            raise ConfigError(
+                source,
+                None,
+                "cors.allow_origins",
+                f"{o!r} is not an origin like https://app.example.com",
+            )
+    max_age = table.get("max_age", 600)
+    if isinstance(max_age, bool) or not isinstance(max_age, int) or not 0 <= max_age <= 86400:
+        raise ConfigError(source, None, "cors.max_age", "must be seconds 0..86400")
+    return Cors(frozenset(origins), credentials, max_age)
 
 
 def _parse_collection(source: str, cname: str, table: object, base_dir: Path) -> CollectionSpec:
@@ -535,4 +674,3 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
     except SchemaError as exc:
         raise fail(schema_field, str(exc)) from None
     return CollectionSpec(cname, staleness, modes, policy, ttl, schema, validator)
-

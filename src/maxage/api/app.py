@@ -14,6 +14,7 @@ their refusals (:class:`maxage.service.DomainError`) to problem responses.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -26,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from maxage.api import openapi, responses, routes
+from maxage.api import guard, openapi, responses, routes
 from maxage.api.http import parse_timeout
 from maxage.api.responses import AGE, CC, CL, CSTATUS, CT, ETAG, HIT_L1, JSON, RID
 from maxage.api.types import (
@@ -39,7 +40,7 @@ from maxage.api.types import (
     Send,
     Settings,
 )
-from maxage.contracts import CollectionSpec
+from maxage.contracts import CollectionSpec, Cors
 from maxage.core.metrics import Exposition, Histogram, labels
 from maxage.service import (
     LAGGING,
@@ -48,6 +49,8 @@ from maxage.service import (
     PreconditionFailed,
     Service,
     StoreError,
+    Unauthenticated,
+    read_scope,
 )
 from maxage.service import metrics as service_metrics
 from maxage.service.reads import hot_collections
@@ -58,8 +61,19 @@ access_log = logging.getLogger("maxage.access")
 log = logging.getLogger("maxage.api")
 
 _UNUSUAL_HEADERS = frozenset(
-    {b"if-none-match", b"cache-control", b"traceparent", b"x-request-timeout", b"if-match"}
+    {
+        b"if-none-match",
+        b"cache-control",
+        b"traceparent",
+        b"x-request-timeout",
+        b"if-match",
+        b"origin",
+    }
 )
+AUTHORIZATION = b"authorization"
+# Never shed: a balancer must see liveness and readiness, an operator the metrics.
+_NEVER_SHED = frozenset({"/livez", "/readyz", "/metrics"})
+_RETRY_AFTER_1 = [(b"retry-after", b"1")]
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _AGES = [b"%d" % i for i in range(100)]
 # Outcomes of App._hot_get (identity-compared sentinels).
@@ -69,10 +83,11 @@ _HOT_SERVED, _HOT_NOT_TRIED, _HOT_MISSED = object(), object(), object()
 class _HotRoute:
     """Everything about one collection's cached GET that can be computed before requests."""
 
-    __slots__ = ("bound", "cache_control", "histogram", "route", "suffixes")
+    __slots__ = ("bound", "cache_control", "histogram", "route", "scope", "suffixes")
 
     def __init__(self, spec: CollectionSpec, histograms: dict[tuple[str, str, str], Histogram]):
         self.bound = spec.max_staleness
+        self.scope = read_scope(spec.name)
         self.route = f"/v1/{spec.name}/{{id}}"
         self.suffixes = hot_suffixes(spec.max_staleness)
         self.cache_control = [b"max-age=%d" % b for b in range(len(self.suffixes))]
@@ -90,6 +105,7 @@ class App:
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         faults: FaultControl | None = None,
+        cors: Cors | None = None,
     ) -> None:
         self.service = service
         self.settings = settings
@@ -110,6 +126,16 @@ class App:
         }
         self._l1 = service.reads.l1
         self._clock = service.clock
+        self._access = service.access
+        # The hot path serves only what needs no await before the answer: with shared or
+        # per-process rate limits the general path answers (it carries the RateLimit fields).
+        self._hot_ok = not service.limits.enabled
+        self.cors = guard.CorsPolicy(cors) if cors is not None else None
+        self.max_concurrency = settings.max_concurrency
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.shed = 0
+        self.queued = 0
+        self.queue_seconds = 0.0
         self._sample = random.Random()
         self._log_every_hit = settings.access_log in ("all", "sampled")
 
@@ -171,27 +197,45 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         rid: bytes | None = None
+        authorization: bytes | None = None
         unusual = False  # any header that takes the request off the hot path
         headers_in = scope["headers"]
         for name, value in headers_in:
             if name == RID:
                 rid = value
+            elif name == AUTHORIZATION:
+                authorization = value
             elif name in _UNUSUAL_HEADERS:
                 unusual = True
         if rid is None or len(rid) > 128 or not _SAFE_REQUEST_ID.match(rid):
             rid = b"%s%x" % (self._rid_prefix, next(self._rid_counter))
         method = scope["method"]
+        path = scope["path"]
+        if (
+            self.in_flight >= self.max_concurrency
+            and path not in _NEVER_SHED
+            and not await self._queue()
+        ):
+            await self._shed(scope, rid, send, started)
+            return
         hot_result = _HOT_NOT_TRIED
-        if method == "GET" and not unusual and not scope["query_string"]:
-            path = scope["path"]
-            if path.startswith("/v1/"):
-                col, _, id = path[4:].partition("/")
-                hot = self._hot.get(col)
-                if hot is not None and id and id != "changes" and "/" not in id:
-                    hot_result = await self._hot_get(hot, col + "/" + id, rid, send, started)
-                    if hot_result is _HOT_SERVED:
-                        return
-        req = Request(method, scope["path"], scope["query_string"], rid.decode("latin-1"), started)
+        if (
+            method == "GET"
+            and not unusual
+            and not scope["query_string"]
+            and self._hot_ok
+            and path.startswith("/v1/")
+        ):
+            col, _, id = path[4:].partition("/")
+            hot = self._hot.get(col)
+            if hot is not None and id and id != "changes" and "/" not in id:
+                hot_result = await self._hot_get(
+                    hot, col + "/" + id, rid, authorization, send, started
+                )
+                if hot_result is _HOT_SERVED:
+                    return
+        req = Request(method, path, scope["query_string"], rid.decode("latin-1"), started)
+        req.authorization = authorization
         # The hot path already counted this read's L1 miss: the general path must not look again.
         req.l1_missed = hot_result is _HOT_MISSED
         req.client = scope.get("client")
@@ -204,15 +248,30 @@ class App:
             status = await self._dispatch(req, receive, send)
         finally:
             self.in_flight -= 1
+            if self._waiting:
+                self._wake_next()
             self._observe(req, status, time.perf_counter() - started)
 
     async def _hot_get(
-        self, hot: _HotRoute, key: str, rid: bytes, send: Send, started: float
+        self,
+        hot: _HotRoute,
+        key: str,
+        rid: bytes,
+        authorization: bytes | None,
+        send: Send,
+        started: float,
     ) -> object:
         """A bounded GET answered from L1 (_HOT_SERVED), or the reason to take the general
-        path: _HOT_NOT_TRIED (holder lagging) or _HOT_MISSED (L1 miss, already counted).
-        The rule is the service's (``Reads.l1``); here only precomputed HTTP."""
-        hit = self._l1(key, hot.bound, 0, self._clock.now())
+        path: _HOT_NOT_TRIED (holder lagging, or a key the in-process cache cannot vouch
+        for) or _HOT_MISSED (L1 miss, already counted). The rules are the service's
+        (``Reads.l1``, ``Access.cached``); here only precomputed HTTP."""
+        now = self._clock.now()
+        if self._access.enabled:
+            secret = guard.bearer(authorization)
+            principal = self._access.cached(secret, now) if secret is not None else None
+            if principal is None or not principal.allows(hot.scope):
+                return _HOT_NOT_TRIED
+        hit = self._l1(key, hot.bound, 0, now)
         if hit is None:
             return _HOT_MISSED
         if hit is LAGGING:
@@ -239,6 +298,8 @@ class App:
             await send({"type": "http.response.body", "body": body})
         finally:
             self.in_flight -= 1
+            if self._waiting:
+                self._wake_next()
         elapsed = time.perf_counter() - started
         hot.histogram.observe(elapsed)
         mode = self.settings.access_log
@@ -253,7 +314,12 @@ class App:
 
     async def _dispatch(self, req: Request, receive: Receive, send: Send) -> int:
         try:
+            if self.cors is not None and req.origin is not None:
+                if req.method == "OPTIONS" and req.cors_method is not None:
+                    return await self._preflight(req, send)
+                req.extra_headers.extend(self.cors.response_headers(req.origin))
             match = routes.match(req.path, req.method, self.collections, req)
+            await guard.admit(self.service, req, match)
             return await match.handler(self, req, match, receive, send)
         except HTTPProblem as p:
             return await responses.problem(req, send, p.code, p.detail, p.headers, **p.extra)
@@ -281,6 +347,51 @@ class App:
             return await responses.problem(
                 req, send, "internal_error", "an unexpected error occurred; it has been logged"
             )
+
+    async def _preflight(self, req: Request, send: Send) -> int:
+        """A CORS preflight (no credentials: browsers send none): 204 with what may follow."""
+        assert self.cors is not None and req.origin is not None and req.cors_method is not None
+        wanted = req.cors_method.decode("latin-1").strip().upper()
+        match = routes.match(req.path, wanted, self.collections, req)
+        headers = responses.base_headers(req)
+        headers.extend(self.cors.preflight_headers(req.origin, match.route.allow))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return 204
+
+    # -- load shedding -----------------------------------------------------------------
+
+    async def _queue(self) -> bool:
+        """Wait up to ``queue_deadline`` for a slot; False: shed this request."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self.queued += 1
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.queue_deadline):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.queue_seconds += time.perf_counter() - t0
+            if not waiter.done():
+                waiter.cancel()
+
+    def _wake_next(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _shed(self, scope: Scope, rid: bytes, send: Send, started: float) -> None:
+        self.shed += 1
+        req = Request(scope["method"], scope["path"], b"", rid.decode("latin-1"), started)
+        req.route = "shed"
+        detail = "the server is at its concurrency limit; retry after Retry-After"
+        status = await responses.problem(req, send, "overloaded", detail, _RETRY_AFTER_1)
+        self._observe(req, status, time.perf_counter() - started)
 
     # -- deadlines and disconnects -----------------------------------------------------
 
@@ -374,6 +485,12 @@ class App:
         out.sample("maxage_deadline_exceeded_total", self.deadline_exceeded)
         out.family("maxage_draining", "gauge", "1 while the server drains for shutdown.")
         out.sample("maxage_draining", 1 if self.draining else 0)
+        out.family("maxage_shed_total", "counter", "Requests answered 503 overloaded (shed).")
+        out.sample("maxage_shed_total", self.shed)
+        out.family("maxage_queued_total", "counter", "Requests that waited for a slot.")
+        out.sample("maxage_queued_total", self.queued)
+        out.family("maxage_queue_seconds_total", "counter", "Time requests waited for a slot.")
+        out.sample("maxage_queue_seconds_total", round(self.queue_seconds, 6))
         return out.render()
 
 
@@ -383,6 +500,8 @@ def _headers(e: DomainError) -> list[tuple[bytes, bytes]]:
         return [(ETAG, b'"%d"' % e.current_version)]
     if isinstance(e, IdempotencyKeyInUse):
         return [(b"retry-after", b"1")]
+    if isinstance(e, Unauthenticated):
+        return [(b"www-authenticate", b'Bearer realm="maxage"')]
     return []
 
 
@@ -411,6 +530,10 @@ def _scan_headers(req: Request, headers: list[tuple[bytes, bytes]]) -> None:
             req.traceparent = value
         elif name == b"x-request-timeout":
             req.deadline = parse_timeout(value)
+        elif name == b"origin":
+            req.origin = value
+        elif name == b"access-control-request-method":
+            req.cors_method = value
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -29,7 +29,12 @@ _TYPES = [
     ProblemType("read_mode_not_allowed", 400, "Read mode not allowed", "no: use an allowed mode"),
     ProblemType("invalid_page_token", 400, "Invalid page token", "no: restart from the first page"),
     ProblemType("bad_request", 400, "Bad request", "no"),
+    ProblemType(
+        "unauthenticated", 401, "Unauthenticated", "no: send Authorization: Bearer <API key>"
+    ),
+    ProblemType("forbidden", 403, "Forbidden", "no: use a key with the scope named in `scope`"),
     ProblemType("not_found", 404, "Not found", "no"),
+    ProblemType("key_not_found", 404, "API key not found", "no"),
     ProblemType("collection_not_found", 404, "Collection not found", "no"),
     ProblemType("document_not_found", 404, "Document not found", "no (unless it is being created)"),
     ProblemType("method_not_allowed", 405, "Method not allowed", "no: see the Allow header"),
@@ -61,9 +66,11 @@ _TYPES = [
         "no: a key names one request; use a new key for a different payload",
     ),
     ProblemType("precondition_required", 428, "Precondition required", "no"),
+    ProblemType("rate_limited", 429, "Rate limited", "yes, after Retry-After seconds"),
     ProblemType("internal_error", 500, "Internal error", "yes, with backoff"),
     ProblemType("store_unavailable", 503, "Store unavailable", "yes, with backoff"),
     ProblemType("draining", 503, "Server draining", "yes, on another instance"),
+    ProblemType("overloaded", 503, "Overloaded", "yes, after Retry-After seconds, with backoff"),
     ProblemType(
         "deadline_exceeded",
         504,

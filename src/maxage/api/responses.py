@@ -33,6 +33,8 @@ def base_headers(req: Request) -> Headers:
     headers = [(RID, req.request_id.encode())]
     if req.traceparent is not None:
         headers.append((b"traceparent", continue_trace(req.traceparent)))
+    if req.extra_headers:
+        headers.extend(req.extra_headers)
     return headers
 
 
@@ -106,6 +108,8 @@ async def read(req: Request, send: Send, r: ReadResult) -> int:
     ]
     if req.traceparent is not None:
         headers.append((b"traceparent", continue_trace(req.traceparent)))
+    if req.extra_headers:
+        headers.extend(req.extra_headers)
     if req.if_none_match is not None and if_none_match(req.if_none_match, etag):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from maxage.api import changes, collections, documents, ops
+from maxage.api import changes, collections, documents, keys, ops
 from maxage.api.types import HTTPProblem, Receive, Request, Send
 from maxage.contracts import CollectionSpec
 
@@ -29,6 +29,9 @@ class Route:
     template: str
     handlers: Mapping[str, Handler]  # method -> handler; HEAD is served wherever GET is
     operation: str = ""  # OpenAPI: the operation family (see openapi.build); "" = not listed
+    # Who may call it: "data" (read:<collection> for GET/HEAD, write:<collection> otherwise),
+    # "admin", or "public" (no key: health, metrics, the API description).
+    access: str = "public"
     segments: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,13 +51,16 @@ class Route:
 
 _WRITE = documents.write
 ROUTES: tuple[Route, ...] = (
-    Route("/v1/{collection}", {"GET": collections.list_page, "POST": _WRITE}, "collection"),
+    Route("/v1/{collection}", {"GET": collections.list_page, "POST": _WRITE}, "collection", "data"),
     Route(
         "/v1/{collection}/{id}",
         {"GET": documents.get, "PUT": _WRITE, "PATCH": _WRITE, "DELETE": _WRITE},
         "document",
+        "data",
     ),
-    Route("/v1/{collection}/changes", {"GET": changes.stream}, "changes"),
+    Route("/v1/{collection}/changes", {"GET": changes.stream}, "changes", "data"),
+    Route("/v1/_keys", {"GET": keys.list_keys, "POST": keys.create}, "keys", "admin"),
+    Route("/v1/_keys/{id}", {"PATCH": keys.rescope, "DELETE": keys.revoke}, "key", "admin"),
     Route("/livez", {"GET": ops.livez}, "livez"),
     Route("/readyz", {"GET": ops.readyz}, "readyz"),
     Route("/metrics", {"GET": ops.metrics}, "metrics"),

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from maxage.service import ANYONE, Principal
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -29,6 +31,10 @@ class Settings:
     access_log_sample: float = 0.01
     slow_request: float = 1.0
     drain_grace: float = 10.0
+    # Load shedding: requests in progress per process beyond which new ones wait in a
+    # queue for at most queue_deadline seconds, then get a fast 503 (docs/operations.md).
+    max_concurrency: int = 256
+    queue_deadline: float = 0.002
 
 
 class Request:
@@ -36,18 +42,23 @@ class Request:
 
     __slots__ = (
         "accept",
+        "authorization",
         "cache_control",
         "client",
         "content_length",
         "content_type",
+        "cors_method",
         "deadline",
+        "extra_headers",
         "idempotency_key",
         "if_match",
         "if_none_match",
         "l1_missed",
         "last_event_id",
         "method",
+        "origin",
         "path",
+        "principal",
         "query",
         "request_id",
         "route",
@@ -76,6 +87,12 @@ class Request:
         self.traceparent: bytes | None = None
         self.deadline = 0.0
         self.client: tuple[str, int] | None = None  # (host, port) from the ASGI scope
+        self.authorization: bytes | None = None
+        self.origin: bytes | None = None
+        self.cors_method: bytes | None = None  # Access-Control-Request-Method (preflight)
+        self.principal: Principal = ANYONE
+        # Headers every response to this request carries (rate-limit state, CORS).
+        self.extra_headers: Headers = []
 
 
 class ClientDisconnected(Exception):

@@ -10,6 +10,16 @@
 * :mod:`.metrics` — the service's metric families
 """
 
+from maxage.service.access import (
+    ANYONE,
+    Forbidden,
+    KeyInfo,
+    KeyNotFound,
+    Principal,
+    Unauthenticated,
+    read_scope,
+    write_scope,
+)
 from maxage.service.errors import (
     DocumentNotFound,
     DomainError,
@@ -29,15 +39,20 @@ from maxage.service.writes import PreparedWrite, WriteIntent, WriteKind, prepare
 from maxage.store.base import StoredResponse, StoreError
 
 __all__ = [
+    "ANYONE",
     "LAGGING",
     "DocumentNotFound",
     "DomainError",
+    "Forbidden",
     "IdempotencyKeyInUse",
     "IdempotencyKeyReused",
     "InvalidPageToken",
     "InvalidParameter",
+    "KeyInfo",
+    "KeyNotFound",
     "PreconditionFailed",
     "PreparedWrite",
+    "Principal",
     "ReadModeNotAllowed",
     "ReadResult",
     "Service",
@@ -45,10 +60,13 @@ __all__ = [
     "StoreError",
     "StoredResponse",
     "TierHolder",
+    "Unauthenticated",
     "ValidationFailed",
     "WriteIntent",
     "WriteKind",
     "freshness",
     "prepare",
+    "read_scope",
     "resolve_mode",
+    "write_scope",
 ]

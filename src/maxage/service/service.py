@@ -16,13 +16,15 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from maxage.contracts import CollectionSpec
+from maxage.contracts import CollectionSpec, RateLimits
 from maxage.core.cache import Cache
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Holder, L1Holder, Tailer
+from maxage.service.access import Access
 from maxage.service.changes import ChangeFeed
 from maxage.service.idempotency import Idempotency
+from maxage.service.limits import Limits
 from maxage.service.listing import Listing
 from maxage.service.reads import Reads
 from maxage.service.writes import Writes
@@ -64,6 +66,9 @@ class Service:
         idempotency_keep: float = 24 * 3600.0,
         default_page_size: int = 20,
         max_page_size: int = 100,
+        auth: bool = False,
+        auth_bound: float = 1.0,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.collections = collections
         self.store = store
@@ -82,6 +87,8 @@ class Service:
         self.l2_holder = l2_holder
         if poll_interval is None:
             bounds = [c.max_staleness for c in collections.values() if c.max_staleness > 0]
+            if auth:
+                bounds.append(auth_bound)  # the key cache's watermark must keep up with A
             poll_interval = min(1.0, max(0.005, min(bounds, default=1.0) / 4))
         holders = [l1_holder] if l2_holder is None else [l1_holder, l2_holder]
         self.tailer = Tailer(store, holders, clock, poll_interval=poll_interval, hooks=hooks)
@@ -100,6 +107,10 @@ class Service:
         self.idempotency = Idempotency(store, clock, idempotency_keep)
         self.listing = Listing(store, clock, default_page_size, max_page_size)
         self.changes = ChangeFeed(store, poll_interval)
+        self.access = Access(
+            store, cache, clock, l1_holder, collections, enabled=auth, bound=auth_bound
+        )
+        self.limits = Limits(rate_limits or RateLimits(None), clock, l2)
         self._purger: asyncio.Future[None] | None = None
 
     async def start(self) -> None:

@@ -58,4 +58,11 @@ class SharedTier(Protocol):
         """Drop a stored version < ``version`` and raise the tombstone; False if unavailable."""
         ...
 
+    async def rate_limit(
+        self, bucket: str, interval: float, capacity: float
+    ) -> tuple[bool, float, float] | None:
+        """One atomic GCRA step on shared state: ``(allowed, retry_after, ahead)`` seconds,
+        or None when unavailable (callers fall back to per-process limits)."""
+        ...
+
     async def close(self) -> None: ...

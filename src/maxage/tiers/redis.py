@@ -87,6 +87,22 @@ end
 return 1
 """
 
+# GCRA on the server's clock (hosts' clocks never meet). KEYS: bucket.
+# ARGV: emission interval and burst capacity, in microseconds.
+# Returns {allowed (0/1), microseconds until a retry may pass, microseconds the bucket is ahead}.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local ahead = tat + interval - now
+if ahead > capacity then return {0, ahead - capacity, tat - now} end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(ahead / 1000) + 1)
+return {1, 0, ahead}
+"""
+
 _FILL_OUTCOMES = (
     SetOutcome.STORED,
     SetOutcome.UNCHANGED,
@@ -237,6 +253,7 @@ class RedisTier:
             self._client = Redis(connection_pool=pool)
         self._fill = self._client.register_script(_FILL)
         self._invalidate = self._client.register_script(_INVALIDATE)
+        self._gcra = self._client.register_script(_GCRA)
 
     @property
     def available(self) -> bool:
@@ -327,6 +344,20 @@ class RedisTier:
             return False
         self.stats["invalidations"] += 1
         return True
+
+    async def rate_limit(
+        self, bucket: str, interval: float, capacity: float
+    ) -> tuple[bool, float, float] | None:
+        """One GCRA step for ``bucket`` shared by every process: ``(allowed, retry_after,
+        ahead)`` in seconds (``ahead``: how far the bucket's theoretical arrival time is
+        past now), or None when the tier is unavailable (the caller falls back)."""
+        keys = [f"{self.prefix}rl:{{{bucket}}}"]
+        args = [str(max(1, round(interval * 1e6))), str(max(1, round(capacity * 1e6)))]
+        raw = await self._call(lambda: self._gcra(keys=keys, args=args))
+        if raw is _FAILED:
+            return None
+        allowed, retry_us, ahead_us = raw
+        return bool(int(allowed)), int(retry_us) / 1e6, int(ahead_us) / 1e6
 
     async def ping(self) -> bool:
         """A health probe through the breaker (for readiness and tests)."""
