@@ -118,7 +118,8 @@ async def write(app: App, req: Request, match: Match, receive: Receive, send: Se
     outcome = await app.awaited(
         req,
         app.service.idempotency.run(
-            f"{req.method} {req.path} {key}",
+            # Scoped per API key: one key can never replay (or block) another's request.
+            f"{req.principal.key_id or '-'} {req.method} {req.path} {key}",
             print_,
             lease,
             prepared.response,
