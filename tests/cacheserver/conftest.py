@@ -1,19 +1,15 @@
 """Black-box fixtures: a real ``maxage cache-server`` process on a free port.
 
-``CacheServer`` starts ``python -m maxage.cacheserver --port 0 ...``, parses the
-``listening on http://HOST:PORT`` line, and on teardown sends SIGTERM and
-checks the process exits 0 (clean shutdown is part of the contract).
+``CacheServer`` starts ``python -m maxage.cacheserver --port 0 ...`` with the shared
+launcher (``tests.support.launcher``), waits for the ``listening on http://HOST:PORT``
+line, and on teardown sends SIGTERM and checks the process exits 0 (clean shutdown is
+part of the contract).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import select
 import signal
 import socket
-import subprocess
-import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -22,33 +18,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.launcher import ServerProcess, python_m
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class CacheServer:
+class CacheServer(ServerProcess):
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "maxage.cacheserver", "--port", "0", *args]
-        full_env = {k: v for k, v in os.environ.items() if k != "MAXAGE_CACHE_TOKEN"}
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=ROOT,
-            env=full_env,
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 15)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        m = re.fullmatch(r"listening on http://([^\s]+):(\d+)\n", line)
-        if not m:
-            self.proc.kill()
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-            raise RuntimeError(f"server did not start: {line!r}\n{err}")
-        self.host = m.group(1)
-        self.port = int(m.group(2))
+        argv = python_m("--port", "0", *args, module="maxage.cacheserver")
+        super().__init__(argv, env=env, cwd=ROOT)
+        self.start().wait_listening(timeout=15)
         assert self.port != 0
-        self.url = f"http://{self.host}:{self.port}"
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, trust_env=False, timeout=10, **kw)  # type: ignore[arg-type]
@@ -57,23 +37,8 @@ class CacheServer:
         s = socket.create_connection((self.host, self.port), timeout=timeout)
         return s
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return self.proc.returncode
-
-    def stderr(self) -> str:
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read().decode()
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10, *, group: bool = False) -> int:
+        return super().stop(sig, timeout, group=group)
 
 
 @pytest.fixture(scope="session")

@@ -16,18 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from maxage.checker.cli import generated_config
+from tests.support.launcher import ServerProcess, python_m
 from tests.support.services import drop_postgres_schema, require_postgres, unique_name
 
 FAULTS = "slow-commit,drop"
@@ -43,49 +41,28 @@ def dsn() -> str:
     return asyncio.run(require_postgres())
 
 
-class _Server:
+class _Server(ServerProcess):
     def __init__(self, tmp: Path, dsn: str, mutant: str | None) -> None:
         self.schema = unique_name("chk")
         self.dsn = dsn
         cfg = tmp / "check.toml"
         cfg.write_text(generated_config("250ms"))
-        cmd = [sys.executable, "-m", "maxage", "serve", "--db", dsn, "--fault-injection",
-               "--port", "0", "--config", str(cfg), "--access-log", "off"]  # fmt: skip
+        args = ["serve", "--db", dsn, "--fault-injection",
+                "--port", "0", "--config", str(cfg), "--access-log", "off"]  # fmt: skip
         if mutant:
-            cmd += ["--mutant", mutant]
-        env = dict(os.environ, MAXAGE_PG_SCHEMA=self.schema,
-                   MAXAGE_FAULTS_FILE=str(tmp / "faults.json"))  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=env, text=True, start_new_session=True)  # fmt: skip
-        self.url = self._wait_listening()
+            args += ["--mutant", mutant]
+        env = {"MAXAGE_PG_SCHEMA": self.schema, "MAXAGE_FAULTS_FILE": str(tmp / "faults.json")}
+        super().__init__(python_m(*args), workdir=tmp, env=env, cwd=Path.cwd())
+        self.start()
+        try:
+            self.wait_listening(timeout=30.0)
+        except RuntimeError as exc:
+            self.stop_and_drop()
+            pytest.fail(f"the server did not start:\n{str(exc)[-4000:]}")
 
-    def _wait_listening(self, timeout: float = 30.0) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        seen = []
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            m = re.search(r"listening on (http://\S+)", line)
-            if m:
-                return m.group(1)
-        self.stop()
-        pytest.fail("the server did not start:\n" + "".join(seen)[-4000:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+    def stop_and_drop(self) -> None:
+        self.stop(signal.SIGTERM, timeout=10, group=True)
+        self.kill()
         asyncio.run(drop_postgres_schema(self.dsn, self.schema))
 
 
@@ -95,7 +72,7 @@ def _server(tmp: Path, dsn: str, mutant: str | None) -> Iterator[_Server]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop_and_drop()
 
 
 def _check(tmp: Path, url: str, duration: float, *extra: str) -> tuple[int, dict[str, object]]:

@@ -1,7 +1,8 @@
 """Scale-out fixtures: real ``maxage serve`` processes on the real PostgreSQL and Redis.
 
 Every server runs ``python -m maxage serve --db postgresql://… --cache redis://…`` as a
-subprocess (stdout/stderr to files), on a PostgreSQL schema of its own test
+subprocess started by the shared launcher (``tests.support.launcher``: stdout/stderr to
+files, inherited ``MAXAGE_*`` variables dropped), on a PostgreSQL schema of its own test
 (``MAXAGE_PG_SCHEMA``, hidden, read by ``maxage.cli._make_store``) and a Redis
 database number of its own module (flushed at start). Servers are ready when
 ``/readyz`` answers 200. Nothing here sleeps to wait for a race: conditions are
@@ -14,11 +15,7 @@ Unreachable PostgreSQL/Redis skip these tests, except under ``CI=true`` where th
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,14 +24,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.launcher import ServerProcess, python_m
 from tests.support.services import (
     drop_postgres_schema,
     require_postgres,
     require_redis,
     unique_name,
 )
-
-_LISTENING = re.compile(r"^listening on (http://\S+)$", re.M)
 
 # The bound every scale-out test relies on: small S, TTL much larger, so invalidation
 # (not expiry) is what makes a bounded read fresh.
@@ -86,7 +82,7 @@ def redis_db_url(db: int) -> str:
     return url
 
 
-class Server:
+class Server(ServerProcess):
     """One ``maxage serve`` subprocess. ``start()`` returns at once; ``ready()`` waits."""
 
     def __init__(
@@ -101,43 +97,30 @@ class Server:
         name: str = "s",
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir
-        self.name = name
         config = workdir / "maxage.toml"
         if not config.exists():
             config.write_text(CONFIG)
-        self.cmd = [
-            sys.executable,
-            *("-m", "maxage", "serve", "--port", "0"),
+        argv = python_m(
+            *("serve", "--port", "0"),
             *("--config", str(config), "--db", db, "--workers", str(workers)),
             *(("--cache", cache) if cache else ()),
             *(("--fault-injection",) if fault_injection else ()),
-        ]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MAXAGE_")}
-        self.env["MAXAGE_PG_SCHEMA"] = schema
-        self.env["MAXAGE_FAULTS_FILE"] = str(workdir / f"faults-{name}.json")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
+        )
+        env = {
+            "MAXAGE_PG_SCHEMA": schema,
+            "MAXAGE_FAULTS_FILE": str(workdir / f"faults-{name}.json"),
+        }
+        super().__init__(argv, workdir=workdir, env=env, name=name)
 
     def start(self) -> Server:
-        self.stdout_path = self.workdir / f"{self.name}.stdout.txt"
-        self.stderr_path = self.workdir / f"{self.name}.stderr.txt"
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                self.cmd, stdout=out, stderr=err, cwd=self.workdir, env=self.env
-            )
+        super().start()
         return self
 
     def ready(self, timeout: float = 30.0) -> Server:
-        assert self.proc is not None
+        """Listening, then ``/readyz`` answers 200 (the store is open, migrations done)."""
         deadline = time.monotonic() + timeout
-        while not self.url:
-            m = _LISTENING.search(self.stdout())
-            if m:
-                self.url = m.group(1)
-                break
-            self._check(deadline)
-            time.sleep(0.02)  # polling a child's start-up, not a race
+        if not self.url:
+            self.wait_listening(timeout)
         with httpx.Client(base_url=self.url, trust_env=False, timeout=5) as c:
             while True:
                 try:
@@ -145,41 +128,13 @@ class Server:
                         return self
                 except httpx.TransportError:
                     pass
-                self._check(deadline)
+                if not self.alive() or time.monotonic() > deadline:
+                    rc = self.stop()
+                    raise RuntimeError(
+                        f"maxage serve {self.name} did not become ready "
+                        f"(rc={rc}):\n{self.stdout()}\n{self.stderr()}"
+                    )
                 time.sleep(0.02)  # polling a child's start-up, not a race
-
-    def _check(self, deadline: float) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None or time.monotonic() > deadline:
-            self.stop()
-            raise RuntimeError(
-                f"maxage serve {self.name} did not become ready "
-                f"(rc={self.proc.returncode}):\n{self.stdout()}\n{self.stderr()}"
-            )
-
-    def client(self, **kw: object) -> httpx.Client:
-        kw.setdefault("timeout", 15)
-        return httpx.Client(base_url=self.url, trust_env=False, **kw)  # type: ignore[arg-type]
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15) -> int:
-        proc = self.proc
-        if proc is None:
-            return 0
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                return -9
-        return proc.returncode
 
 
 @dataclass
@@ -207,6 +162,7 @@ class Cluster:
     def close(self) -> None:
         for s in self.servers:
             s.stop()
+            s.kill()
         asyncio.run(drop_postgres_schema(self.db, self.schema))
 
 

@@ -1,6 +1,6 @@
 """Write throughput of the change-log completeness methods (docs/adr/0003). Not a test.
 
-Run: ``.venv/bin/python tests/postgres/bench_completeness.py [writers] [writes]``.
+Run: ``.venv/bin/python tests/store/bench_postgres_completeness.py [writers] [writes]``.
 Each method runs the store's write transaction shape (BEGIN; per-document
 advisory lock; read; upsert document + insert change row; COMMIT) from
 ``writers`` concurrent connections on distinct documents:

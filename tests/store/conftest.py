@@ -1,16 +1,21 @@
-"""Store fixtures: every adapter runs the same contract suite (tests/store/test_contract.py)."""
+"""Store fixtures: every adapter runs the same contract suite (tests/store/test_contract.py);
+the PostgreSQL adapter's own tests (``test_postgres_*.py``) get ``pg``, a store on a fresh
+schema of their own."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from maxage.core.clock import ManualClock
 from maxage.store.base import Store
 from maxage.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from maxage.store.postgres import PostgresStore
 
 StoreFactory = Callable[[], Store]
 
@@ -50,5 +55,15 @@ async def store(
         await s.close()
 
 
-def ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
+@pytest.fixture
+async def pg(clock: ManualClock) -> AsyncIterator[PostgresStore]:
+    """An open PostgresStore on a schema of its own (skips, or fails under CI=true, without
+    PostgreSQL); the schema is dropped on close."""
+    from tests.support.services import fresh_postgres_store
+
+    store = await fresh_postgres_store(clock)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -1,1 +1,1 @@
-"""Shared test helpers (real PostgreSQL and Redis service fixtures)."""
+"""Shared test helpers: real PostgreSQL and Redis (services), the one server launcher (launcher)."""
