@@ -55,41 +55,52 @@ def best(fn: Callable[[], int], repeat: int) -> float:
     return out
 
 
-def one_run(n: int, repeat: int, fresh: Iterator[list[str]]) -> dict[str, dict[str, float]]:
-    keys = [f"key:{i:010d}" for i in range(n)]
-    body = b"x" * 100
-    res: dict[str, dict[str, float]] = {}
+def timings(
+    keys: list[str],
+    repeat: int,
+    fresh: Iterator[list[str]],
+    get: Callable[[str], object],
+    set_: Callable[[str], object],
+) -> dict[str, float]:
+    """ns/op of get-hit, update and set through the ``get``/``set_`` callables."""
+    n = len(keys)
 
-    def measure(name: str, get: Callable[[str], object], set_: Callable[[str], object]) -> None:
-        def do_get() -> int:
-            for _ in range(ROUNDS):
-                for k in keys:
-                    get(k)
-            return ROUNDS * n
-
-        def do_update() -> int:
+    def do_get() -> int:
+        for _ in range(ROUNDS):
             for k in keys:
-                set_(k)
-            return n
+                get(k)
+        return ROUNDS * n
 
-        def do_set() -> int:
-            ks = next(fresh)  # never-seen keys: insert + evict
-            for k in ks:
-                set_(k)
-            return len(ks)
+    def do_update() -> int:
+        for k in keys:
+            set_(k)
+        return n
 
-        res[name] = {
-            "get_hit": best(do_get, repeat),
-            "update": best(do_update, repeat),
-            "set": best(do_set, repeat),
-        }
+    def do_set() -> int:
+        ks = next(fresh)  # never-seen keys: insert + evict
+        for k in ks:
+            set_(k)
+        return len(ks)
 
+    return {
+        "get_hit": best(do_get, repeat),
+        "update": best(do_update, repeat),
+        "set": best(do_set, repeat),
+    }
+
+
+def reference_rows(
+    keys: list[str], body: bytes, repeat: int, fresh: Iterator[list[str]]
+) -> dict[str, dict[str, float]]:
+    """dict, cachetools.LRUCache and theine holding ``keys``."""
+    n = len(keys)
+    res: dict[str, dict[str, float]] = {}
     d: dict[str, bytes] = dict.fromkeys(keys, body)
 
     def d_set(k: str) -> None:
         d[k] = body
 
-    measure("dict", d.get, d_set)
+    res["dict"] = timings(keys, repeat, fresh, d.get, d_set)
 
     lru: cachetools.LRUCache[str, bytes] = cachetools.LRUCache(maxsize=n)
     for k in keys:
@@ -123,8 +134,16 @@ def one_run(n: int, repeat: int, fresh: Iterator[list[str]]) -> dict[str, dict[s
     for k in keys:
         th.set(k, body)
     th_set = th.set
-    measure("theine", th.get, lambda k: th_set(k, body))
+    res["theine"] = timings(keys, repeat, fresh, th.get, lambda k: th_set(k, body))
+    return res
 
+
+def maxage_rows(
+    keys: list[str], body: bytes, repeat: int, fresh: Iterator[list[str]]
+) -> dict[str, dict[str, float]]:
+    """maxage's Cache with each policy, locked and unlocked, holding ``keys``."""
+    n = len(keys)
+    res: dict[str, dict[str, float]] = {}
     size = len(body) + len(keys[0]) + ENTRY_OVERHEAD
     for policy, ts, ttl in (
         ("adaptive", False, None),
@@ -172,6 +191,15 @@ def one_run(n: int, repeat: int, fresh: Iterator[list[str]]) -> dict[str, dict[s
             "set": best(c_set_loop, repeat),
         }
     return res
+
+
+def one_run(n: int, repeat: int, fresh: Iterator[list[str]]) -> dict[str, dict[str, float]]:
+    keys = [f"key:{i:010d}" for i in range(n)]
+    body = b"x" * 100
+    return {
+        **reference_rows(keys, body, repeat, fresh),
+        **maxage_rows(keys, body, repeat, fresh),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

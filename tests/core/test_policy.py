@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from maxage.core import ENTRY_OVERHEAD, MISSING, Cache, ManualClock
-from maxage.core.policy import FrequencySketch, LruPolicy, TinyLfuPolicy, make_policy
+from maxage.core.climber import SHADOW_SHIFT
+from maxage.core.policy import LruPolicy, TinyLfuPolicy, make_policy
+from maxage.core.sketch import FrequencySketch
 
 
 def hit_ratio(policy: str, keys: list[str], capacity: int) -> float:
@@ -78,9 +80,11 @@ def test_shadows_sample_fewer_keys_in_a_big_cache() -> None:
     for i in range(100_000):
         for v in p.admit(f"k{i:07d}", 1):
             assert v.startswith("k")
-    shadows = p._shadows
-    assert shadows and p._shadow_mask > (1 << TinyLfuPolicy.SHADOW_SHIFT) - 1
-    mask = p._shadow_mask
+    climber = p._climber
+    assert climber is not None
+    shadows = climber.shadows
+    assert shadows and climber.mask > (1 << SHADOW_SHIFT) - 1
+    mask = climber.mask
     for sh in shadows:
         assert sh.maximum == 100_000 // (mask + 1)
         keys = [*sh.window, *sh.probation, *sh.protected]

@@ -9,10 +9,14 @@ admission -- keep a newcomer only if it has been requested more often than
 the resident it would replace -- survives loops and scans, but a fixed small
 admission window loses to LRU on recency-biased traffic. maxage must serve
 both (a JSON API's hot documents are frequency-biased; a feed's newest pages
-are recency-biased), so the default is *adaptive* W-TinyLFU: Caffeine's
-window TinyLFU whose window size is tuned online by hill climbing. The choice
-was made by measurement (``bench/sim.py --all``;
-``docs/adr/0002-eviction-policy.md``).
+are recency-biased), so the default is *adaptive* W-TinyLFU
+(``TinyLfuPolicy``; its docstring is the design essay). The choice was made by
+measurement (``bench/sim.py --all``; ``docs/adr/0002-eviction-policy.md``).
+
+Where things are (Caffeine's lines): the policies here; the frequency sketch
+and the admission duel in ``maxage.core.sketch``; the window climber and its
+shadow caches in ``maxage.core.climber``. Variants kept for measurement only
+live in ``bench/policy_variants.py``.
 
 The split
 ---------
@@ -35,32 +39,8 @@ Invariants a policy keeps
 * P3 -- W-TinyLFU: ``window + probation + protected`` partition the keys;
   ``protected_weight <= protected_max`` after each event (except a single
   over-weight entry); ``window_max + protected_max <= maximum``.
-* P4 -- hill climbing only moves weight between window and protected quota; it
-  never changes the maximum.
-
-W-TinyLFU, as built here
-------------------------
-Window LRU (starts at 1%) -> candidates -> TinyLFU duel against probation's
-LRU victim -> segmented LRU main (protected 80%). Frequencies come from
-Caffeine's block-based count-min sketch (four 4-bit counters per key in one
-128-counter block, no doorkeeper). The byte bound means the number of entries
-is not known up front, so the sketch starts small and doubles with the
-residents (carrying their frequencies over) until the cache is half full; then
-it is sized for the estimated capacity (``maximum / mean weight`` entries) and
-aged by halving every 10x that many increments.
-
-The window size is the hard part. Caffeine's hill climber (sample the hit ratio,
-step the window in the direction that helped) is too slow and too noisy for a
-recency trace whose phases swing the hit ratio (``lirs-sprite`` needs a window
-near 90%, every Zipf trace near 1%). So the window is *chosen by simulation*:
-three miniature fixed-window W-TinyLFUs (*shadows*, windows of 1/20/90%) see a
-hash-sampled subset of the keys (1/16, fewer in big caches: each shadow keeps
-about 512 entries or more) and share the real sketch. Every period (5x
-estimated entries requests) the window moves one shadow fraction toward the
-shadow with the most (decayed) hits, if it beats the shadow nearest the current
-window by more than ``sqrt(hits)``; otherwise the hill climber makes a small
-move (first step -0.1% of the maximum, 0.98 decay, no restarts). Every
-constant here was chosen by measurement (ADR 0002, both hash seeds).
+* P4 -- the window climber only moves weight between window and protected
+  quota; it never changes the maximum.
 
 Cost model and threading
 ------------------------
@@ -79,11 +59,21 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
-_NONE: tuple[str, ...] = ()  # "no victims"
+from maxage.core.climber import MIN_PERIOD, PROTECTED_SHARE, WindowClimber
+from maxage.core.sketch import INCREMENT, LUCKY_BITS, POPULAR, FrequencySketch, admits
 
-__all__ = ["FrequencySketch", "LruPolicy", "Policy", "TinyLfuPolicy", "make_policy"]
+INITIAL_WINDOW: Final = 0.01  # the window starts at 1% (Caffeine's): TinyLFU until it learns
+EXPECTED_ENTRIES: Final = 64  # the first sketch's width; it doubles with the residents
+WIDTH_FACTOR: Final = 1.0  # sketch width per estimated entry: 16 counters (Caffeine's)
+AGE_FACTOR: Final = 10.0  # halve the sketch every 10x estimated entries increments (5x: Zipf lost)
+MIN_AGE: Final = 256  # ... but not more often than every 256 increments (tiny caches)
+
+_NONE: Final[tuple[str, ...]] = ()  # "no victims"
+_WINDOW, _PROBATION, _PROTECTED = 0, 1, 2  # the segment of a key in ``TinyLfuPolicy._seg``
+
+__all__ = ["POLICIES", "LruPolicy", "Policy", "TinyLfuPolicy", "make_policy"]
 
 
 class Policy(Protocol):
@@ -162,292 +152,84 @@ class LruPolicy:
         self._weight = 0
 
 
-# --------------------------------------------------------------------- W-TinyLFU
-
-_HALVE = bytes(i >> 1 for i in range(256))
-_ODD = bytes(i & 1 for i in range(256))
-_INC = bytes(min(i + 1, 15) for i in range(256))  # saturating 4-bit increment
-
-
-class FrequencySketch:
-    """Caffeine's block-based count-min sketch of 4-bit counters (byte-per-counter).
-
-    The table holds ``16 * width`` counters in blocks of 128 (Caffeine: eight
-    64-bit words of sixteen 4-bit counters). A key hashes to one block (low
-    bits of its ``str`` hash, SipHash: well mixed) and to one counter in each
-    of the block's four 32-counter quarters (20 high bits of the hash) -- the
-    four "rows" of a count-min sketch, kept in one cache line. Counters cap at
-    15; an increment bumps each of the key's four counters below the cap, and
-    the estimate is their minimum. After ``sample_size`` increments (default
-    10x the width; ``TinyLfuPolicy`` sets it) every counter is halved and the
-    count is reduced as in Caffeine (``(size - odd/4) / 2``): aging, so the sketch
-    follows a shifting popularity distribution. No doorkeeper (Caffeine's
-    choice; measured in ADR 0002). Memory: 16 bytes per width unit.
-
-    The hot paths of ``TinyLfuPolicy`` inline the index arithmetic below (see
-    ``_indexes``); keep them in step.
-    """
-
-    __slots__ = ("_bmask", "_size", "_table", "_width", "sample_size")
-
-    def __init__(self, width: int) -> None:
-        w = 8
-        while w < width:
-            w <<= 1
-        self._width = w
-        self._bmask = (w >> 3) - 1
-        self._table = bytearray(16 * w)
-        self.sample_size = 10 * w
-        self._size = 0
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    def _indexes(self, key: str) -> tuple[int, int, int, int]:
-        h = hash(key)
-        b = (h & self._bmask) << 7
-        c = h >> 40
-        return (
-            b | (c & 31),
-            b | 32 | ((c >> 5) & 31),
-            b | 64 | ((c >> 10) & 31),
-            b | 96 | ((c >> 15) & 31),
-        )
-
-    def increment(self, key: str) -> None:
-        h = hash(key)
-        b = (h & self._bmask) << 7
-        c = h >> 40
-        t = self._table
-        i = b | (c & 31)
-        t[i] = _INC[t[i]]
-        i = b | 32 | ((c >> 5) & 31)
-        t[i] = _INC[t[i]]
-        i = b | 64 | ((c >> 10) & 31)
-        t[i] = _INC[t[i]]
-        i = b | 96 | ((c >> 15) & 31)
-        t[i] = _INC[t[i]]
-        self._size += 1
-        if self._size >= self.sample_size:
-            self.reset()
-
-    def frequency(self, key: str) -> int:
-        h = hash(key)
-        b = (h & self._bmask) << 7
-        c = h >> 40
-        t = self._table
-        return min(
-            t[b | (c & 31)],
-            t[b | 32 | ((c >> 5) & 31)],
-            t[b | 64 | ((c >> 10) & 31)],
-            t[b | 96 | ((c >> 15) & 31)],
-        )
-
-    def raise_to(self, key: str, freq: int) -> None:
-        """Make ``frequency(key) >= freq`` (capped at 15); used when resizing."""
-        t = self._table
-        f = min(freq, 15)
-        for i in self._indexes(key):
-            if t[i] < f:
-                t[i] = f
-
-    def reset(self) -> None:
-        t = self._table
-        odd = t.translate(_ODD).count(1)
-        t[:] = t.translate(_HALVE)  # in place: the policy's hot paths hold the table
-        self._size = (self._size - (odd >> 2)) >> 1
-
-
-_WINDOW, _PROBATION, _PROTECTED = 0, 1, 2
-
-
-class _Shadow:
-    """A miniature, non-adaptive W-TinyLFU at one fixed window fraction.
-
-    Used only to size the real policy's window (``TinyLfuPolicy._shadow_*``):
-    it sees a hash-sampled subset of the keys, at the same fraction of the
-    maximum, and shares the real policy's sketch (the sampled keys'
-    frequencies on the full stream). Kept light: three plain dicts in
-    insertion order (LRU end = first key; a move is pop + re-insert), no
-    segment map, no sketch of its own. (Measured: ~1.7-2.1 us per access
-    and shadow on this box, same as with ``OrderedDict`` queues.)
-    """
-
-    __slots__ = (
-        "fraction",
-        "hits",
-        "maximum",
-        "probation",
-        "protected",
-        "protected_max",
-        "protected_weight",
-        "weight",
-        "window",
-        "window_max",
-        "window_weight",
-    )
-
-    def __init__(self, maximum: int, fraction: float) -> None:
-        self.fraction = fraction
-        self.maximum = maximum
-        self.window_max = max(1, int(maximum * fraction))
-        self.protected_max = int((maximum - self.window_max) * 0.8)
-        self.window: dict[str, int] = {}
-        self.probation: dict[str, int] = {}
-        self.protected: dict[str, int] = {}
-        self.weight = self.window_weight = self.protected_weight = 0
-        self.hits = 0.0
-
-    def access(
-        self, key: str, weight: int, sketch: FrequencySketch, rng: Callable[[int], int]
-    ) -> None:
-        window = self.window
-        protected = self.protected
-        probation = self.probation
-        if key in window:
-            window[key] = window.pop(key)
-            self.hits += 1.0
-            return
-        if key in protected:
-            protected[key] = protected.pop(key)
-            self.hits += 1.0
-            return
-        if key in probation:
-            self.hits += 1.0
-            w = probation.pop(key)
-            protected[key] = w
-            pw = self.protected_weight + w
-            pmax = self.protected_max
-            while pw > pmax and len(protected) > 1:
-                k = next(iter(protected))
-                v = protected.pop(k)
-                pw -= v
-                probation[k] = v
-            self.protected_weight = pw
-            return
-        # miss: insert into the window, move overflow to probation, duel
-        window[key] = weight
-        ww = self.window_weight + weight
-        total = self.weight + weight
-        wmax = self.window_max
-        maximum = self.maximum
-        while ww > wmax and window:
-            k = next(iter(window))
-            v = window.pop(k)
-            ww -= v
-            probation[k] = v
-            if total > maximum and len(probation) > 1:
-                victim = next(iter(probation))
-                loser = victim if _admits(sketch, k, victim, rng) else k
-                total -= probation.pop(loser)
-        self.window_weight = ww
-        self.weight = total
-        if total > maximum:
-            self._shrink()
-
-    def _shrink(self) -> None:
-        """Evict LRU-first (probation, protected, window) down to the maximum."""
-        window, probation, protected = self.window, self.probation, self.protected
-        while self.weight > self.maximum:
-            if probation:
-                self.weight -= probation.pop(next(iter(probation)))
-            elif protected:
-                v = protected.pop(next(iter(protected)))
-                self.weight -= v
-                self.protected_weight -= v
-            else:
-                v = window.pop(next(iter(window)))
-                self.weight -= v
-                self.window_weight -= v
-
-    def resample(self, mask: int, maximum: int) -> None:
-        """Keep only the keys with ``(hash(key) >> 32) & mask == 0`` (a subset of the
-        current sample) and scale the maximum and the hit count to match."""
-
-        def keep(d: dict[str, int]) -> dict[str, int]:
-            return {k: w for k, w in d.items() if not (hash(k) >> 32) & mask}
-
-        self.window, self.probation, self.protected = (
-            keep(self.window),
-            keep(self.probation),
-            keep(self.protected),
-        )
-        self.window_weight = sum(self.window.values())
-        self.protected_weight = sum(self.protected.values())
-        self.weight = self.window_weight + self.protected_weight + sum(self.probation.values())
-        self.hits *= maximum / self.maximum
-        self.maximum = maximum
-        self.window_max = max(1, int(maximum * self.fraction))
-        self.protected_max = int((maximum - self.window_max) * 0.8)
-        self._shrink()
-
-    def clear(self) -> None:
-        self.window.clear()
-        self.probation.clear()
-        self.protected.clear()
-        self.weight = self.window_weight = self.protected_weight = 0
-
-
-def _admits(
-    sketch: FrequencySketch, cand: str, victim: str, randbits: Callable[[int], int]
-) -> bool:
-    """TinyLFU's duel: the candidate wins iff its estimated frequency is above the
-    victim's (ties keep the incumbent), or, if it is popular (>= 6), at random 1
-    time in 128 (so an attacker cannot pin a victim by flooding)."""
-    cf = sketch.frequency(cand)
-    return cf > sketch.frequency(victim) or (cf >= 6 and not randbits(7))
-
-
 class TinyLfuPolicy:
-    """W-TinyLFU (Caffeine): LRU window -> TinyLFU admission -> segmented-LRU main.
+    """W-TinyLFU (Caffeine's): LRU window -> TinyLFU duel -> segmented-LRU main,
+    with the window sized online.
 
-    New keys enter the *window* (an LRU, initially 1% of the weight). Keys
-    pushed out of the window become *candidates* at the MRU end of *probation*;
-    while the cache is over its maximum a candidate duels the LRU *victim* of
-    probation and the one the frequency sketch says is less popular leaves
-    (ties keep the incumbent; a popular candidate also wins 1/128 of the time
-    to defeat hash-flooding). A hit in probation promotes to *protected* (80%
-    of main); protected overflow is demoted to probation.
+    What it guarantees
+    ------------------
+    P1-P4 (module docstring), and: every event costs O(1) whatever the length
+    of the history (frequency is an estimate from a fixed-size sketch, not a
+    count per key ever seen); memory beyond the three queues is the sketch
+    (16 B per estimated entry) and, adaptive, the shadows (~2 B per entry). A
+    key leaves only by losing a duel or, with no candidate left to duel, from
+    the LRU end of probation, then of protected, then of the window.
 
-    With ``adaptive=True`` a hill climber (Caffeine's) resizes the window every
-    sample period (``CLIMB_FACTOR`` x the estimated entries, in requests): it
-    keeps stepping in the direction that raised the hit ratio in the last
-    period, reverses when the ratio falls, decays the step by 2% per period and
-    restarts with a big step (6.25% of the maximum) when the ratio moves by
-    more than 5%; its first step grows the window. A recency-
-    biased workload grows the window toward LRU; a frequency-biased or looping
-    one shrinks it toward pure TinyLFU.
+    The segments
+    ------------
+    New keys enter the *window*, an LRU of ``window_max`` weight (initially
+    ``INITIAL_WINDOW`` = 1% of the maximum). What the window pushes out is a
+    *candidate* for *main*, a segmented LRU of *probation* and *protected*
+    (``PROTECTED_SHARE`` = 80% of main). A hit in probation promotes the key
+    to protected; protected's overflow is demoted to probation's MRU end. A
+    hit in the window or in protected moves the key to its segment's MRU end.
 
-    The climber's big moves come from *shadows* (ADR 0002): three miniature
-    non-adaptive W-TinyLFUs at windows of 1/20/90% (``_Shadow``), fed the
-    1/16 of the keys picked by ``hash(key) >> 32`` (fewer once the capacity
-    estimate leaves each shadow over ``SHADOW_ENTRIES`` entries) and sharing
-    this policy's sketch. Every period the window jumps one shadow fraction toward the
-    shadow with the most (decayed) hits if it beats the shadow nearest the
-    current window by more than ``sqrt(hits)``; otherwise the climber makes
-    its small move (first step -0.1% of the maximum, no restarts, period
-    ``CLIMB_FACTOR`` = 5x entries; no move on a sample without hits).
+    The duel
+    --------
+    While the cache is over its maximum, a candidate duels probation's LRU
+    *victim* and the one the sketch says was requested less often leaves
+    (``sketch.admits``): ties keep the incumbent (admitting ties lost 0.17 on
+    loop:1200), and a ``POPULAR`` (>= 6) candidate also wins 1 time in 128 at
+    random, so hash flooding cannot pin a victim. This is what survives loops
+    and scans: a one-shot key never beats a resident with a history. The
+    steady state of a full cache (one newcomer, one overflow, one duel) is
+    decided in ``admit`` before the candidate would enter probation; ``evict``
+    handles every other case, with the same outcome.
+
+    The sketch
+    ----------
+    Caffeine's count-min sketch (``maxage.core.sketch``). The bound is in
+    bytes, so the capacity in entries is estimated: until the cache is half
+    full the sketch doubles with the residents (from ``EXPECTED_ENTRIES`` =
+    64); from half full on it is sized for ``maximum / mean weight`` entries
+    (``WIDTH_FACTOR`` = 16 counters each) and halved every ``AGE_FACTOR`` =
+    10x that many increments. Residents' frequencies survive a resize.
+
+    The window size
+    ---------------
+    A fixed 1% window (``adaptive=False``, policy ``"tinylfu"``) loses to LRU
+    on recency-biased traffic (lirs-sprite@1000: 0.839 against LRU's 0.906).
+    With ``adaptive=True`` (the default) a ``WindowClimber``
+    (``maxage.core.climber``) moves quota between window and protected at the
+    end of every sample of ``CLIMB_FACTOR`` = 5x the estimated entries in
+    requests (the first: 256; until the sketch is sized: 5x the residents, at
+    least 2048).
+    Three shadow W-TinyLFUs at windows of 1/20/90%, fed a hash-sampled 1/16 of
+    the keys (fewer in big caches) and sharing this sketch, make the big
+    moves: one fraction toward the best shadow if it beats the one nearest
+    the current window by more than sqrt(hits). Otherwise the hill climber
+    makes a small move: the first step shrinks the window by 0.1% of the
+    maximum, each next one is 0.98 of the last, reversed when the hit ratio
+    fell (Caffeine's restarts are off, except in one corner described at
+    ``climber.RESTART_THRESHOLD``). A sample without hits moves nothing.
+    Growing the window pulls main's coldest keys into it; shrinking it pushes
+    the window's oldest into probation.
     """
 
     __slots__ = (
-        "_climb_period",
+        "_climber",
         "_grow_at",
         "_hits",
         "_misses",
-        "_prev_hit_ratio",
         "_probation",
         "_protected",
         "_protected_weight",
         "_rng",
         "_sample_period",
+        "_sampler",
         "_seg",
-        "_shadow_mask",
-        "_shadow_rng",
-        "_shadows",
         "_sized",
         "_sketch",
-        "_step",
         "_weight",
         "_window",
         "_window_weight",
@@ -462,9 +244,9 @@ class TinyLfuPolicy:
         maximum: int,
         *,
         adaptive: bool = True,
-        window_fraction: float = 0.01,
+        window_fraction: float = INITIAL_WINDOW,
         seed: int | None = None,
-        expected_entries: int = 64,
+        expected_entries: int = EXPECTED_ENTRIES,
     ) -> None:
         self.maximum = maximum
         self.adaptive = adaptive
@@ -476,20 +258,19 @@ class TinyLfuPolicy:
         self._window_weight = 0
         self._protected_weight = 0
         self.window_max = max(1, int(maximum * window_fraction))
-        self.protected_max = int((maximum - self.window_max) * 0.8)
+        self.protected_max = int((maximum - self.window_max) * PROTECTED_SHARE)
         self._sketch = FrequencySketch(expected_entries)
         self._grow_at = self._sketch.width
-        self._climb_period = 256
         self._sized = False  # sketch sized by the capacity estimate (cache half full)
         self._rng = random.Random(seed)
+        # The current hit-ratio sample (a fixed window only restarts it).
         self._hits = 0
         self._misses = 0
-        self._prev_hit_ratio = 0.0
-        self._step = self.INITIAL_STEP * maximum
-        self._sample_period = 256
-        self._shadows: list[_Shadow] = []
-        self._shadow_rng = random.Random(seed)
-        self._shadow_mask = (1 << self.SHADOW_SHIFT) - 1
+        self._sample_period = MIN_PERIOD
+        self._climber = WindowClimber(maximum, seed) if adaptive else None
+        # The climber once its shadows run (from the first sketch resize), else
+        # None: the hot paths' one test before replaying a sampled key.
+        self._sampler: WindowClimber | None = None
 
     @property
     def weight(self) -> int:
@@ -500,9 +281,10 @@ class TinyLfuPolicy:
     def on_hit(self, key: str) -> None:
         self._sketch.increment(key)
         self._hits += 1
-        if self._shadows and not (hash(key) >> 32) & self._shadow_mask:
-            self._shadow_access(key, None)
         seg = self._seg[key]
+        sampler = self._sampler
+        if sampler is not None and not (hash(key) >> 32) & sampler.mask:
+            sampler.replay(key, self._weight_in(key, seg), self._sketch)
         if seg == _PROTECTED:
             self._protected.move_to_end(key)
         elif seg == _WINDOW:
@@ -517,9 +299,10 @@ class TinyLfuPolicy:
         seg_of = self._seg.get
         window = self._window
         protected = self._protected
-        increment = self._sketch.increment
-        shadow = self._shadow_access if self._shadows else None
-        smask = self._shadow_mask
+        sketch = self._sketch
+        increment = sketch.increment
+        sampler = self._sampler
+        smask = sampler.mask if sampler is not None else 0
         n = 0
         for key in keys:
             seg = seg_of(key)
@@ -527,8 +310,8 @@ class TinyLfuPolicy:
                 continue
             n += 1
             increment(key)
-            if shadow is not None and not (hash(key) >> 32) & smask:
-                shadow(key, None)
+            if sampler is not None and not (hash(key) >> 32) & smask:
+                sampler.replay(key, self._weight_in(key, seg), sketch)
             if seg == _PROTECTED:
                 protected.move_to_end(key)
             elif seg == _WINDOW:
@@ -548,27 +331,31 @@ class TinyLfuPolicy:
         would move to probation, so a loser never enters it. Everything else
         (a cache not yet full, overflow of several keys) takes ``evict``'s loop,
         with the same outcome.
+
+        Long because it is the fill path: ``FrequencySketch.increment`` and
+        ``sketch.admits`` are inlined (ADR 0002, "Speed"); keep them in step.
         """
-        # FrequencySketch.increment, inlined (the fill path is hot).
+        # FrequencySketch.increment, inlined.
         sk = self._sketch
         h = hash(key)
-        b = (h & sk._bmask) << 7
+        b = (h & sk.block_mask) << 7
         c = h >> 40
-        t = sk._table
+        t = sk.table
         i = b | (c & 31)
-        t[i] = _INC[t[i]]
+        t[i] = INCREMENT[t[i]]
         i = b | 32 | ((c >> 5) & 31)
-        t[i] = _INC[t[i]]
+        t[i] = INCREMENT[t[i]]
         i = b | 64 | ((c >> 10) & 31)
-        t[i] = _INC[t[i]]
+        t[i] = INCREMENT[t[i]]
         i = b | 96 | ((c >> 15) & 31)
-        t[i] = _INC[t[i]]
-        sk._size += 1
-        if sk._size >= sk.sample_size:
+        t[i] = INCREMENT[t[i]]
+        sk.additions += 1
+        if sk.additions >= sk.sample_size:
             sk.reset()
         self._misses += 1
-        if self._shadows and not (h >> 32) & self._shadow_mask:
-            self._shadow_access(key, weight)
+        sampler = self._sampler
+        if sampler is not None and not (h >> 32) & sampler.mask:
+            sampler.replay(key, weight, sk)
         window = self._window
         window[key] = weight
         seg = self._seg
@@ -592,9 +379,9 @@ class TinyLfuPolicy:
             seg[cand] = _PROBATION
             return _NONE if total <= self.maximum else self.evict([cand])
         victim = next(iter(probation))
-        # ``_admits``, inlined (the fill path is hot).
-        t = self._sketch._table
-        bmask = self._sketch._bmask
+        # ``sketch.admits``, inlined.
+        t = self._sketch.table
+        bmask = self._sketch.block_mask
         h = hash(cand)
         b = (h & bmask) << 7
         c = h >> 40
@@ -616,7 +403,7 @@ class TinyLfuPolicy:
             or cf > t[b | 32 | ((c >> 5) & 31)]
             or cf > t[b | 64 | ((c >> 10) & 31)]
             or cf > t[b | 96 | ((c >> 15) & 31)]
-            or (cf >= 6 and not self._rng.getrandbits(7))
+            or (cf >= POPULAR and not self._rng.getrandbits(LUCKY_BITS))
         ):
             total -= probation.pop(victim)
             del seg[victim]
@@ -634,8 +421,9 @@ class TinyLfuPolicy:
 
     def on_update(self, key: str, weight: int) -> None:
         self._sketch.increment(key)
-        if self._shadows and not (hash(key) >> 32) & self._shadow_mask:
-            self._shadow_access(key, weight)
+        sampler = self._sampler
+        if sampler is not None and not (hash(key) >> 32) & sampler.mask:
+            sampler.replay(key, weight, self._sketch)
         seg = self._seg[key]
         if seg == _WINDOW:
             old = self._window.pop(key)
@@ -669,27 +457,8 @@ class TinyLfuPolicy:
         self._protected.clear()
         self._seg.clear()
         self._weight = self._window_weight = self._protected_weight = 0
-        for sh in self._shadows:
-            sh.clear()
-
-    # -- internals ------------------------------------------------------------
-
-    def _promote(self, key: str) -> None:
-        """A probation key was accessed: move it to protected, demote overflow."""
-        w = self._probation.pop(key)
-        self._protected[key] = w
-        self._seg[key] = _PROTECTED
-        self._protected_weight += w
-        self._demote_protected()
-
-    def _demote_protected(self) -> None:
-        protected = self._protected
-        seg = self._seg
-        while self._protected_weight > self.protected_max and len(protected) > 1:
-            k, w = protected.popitem(last=False)
-            self._protected_weight -= w
-            self._probation[k] = w
-            seg[k] = _PROBATION
+        if self._climber is not None:
+            self._climber.clear()
 
     def evict(self, candidates: list[str] | None = None) -> list[str]:
         """Drop keys until the weight is within the maximum (Policy.evict).
@@ -722,7 +491,7 @@ class TinyLfuPolicy:
                 if cand not in probation:  # already lost a duel as a victim
                     continue
                 victim = next(iter(probation))
-                duel_won = victim != cand and _admits(sk, cand, victim, randbits)
+                duel_won = victim != cand and admits(sk, cand, victim, randbits)
                 loser = victim if duel_won else cand
                 weight -= probation.pop(loser)
             elif probation:
@@ -741,6 +510,33 @@ class TinyLfuPolicy:
         self._weight = weight
         return victims
 
+    # -- internals ------------------------------------------------------------
+
+    def _weight_in(self, key: str, seg: int) -> int:
+        """The weight of resident ``key`` in segment ``seg``."""
+        if seg == _WINDOW:
+            return self._window[key]
+        if seg == _PROTECTED:
+            return self._protected[key]
+        return self._probation[key]
+
+    def _promote(self, key: str) -> None:
+        """A probation key was accessed: move it to protected, demote overflow."""
+        w = self._probation.pop(key)
+        self._protected[key] = w
+        self._seg[key] = _PROTECTED
+        self._protected_weight += w
+        self._demote_protected()
+
+    def _demote_protected(self) -> None:
+        protected = self._protected
+        seg = self._seg
+        while self._protected_weight > self.protected_max and len(protected) > 1:
+            k, w = protected.popitem(last=False)
+            self._protected_weight -= w
+            self._probation[k] = w
+            seg[k] = _PROBATION
+
     def _grow_sketch(self) -> None:
         """Resize the sketch to the (estimated) entry capacity.
 
@@ -749,7 +545,8 @@ class TinyLfuPolicy:
         from half full on it is sized for ``maximum / mean weight`` entries
         (Caffeine sizes a weighted cache's sketch at half full, too) and grows
         again only if the residents outgrow twice that estimate. Residents'
-        frequencies are carried over (non-residents' history is lost).
+        frequencies are carried over (non-residents' history is lost). The
+        climber hears of every resize (its shadows start at the first).
         """
         n = len(self._seg)
         weight = max(1, self._weight)
@@ -761,131 +558,35 @@ class TinyLfuPolicy:
             est = 2 * n
             # re-estimate at half full (at the current mean weight), or at 2x
             self._grow_at = min(2 * n, self.maximum * n // (2 * weight) + 1)
-        if self._shadows and self._sized:
-            # Shadows of at least SHADOW_ENTRIES entries decide as well as bigger
-            # ones and cost 1/2**shift of an access: a big cache samples fewer
-            # keys. The new sample is a subset of the old one (one more mask
-            # bit), so the shadows stay warm.
-            shift = self.SHADOW_SHIFT
-            while est >> (shift + 1) >= self.SHADOW_ENTRIES and shift < 16:
-                shift += 1
-            mask = (1 << shift) - 1
-            if mask > self._shadow_mask:
-                self._shadow_mask = mask
-                for sh in self._shadows:
-                    sh.resample(mask, max(1, self.maximum >> shift))
-        if self.adaptive and not self._shadows and self.SHADOW_FRACTIONS:
-            # First growth of the sketch (64 residents): start the shadows
-            # (1/2**SHADOW_SHIFT of the keys, 1/2**SHADOW_SHIFT of the maximum
-            # each; a shadow's dicts hold only sampled keys, ~2 B per entry).
-            smax = max(1, self.maximum >> self.SHADOW_SHIFT)
-            self._shadows = [_Shadow(smax, f) for f in self.SHADOW_FRACTIONS]
+        climber = self._climber
+        if climber is not None:
+            climber.resize(est, self._sized)
+            self._sampler = climber
         old = self._sketch
-        new = FrequencySketch(int(self.WIDTH_FACTOR * est))
+        new = FrequencySketch(int(WIDTH_FACTOR * est))
         for key in self._seg:
             new.raise_to(key, old.frequency(key))
-        new.sample_size = max(256, int(self.AGE_FACTOR * est))
+        new.sample_size = max(MIN_AGE, int(AGE_FACTOR * est))
         self._sketch = new
-        self._climb_period = max(256, int(self.CLIMB_FACTOR * est))
 
-    WIDTH_FACTOR = 1.0  # sketch width (x16 counters) per estimated entry
-    WARMUP_CLIMB = True
-    MIN_SAMPLE = 2048  # fewest requests in a climber sample (smaller ones are noise)
-    INITIAL_STEP = -0.001  # first climb's move (fraction of the maximum; < 0 shrinks)
-    CLIMB_FACTOR = 5.0  # climb every CLIMB_FACTOR x (estimated) entries requests
-    AGE_FACTOR = 10.0  # halve the sketch every AGE_FACTOR x (estimated) entries increments
-    RESTART_THRESHOLD = 1.0  # no restarts: big moves come from the shadows
-    STEP_PERCENT = 0.0625
-    STEP_DECAY = 0.98
-
-    SHADOW_FRACTIONS: tuple[float, ...] = (0.01, 0.2, 0.9)
-    SHADOW_SHIFT = 4  # shadows see at least 1 key in 2**SHADOW_SHIFT (by hash(key) >> 32)
-    SHADOW_ENTRIES = 512  # ... and fewer once that leaves a shadow this many entries
-    SHADOW_DECAY = 0.8  # weight of the previous periods' shadow hits
-    SHADOW_CLIMB = True  # hill-climb in the periods the shadows do not jump
-    SHADOW_MARGIN = 1.0  # jump if best - nearest > MARGIN * sqrt(nearest)
-
-    def _shadow_access(self, key: str, weight: int | None) -> None:
-        """A sampled key was requested: replay it on every shadow cache.
-
-        ``weight`` None: a hit; the key's weight is read from its segment.
-        """
-        if weight is None:
-            seg = self._seg[key]
-            source = (
-                self._window
-                if seg == _WINDOW
-                else self._protected
-                if seg == _PROTECTED
-                else self._probation
-            )
-            weight = source[key]
-        sk = self._sketch
-        rng = self._shadow_rng.getrandbits
-        for sh in self._shadows:
-            sh.access(key, weight, sk, rng)
-
-    def _shadow_pick(self) -> bool:
-        """Jump the window to the shadows' best fraction if it clearly beats the
-        shadow nearest the current window; returns whether it jumped."""
-        shadows = self._shadows
-        hits = [sh.hits for sh in shadows]
-        fractions = self.SHADOW_FRACTIONS
-        frac = self.window_max / self.maximum
-        near = min(range(len(fractions)), key=lambda i: abs(fractions[i] - frac))
-        best = max(range(len(hits)), key=hits.__getitem__)
-        d = self.SHADOW_DECAY
-        jump = hits[best] - hits[near] > self.SHADOW_MARGIN * (hits[near] + 1.0) ** 0.5
-        for sh in shadows:
-            sh.hits *= d
-        if not jump:
-            return False
-        if abs(best - near) > 1:
-            # one fraction per period: a one-period winner far away (a loop's
-            # phase) costs less when it is wrong
-            best = near + (1 if best > near else -1)
-        target = max(1, int(self.maximum * fractions[best]))
-        delta = target - self.window_max
+    def _climb(self) -> None:
+        """A hit-ratio sample is complete: let the climber move the window."""
+        hits = self._hits
+        total = hits + self._misses
+        self._hits = self._misses = 0
+        climber = self._climber
+        if climber is None:  # a fixed window: the next sample starts, nothing moves
+            return
+        self._sample_period = climber.sample_size(self._sized, len(self._seg))
+        if not hits:
+            # a sample without hits says nothing about the window size (the
+            # climber would keep stepping on momentum alone)
+            return
+        delta = climber.adjust(hits / total, self.window_max)
         if delta > 0:
             self._increase_window(delta)
         elif delta < 0:
             self._decrease_window(-delta)
-        return True
-
-    def _climb(self) -> None:
-        total = self._hits + self._misses
-        hit_ratio = self._hits / total
-        self._hits = self._misses = 0
-        if not self._sized and not self.WARMUP_CLIMB:
-            # Caffeine: no climbing before the sketch is sized (here: the cache
-            # is half full); warm-up hit ratios only rise and would push the
-            # window one way on short traces.
-            self._sample_period = int(self.MIN_SAMPLE)
-            return
-        self._sample_period = (
-            self._climb_period
-            if self._sized
-            else max(int(self.MIN_SAMPLE), int(self.CLIMB_FACTOR * len(self._seg)))
-        )
-        if not self.adaptive or not hit_ratio:
-            # a sample without hits says nothing about the window size (the
-            # climber would keep stepping on momentum alone)
-            return
-        if self._shadows and (self._shadow_pick() or not self.SHADOW_CLIMB):
-            self._prev_hit_ratio = hit_ratio
-            return
-        change = hit_ratio - self._prev_hit_ratio
-        amount = self._step if change >= 0 else -self._step
-        if abs(change) >= self.RESTART_THRESHOLD:
-            self._step = self.STEP_PERCENT * self.maximum * (1 if amount >= 0 else -1)
-        else:
-            self._step = self.STEP_DECAY * amount
-        self._prev_hit_ratio = hit_ratio
-        quota = int(amount)
-        if quota > 0:
-            self._increase_window(quota)
-        elif quota < 0:
-            self._decrease_window(-quota)
 
     def _increase_window(self, quota: int) -> None:
         quota = min(quota, self.protected_max)

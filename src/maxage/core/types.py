@@ -7,7 +7,6 @@ cacheserver, checker) import these names instead of inventing their own.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeAlias
 
@@ -75,6 +74,3 @@ class Entry:
     expires_at: float
     tags: tuple[str, ...] = ()
     size: int = 0
-
-
-Loader: TypeAlias = Callable[[], Awaitable[object]]
