@@ -120,7 +120,9 @@ class App:
         self._rid_prefix = os.urandom(4).hex().encode() + b"-"
         self._rid_counter = itertools.count(1)
         self._histograms: dict[tuple[str, str, str], Histogram] = {}
-        self.openapi_bytes = openapi.render(routes.ROUTES, self.collections, settings)
+        self.openapi_bytes = openapi.render(
+            routes.ROUTES, self.collections, settings, auth=service.access.enabled
+        )
         self._hot = {
             s.name: _HotRoute(s, self._histograms) for s in hot_collections(self.collections)
         }

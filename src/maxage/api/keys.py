@@ -37,7 +37,7 @@ def _object(req: Request, body: bytes, allowed: set[str]) -> dict[str, object]:
 async def create(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
     data = _object(req, await read_body(req, receive, app.settings.body_limit), {"scopes", "name"})
     info, secret = await app.awaited(
-        req, app.service.access.create(data.get("scopes"), data.get("name"))
+        req, app.service.access.create(data.get("scopes"), data.get("name", ""))
     )
     body = json.dumps({**info.to_json(), "secret": secret}).encode()
     extra = [*_NO_STORE, (b"location", f"/v1/_keys/{info.id}".encode())]

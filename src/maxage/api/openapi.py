@@ -465,21 +465,137 @@ _COLLECTION_ITEMS = {
 }
 
 
+_KEY_SCHEMA = {
+    "type": "object",
+    "required": ["id", "name", "scopes", "revoked", "createdAt"],
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "revoked": {"type": "boolean"},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "secret": {"type": "string", "description": "Only in the response to its creation."},
+    },
+}
+
+
+def _key_body(collections: Mapping[str, CollectionSpec], *, named: bool) -> dict[str, Any]:
+    scopes = ["admin", "read:*", "write:*"]
+    for name in collections:
+        scopes += [f"read:{name}", f"write:{name}"]
+    properties: dict[str, Any] = {
+        "scopes": {
+            "type": "array",
+            "items": {"type": "string", "enum": scopes},
+            "minItems": 1,
+            "maxItems": 64,
+        }
+    }
+    if named:
+        properties["name"] = {"type": "string", "maxLength": 200}
+    schema = {
+        "type": "object",
+        "required": ["scopes"],
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    return {"required": True, "content": {_JSON: {"schema": schema}}}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def keys_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
+    """``/v1/_keys``: list and create API keys (``admin``)."""
+    key = {"$ref": "#/components/schemas/ApiKey"}
+    listed = {"type": "object", "properties": {"data": {"type": "array", "items": key}}}
+    return {
+        "get": {
+            "operationId": "list_keys",
+            "summary": "List API keys (never their secrets).",
+            "parameters": _COMMON,
+            "responses": {"200": _json_response("The keys.", listed), **_errors(503, 504)},
+        },
+        "post": {
+            "operationId": "create_key",
+            "summary": "Create an API key; its secret is in this response only.",
+            "parameters": _COMMON,
+            "requestBody": _key_body(collections, named=True),
+            "responses": {"201": _json_response("Created.", key), **_errors(400, 415, 422, 503)},
+        },
+    }
+
+
+def key_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
+    """``/v1/_keys/{id}``: re-scope or revoke (answered once no process accepts the old key)."""
+    return {
+        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "patch": {
+            "operationId": "rescope_key",
+            "summary": "Replace a key's scopes; answered once no server accepts the old ones.",
+            "parameters": _COMMON,
+            "requestBody": _key_body(collections, named=False),
+            "responses": {
+                "200": _json_response("The key.", {"$ref": "#/components/schemas/ApiKey"}),
+                **_errors(400, 404, 415, 422, 503),
+            },
+        },
+        "delete": {
+            "operationId": "revoke_key",
+            "summary": "Revoke a key; answered once no server accepts it any more.",
+            "parameters": _COMMON,
+            "responses": {"204": {"description": "Revoked."}, **_errors(404, 503)},
+        },
+    }
+
+
+_READS = ("get", "head")
+
+
+def _secure(item: dict[str, Any], route: Route, spec: CollectionSpec | None, auth: bool) -> None:
+    """Declare who may call each operation, and the refusals access and limits add."""
+    for method, op in item.items():
+        if method == "parameters":
+            continue
+        op["responses"].update(_errors(429, 503))
+        if not auth:
+            continue
+        if route.access == "admin":
+            scope = "admin"
+        else:
+            assert spec is not None
+            scope = f"{'read' if method in _READS else 'write'}:{spec.name}"
+        op["security"] = [{"apiKey": [scope]}]
+        op["responses"].update(_errors(401, 403))
+
+
 def build(
-    routes: Sequence[Route], collections: Mapping[str, CollectionSpec], settings: Settings
+    routes: Sequence[Route],
+    collections: Mapping[str, CollectionSpec],
+    settings: Settings,
+    *,
+    auth: bool = False,
 ) -> dict[str, Any]:
     """The document for ``routes`` (the one route table): each collection's routes in
-    table order, then the operational ones. Routes without an operation are not listed."""
+    table order, then key management, then the operational ones. Routes without an
+    operation are not listed. ``auth``: the server requires API keys (``--auth keys``)."""
     schemas = _base_schemas()
+    schemas["ApiKey"] = _KEY_SCHEMA
     paths: dict[str, Any] = {}
     for spec in collections.values():
         context = _collection_context(spec, settings, schemas)
         for route in routes:
             item = _COLLECTION_ITEMS.get(route.operation)
             if item is not None:
-                paths[route.label(spec)] = item(context)
+                built = paths[route.label(spec)] = item(context)
+                _secure(built, route, spec, auth)
     for route in routes:
-        if route.operation in _OPS:
+        if route.operation in ("keys", "key"):
+            make = keys_item if route.operation == "keys" else key_item
+            built = paths[route.template] = make(collections)
+            _secure(built, route, None, auth)
+        elif route.operation in _OPS:
             paths[route.template] = ops_item(route.template, route.operation)
     params = _parameters(settings)
     return {
@@ -494,6 +610,15 @@ def build(
         },
         "paths": paths,
         "components": {
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (`maxage keys create`, or POST /v1/_keys) as "
+                    "`Authorization: Bearer <secret>`. Scopes: read:<collection>, "
+                    "write:<collection>, read:*, write:*, admin.",
+                }
+            },
             "schemas": schemas,
             "parameters": params,
             "headers": {
@@ -508,9 +633,14 @@ def build(
 
 
 def render(
-    routes: Sequence[Route], collections: Mapping[str, CollectionSpec], settings: Settings
+    routes: Sequence[Route],
+    collections: Mapping[str, CollectionSpec],
+    settings: Settings,
+    *,
+    auth: bool = False,
 ) -> bytes:
-    return msgspec.json.format(msgspec.json.encode(build(routes, collections, settings)), indent=2)
+    document = build(routes, collections, settings, auth=auth)
+    return msgspec.json.format(msgspec.json.encode(document), indent=2)
 
 
 DOCS_HTML = b"""<!doctype html>

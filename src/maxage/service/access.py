@@ -246,8 +246,6 @@ class Access:
     async def create(self, scopes: object, name: object) -> tuple[KeyInfo, str]:
         """A new key; returns it and its secret (shown once, never stored)."""
         valid = validate_scopes(scopes, self.collections)
-        if name is None:
-            name = ""
         if not isinstance(name, str) or len(name) > _NAME_MAX:
             raise ValidationFailed(
                 "the key's name is not valid",
