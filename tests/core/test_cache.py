@@ -17,6 +17,7 @@ from maxage.core import (
     ManualClock,
     SetOutcome,
 )
+from maxage.core.cache import GUARD_OVERHEAD, TAG_OVERHEAD, TOMBSTONE_OVERHEAD, VersionExhausted
 
 POLICIES = ["lru", "adaptive"]
 
@@ -305,3 +306,228 @@ def test_entry_overhead_is_measured() -> None:
     # the key and body objects already existed: add their headers
     per_entry = (after - before) / len(keys) + sys.getsizeof("") + sys.getsizeof(b"")
     assert per_entry <= ENTRY_OVERHEAD, per_entry
+
+
+# -- issue 12: hostile clients (per-key structures are bounded and charged) --------
+
+MAX_VERSION = 2**63 - 1
+
+
+def _traced(fn: object) -> int:
+    """Bytes still allocated after ``fn()`` (tracemalloc), gc'd first."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fn()  # type: ignore[operator]
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_deleting_one_key_repeatedly_takes_constant_memory() -> None:
+    c = make(max_bytes=1 << 20)
+    c.delete("k")
+
+    def attack() -> None:
+        for _ in range(100_000):
+            c.delete("k")
+
+    assert _traced(attack) < 16_384
+    assert c.tombstone("k") == 100_001
+
+
+def test_tombstones_count_against_the_byte_bound() -> None:
+    max_bytes = 1 << 20
+    c = Cache(max_bytes, clock=ManualClock(0.0), thread_safe=False)
+    for i in range(2000):
+        c.set_if_newer(f"e{i}", 1, b"x" * 200, started_at=0.0)
+    full = c.bytes_used
+    assert full > max_bytes - 1000
+
+    def attack() -> None:
+        for i in range(20_000):
+            c.delete(f"{i:06d}" + "k" * 994)  # unique 1,000-character keys
+
+    grown = _traced(attack)
+    # old: every tombstone kept for 60 s: ~20,000 x 1.3 KB = 26 MB
+    assert grown <= max_bytes // 4 + 65_536, grown
+    snap = c.stats_snapshot()
+    assert snap["guard_bytes"] <= max_bytes // 4  # type: ignore[operator]
+    assert c.bytes_used + snap["guard_bytes"] <= max_bytes  # type: ignore[operator]
+    assert c.bytes_used < full  # entries made room for the guards
+    assert snap["guards_folded"] > 0  # type: ignore[operator]
+
+
+def test_a_folded_tombstone_still_refuses_the_fills_it_guarded() -> None:
+    clock = ManualClock(100.0)
+    c = Cache(64 * 1024, clock=clock, tombstone_ttl=60.0)
+    c.set_if_newer("victim", 5, b"old", started_at=99.0)
+    assert c.delete("victim")
+    clock.advance(1.0)
+    for i in range(200):  # push the victim's tombstone out of the guard bound
+        c.delete(f"flood-{i:04d}" + "x" * 200)
+    assert c.tombstone("victim") is None
+    assert c.stats.guards_folded > 0
+    # A slow fill that read before the delete is still refused (the floor)...
+    assert c.set_if_newer("victim", 5, b"old", started_at=99.5) is SetOutcome.REFUSED_TOMBSTONE
+    # ...one that started after it is not, and the floor ends with the tombstone's life.
+    assert c.set_if_newer("victim", 6, b"new", started_at=101.5) is SetOutcome.STORED
+    clock.advance(61.0)
+    assert c.set_if_newer("other", 1, b"x", started_at=99.5) is SetOutcome.STORED
+
+
+def test_guards_expire_on_time_without_writes() -> None:
+    clock = ManualClock(0.0)
+    c = Cache(1 << 20, clock=clock, tombstone_ttl=10.0)
+    for i in range(500):
+        c.delete(f"k{i}")
+    c.begin_invalidation(["t1", "t2"], "p/").run()
+    assert c.guard_bytes > 0
+    clock.advance(10.0)
+    c.housekeep()
+    snap = c.stats_snapshot()
+    assert (snap["tombstones"], snap["tag_tombstones"], snap["prefix_tombstones"]) == (0, 0, 0)
+    assert c.guard_bytes == 0 and snap["guards_expired"] == 503
+
+
+def test_tags_count_against_the_byte_bound() -> None:
+    max_bytes = 2 << 20
+    c = Cache(max_bytes, clock=ManualClock(0.0), thread_safe=False)
+
+    def attack() -> None:
+        for i in range(3000):
+            tags = [f"tag-{i:05d}-{j:02d}" for j in range(64)]
+            c.set_if_newer(f"k{i}", 1, b"v", started_at=0.0, tags=tags)
+
+    grown = _traced(attack)
+    # old: 3,000 x 64 unique tags = ~60 MB while bytes_used said ~1.5 MB
+    assert grown <= max_bytes + 65_536, grown
+    assert c.bytes_used <= max_bytes
+    assert c.stats.evictions[EvictionReason.SIZE] > 0
+
+
+def test_a_repeated_tag_is_one_slot() -> None:
+    c = make()
+    c.set_if_newer("a", 1, b"x", started_at=0.0, tags=["t"] * 50)
+    assert c.peek("a").tags == ("t",)  # type: ignore[union-attr]
+    assert c.bytes_used == size_of("a", b"x") + TAG_OVERHEAD + 1
+
+
+@pytest.mark.parametrize("keys_per_tag", [1, 2, 3])
+def test_tag_overhead_is_measured(keys_per_tag: int) -> None:
+    n = 6000
+    keys = [f"key-{i:08d}" for i in range(n)]
+    bodies = [b"" for _ in keys]
+    tags = [(f"tag-{i // keys_per_tag:08d}",) for i in range(n)]
+
+    def fill(with_tags: bool) -> None:
+        c = Cache(10**9, clock=ManualClock(0.0), thread_safe=False)
+        for k, b, t in zip(keys, bodies, tags, strict=True):
+            c.set_if_newer(k, 1, b, started_at=0.0, tags=t if with_tags else ())
+        fill.cache = c  # type: ignore[attr-defined]  # keep it alive for the measurement
+
+    per_tag = (_traced(lambda: fill(True)) - _traced(lambda: fill(False))) / n
+    per_tag += sys.getsizeof("")  # the tag strings existed already
+    assert per_tag <= TAG_OVERHEAD, per_tag
+
+
+def test_guard_overheads_are_measured() -> None:
+    n = 20_000
+    c = Cache(10**9, clock=ManualClock(0.0), thread_safe=False, guard_share=0.5)
+    keys = [f"key-{i:08d}" for i in range(n)]
+    tags = [f"tag-{i:08d}" for i in range(n)]
+
+    def tombstones() -> None:
+        for k in keys:
+            c.delete(k)
+
+    per_tomb = _traced(tombstones) / n + sys.getsizeof("")
+    assert per_tomb <= TOMBSTONE_OVERHEAD, per_tomb
+
+    def guards() -> None:
+        c.begin_invalidation(tags).run()
+
+    per_guard = _traced(guards) / n + sys.getsizeof("")
+    assert per_guard <= GUARD_OVERHEAD, per_guard
+    assert c.stats.guards_folded == 0
+
+
+def test_many_tag_invalidations_are_linear_and_do_not_slow_writes() -> None:
+    import time
+
+    c = Cache(64 << 20, clock=ManualClock(0.0), thread_safe=False)
+    for i in range(2000):
+        c.set_if_newer(f"k{i}", 1, b"x", started_at=0.0, tags=[f"t{i % 100}"])
+    t0 = time.process_time()  # CPU time of this process: other processes do not count
+    for r in range(5):
+        for j in range(6500):
+            c.invalidate_tag(f"new-{r}-{j}")
+    for i in range(10_000):
+        c.put(f"k{i % 3000}", b"y", started_at=1.0, tags=[f"t{i % 100}"])
+    cpu = time.process_time() - t0
+    # old: every write rebuilt the guard maps (> 64 guards): ~25 s; now ~0.1 s
+    assert cpu < 2.0, cpu
+
+
+def test_prefix_invalidation_costs_the_affected_entries() -> None:
+    import time
+
+    c = Cache(256 << 20, clock=ManualClock(0.0), thread_safe=False, prefix_index=True)
+    for i in range(100_000):
+        c.set_if_newer(f"tenant{i % 1000:04d}/{i}", 1, b"x", started_at=0.0)
+    t0 = time.process_time()
+    dropped = sum(c.invalidate_prefix(f"tenant{t:04d}/") for t in range(0, 1000, 2))
+    cpu = time.process_time() - t0
+    assert dropped == 50_000 and len(c) == 50_000
+    resident = c.keys()
+    assert not [k for k in resident if k.startswith("tenant0000/")]
+    # old: each scanned all 100,000 keys (~5 ms each, 2.5 s); now ~50 ms
+    assert cpu < 1.0, cpu
+    # > MAX_PREFIX_GUARDS prefixes: the oldest were folded, fills from before refused
+    assert c.stats_snapshot()["prefix_tombstones"] == 64
+    assert c.set_if_newer("tenant0000/1", 2, b"x", started_at=0.0) is SetOutcome.REFUSED_TOMBSTONE
+
+
+@pytest.mark.parametrize("prefix_index", [True, False])
+def test_invalidation_in_steps(prefix_index: bool) -> None:
+    clock = ManualClock(10.0)
+    c = Cache(64 << 20, clock=clock, prefix_index=prefix_index, thread_safe=False)
+    for i in range(5000):
+        c.set_if_newer(f"p/{i:05d}", 1, b"x", started_at=9.0, tags=["t"] if i % 2 else ())
+        c.set_if_newer(f"q/{i:05d}", 1, b"x", started_at=9.0, tags=["t"] if i % 5 == 0 else ())
+    inv = c.begin_invalidation(["t"], "p/", budget=100)
+    assert not inv.done and inv.dropped == 100
+    clock.advance(1.0)
+    # written after the invalidation began: kept; written before it: refused
+    assert c.put("p/00002", b"new", started_at=clock.now())[0] is SetOutcome.STORED
+    assert c.set_if_newer("q/00005", 2, b"new", started_at=11.0, tags=["t"]) is SetOutcome.STORED
+    assert c.set_if_newer("p/x", 1, b"old", started_at=9.5) is SetOutcome.REFUSED_TOMBSTONE
+    steps = 0
+    while not inv.step(500):
+        steps += 1
+    assert steps >= 5
+    left = sorted(c.keys())
+    assert [k for k in left if k.startswith("p/")] == ["p/00002"]
+    assert c.peek("q/00005").body == b"new"  # type: ignore[union-attr]
+    assert not any(c.peek(k).tags for k in left if k != "q/00005")  # type: ignore[union-attr]
+    assert inv.dropped == 5000 + 1000 - 2  # two were overwritten before their step
+
+
+def test_versions_have_a_range() -> None:
+    c = make()
+    with pytest.raises(ValueError, match="version"):
+        c.set_if_newer("a", MAX_VERSION + 1, b"x", started_at=0.0)
+    with pytest.raises(ValueError, match="version"):
+        c.invalidate("a", 10**5000)
+    assert c.set_if_newer("a", MAX_VERSION, b"x", started_at=0.0) is SetOutcome.STORED
+    with pytest.raises(VersionExhausted):
+        c.put("a", b"y", started_at=0.0)
+    assert c.peek("a").body == b"x"  # type: ignore[union-attr]
+    assert c.delete("a") and c.tombstone("a") == MAX_VERSION
+    with pytest.raises(VersionExhausted):
+        c.put("a", b"y", started_at=0.0)
