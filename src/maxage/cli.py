@@ -322,6 +322,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         },
         "auth": auth,
         "auth_staleness": args.auth_staleness,
+        "main_pid": os.getpid(),
         "faults_file": _faults_file() if args.fault_injection else None,
         "mutant": args.mutant,
         "monitor_sample": args.monitor_sample,
@@ -509,7 +510,7 @@ def asgi_app() -> Any:
         auth_bound=float(raw.get("auth_staleness", 1.0)),
         rate_limits=config.rate_limits,
     )
-    _end_with_parent()
+    _end_with_parent(int(raw.get("main_pid", 0)) or os.getppid())
 
     async def startup() -> None:
         await store.open()
@@ -539,11 +540,11 @@ WORKER_EXIT_GRACE = 3.0
 PARENT_WATCH_EVERY = 0.5
 
 
-def _end_with_parent() -> None:
-    """A worker never outlives the process that started it, whatever killed that one: a
-    thread notices the parent is gone (we are re-parented) and sends us SIGTERM, which
-    drains and exits like a normal stop."""
-    parent = os.getppid()
+def _end_with_parent(parent: int) -> None:
+    """A worker never outlives ``parent`` (the ``maxage serve`` process that started it),
+    whatever killed that one: a thread notices we were re-parented (also when that
+    happened before this worker got here) and sends us SIGTERM, which drains and exits
+    like a normal stop."""
 
     def watch() -> None:
         while os.getppid() == parent:
