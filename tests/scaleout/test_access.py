@@ -99,7 +99,12 @@ def test_revoke_through_a_is_refused_by_b_on_the_next_request(pair: Pair) -> Non
             ack_at = [0.0]
             stop = threading.Event()
 
-            def hammer(secret: str = key["secret"]) -> None:
+            def hammer(
+                secret: str = key["secret"],
+                stop: threading.Event = stop,
+                acked: threading.Event = acked,
+                ack_at: list[float] = ack_at,
+            ) -> None:
                 with _client(pair.b, secret) as c:
                     while not stop.is_set():
                         started = time.monotonic()
