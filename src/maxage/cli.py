@@ -165,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"longest wait for a slot at the concurrency limit; {DURATION_HELP} (default: 2ms)",
     )
     serve.add_argument(
+        "--max-loop-lag",
+        type=duration_arg,
+        default=0.05,
+        metavar="DURATION",
+        help="shed new requests while the event loop runs this late (requests are queuing "
+        f"before they are counted); 0 = off; {DURATION_HELP} (default: 50ms)",
+    )
+    serve.add_argument(
         "--fault-injection",
         action="store_true",
         help="TEST ONLY: expose the loopback-only fault control endpoint used by "
@@ -319,6 +327,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
             "idempotency_keep": args.idempotency_ttl,
             "max_concurrency": args.max_concurrency,
             "queue_deadline": args.queue_deadline,
+            "max_loop_lag": args.max_loop_lag,
         },
         "auth": auth,
         "auth_staleness": args.auth_staleness,

@@ -14,7 +14,6 @@ their refusals (:class:`maxage.service.DomainError`) to problem responses.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import json
@@ -29,7 +28,9 @@ from typing import Any, TypeVar
 
 from maxage.api import guard, openapi, responses, routes
 from maxage.api.http import parse_timeout
+from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.responses import AGE, CC, CL, CSTATUS, CT, ETAG, HIT_L1, JSON, RID
+from maxage.api.shedding import Shedder
 from maxage.api.types import (
     ClientDisconnected,
     FaultControl,
@@ -74,6 +75,7 @@ AUTHORIZATION = b"authorization"
 # Never shed: a balancer must see liveness and readiness, an operator the metrics.
 _NEVER_SHED = frozenset({"/livez", "/readyz", "/metrics"})
 _RETRY_AFTER_1 = [(b"retry-after", b"1")]
+_OVERLOADED = "the server is overloaded; retry after Retry-After"
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _AGES = [b"%d" % i for i in range(100)]
 # Outcomes of App._hot_get (identity-compared sentinels).
@@ -133,11 +135,11 @@ class App:
         # per-process rate limits the general path answers (it carries the RateLimit fields).
         self._hot_ok = not service.limits.enabled
         self.cors = guard.CorsPolicy(cors) if cors is not None else None
-        self.max_concurrency = settings.max_concurrency
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.shed = 0
-        self.queued = 0
-        self.queue_seconds = 0.0
+        self.shedder = Shedder(
+            settings.max_concurrency, settings.queue_deadline, settings.max_loop_lag
+        )
+        self._max_concurrency = settings.max_concurrency
+        self._shed_histogram = self._histograms.setdefault(("GET", "shed", "503"), Histogram())
         self._sample = random.Random()
         self._log_every_hit = settings.access_log in ("all", "sampled")
 
@@ -168,6 +170,7 @@ class App:
     async def startup(self) -> None:
         if self.on_startup is not None:
             await self.on_startup()
+        self.shedder.start()
         with contextlib.suppress(RuntimeError, ValueError):  # ValueError: not the main thread
             prior = signal.getsignal(signal.SIGTERM)
 
@@ -191,6 +194,7 @@ class App:
         deadline = time.monotonic() + self.settings.drain_grace
         while self.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        await self.shedder.stop()
         if self.on_shutdown is not None:
             await self.on_shutdown()
 
@@ -213,10 +217,11 @@ class App:
             rid = b"%s%x" % (self._rid_prefix, next(self._rid_counter))
         method = scope["method"]
         path = scope["path"]
+        shedder = self.shedder
         if (
-            self.in_flight >= self.max_concurrency
+            (self.in_flight >= self._max_concurrency or shedder.lag > shedder.max_lag)
             and path not in _NEVER_SHED
-            and not await self._queue()
+            and not await shedder.admit(self.in_flight)
         ):
             await self._shed(scope, rid, send, started)
             return
@@ -250,8 +255,8 @@ class App:
             status = await self._dispatch(req, receive, send)
         finally:
             self.in_flight -= 1
-            if self._waiting:
-                self._wake_next()
+            if self.shedder.busy:
+                self.shedder.release()
             self._observe(req, status, time.perf_counter() - started)
 
     async def _hot_get(
@@ -300,8 +305,8 @@ class App:
             await send({"type": "http.response.body", "body": body})
         finally:
             self.in_flight -= 1
-            if self._waiting:
-                self._wake_next()
+            if self.shedder.busy:
+                self.shedder.release()
         elapsed = time.perf_counter() - started
         hot.histogram.observe(elapsed)
         mode = self.settings.access_log
@@ -363,37 +368,13 @@ class App:
 
     # -- load shedding -----------------------------------------------------------------
 
-    async def _queue(self) -> bool:
-        """Wait up to ``queue_deadline`` for a slot; False: shed this request."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        self.queued += 1
-        t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.settings.queue_deadline):
-                await waiter
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            self.queue_seconds += time.perf_counter() - t0
-            if not waiter.done():
-                waiter.cancel()
-
-    def _wake_next(self) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
     async def _shed(self, scope: Scope, rid: bytes, send: Send, started: float) -> None:
-        self.shed += 1
+        """A fast 503: no problem logging, no access-log line (sheds come in floods;
+        ``maxage_shed_total`` counts them)."""
         req = Request(scope["method"], scope["path"], b"", rid.decode("latin-1"), started)
-        req.route = "shed"
-        detail = "the server is at its concurrency limit; retry after Retry-After"
-        status = await responses.problem(req, send, "overloaded", detail, _RETRY_AFTER_1)
-        self._observe(req, status, time.perf_counter() - started)
+        status, body = render_problem("overloaded", _OVERLOADED, req.path, req.request_id)
+        await responses.plain(req, send, status, PROBLEM_CONTENT_TYPE, body, _RETRY_AFTER_1)
+        self._shed_histogram.observe(time.perf_counter() - started)
 
     # -- deadlines and disconnects -----------------------------------------------------
 
@@ -488,11 +469,13 @@ class App:
         out.family("maxage_draining", "gauge", "1 while the server drains for shutdown.")
         out.sample("maxage_draining", 1 if self.draining else 0)
         out.family("maxage_shed_total", "counter", "Requests answered 503 overloaded (shed).")
-        out.sample("maxage_shed_total", self.shed)
+        out.sample("maxage_shed_total", self.shedder.shed)
         out.family("maxage_queued_total", "counter", "Requests that waited for a slot.")
-        out.sample("maxage_queued_total", self.queued)
+        out.sample("maxage_queued_total", self.shedder.queued)
         out.family("maxage_queue_seconds_total", "counter", "Time requests waited for a slot.")
-        out.sample("maxage_queue_seconds_total", round(self.queue_seconds, 6))
+        out.sample("maxage_queue_seconds_total", round(self.shedder.queue_seconds, 6))
+        out.family("maxage_event_loop_lag_seconds", "gauge", "The last event-loop lag sample.")
+        out.sample("maxage_event_loop_lag_seconds", round(self.shedder.lag, 6))
         return out.render()
 
 

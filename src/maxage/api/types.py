@@ -35,6 +35,8 @@ class Settings:
     # queue for at most queue_deadline seconds, then get a fast 503 (docs/operations.md).
     max_concurrency: int = 256
     queue_deadline: float = 0.002
+    # ... or while the event loop runs this late (0 = off): requests queue before the app.
+    max_loop_lag: float = 0.05
 
 
 class Request:

@@ -1,0 +1,90 @@
+"""Load shedding: refuse a few requests fast instead of slowing every one.
+
+Two signals, either sheds (``/livez``, ``/readyz`` and ``/metrics`` never are):
+
+* **concurrency**: at ``max_concurrency`` requests in progress a new one waits up to
+  ``queue_deadline`` for a slot (FIFO), then is shed;
+* **event-loop lag**: a watcher sleeps ``LAG_PROBE`` and measures how late it wakes. When
+  the loop runs late by more than ``max_lag``, requests are queuing *before* the app can
+  count them (in the server's buffers and the loop's ready queue), so new ones are shed
+  until the lag falls back: a shed costs a fraction of a served request, which drains
+  the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+
+LAG_PROBE = 0.005  # seconds between lag samples
+
+
+class Shedder:
+    def __init__(self, max_concurrency: int, queue_deadline: float, max_lag: float) -> None:
+        self.max_concurrency = max_concurrency
+        self.queue_deadline = queue_deadline
+        self.max_lag = max_lag
+        self.lag = 0.0  # the last sample
+        self.shed = 0
+        self.queued = 0
+        self.queue_seconds = 0.0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._watcher: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        if self.max_lag > 0:
+            self._watcher = asyncio.ensure_future(self._watch())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
+    async def _watch(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE)
+            self.lag = time.perf_counter() - t0 - LAG_PROBE
+
+    async def admit(self, in_flight: int) -> bool:
+        """False: shed this request (counted)."""
+        if self.lag > self.max_lag > 0:
+            self.shed += 1
+            return False
+        if in_flight < self.max_concurrency:
+            return True
+        if await self._queue():
+            return True
+        self.shed += 1
+        return False
+
+    async def _queue(self) -> bool:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self.queued += 1
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.queue_deadline):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.queue_seconds += time.perf_counter() - t0
+            if not waiter.done():
+                waiter.cancel()
+
+    def release(self) -> None:
+        """A request finished: hand its slot to the oldest waiter."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting) or self.lag > self.max_lag > 0
