@@ -5,6 +5,7 @@ decisions are the service's (``maxage.service``)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -22,12 +23,15 @@ from maxage.api.http import (
 )
 from maxage.api.types import HTTPProblem, Receive, Request, Send
 from maxage.contracts import CollectionSpec, ReadMode
-from maxage.service import WriteIntent, WriteKind, prepare, resolve_mode
+from maxage.service import PreparedWrite, WriteIntent, WriteKind, prepare, resolve_mode
 from maxage.service.idempotency import fingerprint
 
 if TYPE_CHECKING:
     from maxage.api.app import App
     from maxage.api.routes import Match
+
+# Bodies above this are decoded and validated in a worker thread (measured: docs/benchmarks.md).
+OFFLOAD_BYTES = 64 * 1024
 
 _KINDS = {
     "POST": WriteKind.CREATE,
@@ -98,14 +102,23 @@ async def write(app: App, req: Request, match: Match, receive: Receive, send: Se
             )
         create_only = True
     body = await read_body(req, receive, app.settings.body_limit)
-    data: object = None
-    if kind is WriteKind.PATCH:
-        data = json_body(req, body, (MERGE_PATCH,))
-    elif kind is not WriteKind.DELETE:
-        data = json_body(req, body, (JSON,))
-    elif body:
+    if kind is WriteKind.DELETE and body:
         raise HTTPProblem("bad_request", "DELETE takes no body")
-    prepared = prepare(spec, WriteIntent(kind, match.id or None, data, if_match, create_only))
+
+    def parse_and_prepare() -> PreparedWrite:
+        data: object = None
+        if kind is WriteKind.PATCH:
+            data = json_body(req, body, (MERGE_PATCH,))
+        elif kind is not WriteKind.DELETE:
+            data = json_body(req, body, (JSON,))
+        return prepare(spec, WriteIntent(kind, match.id or None, data, if_match, create_only))
+
+    # Decoding and validating a large body takes tens of milliseconds (40 ms for 0.9 MB):
+    # off the event loop, so other requests keep being served meanwhile.
+    if len(body) > OFFLOAD_BYTES:
+        prepared = await asyncio.to_thread(parse_and_prepare)
+    else:
+        prepared = parse_and_prepare()
     writes = app.service.writes
     if req.idempotency_key is None:
         result = await app.awaited(req, writes.commit(prepared), receive)
