@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BIN, free_port, server  # noqa: E402
+from run import BIN, free_port, server
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BIN, free_port, server  # noqa: E402
+from run import BIN, free_port, server
 
 
 class Conn(asyncio.Protocol):
