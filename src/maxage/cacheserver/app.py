@@ -6,14 +6,17 @@ operation; only a read-through miss returns a coroutine (see ``protocol``).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
+from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 
 from maxage.core import MISSING, Cache, Entry, SetOutcome
+from maxage.core.cache import MAX_VERSION, Invalidation, VersionExhausted
 from maxage.etags import if_none_match
 
 from . import metrics as metrics_mod
@@ -23,10 +26,16 @@ from .protocol import CacheRequest, Handled, Result
 from .upstream import Upstreams
 
 KEYS_PREFIX: Final = b"/v1/keys/"
-MAX_TAGS: Final = 64
-MAX_TAG_LEN: Final = 256
+MAX_TAGS: Final = 64  # per entry (413 too_many_tags beyond)
+MAX_TAG_LEN: Final = 256  # characters (400 invalid_parameter beyond)
+MAX_INVALIDATE_TAGS: Final = 1024  # per POST /v1/invalidate (413 too_many_tags beyond)
 MAX_CONTENT_TYPE: Final = 256
-MAX_VERSION: Final = 2**63 - 1
+MAX_TTL: Final = 365 * 86400.0  # seconds; no ttl at all means no expiry
+MAX_QUERY_FIELDS: Final = 16
+INVALIDATION_STEP: Final = 2048  # keys examined per event-loop turn by a large invalidation
+META_OVERHEAD: Final = 200
+"""Bytes charged per entry for its ``Meta`` on top of its header lines (measured ~170 B:
+the tuple, two bytes objects' headers, a float; ``test_meta_overhead_is_measured``)."""
 DEFAULT_CONTENT_TYPE: Final = b"application/octet-stream"
 
 _JSON: Final = b"content-type: application/json\r\ncache-control: no-store\r\n"
@@ -62,6 +71,14 @@ class Meta(NamedTuple):
     fresh_until: float | None
 
 
+def meta_size(meta: object) -> int:
+    """What an entry's ``Meta`` costs, for the byte bound (``Cache(meta_size=...)``)."""
+    if not isinstance(meta, Meta):
+        return 0
+    etag = meta.etag
+    return META_OVERHEAD + len(meta.head) + (len(etag) if etag is not None else 0)
+
+
 def make_meta(content_type: bytes, version: int | None, fresh_until: float | None) -> Meta:
     ct_line = b"content-type: " + content_type + b"\r\n"
     if version is None:
@@ -71,6 +88,10 @@ def make_meta(content_type: bytes, version: int | None, fresh_until: float | Non
 
 
 class _BadParam(Exception):
+    pass
+
+
+class _TooManyTags(Exception):
     pass
 
 
@@ -104,6 +125,9 @@ class CacheApp:
         self.debug_clock = debug_clock
         self.ready = True
         self._now = clock.now
+        # Invalidations that outlive their request (a deadline or a client gone):
+        # they always finish; referenced here so that they are not collected.
+        self._invalidations: set[asyncio.Task[None]] = set()
 
     # -- entry point ------------------------------------------------------
 
@@ -135,6 +159,11 @@ class CacheApp:
             assert type(key) is str
             if method == b"GET" or method == b"HEAD":
                 req.route = "get"
+                if query:
+                    try:
+                        _params(query, _NO_PARAMS)
+                    except _BadParam as exc:
+                        return problem("invalid_parameter", str(exc), "/v1/keys/" + key)
                 return self.get(req, key)
             if method == b"PUT":
                 req.route = "put"
@@ -188,6 +217,13 @@ class CacheApp:
         if ups is not None:
             up = ups.match(key)
             if up is not None:
+                if not up.safe(key):
+                    return problem(
+                        "invalid_key",
+                        "this key cannot be loaded from the upstream: a '.' or '..' path "
+                        "segment or a backslash would leave the URL template's slot",
+                        "/v1/keys/" + key,
+                    )
                 return self._read_through(req, key, up, stale)
         return problem("key_not_found", "no live entry for this key", "/v1/keys/" + key)
 
@@ -252,6 +288,8 @@ class CacheApp:
                 ttl, version, tags = _put_params(query)
             except _BadParam as exc:
                 return problem("invalid_parameter", str(exc), "/v1/keys/" + key)
+            except _TooManyTags as exc:
+                return problem("too_many_tags", str(exc), "/v1/keys/" + key, max_tags=MAX_TAGS)
         else:
             ttl = version = None
             tags = ()
@@ -271,7 +309,19 @@ class CacheApp:
         now = self._now()
         if version is None:
             meta = make_meta(ct, None, None)  # the cache assigns the version
-            outcome, version = cache.put(key, body, started_at=now, ttl=ttl, meta=meta, tags=tags)
+            try:
+                outcome, version = cache.put(
+                    key, body, started_at=now, ttl=ttl, meta=meta, tags=tags
+                )
+            except VersionExhausted:
+                cur = cache.peek(key)
+                return problem(
+                    "version_conflict",
+                    f"the key is at version {MAX_VERSION}, the highest there is: "
+                    "an unversioned write cannot go above it",
+                    "/v1/keys/" + key,
+                    current_version=cur.version if cur is not MISSING else None,
+                )
         else:
             meta = make_meta(ct, version, None)
             outcome = cache.set_if_newer(
@@ -317,12 +367,12 @@ class CacheApp:
     def delete(self, req: CacheRequest, key: str, query: bytes) -> Result:
         instance = "/v1/keys/" + key
         version: int | None = None
-        for name, value in _query(query):
-            if name == "version":
-                try:
-                    version = _parse_version(value)
-                except _BadParam as exc:
-                    return problem("invalid_parameter", str(exc), instance)
+        try:
+            value = _params(query, _DELETE_PARAMS).get("version")
+            if value is not None:
+                version = _parse_version(value)
+        except _BadParam as exc:
+            return problem("invalid_parameter", str(exc), instance)
         cache = self.cache
         deleted = cache.delete(key) if version is None else cache.invalidate(key, version)
         doc = {"key": key, "deleted": deleted, "tombstone": self.cache.tombstone(key)}
@@ -369,55 +419,78 @@ class CacheApp:
             return self._advance_clock(url[q + 1 :] if q >= 0 else b"")
         return problem("route_not_found", "no such route", _path(url))
 
-    def invalidate(self, req: CacheRequest, query: bytes) -> Result:
+    def invalidate(self, req: CacheRequest, query: bytes) -> Handled:
+        where = "/v1/invalidate"
         tags: list[str] = []
         prefix: str | None = None
         if req.body:
             ct = (req.content_type or b"").split(b";", 1)[0].strip().lower()
             if ct != b"application/json":
-                return problem(
-                    "unsupported_media_type",
-                    "the body must be application/json",
-                    "/v1/invalidate",
-                )
+                return problem("unsupported_media_type", "the body must be application/json", where)
             try:
                 parsed = msgspec.json.decode(req.body, type=InvalidateBody)
             except msgspec.ValidationError as exc:
-                return problem("invalid_body", str(exc), "/v1/invalidate")
+                return problem("invalid_body", str(exc), where)
             except msgspec.DecodeError as exc:
-                return problem("malformed_json", str(exc), "/v1/invalidate")
+                return problem("malformed_json", str(exc), where)
             tags = list(parsed.tags or ())
             prefix = parsed.prefix
-        for name, value in _query(query):
-            if name == "tags":
-                tags.extend(t for t in (s.strip() for s in value.split(",")) if t)
-            elif name == "prefix":
-                prefix = value
+        try:
+            params = _params(query, _INVALIDATE_PARAMS)
+            if "tags" in params:
+                tags.extend(_split_tags(params["tags"]))
+            if "prefix" in params:
+                if prefix is not None:
+                    raise _BadParam("give 'prefix' in the body or the query, not both")
+                prefix = params["prefix"]
+            tags = _check_tags(tags, MAX_INVALIDATE_TAGS)
+        except _BadParam as exc:
+            return problem("invalid_parameter", str(exc), where)
+        except _TooManyTags as exc:
+            return problem("too_many_tags", str(exc), where, max_tags=MAX_INVALIDATE_TAGS)
         if not tags and prefix is None:
             return problem(
-                "invalid_body",
-                "give 'tags' (list or comma-separated) and/or 'prefix'",
-                "/v1/invalidate",
+                "invalid_body", "give 'tags' (list or comma-separated) and/or 'prefix'", where
             )
         if prefix is not None and not prefix:
-            return problem("invalid_body", "prefix must not be empty", "/v1/invalidate")
-        n = 0
-        for tag in tags:
-            n += self.cache.invalidate_tag(tag)
-        if prefix is not None:
-            n += self.cache.invalidate_prefix(prefix)
-        return 200, _JSON, _encode({"invalidated": n, "tags": tags, "prefix": prefix})
+            return problem("invalid_body", "prefix must not be empty", where)
+        if prefix is not None and len(prefix) > self.max_key_length:
+            return problem(
+                "invalid_parameter",
+                f"prefix has {len(prefix)} characters; keys have at most {self.max_key_length}",
+                where,
+            )
+        inv = self.cache.begin_invalidation(tags, prefix, budget=INVALIDATION_STEP)
+        doc: dict[str, object] = {"tags": tags, "prefix": prefix}
+        if inv.done:
+            return 200, _JSON, _encode({"invalidated": inv.dropped, **doc})
+        # Large: drop the rest in steps, serving other requests in between. The
+        # work runs in its own task, so a request deadline or a client that goes
+        # away cannot leave it half done.
+        task = asyncio.get_running_loop().create_task(_finish(inv))
+        self._invalidations.add(task)
+        task.add_done_callback(self._invalidations.discard)
+        return self._await_invalidation(task, inv, doc)
+
+    async def _await_invalidation(
+        self, task: asyncio.Task[None], inv: Invalidation, doc: dict[str, object]
+    ) -> Result:
+        await asyncio.shield(task)
+        return 200, _JSON, _encode({"invalidated": inv.dropped, **doc})
 
     def _advance_clock(self, query: bytes) -> Result:
-        for name, value in _query(query):
-            if name == "advance":
-                try:
-                    seconds = float(value)
-                except ValueError:
-                    seconds = -1.0
-                if not seconds >= 0 or not math.isfinite(seconds):
-                    return problem("invalid_parameter", "advance must be >= 0", "/debug/clock")
-                self.clock.advance(seconds)
+        try:
+            value = _params(query, frozenset({"advance"})).get("advance")
+        except _BadParam as exc:
+            return problem("invalid_parameter", str(exc), "/debug/clock")
+        if value is not None:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not seconds >= 0 or not math.isfinite(seconds):
+                return problem("invalid_parameter", "advance must be >= 0", "/debug/clock")
+            self.clock.advance(seconds)
         return 200, _JSON, _encode({"now": self.clock.now(), "offset": self.clock.offset})
 
 
@@ -443,45 +516,84 @@ def _path(url: bytes) -> str:
     return (url if q < 0 else url[:q]).decode("latin-1")[:512]
 
 
-def _query(query: bytes) -> list[tuple[str, str]]:
+_NO_PARAMS: Final = frozenset[str]()
+_PUT_PARAMS: Final = frozenset({"ttl", "version", "tags"})
+_DELETE_PARAMS: Final = frozenset({"version"})
+_INVALIDATE_PARAMS: Final = frozenset({"tags", "prefix"})
+
+
+async def _finish(inv: Invalidation) -> None:
+    while not inv.step(INVALIDATION_STEP):
+        await asyncio.sleep(0)  # let the loop serve other connections
+
+
+def _params(query: bytes, allowed: frozenset[str]) -> dict[str, str]:
+    """The query's parameters; unknown, repeated or undecodable ones are a ``_BadParam``
+    (a misspelt ``?verison=5`` must not turn into an unconditional write)."""
     if not query:
-        return []
+        return {}
     try:
-        return parse_qsl(query.decode(), keep_blank_values=True, strict_parsing=False)
-    except (UnicodeDecodeError, ValueError):
-        return []
+        pairs = parse_qsl(
+            query.decode(),
+            keep_blank_values=True,
+            errors="strict",
+            max_num_fields=MAX_QUERY_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise _BadParam("the query string is not valid UTF-8") from None
+    except ValueError:
+        raise _BadParam(f"at most {MAX_QUERY_FIELDS} query parameters") from None
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise _BadParam(f"unknown query parameter {name[:64]!r} (known: {known})")
+        if name in out:
+            raise _BadParam(f"query parameter {name!r} given twice")
+        out[name] = value
+    return out
 
 
 def _parse_version(value: str) -> int:
-    if not value.isdigit() or not value.isascii():
-        raise _BadParam("version must be a positive integer")
+    # At most 19 digits before int(): a 5,000-digit string must not reach int().
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise _BadParam(f"version must be an integer between 1 and {MAX_VERSION}")
     v = int(value)
     if v < 1 or v > MAX_VERSION:
-        raise _BadParam(f"version must be between 1 and {MAX_VERSION}")
+        raise _BadParam(f"version must be an integer between 1 and {MAX_VERSION}")
     return v
 
 
+def _parse_ttl(value: str) -> float:
+    try:
+        ttl = float(value)
+    except ValueError:
+        raise _BadParam("ttl must be a number of seconds") from None
+    if not 0 < ttl <= MAX_TTL:
+        raise _BadParam(f"ttl must be > 0 and at most {MAX_TTL:.0f} seconds (365 days)")
+    return ttl
+
+
+def _split_tags(value: str) -> list[str]:
+    return [t for t in (s.strip() for s in value.split(",")) if t]
+
+
+def _check_tags(tags: Iterable[str], limit: int) -> list[str]:
+    """Distinct tags, in order; raises on too many or too long ones."""
+    out = list(dict.fromkeys(tags))
+    if len(out) > limit:
+        raise _TooManyTags(f"{len(out)} distinct tags; the limit is {limit}")
+    for t in out:
+        if not t:
+            raise _BadParam("a tag must not be empty")
+        if len(t) > MAX_TAG_LEN:
+            raise _BadParam(f"a tag may have at most {MAX_TAG_LEN} characters")
+    return out
+
+
 def _put_params(query: bytes) -> tuple[float | None, int | None, tuple[str, ...]]:
-    ttl: float | None = None
-    version: int | None = None
-    tags: tuple[str, ...] = ()
-    if not query:
-        return ttl, version, tags
-    for name, value in _query(query):
-        if name == "ttl":
-            try:
-                ttl = float(value)
-            except ValueError:
-                raise _BadParam("ttl must be a number of seconds") from None
-            if not (ttl > 0 and math.isfinite(ttl)):
-                raise _BadParam("ttl must be a positive, finite number of seconds")
-        elif name == "version":
-            version = _parse_version(value)
-        elif name == "tags":
-            tl = tuple(t for t in (s.strip() for s in value.split(",")) if t)
-            if len(tl) > MAX_TAGS:
-                raise _BadParam(f"at most {MAX_TAGS} tags")
-            if any(len(t) > MAX_TAG_LEN for t in tl):
-                raise _BadParam(f"a tag may have at most {MAX_TAG_LEN} characters")
-            tags = tl
+    params = _params(query, _PUT_PARAMS)
+    ttl = _parse_ttl(params["ttl"]) if "ttl" in params else None
+    version = _parse_version(params["version"]) if "version" in params else None
+    tags = tuple(_check_tags(_split_tags(params["tags"]), MAX_TAGS)) if "tags" in params else ()
     return ttl, version, tags

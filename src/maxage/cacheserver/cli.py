@@ -24,6 +24,7 @@ from .server import ServerConfig, run_server
 from .upstream import UpstreamSpec
 
 TOKEN_ENV = "MAXAGE_CACHE_TOKEN"
+MIN_MAX_BYTES = 64 * 1024  # below it, the guards' 16 KiB floor could exceed a quarter of it
 
 
 def _positive_int(text: str) -> int:
@@ -127,6 +128,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         f"{DURATION_HELP} (default 10s)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=4096,
+        metavar="N",
+        help="open client connections at most; one more is closed at once (default 4096)",
+    )
+    parser.add_argument(
         "--keepalive-timeout",
         type=positive_duration_arg,
         default=30.0,
@@ -147,6 +155,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def token_ok(token: str) -> bool:
+    """At least 16 printable ASCII characters and no whitespace: a token of spaces (or
+    one with spaces the ``Authorization`` header parsing would strip) is refused."""
+    return (
+        len(token) >= 16
+        and token.isascii()
+        and token.isprintable()
+        and not any(c.isspace() for c in token)
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     return ServerConfig(
@@ -162,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_key_length=args.max_key_length,
         request_timeout=args.request_timeout,
         keepalive_timeout=args.keepalive_timeout,
+        max_connections=args.max_connections,
         debug_clock=bool(args.debug_clock),
     )
 
@@ -176,11 +196,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if cfg.token is not None and (
-        len(cfg.token) < 16 or not cfg.token.isascii() or not cfg.token.isprintable()
-    ):
+    if cfg.token is not None and not token_ok(cfg.token):
         print(
-            "maxage cache-server: the token must be at least 16 printable ASCII characters",
+            "maxage cache-server: the token must be at least 16 printable ASCII characters "
+            "without whitespace",
+            file=sys.stderr,
+        )
+        return 2
+    if cfg.max_bytes < MIN_MAX_BYTES:
+        print(
+            f"maxage cache-server: --max-bytes must be at least {MIN_MAX_BYTES // 1024}KiB",
             file=sys.stderr,
         )
         return 2

@@ -42,6 +42,7 @@ class Metrics:
 
     __slots__ = (
         "connections_open",
+        "connections_refused",
         "connections_total",
         "latency",
         "parse_errors",
@@ -61,6 +62,7 @@ class Metrics:
         self.stale_served = 0
         self.connections_open = 0
         self.connections_total = 0
+        self.connections_refused = 0
         self.parse_errors = 0
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
@@ -100,12 +102,48 @@ def render(metrics: Metrics, cache_numbers: Callable[[], dict[str, object]]) -> 
     assert isinstance(evictions, dict)
     for reason, n in sorted(evictions.items()):
         out.sample("maxage_cache_evictions_total", n, labels(reason=reason))
-    out.family("maxage_cache_memory_bytes", "gauge", "Bytes accounted to live entries.")
-    out.sample("maxage_cache_memory_bytes", _int(c["bytes_used"]))
+    entry_bytes = _int(c["bytes_used"])
+    guard_bytes = _int(c["guard_bytes"])
+    out.family(
+        "maxage_cache_memory_bytes",
+        "gauge",
+        "Bytes accounted against the byte bound: entries (with their tags) plus guards.",
+    )
+    out.sample("maxage_cache_memory_bytes", entry_bytes + guard_bytes)
+    out.family("maxage_cache_entry_bytes", "gauge", "Bytes accounted to entries and their tags.")
+    out.sample("maxage_cache_entry_bytes", entry_bytes)
+    out.family(
+        "maxage_cache_guard_bytes",
+        "gauge",
+        "Bytes accounted to tombstones and prefix/tag invalidation guards.",
+    )
+    out.sample("maxage_cache_guard_bytes", guard_bytes)
+    out.family("maxage_cache_guard_max_bytes", "gauge", "The most guards may use.")
+    out.sample("maxage_cache_guard_max_bytes", _int(c["guard_max_bytes"]))
     out.family("maxage_cache_max_bytes", "gauge", "Configured byte bound.")
     out.sample("maxage_cache_max_bytes", _int(c["max_bytes"]))
     out.family("maxage_cache_entries", "gauge", "Live entries.")
     out.sample("maxage_cache_entries", _int(c["entries"]))
+    out.family("maxage_cache_tags", "gauge", "Distinct tags in the tag index.")
+    out.sample("maxage_cache_tags", _int(c["tags"]))
+    out.family("maxage_cache_tombstones", "gauge", "Live key tombstones.")
+    out.sample("maxage_cache_tombstones", _int(c["tombstones"]))
+    out.family("maxage_cache_invalidation_guards", "gauge", "Live prefix and tag guards.")
+    out.sample(
+        "maxage_cache_invalidation_guards", _int(c["prefix_tombstones"]), labels(kind="prefix")
+    )
+    out.sample("maxage_cache_invalidation_guards", _int(c["tag_tombstones"]), labels(kind="tag"))
+    out.family(
+        "maxage_cache_guards_expired_total", "counter", "Guards released at the end of their life."
+    )
+    out.sample("maxage_cache_guards_expired_total", _int(c["guards_expired"]))
+    out.family(
+        "maxage_cache_guards_folded_total",
+        "counter",
+        "Guards pushed out early by the guard bound (fills that started before them are "
+        "still refused).",
+    )
+    out.sample("maxage_cache_guards_folded_total", _int(c["guards_folded"]))
     out.family("maxage_http_requests_total", "counter", "Requests answered, by route and status.")
     for (route, status), n in sorted(metrics.requests.items()):
         out.sample("maxage_http_requests_total", n, labels(route=route, status=status))
@@ -135,6 +173,12 @@ def render(metrics: Metrics, cache_numbers: Callable[[], dict[str, object]]) -> 
     out.sample("maxage_connections_open", metrics.connections_open)
     out.family("maxage_connections_total", "counter", "Client connections accepted.")
     out.sample("maxage_connections_total", metrics.connections_total)
+    out.family(
+        "maxage_connections_refused_total",
+        "counter",
+        "Client connections closed at once because --max-connections were open.",
+    )
+    out.sample("maxage_connections_refused_total", metrics.connections_refused)
     out.family(
         "maxage_http_parse_errors_total",
         "counter",

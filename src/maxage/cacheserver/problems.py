@@ -39,6 +39,7 @@ _KINDS: Final[tuple[ProblemKind, ...]] = (
     ProblemKind("tombstoned", 409, "Version refused by a tombstone", False),
     ProblemKind("value_too_large", 413, "Value too large", False),
     ProblemKind("body_too_large", 413, "Request body too large", False),
+    ProblemKind("too_many_tags", 413, "Too many tags", False),
     ProblemKind("url_too_long", 414, "URL too long", False),
     ProblemKind("unsupported_media_type", 415, "Unsupported media type", False),
     ProblemKind("headers_too_large", 431, "Request headers too large", False),

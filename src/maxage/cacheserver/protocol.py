@@ -34,7 +34,18 @@ correctness itself. What it does, per connection:
 * **Size limits.** URL over ``max_url_bytes`` → 414; header section over
   ``max_header_bytes`` or more than ``MAX_HEADERS`` fields → 431. Bytes of an
   unfinished head are counted on arrival, so a never-ending header line is cut
-  off too (memory held is bounded by the limit plus one read buffer).
+  off too (memory held is bounded by the limit plus one read buffer); only the
+  bytes up to the head's end count, so a head split across reads followed by a
+  large body is not mistaken for a large head. A header the server reads that
+  must appear once (``Authorization``, ``Content-Type``, ``Content-Length``,
+  ``Expect``, ``X-Request-ID``) appearing twice → 400 and close (two
+  ``Authorization`` headers could mean different things to a proxy and to
+  us); repeated ``If-None-Match`` lines are joined, as HTTP allows.
+* **Connections.** At most ``max_connections`` are open; one more is closed
+  at once (``maxage_connections_refused_total``). Requests queued on a
+  connection hold at most ``MAX_PIPELINE`` requests and ``queued_body_bytes``
+  of bodies before reading pauses, so the memory one connection holds is
+  bounded by about two values plus its small requests.
 * **Slow clients and deadlines.** A once-per-tick sweeper (``TICK`` seconds)
   closes connections whose request has not fully arrived within
   ``request_timeout`` (408), connections that never sent a request within
@@ -69,6 +80,7 @@ Handled: TypeAlias = Result | Coroutine[Any, Any, Result]
 
 TICK: Final = 0.5
 MAX_PIPELINE: Final = 64
+QUEUED_BODY_BYTES: Final = 1024 * 1024  # queued bodies (beyond one value) that pause reading
 MAX_HEADERS: Final = 100
 SMALL_BODY_LIMIT: Final = 64 * 1024
 LINGER_SECONDS: Final = 2.0
@@ -79,6 +91,11 @@ _STATUS: Final[dict[int, bytes]] = {
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE: Final = b"connection: close\r\n"
 _SERVER: Final = b"server: maxage\r\n"
+
+# Headers that must not repeat (a repeat is 400): lower-case name → attribute.
+_SINGLE: Final = frozenset(
+    {"content_type", "authorization", "request_id", "content_length", "expect"}
+)
 
 # Header names the server reads (lower-case) → Request attribute.
 _WANTED: Final[dict[bytes, str]] = {
@@ -97,6 +114,7 @@ class Limits:
     __slots__ = (
         "header_count",
         "keepalive_timeout",
+        "max_connections",
         "max_header_bytes",
         "max_url_bytes",
         "max_value_bytes",
@@ -111,12 +129,14 @@ class Limits:
         max_url_bytes: int = 8192,
         max_header_bytes: int = 16384,
         keepalive_timeout: float = 30.0,
+        max_connections: int = 4096,
     ) -> None:
         self.max_value_bytes = max_value_bytes
         self.request_timeout = request_timeout
         self.max_url_bytes = max_url_bytes
         self.max_header_bytes = max_header_bytes
         self.keepalive_timeout = keepalive_timeout
+        self.max_connections = max_connections
 
 
 class CacheRequest:
@@ -178,6 +198,7 @@ class ServerState:
         "loop",
         "metrics",
         "now",
+        "on_tick",
     )
 
     def __init__(
@@ -186,8 +207,10 @@ class ServerState:
         limits: Limits,
         metrics: Any,
         loop: asyncio.AbstractEventLoop,
+        on_tick: Callable[[], object] | None = None,
     ) -> None:
         self.handler = handler
+        self.on_tick = on_tick
         self.limits = limits
         self.metrics = metrics
         self.loop = loop
@@ -214,6 +237,11 @@ class ServerState:
         self._refresh_date()
         for conn in list(self.connections):
             conn.check_timeouts(now)
+        if self.on_tick is not None:
+            try:
+                self.on_tick()
+            except Exception:  # pragma: no cover - a housekeeping bug must not stop the sweeper
+                log.exception("tick hook failed")
         self._sweeper = self.loop.call_later(TICK, self._sweep)
 
     def drain(self) -> None:
@@ -243,12 +271,14 @@ class HttpProtocol(asyncio.Protocol):
         "last_active",
         "max_header_bytes",
         "max_url_bytes",
+        "msg_seq",
         "msg_started",
         "parser",
         "paused_by_queue",
         "paused_writing",
         "paused_writing_since",
         "queue",
+        "queued_bytes",
         "req",
         "served",
         "state",
@@ -271,10 +301,12 @@ class HttpProtocol(asyncio.Protocol):
         self.header_count = 0
         self.head_bytes = 0
         self.in_head = False
+        self.msg_seq = 0
         self.msg_started: float | None = None
         self.last_active = state.now
         self.served = False
         self.queue: deque[CacheRequest] = deque()
+        self.queued_bytes = 0
         self.busy = False
         self.closing = False
         self.discarding = False
@@ -288,8 +320,14 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport implements the Transport interface without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self.state.connections.add(self)
         m = self.state.metrics
+        if len(self.state.connections) >= self.state.limits.max_connections:
+            m.connections_refused += 1
+            self.closing = True
+            self.discarding = True
+            self.transport.abort()  # no goodbye: this is the cheap way out under a flood
+            return
+        self.state.connections.add(self)
         m.connections_open += 1
         m.connections_total += 1
         if self.state.draining:
@@ -323,16 +361,28 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.discarding or self.closing:
             return
-        if self.in_head:
-            self.head_bytes += len(data)
-            if (
-                self.head_bytes
-                > self.state.limits.max_header_bytes + self.state.limits.max_url_bytes
-            ):
+        while self.in_head:
+            # An unfinished head: count its bytes on arrival (a never-ending header
+            # line), but only those up to the limit; what follows the head in the
+            # same read (a body, pipelined requests) is not head.
+            room = self.max_header_bytes + self.max_url_bytes - self.head_bytes
+            if len(data) <= room:
+                self.head_bytes += len(data)
+                break
+            seq = self.msg_seq
+            self.head_bytes += room
+            self._feed(data[:room])
+            if self.discarding or self.closing:
+                return
+            if self.in_head and self.msg_seq == seq:
                 self._fail(
                     problem("headers_too_large", "request head exceeds the size limit"), False
                 )
                 return
+            data = data[room:]  # the head ended within the limit: go on with the rest
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except _Reject as rej:  # pragma: no cover - httptools wraps callback errors
@@ -363,6 +413,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.msg_seq += 1
         self.req = CacheRequest()
         self.body_parts = None
         self.header_bytes = 0
@@ -384,7 +435,18 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(problem("headers_too_large", "request headers exceed the size limit"))
         attr = _WANTED.get(name.lower())
         if attr is not None:
-            setattr(self.req, attr, value)
+            req = self.req
+            prev = getattr(req, attr)
+            if prev is None:
+                setattr(req, attr, value)
+            elif attr in _SINGLE:
+                if req.error is None:
+                    header = name.decode("latin-1")
+                    req.error = problem(
+                        "malformed_request", f"the {header} header must not be repeated"
+                    )
+            else:  # If-None-Match: a list header, lines combine
+                setattr(req, attr, prev + b", " + value)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -437,7 +499,8 @@ class HttpProtocol(asyncio.Protocol):
             # Behind an async answer, or the client is not reading: answer later,
             # so pipelined requests cannot pile responses up in the write buffer.
             self.queue.append(req)
-            if len(self.queue) >= MAX_PIPELINE:
+            self.queued_bytes += len(req.body)
+            if len(self.queue) >= MAX_PIPELINE or self.queued_bytes > QUEUED_BODY_BYTES:
                 self.paused_by_queue = True
                 self._update_reading()
         else:
@@ -487,8 +550,16 @@ class HttpProtocol(asyncio.Protocol):
         """Answer queued requests in order while nothing blocks (async work, back-pressure)."""
         queue = self.queue
         while queue and not self.busy and not self.closing and not self.paused_writing:
-            self._dispatch(queue.popleft())
-        if self.paused_by_queue and len(queue) < MAX_PIPELINE // 2:
+            req = queue.popleft()
+            self.queued_bytes -= len(req.body)
+            self._dispatch(req)
+        if not queue:
+            self.queued_bytes = 0
+        if (
+            self.paused_by_queue
+            and len(queue) < MAX_PIPELINE // 2
+            and self.queued_bytes <= QUEUED_BODY_BYTES // 2
+        ):
             self.paused_by_queue = False
             self._update_reading()
         self._maybe_finish()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from maxage.core import Cache, SystemClock
 from maxage.core.clock import OffsetClock
 
-from .app import CacheApp, make_meta
+from .app import CacheApp, make_meta, meta_size
 from .metrics import Metrics
 from .protocol import Limits, ServerState
 from .upstream import Upstreams, UpstreamSpec
@@ -31,6 +31,7 @@ class ServerConfig:
     max_key_length: int = 1024
     request_timeout: float = 10.0
     keepalive_timeout: float = 30.0
+    max_connections: int = 4096
     drain_timeout: float = 5.0
     policy: str = "adaptive"
     debug_clock: bool = False
@@ -44,7 +45,14 @@ async def serve(cfg: ServerConfig, *, ready: asyncio.Event | None = None) -> int
     """Run until SIGINT/SIGTERM; returns the exit status."""
     loop = asyncio.get_running_loop()
     clock = OffsetClock() if cfg.debug_clock else SystemClock()
-    cache = Cache(cfg.max_bytes, clock=clock, policy=cfg.policy, thread_safe=False)
+    cache = Cache(
+        cfg.max_bytes,
+        clock=clock,
+        policy=cfg.policy,
+        thread_safe=False,
+        prefix_index=True,  # prefix invalidation costs O(affected keys), not O(all keys)
+        meta_size=meta_size,  # the precomputed header lines count against the bound
+    )
     metrics = Metrics()
     upstreams = None
     if cfg.upstreams:
@@ -73,8 +81,10 @@ async def serve(cfg: ServerConfig, *, ready: asyncio.Event | None = None) -> int
         max_value_bytes=cfg.max_value_bytes,
         request_timeout=cfg.request_timeout,
         keepalive_timeout=cfg.keepalive_timeout,
+        max_connections=cfg.max_connections,
     )
-    state = ServerState(app, limits, metrics, loop)
+    # Every tick, release expired tombstones and guards even if nobody writes.
+    state = ServerState(app, limits, metrics, loop, on_tick=cache.housekeep)
     try:
         server = await loop.create_server(
             state.factory, cfg.host, cfg.port, backlog=2048, reuse_address=True

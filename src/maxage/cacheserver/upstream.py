@@ -8,6 +8,16 @@ close) and every waiter gets ``TimeoutError`` → ``504 upstream_timeout``.
 Connection errors and upstream 5xx answers → ``502 upstream_error``; 404 →
 ``404 key_not_found``.
 
+Keys are substituted into the template percent-encoded (``/`` kept), and a
+key whose substituted part has a ``.`` or ``..`` path segment or a backslash
+is never loaded (``Upstream.safe``; the app answers 400): the upstream or any
+URL normaliser on the way (httpx resolves dot segments) could otherwise turn
+``users/../../admin/secret`` into a request for ``/admin/secret``. The slot
+must lie in the template's path or query, never in its scheme or authority.
+Upstream answers are distrusted the same way: a non-numeric or over-long
+``ETag`` is no version, ``max-age`` is capped at 365 days, and a
+``Content-Type`` longer than 256 characters or not ASCII is an upstream error.
+
 Fill guard: the fill's ``started_at`` is the moment the upstream call started,
 so a prefix or tag invalidation that happens during the load refuses it (core
 rule). A numeric upstream ``ETag`` is used as the version (``set_if_newer``: a
@@ -32,6 +42,8 @@ from maxage.core import MISSING, Cache, Entry, SetOutcome, SingleFlight
 from .metrics import Metrics
 
 _MAX_AGE: Final = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
+MAX_TTL: Final = 365 * 86400.0  # the longest TTL an upstream's max-age can give
+MAX_CONTENT_TYPE: Final = 256
 _NO_STORE: Final = re.compile(r"(?:^|,)\s*(?:no-store|private)\b", re.IGNORECASE)
 
 
@@ -59,8 +71,15 @@ class UpstreamSpec:
             raise ValueError(f"expected PREFIX=URL_TEMPLATE, got {text!r}")
         if not template.startswith(("http://", "https://")):
             raise ValueError(f"URL template must be http(s)://…, got {template!r}")
-        if "{key}" not in template and "{suffix}" not in template:
+        slots = [i for i in (template.find("{key}"), template.find("{suffix}")) if i >= 0]
+        if not slots:
             raise ValueError(f"URL template must contain {{key}} or {{suffix}}: {template!r}")
+        authority_end = template.find("/", template.index("://") + 3)
+        if authority_end < 0 or min(slots) < authority_end:
+            raise ValueError(
+                f"URL template must have {{key}}/{{suffix}} in its path or query, after "
+                f"the host: {template!r}"
+            )
         return UpstreamSpec(prefix, template)
 
 
@@ -73,7 +92,13 @@ class Upstream:
         self.owner = owner
         self.timeout = owner.timeout
 
+    def safe(self, key: str) -> bool:
+        """Whether ``key`` can be substituted without leaving the template's slot."""
+        return _safe_part(key) and _safe_part(key[len(self.prefix) :])
+
     def url_for(self, key: str) -> str:
+        if not self.safe(key):
+            raise ValueError(f"unsafe key for an upstream URL: {key[:100]!r}")
         return self.spec.template.replace("{key}", quote(key, safe="/")).replace(
             "{suffix}", quote(key[len(self.prefix) :], safe="/")
         )
@@ -175,10 +200,18 @@ class Upstreams:
         finally:
             metrics.upstream_latency.observe(time.perf_counter() - t0)
 
-        content_type = headers.get("content-type", "application/octet-stream").encode("latin-1")
+        ct = headers.get("content-type", "application/octet-stream")
+        if len(ct) > MAX_CONTENT_TYPE or not ct.isascii() or not ct.isprintable():
+            metrics.upstream_error("invalid")
+            raise UpstreamError("the upstream's Content-Type is too long or not printable ASCII")
+        content_type = ct.encode()
         cc = headers.get("cache-control", "")
         m = _MAX_AGE.search(cc)
-        ttl = float(m.group(1)) if m else self.default_ttl
+        if m:
+            digits = m.group(1)
+            ttl = MAX_TTL if len(digits) > 9 else min(float(digits), MAX_TTL)
+        else:
+            ttl = self.default_ttl
         cacheable = ttl > 0 and not _NO_STORE.search(cc)
         version = _etag_version(headers.get("etag"))
         stale = self.stale_if_error
@@ -219,8 +252,16 @@ def _etag_version(etag: str | None) -> int | None:
     if e.startswith("W/"):
         e = e[2:]
     e = e.strip('"')
-    if e.isdigit() and e.isascii():
+    if e.isdigit() and e.isascii() and len(e) <= 19:
         v = int(e)
         if 1 <= v < 2**63:
             return v
     return None
+
+
+def _safe_part(part: str) -> bool:
+    if "\\" in part:
+        return False
+    if "." not in part:
+        return True
+    return not any(seg == "." or seg == ".." for seg in part.split("/"))
