@@ -92,3 +92,18 @@ def test_no_convergence_is_flagged() -> None:
     ops = base() + [r(3, "strong", 2, 9.0, 9.1, "t2", "h2", phase="final"),
                     r(4, "bounded", 1, 9.2, 9.3, "t1", "h1", phase="final")]  # fmt: skip
     assert "P6" in props(ops)
+
+
+def test_p8_flags_a_request_accepted_after_the_revoke_was_acknowledged() -> None:
+    from maxage.checker.checks import check as run_checks
+    from maxage.checker.history import Op as HOp
+    from maxage.checker.revocation import AUTH_READ, REVOKE
+
+    revoke = HOp(1, 0, REVOKE, "c", "k1", invoke=0.8, ret=1.0, status=204)
+    before = HOp(2, 9, AUTH_READ, "c", "k1", invoke=0.9, ret=1.05, status=200)  # began before
+    refused = HOp(3, 9, AUTH_READ, "c", "k1", invoke=1.1, ret=1.2, status=401)
+    other_key = HOp(4, 9, AUTH_READ, "c", "k2", invoke=1.1, ret=1.2, status=200)
+    assert run_checks([revoke, before, refused, other_key], {"c": 1.0}).violations == []
+    late = HOp(5, 9, AUTH_READ, "c", "k1", invoke=1.01, ret=1.1, status=200)
+    found = run_checks([revoke, before, refused, late], {"c": 1.0}).violations
+    assert [v.prop for v in found] == ["P8"] and found[0].ops == [revoke, late]

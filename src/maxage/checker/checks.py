@@ -1,4 +1,4 @@
-"""The checks of DESIGN.md P0-P6 over a recorded history.
+"""The checks of the contract (docs/architecture.md) P0-P6 and P8 over a recorded history.
 
 Every check is *sound* with respect to the checker's clock: ``invoke`` is taken
 before a request is sent and ``ret`` after its response arrived, so an
@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maxage.checker.history import FAIL, FAULT, OK, UNKNOWN, Op
+from maxage.checker.revocation import AUTH_READ, REVOKE
+from maxage.checker.revocation import violations as revocation_violations
 
-PROPERTIES = ("P0", "P1", "P2", "P3", "P4", "P5", "P6")
+PROPERTIES = ("P0", "P1", "P2", "P3", "P4", "P5", "P6", "P8")
 TITLES = {
     "P0": "integrity",
     "P1": "no reads from the future",
@@ -32,6 +34,7 @@ TITLES = {
     "P4": "session",
     "P5": "write safety",
     "P6": "convergence",
+    "P8": "revocation",
 }
 
 
@@ -284,7 +287,9 @@ def build(ops: Iterable[Op]) -> tuple[dict[tuple[str, str], KeyModel], Result, d
 
 def check(ops: Sequence[Op], bounds: dict[str, float], *, lin_budget: int = 200_000) -> Result:
     """Run every check; ``bounds`` maps a collection to its max staleness."""
-    models, res, _ = build(ops)
+    models, res, _ = build(o for o in ops if o.kind not in (REVOKE, AUTH_READ))
+    for message, pair in revocation_violations(ops):
+        res.add("P8", message, *pair)
     for m in models.values():
         bound = bounds.get(m.collection, 0.0)
         unknown_deletes = [w for w in m.writes if w.kind == "delete" and w.outcome == UNKNOWN]

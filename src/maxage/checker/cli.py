@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from maxage.checker import revocation
 from maxage.checker.checks import check
 from maxage.checker.history import FAULT, HistoryWriter, Op
 from maxage.checker.report import build_report, render_text
@@ -46,6 +47,9 @@ def _staleness(text: str) -> str:
     positive_duration_arg(text)
     text = text.strip()
     return text if has_unit(text) else f"{text}s"
+
+
+API_KEY_ENV = "MAXAGE_API_KEY"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -117,6 +121,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="probability of each enabled fault per opportunity (default: per fault)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")  # fmt: skip
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"with --target on a server run with --auth keys: an API key with the scopes "
+        f"admin, read:* and write:* (or set {API_KEY_ENV}); the checker then also revokes "
+        "keys while clients use them and checks P8",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,8 +181,17 @@ class Server:
         self.dir = tempfile.TemporaryDirectory(prefix="maxage-check-")
         cfg = Path(self.dir.name) / "check.toml"
         cfg.write_text(generated_config(staleness))
+        db = f"sqlite:///{self.dir.name}/check.db"
+        # The server runs with API keys, so revocation (P8) is checked too; the admin key
+        # is made with the command line, as a user would.
+        made = subprocess.run([sys.executable, "-m", "maxage", "keys", "create", "--db", db,
+                               "--scopes", "admin,read:*,write:*", "--name", "check"],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        if made.returncode != 0:
+            raise CheckError(f"cannot create an API key: {made.stderr.strip()}")
+        self.api_key = made.stdout.strip().splitlines()[-1]
         cmd = [sys.executable, "-m", "maxage", "serve", "--fault-injection", "--port", "0",
-               "--config", str(cfg), "--db", f"sqlite:///{self.dir.name}/check.db",
+               "--config", str(cfg), "--db", db, "--auth", "keys", "--auth-staleness", "250ms",
                "--access-log", "off", "--workers", str(workers)]  # fmt: skip
         if mutant:
             cmd += ["--mutant", mutant]
@@ -225,6 +245,7 @@ async def _main(args: argparse.Namespace) -> int:
     if not target:
         server = Server(args.staleness, args.mutant, args.workers)
         target = await asyncio.to_thread(server.wait_listening)
+        args.api_key = server.api_key
     try:
         return await _drive(args, target.rstrip("/"), seed, server)
     finally:
@@ -236,7 +257,11 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
     limits = httpx.Limits(
         max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4
     )
-    async with httpx.AsyncClient(base_url=target, limits=limits, timeout=10.0) as http:
+    api_key = args.api_key or os.environ.get(API_KEY_ENV)
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(
+        base_url=target, limits=limits, timeout=10.0, headers=headers
+    ) as http:
         try:
             spec = (await http.get("/openapi.json")).json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -250,6 +275,16 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
             cols = [c for c in cols if c.name in wanted]
         if not cols:
             raise CheckError("no collection to drive (see the OpenAPI document)")
+        keys_needed = bool(spec.get("components", {}).get("securitySchemes")) and any(
+            "security" in op for item in spec.get("paths", {}).values()
+            for op in item.values() if isinstance(op, dict)
+        )  # fmt: skip
+        if keys_needed and not api_key:
+            raise CheckError(
+                f"the target requires API keys: give an admin key with --api-key or {API_KEY_ENV}"
+            )
+        if not keys_needed:
+            notes.append("the target runs without API keys (--auth none): P8 not exercised")
         bounds = {c.name: c.max_staleness for c in cols}
         # fault control
         control: dict[str, Any] | None = None
@@ -310,11 +345,24 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
             else None
         )
         progress = asyncio.create_task(_progress(wl, ops, args, bounds, found))
+        prober = (
+            asyncio.create_task(
+                revocation.probe(http, wl, cols[0], wl.keys[cols[0].name][0], end, seed)
+            )
+            if keys_needed
+            else None
+        )
         started = time.monotonic()
         try:
             await asyncio.gather(*tasks)
+            if prober is not None:
+                await prober
         finally:
             wl.stop = True
+            if prober is not None:
+                prober.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await prober
             if fault_task is not None:
                 fault_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

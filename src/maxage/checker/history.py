@@ -87,7 +87,6 @@ class HistoryWriter:
             self._fh = None
 
 
-
 def load(path: str | Path) -> list[Op]:
     return list(iter_ops(Path(path).read_text(encoding="utf-8").splitlines()))
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from maxage.checker.checks import PROPERTIES, TITLES, Result
 from maxage.checker.history import FAULT, Op
+from maxage.checker.revocation import counts as revocation_counts
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -60,7 +61,9 @@ def build_report(
                 str(k): n for k, n in sorted(Counter(min(v, 3) for v in vers).items())
             },
         }
+    revoked = revocation_counts(ops)
     return {
+        "revocation": revoked,
         "target": target,
         "seed": seed,
         "duration_s": round(duration, 3),
@@ -103,6 +106,9 @@ def render_text(rep: dict[str, Any]) -> str:
         f"outcomes        {_kv(rep['by_outcome'])}",
         f"reads by mode   {_kv(rep['reads_by_mode'])};  by tier {_kv(rep['reads_by_tier'])}",
         f"race-exposed    {rep['race_exposed']} reads (overlap a write or start within the bound after one)",
+        f"revocation      {rep['revocation']['revokes']} keys revoked while in use; "
+        f"{rep['revocation']['requests_with_revoked_keys']} requests started after an "
+        f"acknowledged revoke, {rep['revocation']['refused_401']} refused (401)",
         f"faults          phases {_kv(rep['faults']['phases_enabled']) or '-'}",
         f"                injected {_kv({k: v for k, v in rep['faults']['injected'].items() if v}) or '-'}",
         f"linearizability {rep['linearizability']['linearizable']}/{rep['linearizability']['keys']} keys; "
