@@ -64,12 +64,13 @@ def server(
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
+def wrk(url: str, duration: int, connections: int, headers: tuple[str, ...] = ()) -> dict[str, float]:
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
+    extra = [x for h in headers for x in ("-H", h)]
     subprocess.run(
-        pin + ["wrk", "-t1", "-c", str(connections), "-d", "2s", url], capture_output=True
+        pin + ["wrk", "-t1", "-c", str(connections), "-d", "2s", *extra, url], capture_output=True
     )  # warm-up
-    out = subprocess.run(pin + ["wrk", "-t1", "-c", str(connections), "-d", f"{duration}s", "--latency", url],
+    out = subprocess.run(pin + ["wrk", "-t1", "-c", str(connections), "-d", f"{duration}s", "--latency", *extra, url],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -121,6 +122,18 @@ def main() -> int:
         url = f"{base}/v1/products/{doc['id']}"
         body = urllib.request.urlopen(url).read().decode()
         results["maxage cached GET"] = wrk(url, args.duration, args.connections)
+    # The same with API keys (--auth keys): every hit verifies the key under the bound A.
+    made = subprocess.run([str(BIN / "maxage"), "keys", "create", "--db", f"sqlite:///{db}",
+                           "--scopes", "read:*,write:*"], capture_output=True, text=True, check=True)  # fmt: skip
+    secret = made.stdout.strip().splitlines()[-1]
+    auth_port = free_port()
+    with server([str(BIN / "maxage"), "serve", "--port", str(auth_port), "--db", f"sqlite:///{db}",
+                 "--workers", str(args.workers), "--access-log", "off", "--auth", "keys"], auth_port):  # fmt: skip
+        auth_url = f"http://127.0.0.1:{auth_port}/v1/products/{doc['id']}"
+        bearer = f"Authorization: Bearer {secret}"
+        results["maxage cached GET, --auth keys"] = wrk(
+            auth_url, args.duration, args.connections, (bearer,)
+        )
     raw_port = free_port()
     with server(
         granian("raw_asgi:app", raw_port, args.workers, HERE), raw_port, {"BENCH_BODY": body}
@@ -151,6 +164,8 @@ def main() -> int:
     mx = results["maxage cached GET"]["rps"]
     peer = results.get("FastAPI + fastapi-cache2 (Redis)")
     print(f"\nmaxage / raw = {mx / raw:.2f} (target ≥ 0.75, goal 0.9)")
+    mx_auth = results["maxage cached GET, --auth keys"]["rps"]
+    print(f"maxage --auth keys / raw = {mx_auth / raw:.2f} (target ≥ 0.75)")
     if peer:
         print(f"maxage / FastAPI+fastapi-cache2 = {mx / peer['rps']:.1f}x (target ≥ 10x)")
     shutil.rmtree(tmp, ignore_errors=True)
