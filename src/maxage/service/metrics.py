@@ -90,6 +90,28 @@ def collect(service: Service, out: Exposition) -> None:
         out.family("maxage_l2_available", "gauge", "1 while the shared tier's circuit is closed.")
         out.sample("maxage_l2_available", 1 if service.l2.available else 0)
 
+    access = service.access
+    if access.enabled:
+        out.family(
+            "maxage_auth_primary_lookups_total",
+            "counter",
+            "Key records read from the primary (not cached, or the tailer behind the bound A).",
+        )
+        out.sample("maxage_auth_primary_lookups_total", access.primary_lookups)
+        out.family("maxage_auth_refused_total", "counter", "Requests refused by access control.")
+        for reason, n in sorted(access.refused.items()):
+            out.sample("maxage_auth_refused_total", n, labels(reason=reason))
+    limits = service.limits
+    if limits.enabled:
+        out.family("maxage_rate_limited_total", "counter", "Requests answered 429.")
+        out.sample("maxage_rate_limited_total", limits.limited)
+        out.family(
+            "maxage_rate_limit_fallbacks_total",
+            "counter",
+            "Limit decisions made per process because the shared tier was unavailable.",
+        )
+        out.sample("maxage_rate_limit_fallbacks_total", limits.fallbacks)
+
     monitor = service.monitor
     if monitor is not None:
         _consistency(monitor, out)
