@@ -339,3 +339,23 @@ def test_cors_preflight_and_simple_requests(limited: ServerProcess) -> None:
         for h in ("etag", "location", "cache-status", "age", "ratelimit", "x-request-id"):
             assert h in exposed
         assert "access-control-allow-origin" not in c.get("/v1/posts").headers
+
+
+def test_rate_limits_fall_back_per_process_when_redis_is_away(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(LIMITED)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nothing listens here once the socket closes
+    server = launch("serve", "--port", "0", "--config", str(tmp_path / "c.toml"),
+                    "--db", f"sqlite:///{tmp_path}/db.sqlite", "--cache", f"redis://127.0.0.1:{dead}/0",
+                    workdir=tmp_path)  # fmt: skip
+    try:
+        with httpx.Client(base_url=server.url, trust_env=False) as c:
+            statuses = [c.get("/v1/posts").status_code for _ in range(5)]
+            assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:], statuses
+            text = c.get("/metrics").text
+            fallbacks = [ln for ln in text.splitlines() if ln.startswith("maxage_rate_limit_fallbacks_total")]
+            assert fallbacks and float(fallbacks[0].split()[-1]) >= 5
+        assert server.stop() == 0
+    finally:
+        server.kill()
