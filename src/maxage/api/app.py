@@ -26,8 +26,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from maxage.api import guard, openapi, responses, routes
-from maxage.api.http import parse_timeout
+from maxage.api import exposition, guard, openapi, responses, routes
+from maxage.api.http import scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.responses import AGE, CC, CL, CSTATUS, CT, ETAG, HIT_L1, JSON, RID
 from maxage.api.shedding import Shedder
@@ -42,18 +42,14 @@ from maxage.api.types import (
     Settings,
 )
 from maxage.contracts import CollectionSpec, Cors
-from maxage.core.metrics import Exposition, Histogram, labels
+from maxage.core.metrics import Histogram
 from maxage.service import (
     LAGGING,
     DomainError,
-    IdempotencyKeyInUse,
-    PreconditionFailed,
     Service,
     StoreError,
-    Unauthenticated,
     read_scope,
 )
-from maxage.service import metrics as service_metrics
 from maxage.service.reads import hot_collections
 from maxage.service.representation import hot_suffixes, iso
 
@@ -121,12 +117,12 @@ class App:
         self.deadline_exceeded = 0
         self._rid_prefix = os.urandom(4).hex().encode() + b"-"
         self._rid_counter = itertools.count(1)
-        self._histograms: dict[tuple[str, str, str], Histogram] = {}
+        self.histograms: dict[tuple[str, str, str], Histogram] = {}
         self.openapi_bytes = openapi.render(
             routes.ROUTES, self.collections, settings, auth=service.access.enabled
         )
         self._hot = {
-            s.name: _HotRoute(s, self._histograms) for s in hot_collections(self.collections)
+            s.name: _HotRoute(s, self.histograms) for s in hot_collections(self.collections)
         }
         self._l1 = service.reads.l1
         self._clock = service.clock
@@ -139,7 +135,7 @@ class App:
             settings.max_concurrency, settings.queue_deadline, settings.max_loop_lag
         )
         self._max_concurrency = settings.max_concurrency
-        self._shed_histogram = self._histograms.setdefault(("GET", "shed", "503"), Histogram())
+        self._shed_histogram = self.histograms.setdefault(("GET", "shed", "503"), Histogram())
         self._sample = random.Random()
         self._log_every_hit = settings.access_log in ("all", "sampled")
 
@@ -246,7 +242,7 @@ class App:
         # The hot path already counted this read's L1 miss: the general path must not look again.
         req.l1_missed = hot_result is _HOT_MISSED
         req.client = scope.get("client")
-        _scan_headers(req, headers_in)
+        scan_headers(req, headers_in)
         limit = self.settings.deadline
         req.deadline = started + (min(req.deadline, limit) if req.deadline > 0 else limit)
         self.in_flight += 1
@@ -331,7 +327,9 @@ class App:
         except HTTPProblem as p:
             return await responses.problem(req, send, p.code, p.detail, p.headers, **p.extra)
         except DomainError as e:
-            return await responses.problem(req, send, e.code, e.detail, _headers(e), **e.extra)
+            return await responses.problem(
+                req, send, e.code, e.detail, responses.refusal_headers(e), **e.extra
+            )
         except TimeoutError:
             self.deadline_exceeded += 1
             return await responses.problem(
@@ -409,9 +407,9 @@ class App:
 
     def _observe(self, req: Request, status: int, elapsed: float) -> None:
         hkey = (req.method, req.route, str(status))
-        hist = self._histograms.get(hkey)
+        hist = self.histograms.get(hkey)
         if hist is None:
-            hist = self._histograms[hkey] = Histogram()
+            hist = self.histograms[hkey] = Histogram()
         hist.observe(elapsed)
         mode = self.settings.access_log
         if mode != "off" and (
@@ -440,85 +438,7 @@ class App:
         )
 
     def render_metrics(self) -> bytes:
-        out = Exposition()
-        out.family(
-            "http_server_request_duration_seconds",
-            "histogram",
-            "Duration of HTTP requests by method, route template and status.",
-        )
-        out.histogram(
-            "http_server_request_duration_seconds",
-            (
-                (labels(method=m, route=r, status=s), h)
-                for (m, r, s), h in sorted(self._histograms.items())
-            ),
-        )
-        out.family("http_server_active_requests", "gauge", "Requests in flight.")
-        out.sample("http_server_active_requests", self.in_flight)
-        service_metrics.collect(self.service, out)
-        out.family(
-            "maxage_requests_cancelled_total",
-            "counter",
-            "Requests cancelled by a client disconnect.",
-        )
-        out.sample("maxage_requests_cancelled_total", self.cancelled_requests)
-        out.family(
-            "maxage_deadline_exceeded_total", "counter", "Requests that ran past their deadline."
-        )
-        out.sample("maxage_deadline_exceeded_total", self.deadline_exceeded)
-        out.family("maxage_draining", "gauge", "1 while the server drains for shutdown.")
-        out.sample("maxage_draining", 1 if self.draining else 0)
-        out.family("maxage_shed_total", "counter", "Requests answered 503 overloaded (shed).")
-        out.sample("maxage_shed_total", self.shedder.shed)
-        out.family("maxage_queued_total", "counter", "Requests that waited for a slot.")
-        out.sample("maxage_queued_total", self.shedder.queued)
-        out.family("maxage_queue_seconds_total", "counter", "Time requests waited for a slot.")
-        out.sample("maxage_queue_seconds_total", round(self.shedder.queue_seconds, 6))
-        out.family("maxage_event_loop_lag_seconds", "gauge", "The last event-loop lag sample.")
-        out.sample("maxage_event_loop_lag_seconds", round(self.shedder.lag, 6))
-        return out.render()
-
-
-def _headers(e: DomainError) -> list[tuple[bytes, bytes]]:
-    """The HTTP headers a refusal implies."""
-    if isinstance(e, PreconditionFailed) and e.current_version is not None:
-        return [(ETAG, b'"%d"' % e.current_version)]
-    if isinstance(e, IdempotencyKeyInUse):
-        return [(b"retry-after", b"1")]
-    if isinstance(e, Unauthenticated):
-        return [(b"www-authenticate", b'Bearer realm="maxage"')]
-    return []
-
-
-def _scan_headers(req: Request, headers: list[tuple[bytes, bytes]]) -> None:
-    for name, value in headers:
-        if name == b"if-none-match":
-            req.if_none_match = value
-        elif name == b"cache-control":
-            req.cache_control = value
-        elif name == CT:
-            req.content_type = value
-        elif name == CL:
-            try:
-                req.content_length = int(value)
-            except ValueError:
-                req.content_length = -1
-        elif name == b"if-match":
-            req.if_match = value
-        elif name == b"idempotency-key":
-            req.idempotency_key = value.decode("latin-1")
-        elif name == b"accept":
-            req.accept = value
-        elif name == b"last-event-id":
-            req.last_event_id = value
-        elif name == b"traceparent":
-            req.traceparent = value
-        elif name == b"x-request-timeout":
-            req.deadline = parse_timeout(value)
-        elif name == b"origin":
-            req.origin = value
-        elif name == b"access-control-request-method":
-            req.cors_method = value
+        return exposition.render(self)
 
 
 async def _wait_disconnect(receive: Receive) -> None:

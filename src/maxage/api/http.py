@@ -131,3 +131,36 @@ def json_body(req: Request, body: bytes, media: tuple[bytes, ...]) -> object:
         return _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise HTTPProblem("malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def scan_headers(req: Request, headers: list[tuple[bytes, bytes]]) -> None:
+    """Fill ``req`` from the request headers in one scan (the hot path scanned for the
+    few it needs already)."""
+    for name, value in headers:
+        if name == b"if-none-match":
+            req.if_none_match = value
+        elif name == b"cache-control":
+            req.cache_control = value
+        elif name == b"content-type":
+            req.content_type = value
+        elif name == b"content-length":
+            try:
+                req.content_length = int(value)
+            except ValueError:
+                req.content_length = -1
+        elif name == b"if-match":
+            req.if_match = value
+        elif name == b"idempotency-key":
+            req.idempotency_key = value.decode("latin-1")
+        elif name == b"accept":
+            req.accept = value
+        elif name == b"last-event-id":
+            req.last_event_id = value
+        elif name == b"traceparent":
+            req.traceparent = value
+        elif name == b"x-request-timeout":
+            req.deadline = parse_timeout(value)
+        elif name == b"origin":
+            req.origin = value
+        elif name == b"access-control-request-method":
+            req.cors_method = value

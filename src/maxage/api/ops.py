@@ -8,7 +8,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from maxage.api import openapi, responses
+from maxage.api import docs_page, responses
 from maxage.api.http import read_body
 from maxage.api.types import HTTPProblem, Receive, Request, Send
 from maxage.service import StoreError
@@ -48,12 +48,12 @@ async def openapi_json(app: App, req: Request, match: Match, receive: Receive, s
 
 
 async def docs(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
-    return await responses.plain(req, send, 200, b"text/html; charset=utf-8", openapi.DOCS_HTML)
+    return await responses.plain(req, send, 200, b"text/html; charset=utf-8", docs_page.DOCS_HTML)
 
 
 async def docs_js(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
     ctype = b"text/javascript; charset=utf-8"
-    return await responses.plain(req, send, 200, ctype, openapi.DOCS_JS)
+    return await responses.plain(req, send, 200, ctype, docs_page.DOCS_JS)
 
 
 async def faults(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:

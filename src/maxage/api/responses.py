@@ -11,7 +11,15 @@ from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.types import Headers, Request, Send
 from maxage.contracts import ReadMode
 from maxage.etags import if_none_match
-from maxage.service import ReadResult, Source, StoredResponse
+from maxage.service import (
+    DomainError,
+    IdempotencyKeyInUse,
+    PreconditionFailed,
+    ReadResult,
+    Source,
+    StoredResponse,
+    Unauthenticated,
+)
 
 log = logging.getLogger("maxage.api")
 
@@ -120,3 +128,14 @@ async def read(req: Request, send: Send, r: ReadResult) -> int:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if req.method == "HEAD" else body})
     return 200
+
+
+def refusal_headers(e: DomainError) -> list[tuple[bytes, bytes]]:
+    """The HTTP headers a refusal implies."""
+    if isinstance(e, PreconditionFailed) and e.current_version is not None:
+        return [(ETAG, b'"%d"' % e.current_version)]
+    if isinstance(e, IdempotencyKeyInUse):
+        return [(b"retry-after", b"1")]
+    if isinstance(e, Unauthenticated):
+        return [(b"www-authenticate", b'Bearer realm="maxage"')]
+    return []

@@ -1,0 +1,459 @@
+"""The OpenAPI operations of each route family, as data: one function per family
+builds the path item for one collection (or for key management). ``openapi.build``
+walks the route table and calls them; nothing here knows the table."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from maxage.api.problems import CATALOG
+from maxage.contracts import CollectionSpec, ReadMode, patch_schema
+
+if TYPE_CHECKING:
+    from maxage.api.types import Settings
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+
+
+def problem_response(description: str, codes: list[str]) -> dict[str, Any]:
+    return {
+        "description": description + " Codes: " + ", ".join(f"`{c}`" for c in codes) + ".",
+        "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for t in CATALOG.values():
+        by_status.setdefault(t.status, []).append(t.code)
+    out: dict[str, Any] = {}
+    for status in statuses:
+        codes = by_status.get(status, [])
+        title = next((CATALOG[c].title for c in codes), "Error")
+        out[str(status)] = problem_response(title + ".", codes)
+    return out
+
+
+def doc_schema(spec: CollectionSpec) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["id", "version", "createdAt", "updatedAt", "data", "meta"],
+        "properties": {
+            "id": {"type": "string"},
+            "version": {"type": "integer", "minimum": 1},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "updatedAt": {"type": "string", "format": "date-time"},
+            "data": {"$ref": f"#/components/schemas/{capitalized(spec.name)}Data"},
+            "meta": {"$ref": "#/components/schemas/ReadMeta"},
+        },
+    }
+
+
+def capitalized(name: str) -> str:
+    return "".join(p.capitalize() for p in name.replace("-", "_").split("_"))
+
+
+def read_headers() -> dict[str, Any]:
+    return {
+        "ETag": {"$ref": "#/components/headers/ETag"},
+        "Age": {
+            "description": "Seconds since the body was known current.",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        "Cache-Control": {
+            "description": "max-age=<remaining staleness budget in seconds>",
+            "schema": {"type": "string"},
+        },
+        "Cache-Status": {
+            "description": "RFC 9211 cache status (hit, fwd=miss, fwd=bypass, fwd=request).",
+            "schema": {"type": "string"},
+        },
+        "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
+    }
+
+
+COMMON = [
+    {"$ref": "#/components/parameters/RequestID"},
+    {"$ref": "#/components/parameters/RequestTimeout"},
+]
+WRITE_PARAMS = [*COMMON, {"$ref": "#/components/parameters/IdempotencyKey"}]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the operations of one collection refer to (built once per collection)."""
+
+    spec: CollectionSpec
+    settings: Settings
+    cap: str
+    doc_ok: dict[str, Any]
+    write_ok: dict[str, Any]
+    created: dict[str, Any]
+    body: dict[str, Any]
+    patch_body: dict[str, Any]
+    modes: list[str]
+
+
+def collection_context(
+    spec: CollectionSpec, settings: Settings, schemas: dict[str, Any]
+) -> Context:
+    """Add the collection's schemas; return the context its operations are built from."""
+    name = spec.name
+    cap = capitalized(name)
+    data_schema = copy.deepcopy(dict(spec.schema))
+    data_schema.pop("$schema", None)
+    schemas[f"{cap}Data"] = data_schema
+    schemas[cap] = doc_schema(spec)
+    schemas[f"{cap}Page"] = {
+        "type": "object",
+        "required": ["data", "next_page_token"],
+        "properties": {
+            "data": {"type": "array", "items": {"type": "object"}},
+            "next_page_token": {"type": "string"},
+            "meta": {"type": "object"},
+        },
+    }
+    modes = sorted(m.value for m in spec.read_modes)
+    doc_ok = {
+        "description": "The document.",
+        "headers": read_headers(),
+        "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
+    }
+    write_ok = {
+        "description": "The document after the write.",
+        "headers": {
+            "ETag": {"$ref": "#/components/headers/ETag"},
+            "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
+        },
+        "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
+    }
+    created: dict[str, Any] = copy.deepcopy(write_ok)
+    created["description"] = "Created."
+    created["headers"]["Location"] = {"schema": {"type": "string"}}
+    body = {
+        "required": True,
+        "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Data"}}},
+    }
+    patch_body = {
+        "required": True,
+        "content": {"application/merge-patch+json": {"schema": patch_schema(spec.schema)}},
+    }
+    return Context(spec, settings, cap, doc_ok, write_ok, created, body, patch_body, modes)
+
+
+def collection_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}``: list and create."""
+    name, cap = c.spec.name, c.cap
+    common, write_params = COMMON, WRITE_PARAMS
+    settings, body, created = c.settings, c.body, c.created
+    return {
+        "get": {
+            "operationId": f"list_{name}",
+            "summary": f"List {name} (keyset pagination, read from the primary).",
+            "parameters": [
+                *common,
+                {
+                    "name": "page_size",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": f"Capped at {settings.max_page_size}.",
+                    },
+                },
+                {
+                    "name": "page_token",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "A page.",
+                    "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Page"}}},
+                },
+                **errors(400, 404, 503, 504),
+            },
+        },
+        "post": {
+            "operationId": f"create_{name}",
+            "summary": f"Create a document in {name} (server-assigned, time-ordered id).",
+            "parameters": write_params,
+            "requestBody": body,
+            "responses": {"201": created, **errors(400, 409, 413, 415, 422, 503, 504)},
+        },
+    }
+
+
+def document_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}/{id}``: read, replace, patch, delete."""
+    name = c.spec.name
+    common, write_params = COMMON, WRITE_PARAMS
+    spec, modes, doc_ok, write_ok = c.spec, c.modes, c.doc_ok, c.write_ok
+    body, patch_body, created = c.body, c.patch_body, c.created
+    return {
+        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "get": {
+            "operationId": f"get_{name}",
+            "summary": f"Read a document of {name}. Contract: max staleness {spec.max_staleness}s, modes {', '.join(modes)}.",
+            "parameters": [
+                *common,
+                {
+                    "name": "consistency",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": modes},
+                },
+                *(
+                    [
+                        {
+                            "name": "min_version",
+                            "in": "query",
+                            "required": False,
+                            "description": "Session read: never return a version older than this.",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": 10**18 - 1,
+                            },
+                        }
+                    ]
+                    if ReadMode.SESSION in spec.read_modes
+                    else []
+                ),
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "Cache-Control",
+                    "in": "header",
+                    "required": False,
+                    "description": "no-cache asks for a strong read.",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": doc_ok,
+                "304": {
+                    "description": "Not modified (If-None-Match matched).",
+                    "headers": read_headers(),
+                },
+                **errors(400, 404, 503, 504),
+            },
+        },
+        "put": {
+            "operationId": f"put_{name}",
+            "summary": "Create or replace. If-None-Match: * creates only.",
+            "parameters": [
+                *write_params,
+                {"$ref": "#/components/parameters/IfMatch"},
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["*"]},
+                },
+            ],
+            "requestBody": body,
+            "responses": {
+                "200": write_ok,
+                "201": created,
+                **errors(400, 409, 412, 413, 415, 422, 503, 504),
+            },
+        },
+        "patch": {
+            "operationId": f"patch_{name}",
+            "summary": "JSON Merge Patch (RFC 7396), re-validated against the schema.",
+            "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"}],
+            "requestBody": patch_body,
+            "responses": {
+                "200": write_ok,
+                **errors(400, 404, 409, 412, 413, 415, 422, 503, 504),
+            },
+        },
+        "delete": {
+            "operationId": f"delete_{name}",
+            "summary": "Delete a document.",
+            "parameters": [*write_params, {"$ref": "#/components/parameters/IfMatch"}],
+            "responses": {
+                "204": {
+                    "description": "Deleted.",
+                    "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
+                },
+                **errors(400, 404, 409, 412, 503, 504),
+            },
+        },
+    }
+
+
+def changes_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}/changes``: the change feed."""
+    name, common = c.spec.name, COMMON
+    return {
+        "get": {
+            "operationId": f"changes_{name}",
+            "summary": "Committed changes in commit order (NDJSON, or SSE with Accept: text/event-stream).",
+            "parameters": [
+                *common,
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "description": "Resume after this cursor (the seq of the last change seen).",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                },
+                {
+                    "name": "follow",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "boolean"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "One JSON object per line.",
+                    "content": {
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                **errors(400, 503, 504),
+            },
+        }
+    }
+
+
+OPS = {
+    "livez": "Liveness (no I/O).",
+    "readyz": "Readiness: 503 when the store is unreachable or the server drains.",
+    "metrics": "Prometheus metrics.",
+    "openapi": "This document.",
+}
+
+
+def ops_item(path: str, op_id: str) -> dict[str, Any]:
+    """An operational route (``/livez``, ``/readyz``, ``/metrics``, ``/openapi.json``)."""
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "OK",
+            "content": {"text/plain" if path == "/metrics" else JSON: {"schema": {}}},
+        }
+    }
+    if path == "/readyz":
+        responses.update(errors(503))
+    return {
+        "get": {
+            "operationId": op_id,
+            "summary": OPS[op_id],
+            "parameters": COMMON,
+            "responses": responses,
+        }
+    }
+
+
+COLLECTION_ITEMS = {
+    "collection": collection_item,
+    "document": document_item,
+    "changes": changes_item,
+}
+
+
+KEY_SCHEMA = {
+    "type": "object",
+    "required": ["id", "name", "scopes", "revoked", "createdAt"],
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "revoked": {"type": "boolean"},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "secret": {"type": "string", "description": "Only in the response to its creation."},
+    },
+}
+
+
+def _key_body(collections: Mapping[str, CollectionSpec], *, named: bool) -> dict[str, Any]:
+    scopes = ["admin", "read:*", "write:*"]
+    for name in collections:
+        scopes += [f"read:{name}", f"write:{name}"]
+    properties: dict[str, Any] = {
+        "scopes": {
+            "type": "array",
+            "items": {"type": "string", "enum": scopes},
+            "minItems": 1,
+            "maxItems": 64,
+        }
+    }
+    if named:
+        properties["name"] = {"type": "string", "maxLength": 200}
+    schema = {
+        "type": "object",
+        "required": ["scopes"],
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    return {"required": True, "content": {JSON: {"schema": schema}}}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def keys_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
+    """``/v1/_keys``: list and create API keys (``admin``)."""
+    key = {"$ref": "#/components/schemas/ApiKey"}
+    listed = {"type": "object", "properties": {"data": {"type": "array", "items": key}}}
+    return {
+        "get": {
+            "operationId": "list_keys",
+            "summary": "List API keys (never their secrets).",
+            "parameters": COMMON,
+            "responses": {"200": _json_response("The keys.", listed), **errors(503, 504)},
+        },
+        "post": {
+            "operationId": "create_key",
+            "summary": "Create an API key; its secret is in this response only.",
+            "parameters": COMMON,
+            "requestBody": _key_body(collections, named=True),
+            "responses": {"201": _json_response("Created.", key), **errors(400, 415, 422, 503)},
+        },
+    }
+
+
+def key_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
+    """``/v1/_keys/{id}``: re-scope or revoke (answered once no process accepts the old key)."""
+    return {
+        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "patch": {
+            "operationId": "rescope_key",
+            "summary": "Replace a key's scopes; answered once no server accepts the old ones.",
+            "parameters": COMMON,
+            "requestBody": _key_body(collections, named=False),
+            "responses": {
+                "200": _json_response("The key.", {"$ref": "#/components/schemas/ApiKey"}),
+                **errors(400, 404, 415, 422, 503),
+            },
+        },
+        "delete": {
+            "operationId": "revoke_key",
+            "summary": "Revoke a key; answered once no server accepts it any more.",
+            "parameters": COMMON,
+            "responses": {"204": {"description": "Revoked."}, **errors(404, 503)},
+        },
+    }
