@@ -41,15 +41,9 @@ class UsageError(Exception):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="maxage",
-        description="A JSON API server and cache server whose caches keep a declared, "
-        "enforced and measured consistency contract.",
-    )
-    parser.add_argument("--version", action="version", version=f"maxage {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_serve(sub: Any) -> None:
+    """``maxage serve``: every option, with its default and grammar. (Long on purpose: one
+    ``add_argument`` per option, in the order ``--help`` shows them.)"""
     serve = sub.add_parser(
         "serve",
         help="serve collections of JSON documents as a REST API",
@@ -186,18 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checker can show it catches it",
     )
 
-    cs = sub.add_parser(
-        "cache-server",
-        help="run the standalone HTTP cache server",
-        description="The contract-keeping cache engine as a standalone HTTP service.",
-    )
-    try:
-        from maxage.cacheserver.cli import configure_parser
 
-        configure_parser(cs)
-    except ImportError:  # pragma: no cover - built in parallel
-        cs.set_defaults(unavailable=True)
-
+def _add_keys(sub: Any) -> None:
+    """``maxage keys create|list|revoke``."""
     keys = sub.add_parser(
         "keys",
         help="create, list and revoke API keys",
@@ -231,6 +216,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="the servers' authorization bound A: the command returns A after the revoke "
         "commits, when no server can still accept the key (default: 1s)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maxage",
+        description="A JSON API server and cache server whose caches keep a declared, "
+        "enforced and measured consistency contract.",
+    )
+    parser.add_argument("--version", action="version", version=f"maxage {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_serve(sub)
+
+    cs = sub.add_parser(
+        "cache-server",
+        help="run the standalone HTTP cache server",
+        description="The contract-keeping cache engine as a standalone HTTP service.",
+    )
+    try:
+        from maxage.cacheserver.cli import configure_parser
+
+        configure_parser(cs)
+    except ImportError:  # pragma: no cover - built in parallel
+        cs.set_defaults(unavailable=True)
+
+    _add_keys(sub)
 
     check = sub.add_parser(
         "check",

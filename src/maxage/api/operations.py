@@ -193,7 +193,10 @@ def collection_item(c: Context) -> dict[str, Any]:
 
 
 def document_item(c: Context) -> dict[str, Any]:
-    """``/v1/{collection}/{id}``: read, replace, patch, delete."""
+    """``/v1/{collection}/{id}``: read, replace, patch, delete.
+
+    (Long: one literal, the OpenAPI path item of a document: data, not logic.)
+    """
     name = c.spec.name
     common, write_params = COMMON, WRITE_PARAMS
     spec, modes, doc_ok, write_ok = c.spec, c.modes, c.doc_ok, c.write_ok

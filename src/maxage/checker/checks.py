@@ -134,7 +134,11 @@ class KeyModel:
 
 
 def build(ops: Iterable[Op]) -> tuple[dict[tuple[str, str], KeyModel], Result, dict[str, Op]]:
-    """Index the history per key; run P0, P1 and P5 while doing so."""
+    """Index the history per key; run P0, P1 and P5 while doing so.
+
+    (Long: one pass that indexes the history and checks P0, P1 and P5 together, sharing
+    the per-key indexes it builds; split, the passes would rebuild them.)
+    """
     res = Result()
     models: dict[tuple[str, str], KeyModel] = {}
     tokens: dict[str, Op] = {}

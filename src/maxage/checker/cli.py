@@ -254,6 +254,8 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 async def _drive(args: argparse.Namespace, target: str, seed: int, server: Server | None) -> int:
+    """Discover, drive the workload with faults and the revocation probe, heal, read every
+    key, check, report. (Long: one run's phases in order, sharing the run's state.)"""
     limits = httpx.Limits(
         max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4
     )

@@ -118,7 +118,10 @@ def collect(service: Service, out: Exposition) -> None:
 
 
 def _consistency(monitor: ConsistencyMonitor, out: Exposition) -> None:
-    """The in-service monitor (docs/consistency.md "In-service monitor")."""
+    """The in-service monitor (docs/consistency.md "In-service monitor").
+
+    (Long: the families in exposition order; each block reads one component's counters.)
+    """
     tallies = sorted(monitor.tallies.items())
     out.family(
         "maxage_consistency_checked_total",
