@@ -79,7 +79,10 @@ class Metrics:
 
 
 def render(metrics: Metrics, cache_numbers: Callable[[], dict[str, object]]) -> bytes:
-    """The Prometheus text exposition (version 0.0.4)."""
+    """The Prometheus text exposition (version 0.0.4).
+
+    (Long: the cache server's metric families in exposition order, one after another.)
+    """
     out = Exposition()
     c = cache_numbers()
     hits = _int(c["hits"])

@@ -91,9 +91,7 @@ _SCHEMA = [
 def _idempotency_record(row: tuple[Any, ...]) -> IdempotencyRecord:
     fingerprint, state, status, headers, body, lease_until, expires_at = row
     done = state == "done"
-    response = (
-        StoredResponse(int(status), decode_headers(headers), bytes(body)) if done else None
-    )
+    response = StoredResponse(int(status), decode_headers(headers), bytes(body)) if done else None
     return IdempotencyRecord(fingerprint, done, response, float(lease_until), float(expires_at))
 
 
