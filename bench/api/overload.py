@@ -79,9 +79,13 @@ async def open_loop(port: int, path: str, rate: float, duration: float, conns: i
     idle: deque[Conn] = deque()
     opened = 0
 
+    opening: set[asyncio.Future[object]] = set()
+
     def connect(req: bytes, out: list[tuple[int, float]], pool: deque[Conn]) -> Conn:
         c = Conn(req, out, pool)
-        asyncio.ensure_future(loop.create_connection(lambda: c, "127.0.0.1", port))
+        task = asyncio.ensure_future(loop.create_connection(lambda: c, "127.0.0.1", port))
+        opening.add(task)
+        task.add_done_callback(opening.discard)
         return c
 
     livez: list[tuple[int, float]] = []
