@@ -10,6 +10,7 @@ timing: a slow machine only makes them slower.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import sys
@@ -17,9 +18,11 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from .conftest import CacheServer, read_response
+from .upstream_fixture import Upstream
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="RSS is read from /proc (Linux)"
@@ -87,7 +90,9 @@ def test_a_delete_flood_of_unique_long_keys_is_bounded(small: CacheServer) -> No
     before = rss(small)
     assert blast(small, deletes(2000, 60_000)) == {200: 60_000}
     grown = rss(small) - before
-    print(f"delete flood: RSS {before / MiB:.1f} -> {(before + grown) / MiB:.1f} MiB", file=sys.stderr)
+    print(
+        f"delete flood: RSS {before / MiB:.1f} -> {(before + grown) / MiB:.1f} MiB", file=sys.stderr
+    )
     # before the fix: every tombstone lived 60 s, uncounted (~80 MB here)
     assert grown < 8 * MiB + SLACK, grown
     assert metric(small, "maxage_cache_guard_bytes") <= 2 * MiB
@@ -134,3 +139,322 @@ def test_an_invalidation_flood_leaves_bounded_guards(small: CacheServer) -> None
     assert metric(small, "maxage_cache_guard_bytes") <= 2 * MiB
     with small.client() as c:  # writes are not slowed down by the guards
         assert c.put("/v1/keys/after", content=b"x", params={"tags": "a,b"}).status_code == 201
+
+
+# -- parameters, versions, TTLs, tags -------------------------------------------------
+
+
+def test_unknown_repeated_or_undecodable_parameters_are_refused(
+    server: CacheServer, unique: str
+) -> None:
+    with server.client() as c:
+        k = f"/v1/keys/{unique}p"
+        assert c.put(k, content=b"v1", params={"version": "3"}).status_code == 201
+        for query in ("verison=5", "version=4&version=5", "version=4&x=%ff", "ttl=5&nope"):
+            r = c.put(f"{k}?{query}", content=b"v2")
+            assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter"), query
+            r = c.delete(f"{k}?{query}")
+            assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter"), query
+        r = c.get(f"{k}?verison=5")
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter")
+        r = c.post("/v1/invalidate?tags=a&tgas=b")
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter")
+        many = "&".join(f"tags=t{i}" for i in range(20))
+        assert c.post(f"/v1/invalidate?{many}").status_code == 400
+        # nothing was written or deleted by the refused requests
+        r = c.get(k)
+        assert (r.status_code, r.content, r.headers["etag"]) == (200, b"v1", '"3"')
+
+
+def test_versions_and_ttls_have_ranges(server: CacheServer, unique: str) -> None:
+    top = 2**63 - 1
+    with server.client() as c:
+        k = f"/v1/keys/{unique}v"
+        for version in ("0", str(top + 1), "9" * 5000, "-1", "1.5", "¹"):
+            r = c.put(k, content=b"x", params={"version": version})
+            assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter"), version[:20]
+        assert c.put(k, content=b"x", params={"version": str(top)}).status_code == 201
+        r = c.put(k, content=b"y")  # would be 2^63
+        assert (r.status_code, r.json()["code"]) == (409, "version_conflict")
+        assert c.get(k).content == b"x"
+        assert c.delete(k).json()["tombstone"] == top
+        for ttl in ("1e308", "inf", "nan", "0", "-5", str(365 * 86400 + 1)):
+            r = c.put(f"{k}t", content=b"x", params={"ttl": ttl})
+            assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter"), ttl
+        assert c.put(f"{k}t", content=b"x", params={"ttl": str(365 * 86400)}).status_code == 201
+        max_age = int(c.get(f"{k}t").headers["cache-control"].removeprefix("max-age="))
+        assert 365 * 86400 - 2 <= max_age <= 365 * 86400
+
+
+def test_tag_limits(server: CacheServer, unique: str) -> None:
+    with server.client() as c:
+        k = f"/v1/keys/{unique}tags"
+        tags = ",".join(f"t{i}" for i in range(65))
+        r = c.put(k, content=b"x", params={"tags": tags})
+        assert (r.status_code, r.json()["code"], r.json()["max_tags"]) == (413, "too_many_tags", 64)
+        r = c.put(k, content=b"x", params={"tags": "a," + "t" * 257})
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter")
+        r = c.put(k, content=b"x", params={"tags": ",".join(["same"] * 100 + ["t" * 256])})
+        assert r.status_code == 201  # 2 distinct tags
+        body = {"tags": [f"t{i}" for i in range(1025)]}
+        r = c.post("/v1/invalidate", json=body)
+        assert (r.status_code, r.json()["code"]) == (413, "too_many_tags")
+        r = c.post("/v1/invalidate", json={"tags": ["x" * 257]})
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter")
+        r = c.post("/v1/invalidate", json={"prefix": "p" * 1025})
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_parameter")
+        assert c.post("/v1/invalidate", json={"tags": ["same"]}).json()["invalidated"] == 1
+
+
+# -- transport -------------------------------------------------------------------------
+
+
+def test_a_split_head_before_a_large_body_is_not_a_large_head(
+    server: CacheServer, unique: str
+) -> None:
+    body = b"b" * 100_000
+    head = (
+        f"PUT /v1/keys/{unique}split HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with server.connect() as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(head[:20])
+        # Make sure the server has read the first 20 bytes on their own: a request
+        # on a second connection is answered only after the loop went past them.
+        with server.client() as c:
+            assert c.get("/livez").status_code == 200
+        s.sendall(head[20:] + body + req("GET", f"/v1/keys/{unique}split"))
+        assert read_response(s)[0] == 201
+        status, _, got = read_response(s)
+        assert (status, got) == (200, body)
+
+
+def test_two_authorization_headers_are_refused() -> None:
+    token = "t0ken-" + "x" * 20
+    s = CacheServer("--token", token)
+    try:
+        with s.connect() as sock:
+            sock.sendall(
+                req(
+                    "GET",
+                    "/livez",
+                    headers=f"Authorization: Bearer wrong-wrong-wrong\r\nAuthorization: Bearer {token}\r\n",
+                )
+            )
+            status, headers, body = read_response(sock)
+            assert status == 400 and b"Authorization" in body
+            assert headers.get("connection") == "close"
+        with s.client(headers={"authorization": f"Bearer {token}"}) as c:
+            assert c.get("/livez").status_code == 200
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.parametrize("token", [" " * 16, "\t" * 20, "sixteen chars ok"])
+def test_a_token_with_whitespace_is_refused_at_start(token: str) -> None:
+    import subprocess
+
+    r = subprocess.run(
+        [sys.executable, "-m", "maxage.cacheserver", "--port", "0", "--token", token],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "whitespace" in r.stderr
+
+
+def test_connections_beyond_the_limit_are_closed() -> None:
+    s = CacheServer("--max-connections", "8")
+    try:
+        held = [s.connect() for _ in range(8)]
+        # a ninth is refused while the eight stay open
+        with s.client() as c, pytest.raises(httpx.TransportError):
+            c.get("/livez")
+        for h in held:
+            h.close()
+        with s.client() as c:
+            assert c.get("/livez").status_code == 200
+            assert metric(s, "maxage_connections_refused_total") >= 1
+    finally:
+        assert s.stop() == 0
+
+
+# -- read-through ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recording() -> Iterator[Upstream]:
+    u = Upstream()
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def rt(recording: Upstream) -> Iterator[CacheServer]:
+    s = CacheServer(
+        "--upstream", f"ok/={recording.url}/ok/{{suffix}}",
+        "--upstream", f"whole/={recording.url}/ok/{{key}}",
+        "--upstream", f"hostile/={recording.url}/hostile/{{suffix}}",
+    )  # fmt: skip
+    yield s
+    assert s.stop() == 0, s.stderr()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ok/../../admin/secret",
+        "ok/%2e%2e/%2e%2e/admin/secret",
+        "ok/..%2f..%2fadmin/secret",
+        "ok/.%2e/.%2e/admin/secret",
+        "ok/%2E%2E%2F%2E%2E%2Fadmin%2Fsecret",
+        "ok/a/./../../admin/secret",
+        "ok/..",
+        "ok/..%5c..%5cadmin%5csecret",
+        "whole/../admin/secret",
+    ],
+)
+def test_keys_cannot_leave_the_upstream_template(
+    rt: CacheServer, recording: Upstream, key: str
+) -> None:
+    with rt.connect() as s:  # raw: an HTTP client would resolve the dot segments itself
+        s.sendall(req("GET", f"/v1/keys/{key}"))
+        status, _, body = read_response(s)
+        assert (status, json.loads(body)["code"]) == (400, "invalid_key")
+    assert all(p.startswith(("/ok/", "/hostile/")) for p in recording.calls), recording.calls
+    assert not [p for p in recording.calls if "admin" in p]
+
+
+def test_dots_inside_a_segment_are_fine(rt: CacheServer, recording: Upstream) -> None:
+    with rt.client() as c:
+        r = c.get("/v1/keys/ok/v1.2/..hidden/a..b/file.json")
+        assert r.status_code == 200
+    assert recording.calls["/ok/v1.2/..hidden/a..b/file.json"] == 1
+
+
+def test_untrusted_upstream_headers(rt: CacheServer) -> None:
+    with rt.client() as c:
+        r = c.get("/v1/keys/hostile/bigetag/1")  # no version: the cache assigns one
+        assert r.status_code == 200 and r.headers["etag"] == '"1"'
+        r = c.get("/v1/keys/hostile/hugeage/1")
+        assert r.status_code == 200
+        max_age = int(r.headers["cache-control"].removeprefix("max-age="))
+        assert 365 * 86400 - 2 <= max_age <= 365 * 86400
+        r = c.get("/v1/keys/hostile/longtype/1")
+        assert (r.status_code, r.json()["code"]) == (502, "upstream_error")
+
+
+def test_an_upstream_slot_in_the_host_is_refused_at_start() -> None:
+    import subprocess
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "maxage.cacheserver",
+            "--port",
+            "0",
+            "--upstream",
+            "u/=http://{suffix}.internal/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "after the host" in r.stderr
+
+
+# -- in process: a large invalidation yields; Meta is charged ------------------------
+
+
+def _app(n: int) -> tuple[object, object]:
+    from maxage.cacheserver.app import CacheApp, make_meta, meta_size
+    from maxage.cacheserver.metrics import Metrics
+    from maxage.core import Cache, ManualClock
+
+    clock = ManualClock(100.0)
+    cache = Cache(512 << 20, clock=clock, thread_safe=False, prefix_index=True, meta_size=meta_size)
+    app = CacheApp(
+        cache, clock, Metrics(), max_key_length=1024, max_value_bytes=1 << 20, token=None
+    )
+    meta = make_meta(b"text/plain", 1, None)
+    for i in range(n):
+        cache.set_if_newer(f"k/{i}", 1, b"x", started_at=99.0, tags=("big",), meta=meta)
+    return app, cache
+
+
+def _request(method: bytes, url: bytes) -> object:
+    from maxage.cacheserver.protocol import CacheRequest
+
+    r = CacheRequest()
+    r.method, r.url = method, url
+    return r
+
+
+@pytest.mark.parametrize("how", [b"tags=big", b"prefix=k/"])
+def test_a_large_invalidation_yields_to_other_requests(how: bytes) -> None:
+    import asyncio
+
+    app, cache = _app(30_000)
+
+    async def main() -> tuple[int, tuple[int, bytes, bytes]]:
+        handled = app(_request(b"POST", b"/v1/invalidate?" + how))  # type: ignore[operator]
+        assert not isinstance(handled, tuple), "a large invalidation must not block"
+        task = asyncio.ensure_future(handled)
+        served_meanwhile = 0
+        while not task.done():
+            assert app(_request(b"GET", b"/livez"))[0] == 200  # type: ignore[operator]
+            if len(cache):  # type: ignore[arg-type]
+                served_meanwhile += 1
+            if served_meanwhile == 2:  # written while the invalidation runs: kept
+                app.clock.advance(1.0)  # type: ignore[attr-defined]
+                put = _request(b"PUT", b"/v1/keys/k/5?tags=big")
+                put.body = b"new"  # type: ignore[attr-defined]
+                assert app(put)[0] == 201  # type: ignore[operator]
+            await asyncio.sleep(0)
+        return served_meanwhile, task.result()
+
+    served, (status, _, body) = asyncio.run(main())
+    assert status == 200 and served >= 5
+    assert json.loads(body)["invalidated"] == 29_999
+    assert cache.keys() == ["k/5"]  # type: ignore[attr-defined]
+
+
+def test_an_invalidation_finishes_when_its_request_is_cancelled() -> None:
+    import asyncio
+
+    app, cache = _app(30_000)
+
+    async def main() -> None:
+        handled = app(_request(b"POST", b"/v1/invalidate?tags=big"))  # type: ignore[operator]
+        task = asyncio.ensure_future(handled)
+        await asyncio.sleep(0)
+        task.cancel()  # the request deadline passed, or the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        while app._invalidations:  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert len(cache) == 0  # type: ignore[arg-type]
+
+
+def test_meta_overhead_is_measured() -> None:
+    import gc
+    import tracemalloc
+
+    from maxage.cacheserver.app import META_OVERHEAD, make_meta, meta_size
+
+    n = 20_000
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        metas = [make_meta(b"application/json", i + 1, 1e9 + i) for i in range(n)]
+        used = tracemalloc.get_traced_memory()[0] - before - sys.getsizeof(metas)
+    finally:
+        tracemalloc.stop()
+    charged = sum(meta_size(m) for m in metas)
+    assert used <= charged, (used / n, charged / n)
+    assert 2 * used / n > META_OVERHEAD  # not wildly over either

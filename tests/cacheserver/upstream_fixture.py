@@ -2,7 +2,9 @@
 
 Paths: ``/ok/{k}`` 200 with body ``value-of-{k}`` and ``ETag: "{version}"``;
 ``/slow/{k}`` the same after ``delay`` seconds; ``/fail/{k}`` 500; ``/missing/{k}``
-404; ``/flaky/{k}`` 200 or 500 depending on ``fail_flaky``. Every call is counted
+404; ``/flaky/{k}`` 200 or 500 depending on ``fail_flaky``; ``/hostile/{what}/...``
+200 with a 5,000-digit ETag (``bigetag``), a 400-digit max-age (``hugeage``) or a
+1,000-character Content-Type (``longtype``). Every call is counted
 per path, and a call whose client disconnects before the answer is recorded in
 ``cancelled`` (that is how tests observe upstream-call cancellation).
 """
@@ -62,6 +64,14 @@ class Upstream:
                     status, body, extra = 500, b"boom", ""
                 elif kind == "missing":
                     status, body, extra = 404, b"nope", ""
+                elif kind == "hostile":  # answers that must not be trusted blindly
+                    status, body = 200, b"value-of-" + path.encode()
+                    what = path.split("/")[2]
+                    extra = {
+                        "bigetag": f'ETag: "{"9" * 5000}"\r\n',
+                        "hugeage": f"Cache-Control: max-age={'9' * 400}\r\n",
+                        "longtype": f"Content-Type: text/{'x' * 1000}\r\n",
+                    }.get(what, "")
                 else:
                     status, body = 200, b"value-of-" + path.encode()
                     extra = f'ETag: "{self.version}"\r\nContent-Type: text/x-up\r\n'
