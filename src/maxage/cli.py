@@ -167,6 +167,22 @@ def _add_serve(sub: Any) -> None:
         f"before they are counted); 0 = off; {DURATION_HELP} (default: 50ms)",
     )
     serve.add_argument(
+        "--header-timeout",
+        type=positive_duration_arg,
+        default=10.0,
+        metavar="DURATION",
+        help="longest wait for a request's head, also on an idle keep-alive connection; "
+        f"{DURATION_HELP} (default: 10s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=positive_duration_arg,
+        default=30.0,
+        metavar="DURATION",
+        help="longest pause while a request body arrives; then 408 and the connection is "
+        f"closed; {DURATION_HELP} (default: 30s)",
+    )
+    serve.add_argument(
         "--fault-injection",
         action="store_true",
         help="TEST ONLY: expose the loopback-only fault control endpoint used by "
@@ -339,6 +355,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
             "max_concurrency": args.max_concurrency,
             "queue_deadline": args.queue_deadline,
             "max_loop_lag": args.max_loop_lag,
+            "body_timeout": args.body_timeout,
         },
         "auth": auth,
         "auth_staleness": args.auth_staleness,
@@ -434,6 +451,7 @@ def serve(args: argparse.Namespace) -> int:
         )
 
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
 
@@ -457,6 +475,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=LogLevels.warning,
         log_access=False,
         websockets=False,
+        http1_settings=HTTP1Settings(header_read_timeout=int(args.header_timeout * 1000)),
         workers_kill_timeout=int(args.deadline) + 5,
     )
     try:

@@ -374,6 +374,8 @@ class CollectionSpec:
     ttl: float | None
     schema: Mapping[str, Any]
     validator: Validator = field(repr=False, compare=False)
+    # PATCH and DELETE must carry If-Match (428 otherwise): no blind overwrite.
+    require_if_match: bool = False
 
     @property
     def default_mode(self) -> ReadMode:
@@ -453,7 +455,15 @@ class Config:
     cors: Cors | None = None
 
 
-_COLLECTION_KEYS = {"max_staleness", "read_modes", "write_policy", "ttl", "schema_file", "schema"}
+_COLLECTION_KEYS = {
+    "max_staleness",
+    "read_modes",
+    "write_policy",
+    "ttl",
+    "schema_file",
+    "schema",
+    "require_if_match",
+}
 
 
 def load_config(path: str | Path) -> Config:
@@ -677,4 +687,7 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         validator = compile_schema(schema)
     except SchemaError as exc:
         raise fail(schema_field, str(exc)) from None
-    return CollectionSpec(cname, staleness, modes, policy, ttl, schema, validator)
+    require_if_match = table.get("require_if_match", False)
+    if not isinstance(require_if_match, bool):
+        raise fail("require_if_match", "must be true or false")
+    return CollectionSpec(cname, staleness, modes, policy, ttl, schema, validator, require_if_match)

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from maxage.api import exposition, guard, openapi, responses, routes
-from maxage.api.http import scan_headers
+from maxage.api.http import accepts, scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.responses import AGE, CC, CL, CSTATUS, CT, ETAG, HIT_L1, JSON, RID
 from maxage.api.shedding import Shedder
@@ -71,6 +71,7 @@ AUTHORIZATION = b"authorization"
 # Never shed: a balancer must see liveness and readiness, an operator the metrics.
 _NEVER_SHED = frozenset({"/livez", "/readyz", "/metrics"})
 _RETRY_AFTER_1 = [(b"retry-after", b"1")]
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _OVERLOADED = "the server is overloaded; retry after Retry-After"
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _AGES = [b"%d" % i for i in range(100)]
@@ -322,6 +323,13 @@ class App:
                     return await self._preflight(req, send)
                 req.extra_headers.extend(self.cors.response_headers(req.origin))
             match = routes.match(req.path, req.method, self.collections, req)
+            if req.accept is not None and not accepts(req.accept, match.route.produces):
+                raise HTTPProblem(
+                    "not_acceptable",
+                    "this route answers with "
+                    + ", ".join(m.decode() for m in match.route.produces),
+                    accepted=[m.decode() for m in match.route.produces],
+                )
             await guard.admit(self.service, req, match)
             return await match.handler(self, req, match, receive, send)
         except HTTPProblem as p:
@@ -406,7 +414,10 @@ class App:
     # -- observation -------------------------------------------------------------------
 
     def _observe(self, req: Request, status: int, elapsed: float) -> None:
-        hkey = (req.method, req.route, str(status))
+        # Every label is bounded: any method token may arrive, so unknown ones share one
+        # series (OpenTelemetry's "_OTHER"); routes are templates; statuses are few.
+        method = req.method if req.method in _METHODS else "_OTHER"
+        hkey = (method, req.route, str(status))
         hist = self.histograms.get(hkey)
         if hist is None:
             hist = self.histograms[hkey] = Histogram()

@@ -101,7 +101,7 @@ async def write(app: App, req: Request, match: Match, receive: Receive, send: Se
                 "If-None-Match on writes is only supported as 'If-None-Match: *' on PUT",
             )
         create_only = True
-    body = await read_body(req, receive, app.settings.body_limit)
+    body = await read_body(req, receive, app.settings.body_limit, app.settings.body_timeout)
     if kind is WriteKind.DELETE and body:
         raise HTTPProblem("bad_request", "DELETE takes no body")
 
@@ -115,10 +115,13 @@ async def write(app: App, req: Request, match: Match, receive: Receive, send: Se
 
     # Decoding and validating a large body takes tens of milliseconds (40 ms for 0.9 MB):
     # off the event loop, so other requests keep being served meanwhile.
-    if len(body) > OFFLOAD_BYTES:
-        prepared = await asyncio.to_thread(parse_and_prepare)
-    else:
-        prepared = parse_and_prepare()
+    try:
+        if len(body) > OFFLOAD_BYTES:
+            prepared = await asyncio.to_thread(parse_and_prepare)
+        else:
+            prepared = parse_and_prepare()
+    except RecursionError:
+        raise HTTPProblem("malformed_json", "the body is nested too deeply") from None
     writes = app.service.writes
     if req.idempotency_key is None:
         result = await app.awaited(req, writes.commit(prepared), receive)

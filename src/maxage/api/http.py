@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from maxage.api.types import HTTPProblem, Receive, Request
+from maxage.api.types import ClientDisconnected, HTTPProblem, Receive, Request
+from maxage.service.writes import ANY_VERSION
 
 _json_decoder = msgspec.json.Decoder()
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -56,8 +57,11 @@ def parse_cursor(value: str, name: str, what: str) -> int:
 
 
 def parse_if_match(header: bytes | None) -> int | None:
+    """The version ``If-Match`` names; ``ANY_VERSION`` for ``*`` (the document must exist)."""
     if header is None:
         return None
+    if header.strip() == b"*":
+        return ANY_VERSION
     m = _ETAG.match(header.decode("latin-1").strip())
     if not m or header.strip().startswith(b"W/"):
         raise HTTPProblem(
@@ -90,8 +94,10 @@ def continue_trace(value: bytes) -> bytes:
     return f"00-{os.urandom(16).hex()}-{span}-01".encode()
 
 
-async def read_body(req: Request, receive: Receive, limit: int) -> bytes:
-    """The whole body, refused (413) as soon as it is known to exceed ``limit``."""
+async def read_body(req: Request, receive: Receive, limit: int, timeout: float = 30.0) -> bytes:
+    """The whole body, refused (413) as soon as it is known to exceed ``limit``; 408 when
+    the client stops sending for ``timeout`` seconds; ClientDisconnected (a 499, never a
+    500) when it goes away."""
     if req.content_length is not None and req.content_length > limit:
         raise HTTPProblem(
             "payload_too_large",
@@ -102,9 +108,17 @@ async def read_body(req: Request, receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(timeout):
+                message = await receive()
+        except TimeoutError:
+            raise HTTPProblem(
+                "request_timeout",
+                f"no body bytes for {timeout:g} s; the request is abandoned",
+                CLOSE,
+            ) from None
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError("client disconnected")
+            raise ClientDisconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -119,6 +133,33 @@ async def read_body(req: Request, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+def accepts(accept: bytes | None, produced: tuple[bytes, ...]) -> bool:
+    """Whether an ``Accept`` field admits one of ``produced`` (RFC 9110 12.5.1); a range
+    with ``q=0`` excludes. No field, or an empty one, admits everything."""
+    if accept is None or not accept.strip():
+        return True
+    for part in accept.lower().split(b","):
+        media, *params = (x.strip() for x in part.split(b";"))
+        if any(_q_zero(p) for p in params):
+            continue
+        kind, _, sub = media.partition(b"/")
+        for p in produced:
+            pk, _, ps = p.partition(b"/")
+            if media == b"*/*" or (kind == pk and sub in (b"*", ps)):
+                return True
+    return False
+
+
+def _q_zero(param: bytes) -> bool:
+    name, _, value = param.partition(b"=")
+    if name.strip() != b"q":
+        return False
+    try:
+        return float(value) == 0.0
+    except ValueError:
+        return False
+
+
 def json_body(req: Request, body: bytes, media: tuple[bytes, ...]) -> object:
     ctype = (req.content_type or b"").split(b";")[0].strip().lower()
     if ctype not in media:
@@ -131,6 +172,8 @@ def json_body(req: Request, body: bytes, media: tuple[bytes, ...]) -> object:
         return _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise HTTPProblem("malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPProblem("malformed_json", "the body is nested too deeply") from None
 
 
 def scan_headers(req: Request, headers: list[tuple[bytes, bytes]]) -> None:

@@ -35,7 +35,11 @@ def _object(req: Request, body: bytes, allowed: set[str]) -> dict[str, object]:
 
 
 async def create(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
-    data = _object(req, await read_body(req, receive, app.settings.body_limit), {"scopes", "name"})
+    data = _object(
+        req,
+        await read_body(req, receive, app.settings.body_limit, app.settings.body_timeout),
+        {"scopes", "name"},
+    )
     info, secret = await app.awaited(
         req, app.service.access.create(data.get("scopes"), data.get("name", ""))
     )
@@ -51,7 +55,11 @@ async def list_keys(app: App, req: Request, match: Match, receive: Receive, send
 
 
 async def rescope(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
-    data = _object(req, await read_body(req, receive, app.settings.body_limit), {"scopes"})
+    data = _object(
+        req,
+        await read_body(req, receive, app.settings.body_limit, app.settings.body_timeout),
+        {"scopes"},
+    )
     info = await app.service.access.set_scopes(match.id, data.get("scopes"))
     return await responses.plain(req, send, 200, JSON, json.dumps(info.to_json()).encode())
 

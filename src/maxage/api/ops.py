@@ -68,7 +68,7 @@ async def faults(app: App, req: Request, match: Match, receive: Receive, send: S
             else "the fault control endpoint only answers loopback clients",
         )
     if req.method in ("PUT", "POST"):
-        raw = await read_body(req, receive, app.settings.body_limit)
+        raw = await read_body(req, receive, app.settings.body_limit, app.settings.body_timeout)
         try:
             control.replace(json.loads(raw or b"{}"))
         except (ValueError, TypeError) as exc:

@@ -39,6 +39,13 @@ _TYPES = [
     ProblemType("document_not_found", 404, "Document not found", "no (unless it is being created)"),
     ProblemType("method_not_allowed", 405, "Method not allowed", "no: see the Allow header"),
     ProblemType("not_acceptable", 406, "Not acceptable", "no: accept application/json"),
+    ProblemType("request_timeout", 408, "Request timeout", "yes: send the body promptly"),
+    ProblemType(
+        "min_version_unavailable",
+        409,
+        "Version not available",
+        "yes, after Retry-After: the version is not visible here yet",
+    ),
     ProblemType(
         "idempotency_key_in_use",
         409,
@@ -65,7 +72,9 @@ _TYPES = [
         "Idempotency key reused",
         "no: a key names one request; use a new key for a different payload",
     ),
-    ProblemType("precondition_required", 428, "Precondition required", "no"),
+    ProblemType(
+        "precondition_required", 428, "Precondition required", "no: send If-Match with the ETag"
+    ),
     ProblemType("rate_limited", 429, "Rate limited", "yes, after Retry-After seconds"),
     ProblemType("internal_error", 500, "Internal error", "yes, with backoff"),
     ProblemType("store_unavailable", 503, "Store unavailable", "yes, with backoff"),

@@ -32,6 +32,8 @@ class Route:
     # Who may call it: "data" (read:<collection> for GET/HEAD, write:<collection> otherwise),
     # "admin", or "public" (no key: health, metrics, the API description).
     access: str = "public"
+    # Media types it answers with (problems excepted); an Accept that admits none is 406.
+    produces: tuple[bytes, ...] = (b"application/json",)
     segments: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,15 +60,21 @@ ROUTES: tuple[Route, ...] = (
         "document",
         "data",
     ),
-    Route("/v1/{collection}/changes", {"GET": changes.stream}, "changes", "data"),
+    Route(
+        "/v1/{collection}/changes",
+        {"GET": changes.stream},
+        "changes",
+        "data",
+        (b"application/x-ndjson", b"text/event-stream"),
+    ),
     Route("/v1/_keys", {"GET": keys.list_keys, "POST": keys.create}, "keys", "admin"),
     Route("/v1/_keys/{id}", {"PATCH": keys.rescope, "DELETE": keys.revoke}, "key", "admin"),
     Route("/livez", {"GET": ops.livez}, "livez"),
     Route("/readyz", {"GET": ops.readyz}, "readyz"),
-    Route("/metrics", {"GET": ops.metrics}, "metrics"),
+    Route("/metrics", {"GET": ops.metrics}, "metrics", produces=(b"text/plain",)),
     Route("/openapi.json", {"GET": ops.openapi_json}, "openapi"),
-    Route("/docs", {"GET": ops.docs}),
-    Route("/docs/app.js", {"GET": ops.docs_js}),
+    Route("/docs", {"GET": ops.docs}, produces=(b"text/html",)),
+    Route("/docs/app.js", {"GET": ops.docs_js}, produces=(b"text/javascript",)),
     Route(
         "/_maxage/faults",
         {"GET": ops.faults, "PUT": ops.faults, "POST": ops.faults, "DELETE": ops.faults},

@@ -37,6 +37,7 @@ class Settings:
     queue_deadline: float = 0.002
     # ... or while the event loop runs this late (0 = off): requests queue before the app.
     max_loop_lag: float = 0.05
+    body_timeout: float = 30.0  # longest pause between two pieces of a request body
 
 
 class Request:

@@ -28,6 +28,16 @@ class InvalidParameter(DomainError):
     code = "invalid_parameter"
 
 
+class MinVersionUnavailable(DomainError):
+    """A session read asked for a version the primary does not have."""
+
+    code = "min_version_unavailable"
+
+
+class PreconditionRequired(DomainError):
+    code = "precondition_required"
+
+
 class ReadModeNotAllowed(DomainError):
     code = "read_mode_not_allowed"
 

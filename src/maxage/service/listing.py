@@ -24,6 +24,9 @@ from maxage.store.base import Store
 
 _encode = msgspec.json.Encoder().encode
 _MAC_BYTES = 16
+# A page stops before its documents' data passes this many bytes (at least one document
+# per page): a page of 100 one-megabyte documents would be built in memory otherwise.
+PAGE_BYTES = 4 * 1024 * 1024
 _TOKEN_VERSION = 1
 
 
@@ -50,8 +53,16 @@ class Listing:
         docs = await self.store.list_page(spec.name, after, size + 1)
         more = len(docs) > size
         docs = docs[:size]
+        total = 0
+        for i, d in enumerate(docs):
+            total += len(d.data)
+            if total > PAGE_BYTES and i > 0:
+                docs, more, shortened = docs[:i], True, True
+                break
+        else:
+            shortened = False
         next_token = self._seal(spec.name, docs[-1].id) if more and docs else ""
-        return representation.list_page(docs, next_token, started)
+        return representation.list_page(docs, next_token, started, shortened)
 
     def _seal(self, collection: str, after_id: str) -> str:
         payload = _encode([_TOKEN_VERSION, collection, after_id])

@@ -41,7 +41,7 @@ from maxage.core.types import MISSING, Clock, Entry, SetOutcome
 from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Holder, doc_key
 from maxage.service import representation
-from maxage.service.errors import DocumentNotFound, ReadModeNotAllowed
+from maxage.service.errors import DocumentNotFound, MinVersionUnavailable, ReadModeNotAllowed
 from maxage.store.base import Document, Store
 
 if TYPE_CHECKING:
@@ -240,6 +240,17 @@ class Reads:
         if started - loaded.started_at > bound or too_old:
             # The shared flight started too early for this read (or before the session's write).
             loaded = await self._load(spec, id)
+            doc = loaded.doc
+        if min_version and (doc is None or doc.version < min_version):
+            # P4: never an older version labelled "session". The primary does not have it
+            # (yet, or at all): say so instead of answering with what it has.
+            have = doc.version if doc is not None else 0
+            raise MinVersionUnavailable(
+                f"version {min_version} of {spec.name}/{id} is not available "
+                f"(the primary has {have or 'none'})",
+                min_version=min_version,
+                current_version=have,
+            )
         return self._primary_result(spec, key, loaded, mode, detail)
 
     async def _load(self, spec: CollectionSpec, id: str) -> Loaded:

@@ -10,7 +10,8 @@ Shapes::
     read     {"id","version","createdAt","updatedAt","data",
               "meta":{"version","cachedAt","maxAgeSeconds","consistency","source"}}
     write    the same, with meta.consistency "strong" and source "primary"
-    list     {"data":[document...],"next_page_token","meta":{"consistency","source","cachedAt"}}
+    list     {"data":[document...],"next_page_token",
+              "meta":{"consistency","source","cachedAt","shortened"}}
     change   {"cursor","id","version","op","committedAt"}   (one NDJSON line / SSE event)
 """
 
@@ -91,12 +92,17 @@ def write_response(spec: CollectionSpec, result: WriteResult, status: int) -> St
     return StoredResponse(status, tuple(headers), body)
 
 
-def list_page(docs: Sequence[Document], next_token: str, read_at: float) -> bytes:
+def list_page(
+    docs: Sequence[Document], next_token: str, read_at: float, shortened: bool = False
+) -> bytes:
+    """``meta.shortened``: the page holds fewer documents than asked for because their
+    size reached the page's byte budget (follow ``next_page_token`` for the rest)."""
     return (
         b'{"data":['
         + b",".join(document(d) + b"}" for d in docs)
         + b'],"next_page_token":%s,"meta":{"consistency":"strong","source":"primary",'
-        b'"cachedAt":"%s"}}' % (_encode(next_token), iso(read_at).encode())
+        b'"cachedAt":"%s","shortened":%s}}'
+        % (_encode(next_token), iso(read_at).encode(), b"true" if shortened else b"false")
     )
 
 

@@ -35,6 +35,7 @@ from maxage.service.errors import (
     DocumentNotFound,
     InvalidParameter,
     PreconditionFailed,
+    PreconditionRequired,
     ValidationFailed,
 )
 from maxage.service.reads import Reads
@@ -78,7 +79,7 @@ class WriteIntent:
     kind: WriteKind
     id: str | None  # None for CREATE
     data: object = None  # the document (CREATE, REPLACE) or the merge patch (PATCH)
-    if_match: int | None = None
+    if_match: int | None = None  # ANY_VERSION for If-Match: * (the document must exist)
     create_only: bool = False  # If-None-Match: * (REPLACE only)
 
 
@@ -118,12 +119,16 @@ def _valid_document(spec: CollectionSpec, data: object, what: str) -> bytes:
     return _encode(data)
 
 
+# If-Match: * (RFC 9110 13.1.1): any current version, as long as the document exists.
+ANY_VERSION = -1
+
+
 def _check_if_match(current: Document | None, if_match: int | None) -> None:
     if if_match is None:
         return
     if current is None:
         raise PreconditionFailed("If-Match given but the document does not exist", None)
-    if current.version != if_match:
+    if if_match != ANY_VERSION and current.version != if_match:
         raise PreconditionFailed(
             f"If-Match {if_match} does not match the current version {current.version}",
             current.version,
@@ -135,8 +140,19 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
 
     Raises :class:`InvalidParameter` or :class:`ValidationFailed` (nothing is written)."""
     kind = intent.kind
-    if intent.id is not None and not DOC_ID.match(intent.id):
-        raise InvalidParameter("document ids are 1-200 of A-Z a-z 0-9 . _ ~ -")
+    if intent.id is not None and (not DOC_ID.match(intent.id) or intent.id in (".", "..")):
+        raise InvalidParameter(
+            "document ids are 1-200 of A-Z a-z 0-9 . _ ~ -, other than '.' and '..'"
+        )
+    if (
+        spec.require_if_match
+        and kind in (WriteKind.PATCH, WriteKind.DELETE)
+        and intent.if_match is None
+    ):
+        raise PreconditionRequired(
+            f"collection {spec.name!r} requires If-Match on PATCH and DELETE "
+            "(read the document and send its ETag)"
+        )
     if intent.create_only and kind is not WriteKind.REPLACE:
         raise InvalidParameter(
             "If-None-Match on writes is only supported as 'If-None-Match: *' on PUT"
