@@ -153,6 +153,8 @@ def test_if_match_star_and_require_if_match(server: MaxageServer) -> None:
 def test_accept_without_json_is_406(server: MaxageServer) -> None:
     with server.client() as c:
         doc = c.post("/v1/notes", json={"text": "a"}).json()["id"]
+        c.get(f"/v1/notes/{doc}")
+        assert c.get(f"/v1/notes/{doc}").headers["cache-status"].endswith("detail=l1")  # hot
         r = c.get(f"/v1/notes/{doc}", headers={"accept": "text/html"})
         assert r.status_code == 406 and r.json()["code"] == "not_acceptable"
         for accept in ("application/json", "*/*", "application/*", "text/html, application/json;q=0.5"):

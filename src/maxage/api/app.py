@@ -68,6 +68,8 @@ _UNUSUAL_HEADERS = frozenset(
     }
 )
 AUTHORIZATION = b"authorization"
+ACCEPT = b"accept"
+_JSON_ONLY = (b"application/json",)
 # Never shed: a balancer must see liveness and readiness, an operator the metrics.
 _NEVER_SHED = frozenset({"/livez", "/readyz", "/metrics"})
 _RETRY_AFTER_1 = [(b"retry-after", b"1")]
@@ -208,6 +210,9 @@ class App:
                 rid = value
             elif name == AUTHORIZATION:
                 authorization = value
+            elif name == ACCEPT:
+                # The hot path answers JSON: any other Accept goes the general way (406).
+                unusual = unusual or (value != b"*/*" and not accepts(value, _JSON_ONLY))
             elif name in _UNUSUAL_HEADERS:
                 unusual = True
         if rid is None or len(rid) > 128 or not _SAFE_REQUEST_ID.match(rid):
