@@ -271,6 +271,14 @@ def main() -> int:
         "the machine responsive",
     )
     p.add_argument("--redis-requests", type=int, default=500_000)
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also run maxage cache-server from this src/ directory (PYTHONPATH), e.g. a\n"
+        "`git archive` of the commit before a change, in the same alternating rounds\n"
+        "(the way to show a change did not regress on a shared machine)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     if args.realtime:
@@ -295,13 +303,21 @@ def main() -> int:
         + (", SCHED_FIFO (chrt -f 50)" if args.realtime else ", normal scheduling"),
         flush=True,
     )
-    results: dict[str, Any] = {"params": vars(args) | {"json": str(args.json)}}
+    results: dict[str, Any] = {
+        "params": vars(args) | {"json": str(args.json), "baseline_src": str(args.baseline_src)}
+    }
     servers = {
         "maxage": [
             sys.executable, "-m", "maxage.cacheserver", "--port", "0",
             "--max-bytes", "1GiB", "--request-timeout", "30",
         ],
     }  # fmt: skip
+    if args.baseline_src is not None:
+        src = args.baseline_src.resolve()
+        if not (src / "maxage" / "cacheserver").is_dir():
+            print(f"--baseline-src {src}: no maxage/cacheserver package there")
+            return 1
+        servers["baseline"] = ["env", f"PYTHONPATH={src}", *servers["maxage"]]
     go = _build_go()
     if go is not None:
         servers["go"] = [go, "-addr", "127.0.0.1:0"]
@@ -310,6 +326,16 @@ def main() -> int:
     for name in servers:
         for op in ("get", "put"):
             _print(name, op, results[name][op])
+    if "baseline" in servers:
+        for op in ("get", "put"):
+            m, b = results["maxage"][op], results["baseline"][op]
+            per_round = [x["rps"] / y["rps"] for x, y in zip(m["rounds"], b["rounds"], strict=True)]
+            results[f"{op}_vs_baseline"] = m["rps"] / b["rps"]
+            print(
+                f"  {op.upper()}: maxage/baseline throughput {m['rps'] / b['rps']:.2f}x "
+                f"(per round: {', '.join(f'{r:.2f}' for r in per_round)}); server cpu/request "
+                f"{m['cpu_us_per_req'] / b['cpu_us_per_req']:.2f}x"
+            )
     if go is not None:
         for op in ("get", "put"):
             m, g = results["maxage"][op], results["go"][op]
