@@ -95,3 +95,11 @@ def test_token_and_upstream_errors_through_the_client() -> None:
     finally:
         up.stop()
         assert s.stop() == 0
+
+
+def test_too_many_tags_is_payload_too_large(server: CacheServer, unique: str) -> None:
+    from maxage.cacheserver.client import CacheClient, PayloadTooLarge
+
+    with CacheClient(server.url) as c, pytest.raises(PayloadTooLarge) as exc:
+        c.set(f"{unique}many", b"v", tags=[f"t{i}" for i in range(65)])
+    assert exc.value.code == "too_many_tags"

@@ -145,7 +145,7 @@ class Tombstoned(CacheServerError):
 
 
 class PayloadTooLarge(CacheServerError):
-    """413 ``value_too_large`` / ``body_too_large``."""
+    """413 ``value_too_large`` / ``body_too_large`` / ``too_many_tags``."""
 
 
 class UpstreamFailed(CacheServerError):
@@ -164,6 +164,7 @@ _BY_CODE: Final[dict[str, type[CacheServerError]]] = {
     "tombstoned": Tombstoned,
     "value_too_large": PayloadTooLarge,
     "body_too_large": PayloadTooLarge,
+    "too_many_tags": PayloadTooLarge,
     "upstream_error": UpstreamFailed,
     "upstream_timeout": UpstreamFailed,
     "deadline_exceeded": UpstreamFailed,

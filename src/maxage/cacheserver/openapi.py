@@ -43,6 +43,12 @@ _WRITE_RESULT = {
     },
 }
 
+_VERSION: Final[dict[str, Any]] = {
+    "name": "version",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+}
+
 DOC: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {
@@ -110,14 +116,14 @@ DOC: Final[dict[str, Any]] = {
                     {
                         "name": "ttl",
                         "in": "query",
-                        "schema": {"type": "number", "exclusiveMinimum": 0},
+                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 31536000},
                     },
-                    {"name": "version", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    _VERSION,
                     {
                         "name": "tags",
                         "in": "query",
                         "schema": {"type": "string"},
-                        "description": "comma-separated",
+                        "description": "comma-separated; at most 64 distinct, 256 characters each",
                     },
                 ],
                 "requestBody": {"required": False, "content": {"*/*": {"schema": {}}}},
@@ -145,14 +151,13 @@ DOC: Final[dict[str, Any]] = {
                         "version_conflict",
                         "tombstoned",
                         "value_too_large",
+                        "too_many_tags",
                     ),
                 },
             },
             "delete": {
                 "summary": "Delete a value; with ?version=N invalidate versions below N",
-                "parameters": [
-                    {"name": "version", "in": "query", "schema": {"type": "integer", "minimum": 1}}
-                ],
+                "parameters": [_VERSION],
                 "responses": {
                     "200": {"description": "{key, deleted, tombstone}"},
                     **_errors("invalid_key", "key_too_long", "invalid_parameter"),
@@ -168,7 +173,15 @@ DOC: Final[dict[str, Any]] = {
                             "schema": {
                                 "type": "object",
                                 "properties": {
-                                    "tags": {"type": "array", "items": {"type": "string"}},
+                                    "tags": {
+                                        "type": "array",
+                                        "maxItems": 1024,
+                                        "items": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 256,
+                                        },
+                                    },
                                     "prefix": {"type": "string", "minLength": 1},
                                 },
                                 "additionalProperties": False,
@@ -178,7 +191,13 @@ DOC: Final[dict[str, Any]] = {
                 },
                 "responses": {
                     "200": {"description": "{invalidated, tags, prefix}"},
-                    **_errors("malformed_json", "invalid_body", "unsupported_media_type"),
+                    **_errors(
+                        "malformed_json",
+                        "invalid_body",
+                        "invalid_parameter",
+                        "unsupported_media_type",
+                        "too_many_tags",
+                    ),
                 },
             }
         },
