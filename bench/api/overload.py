@@ -171,6 +171,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--factor", type=float, default=5.0)
     ap.add_argument("--max-concurrency", type=int, default=None)
+    ap.add_argument("--max-loop-lag", default=None, help="e.g. 10ms (default: the server's)")
     ap.add_argument("--connections", type=int, default=2000, help="most client connections")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="maxage-overload-"))
@@ -179,6 +180,8 @@ def main() -> int:
            "--access-log", "off"]  # fmt: skip
     if args.max_concurrency:
         cmd += ["--max-concurrency", str(args.max_concurrency)]
+    if args.max_loop_lag:
+        cmd += ["--max-loop-lag", args.max_loop_lag]
     with server(cmd, port):
         base = f"http://127.0.0.1:{port}"
         req = urllib.request.Request(f"{base}/v1/products", method="POST",

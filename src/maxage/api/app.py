@@ -26,6 +26,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
+
 from maxage.api import exposition, guard, openapi, responses, routes
 from maxage.api.http import accepts, scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
@@ -74,7 +76,11 @@ _JSON_ONLY = (b"application/json",)
 _NEVER_SHED = frozenset({"/livez", "/readyz", "/metrics"})
 _RETRY_AFTER_1 = [(b"retry-after", b"1")]
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_encode = msgspec.json.Encoder().encode
 _OVERLOADED = "the server is overloaded; retry after Retry-After"
+# The overloaded problem, rendered once around its two per-request members.
+_SHED_HEAD = render_problem("overloaded", _OVERLOADED, "\x00", "\x01")[1].split(b'"\\u0000"')[0]
+_SHED_TAIL = b',"request_id":"%s","code":"overloaded"}'
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _AGES = [b"%d" % i for i in range(100)]
 # Outcomes of App._hot_get (identity-compared sentinels).
@@ -380,11 +386,22 @@ class App:
     # -- load shedding -----------------------------------------------------------------
 
     async def _shed(self, scope: Scope, rid: bytes, send: Send, started: float) -> None:
-        """A fast 503: no problem logging, no access-log line (sheds come in floods;
-        ``maxage_shed_total`` counts them)."""
-        req = Request(scope["method"], scope["path"], b"", rid.decode("latin-1"), started)
-        status, body = render_problem("overloaded", _OVERLOADED, req.path, req.request_id)
-        await responses.plain(req, send, status, PROBLEM_CONTENT_TYPE, body, _RETRY_AFTER_1)
+        """A fast 503: a pre-rendered problem with this request's id, no logging, no
+        access-log line (sheds come in floods; ``maxage_shed_total`` counts them)."""
+        body = b"%s%s%s" % (_SHED_HEAD, _encode(scope["path"][:200]), _SHED_TAIL % rid)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (RID, rid),
+                    (CT, PROBLEM_CONTENT_TYPE),
+                    (CL, b"%d" % len(body)),
+                    (b"retry-after", b"1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
         self._shed_histogram.observe(time.perf_counter() - started)
 
     # -- deadlines and disconnects -----------------------------------------------------

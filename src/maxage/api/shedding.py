@@ -56,7 +56,8 @@ class Shedder:
             return False
         if in_flight < self.max_concurrency:
             return True
-        if await self._queue():
+        # A queue as long as the limit will not drain within the deadline: refuse at once.
+        if len(self._waiting) < self.max_concurrency and await self._queue():
             return True
         self.shed += 1
         return False
