@@ -417,7 +417,8 @@ def test_a_large_invalidation_yields_to_other_requests(how: bytes) -> None:
 
     served, (status, _, body) = asyncio.run(main())
     assert status == 200 and served >= 5
-    assert json.loads(body)["invalidated"] == 29_999
+    # 30,000 if the old k/5 was dropped before the PUT, else it was overwritten
+    assert json.loads(body)["invalidated"] in (29_999, 30_000)
     assert cache.keys() == ["k/5"]  # type: ignore[attr-defined]
 
 
