@@ -17,7 +17,13 @@ from maxage.core import (
     ManualClock,
     SetOutcome,
 )
-from maxage.core.cache import GUARD_OVERHEAD, TAG_OVERHEAD, TOMBSTONE_OVERHEAD, VersionExhausted
+from maxage.core.cache import (
+    GUARD_OVERHEAD,
+    INDEX_OVERHEAD,
+    TAG_OVERHEAD,
+    TOMBSTONE_OVERHEAD,
+    VersionExhausted,
+)
 
 POLICIES = ["lru", "adaptive"]
 
@@ -289,10 +295,11 @@ def test_threads_hammer_keeps_invariants() -> None:
     assert c.bytes_used == sum(e.size for e in c._data.values())
 
 
-def test_entry_overhead_is_measured() -> None:
+@pytest.mark.parametrize("prefix_index", [False, True])
+def test_entry_overhead_is_measured(prefix_index: bool) -> None:
     import tracemalloc
 
-    c = Cache(10**9, clock=ManualClock(0.0), thread_safe=False)
+    c = Cache(10**9, clock=ManualClock(0.0), thread_safe=False, prefix_index=prefix_index)
     keys = [f"key-{i:08d}" for i in range(20_000)]
     bodies = [b"" for _ in keys]
     tracemalloc.start()
@@ -305,7 +312,7 @@ def test_entry_overhead_is_measured() -> None:
         tracemalloc.stop()
     # the key and body objects already existed: add their headers
     per_entry = (after - before) / len(keys) + sys.getsizeof("") + sys.getsizeof(b"")
-    assert per_entry <= ENTRY_OVERHEAD, per_entry
+    assert per_entry <= ENTRY_OVERHEAD + (INDEX_OVERHEAD if prefix_index else 0), per_entry
 
 
 # -- issue 12: hostile clients (per-key structures are bounded and charged) --------

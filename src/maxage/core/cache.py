@@ -28,15 +28,15 @@ Invariants (checked by the hypothesis state machine in ``tests/core``)
 
 Sizes
 -----
-An entry weighs ``len(body) + len(key) + ENTRY_OVERHEAD``, plus
-``len(tag) + TAG_OVERHEAD`` per tag (the tag index) and whatever the
-cache's ``meta_size`` callable says its ``meta`` costs.
-``ENTRY_OVERHEAD`` was measured with ``tracemalloc`` (CPython 3.11, 64-bit): the
-entry record (~96 B), its boxed floats, the storage dict slot, the policy's
-node, the TTL heap item, the key's and body's object headers come to
-~310-470 B per entry depending on the policy and TTL (W-TinyLFU adds a
-segment-map slot and 16-32 B of sketch per entry; the optional prefix index
-8-16 B); 512 B covers them
+An entry weighs ``len(body) + len(key) + ENTRY_OVERHEAD`` (plus
+``INDEX_OVERHEAD`` with the prefix index), plus ``len(tag) + TAG_OVERHEAD``
+per tag (the tag index) and whatever the cache's ``meta_size`` callable says
+its ``meta`` costs. ``ENTRY_OVERHEAD`` was measured with ``tracemalloc``
+(CPython 3.11, 64-bit): the entry record (~96 B), its boxed floats, the
+storage dict slot, the policy's node, the TTL heap item, the key's and body's
+object headers come to ~310-504 B per entry depending on the policy and TTL
+(W-TinyLFU with a TTL, the worst case, measured 504 B at 20,000 entries: the
+margin is thin); 512 B covers them
 (``tests/core/test_cache.py::test_entry_overhead_is_measured`` keeps it honest,
 and the ``*_OVERHEAD`` constants below have tests of their own).
 
@@ -101,6 +101,7 @@ from maxage.core.types import MISSING, Clock, Entry, EvictionReason, Missing, Se
 __all__ = [
     "ENTRY_OVERHEAD",
     "GUARD_OVERHEAD",
+    "INDEX_OVERHEAD",
     "MAX_VERSION",
     "TAG_OVERHEAD",
     "TOMBSTONE_OVERHEAD",
@@ -121,6 +122,9 @@ TOMBSTONE_OVERHEAD: Final = 320
 ordered map's slot and link, the (version, expiry) record; measured ~230-290 B."""
 GUARD_OVERHEAD: Final = 320
 """Bytes charged per prefix or tag guard on top of ``len(prefix or tag)`` (as a tombstone)."""
+INDEX_OVERHEAD: Final = 16
+"""Bytes charged per entry for the sorted key index (``prefix_index=True``): a list slot
+and the sublists' slack; measured ~8 B."""
 GUARD_SHARE: Final = 0.25
 """Default share of ``max_bytes`` guards may use (``Cache(guard_share=...)``)."""
 MIN_GUARD_BYTES: Final = 16 * 1024
@@ -378,6 +382,7 @@ class Cache:
         "_by_tag",
         "_clock",
         "_data",
+        "_entry_overhead",
         "_floor_at",
         "_floor_exp",
         "_guard_bytes",
@@ -459,6 +464,7 @@ class Cache:
         self._data: dict[str, Entry] = {}
         self._used = 0
         self._index: _SortedKeys | None = _SortedKeys() if prefix_index else None
+        self._entry_overhead = ENTRY_OVERHEAD + (INDEX_OVERHEAD if prefix_index else 0)
         # Guards, each map in order of last raise (= order of expiry):
         # key -> (version, expires_at); prefix/tag -> (invalidated_at, expires_at).
         self._tombs: OrderedDict[str, tuple[int, float]] = OrderedDict()
@@ -619,7 +625,7 @@ class Cache:
                 and not (tag_tuple and self._tag_tombs)
                 and started_at > self._floor_at
             ):
-                size = len(body) + len(key) + ENTRY_OVERHEAD
+                size = len(body) + len(key) + self._entry_overhead
                 if self._meta_size is not None:
                     size += self._meta_size(meta)
                 max_bytes = self.max_bytes
@@ -731,7 +737,7 @@ class Cache:
             if old is not None:  # a newer version exists: the stored one is stale
                 self._drop(key, old, EvictionReason.INVALIDATION)
             return SetOutcome.REFUSED_TOMBSTONE
-        size = len(body) + len(key) + ENTRY_OVERHEAD
+        size = len(body) + len(key) + self._entry_overhead
         if self._meta_size is not None:
             size += self._meta_size(meta)
         if size > self.max_bytes:
