@@ -4,6 +4,7 @@ page, and the test-only fault-control endpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
 # Readiness answers within this even when the request's own deadline is longer.
 READY_TIMEOUT = 2.0
+L2_DEGRADED = b'{"status":"ready","l2":"degraded"}'
 
 
 async def livez(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
@@ -36,7 +38,19 @@ async def readyz(app: App, req: Request, match: Match, receive: Receive, send: S
             await app.service.ping()
     except (StoreError, TimeoutError):
         raise HTTPProblem("store_unavailable", "the primary store does not answer") from None
-    return await responses.plain(req, send, 200, responses.JSON, b'{"status":"ready"}')
+    l2 = app.service.l2
+    if l2 is None:
+        return await responses.plain(req, send, 200, responses.JSON, b'{"status":"ready"}')
+    if not l2.available:  # let a Redis that came back be seen without other traffic
+        probe = getattr(l2, "ping", None)
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await probe()
+    # Ready either way: without the shared tier reads go to the primary and the contract
+    # holds; "degraded" tells the operator (and maxage_l2_available is 0).
+    body = b'{"status":"ready","l2":"ok"}' if l2.available else L2_DEGRADED
+    return await responses.plain(req, send, 200, responses.JSON, body)
 
 
 async def metrics(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:

@@ -191,6 +191,15 @@ class CircuitBreaker:
         """A call was cancelled by its caller: neither success nor failure."""
         self._probing = False
 
+    def trip(self) -> bool:
+        """Open now, whatever the count (a failed start-up check); True if this opened it."""
+        self._probing = False
+        if self.state is BreakerState.OPEN:
+            return False
+        self.state = BreakerState.OPEN
+        self.opened_at = self.clock.now()
+        return True
+
 
 def _cluster_url(url: str) -> str | None:
     """``redis+cluster://h:p`` → ``redis://h:p`` (``rediss+cluster`` → ``rediss``), else None."""
@@ -362,6 +371,18 @@ class RedisTier:
     async def ping(self) -> bool:
         """A health probe through the breaker (for readiness and tests)."""
         return await self._call(lambda: self._client.ping()) is not _FAILED
+
+    async def check_at_start(self) -> bool:
+        """One ping at start-up; when it fails (Redis down, a wrong password or database)
+        the breaker opens at once rather than after ``failure_threshold`` calls, so the tier
+        is reported unavailable (``available``: the metric, /readyz) from the first request
+        and reads go to the primary without waiting on Redis. As always, a probe after
+        ``cooldown`` that succeeds closes it again."""
+        if await self.ping():
+            return True
+        if self.breaker.trip():
+            self.stats["circuit_opened"] += 1
+        return False
 
     async def close(self) -> None:
         try:
