@@ -43,7 +43,9 @@ class NoVersionGuardCache(Cache):
             old = self._data.get(key)
             if old is not None:
                 self._drop(key, old, EvictionReason.INVALIDATION)
-            self._tombs.pop(key, None)
+            if key in self._tombs:  # forget the guard, with its byte charge
+                del self._tombs[key]
+                self._forget_guard(self._tombs, key)
         return super().set_if_newer(
             key, version, body, started_at=started_at, ttl=ttl, meta=meta, tags=tags
         )
