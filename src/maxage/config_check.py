@@ -63,7 +63,7 @@ def collect_problems(
     dropped: set[str] = set()  # collections set aside: references to them are not problems
     for _ in range(MAX_ROUNDS):
         try:
-            return parse_config(work, source, base_dir=base_dir), problems
+            config = parse_config(work, source, base_dir=base_dir)
         except ConfigError as exc:
             if str(exc) in seen:  # setting it aside did not help: stop here
                 break
@@ -72,6 +72,8 @@ def collect_problems(
                 problems.append(exc)
             if not _set_aside(work, exc, dropped):
                 break
+        else:
+            return (None if problems else config), problems
     if not problems:  # only references to collections that had problems of their own
         problems.append(ConfigError(source, None, None, "the config has problems"))
     return None, problems

@@ -46,7 +46,7 @@ from typing import Any, Final, TypeVar
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from maxage.core.types import Clock, SetOutcome
@@ -281,7 +281,8 @@ class RedisTier:
                 result = await fn()
         except (TimeoutError, RedisTimeoutError):
             self.stats["timeouts"] += 1
-        except (RedisError, OSError):
+        except (RedisError, RedisClusterException, OSError):
+            # RedisClusterException: e.g. no seed node of a cluster answers (not a RedisError)
             self.stats["errors"] += 1
         except asyncio.CancelledError:
             self.breaker.abandoned()
