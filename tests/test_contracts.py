@@ -1,5 +1,5 @@
 """Config parsing (every invalid config names file, collection and field; `maxage serve`
-exits 2) and the JSON Schema subset validator."""
+exits 2). The JSON Schema validator itself: tests/test_schema.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maxage.contracts import ConfigError, ReadMode, compile_schema, load_config, parse_duration
+from maxage.contracts import ConfigError, ReadMode, load_config, parse_duration
 
 GOOD = """
 [collections.things]
@@ -40,6 +40,13 @@ BAD = [
     ('[collections.things]\nmax_staleness = "1s"\nschema = {type="array"}\n', "things", "schema"),
     ('[collections.things]\nmax_staleness = "1s"\nschema = {type="object", properties={a={pattern="("}}}\n',
      "things", "schema"),
+    ('[collections.things]\nmax_staleness = "1s"\nstrict = "yes"\nschema = {type="object"}\n', "things", "strict"),
+    ('[collections.things]\nmax_staleness = "1s"\nstrict = true\nschema = {type="object", additionalProperties=true}\n',
+     "things", "strict"),
+    ('[collections.things]\nmax_staleness = "1s"\nschema = {type="object", properties={a={minLenght=1}}}\n',
+     "things", "schema"),
+    ('[collections.things]\nmax_staleness = "1s"\nschema = {type="object", properties={a={"$ref"="#/$defs/nope"}}}\n',
+     "things", "schema"),
     ('[collections.Bad-Name]\nmax_staleness = "1s"\nschema = {type="object"}\n', "Bad-Name", None),
     ("[other]\n", None, "other"),
 ]  # fmt: skip
@@ -53,9 +60,13 @@ def test_good_config(tmp_path: Path) -> None:
     assert spec.read_modes == {ReadMode.BOUNDED, ReadMode.STRONG, ReadMode.SESSION}
     assert spec.default_mode is ReadMode.BOUNDED
     assert spec.validate({"name": "x"}) == []
-    assert spec.validate({"name": 1, "extra": 2}) == [
-        ("/name", "must be of type string"),
+    # Standard JSON Schema: other properties are allowed unless the schema or strict says no.
+    assert spec.validate({"name": 1, "extra": 2}) == [("/name", "must be of type string")]
+    f.write_text(GOOD.replace('write_policy = "write-through"', "strict = true"))
+    strict = load_config(f).collections["things"]
+    assert strict.validate({"name": 1, "extra": 2}) == [
         ("/extra", "is not an allowed property"),
+        ("/name", "must be of type string"),
     ]
 
 
@@ -99,42 +110,3 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
-
-
-def check(schema: dict[str, object], value: object) -> list[tuple[str, str]]:
-    errors: list[tuple[str, str]] = []
-    compile_schema(schema)(value, "", errors)
-    return errors
-
-
-def test_schema_subset() -> None:
-    s = {"type": "object", "required": ["n"], "additionalProperties": False, "properties": {
-        "n": {"type": "integer", "minimum": 1, "maximum": 3},
-        "s": {"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^[a-z]+$"},
-        "e": {"enum": ["a", 1, True]},
-        "a": {"type": "array", "items": {"type": "number"}, "maxItems": 2},
-        "o": {"type": "object", "additionalProperties": {"type": "boolean"}},
-        "x/y": {"type": "null"}}}  # fmt: skip
-    assert check(s, {"n": 2, "s": "ab", "e": 1, "a": [1.5], "o": {"k": True}, "x/y": None}) == []
-    assert check(s, {"n": 2.0}) == []  # integer-valued float is an integer
-    assert check(s, {"n": True}) == [("/n", "must be of type integer")]
-    assert check(s, {}) == [("/n", "is required")]
-    assert check(s, {"n": 0}) == [("/n", "must be >= 1")]
-    assert check(s, {"n": 1, "s": "A"}) == [("/s", "must be at least 2 characters long"),
-                                            ("/s", "must match pattern '^[a-z]+$'")]  # fmt: skip
-    assert check(s, {"n": 1, "e": 1.5})[0][0] == "/e"
-    assert check(s, {"n": 1, "e": 1}) == [] and check(s, {"n": 1, "e": True}) == []
-    assert check(s, {"n": 1, "a": [1, "x", 3]}) == [("/a", "must have at most 2 items"),
-                                                    ("/a/1", "must be of type number")]  # fmt: skip
-    assert check(s, {"n": 1, "o": {"k": 1}}) == [("/o/k", "must be of type boolean")]
-    assert check(s, {"n": 1, "x/y": 1}) == [("/x~1y", "must be of type null")]
-    assert check(s, {"n": 1, "z": 1}) == [("/z", "is not an allowed property")]
-    # ECMA-262 semantics: \d is ASCII only.
-    assert check({"type": "string", "pattern": "^\\d+$"}, "١٢") != []
-
-
-@pytest.mark.parametrize("bad", [{"type": "date"}, {"minimum": "1"}, {"oneOf": []},
-                                 {"enum": []}, {"minLength": -1}, {"pattern": "("}, []])  # fmt: skip
-def test_invalid_schemas_are_rejected(bad: object) -> None:
-    with pytest.raises(ValueError):
-        compile_schema(bad)

@@ -8,10 +8,12 @@ A config file is TOML with one ``[collections.NAME]`` table per collection::
     write_policy = "write-through" # or "write-around"
     ttl = "60s"                    # optional; may exceed max_staleness (TTL is not the bound)
     schema_file = "products.schema.json"   # or an inline [collections.products.schema] table
+    strict = true                  # optional; refuse properties the schema does not name
 
 Every problem is a :class:`ConfigError` naming the file, the collection and the field.
-The document schema is a JSON Schema subset compiled once into a validator that
-returns ``(json_pointer, detail)`` pairs.
+The document schema is standard JSON Schema (Draft 2020-12, :mod:`maxage.schema`),
+compiled once into a validator that returns every error as a ``(json_pointer, detail)``
+pair; ``strict = true`` refuses properties the schema does not name.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from maxage import schema as schema_lib
 from maxage import units
 
 COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -84,282 +87,10 @@ def parse_duration(value: object) -> float:
 
 # -- schema ----------------------------------------------------------------------------
 
-SchemaErrors = list[tuple[str, str]]
-Validator = Callable[[object, str, SchemaErrors], None]
-
-_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
-_KNOWN = {
-    "type",
-    "properties",
-    "required",
-    "enum",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "additionalProperties",
-    "items",
-    "minItems",
-    "maxItems",
-    "title",
-    "description",
-    "default",
-    "examples",
-    "format",
-    "$schema",
-    "$id",
-    "$comment",
-    "readOnly",
-    "writeOnly",
-    "deprecated",
-}
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def _type_ok(kind: str, value: object) -> bool:
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer()
-        )
-    if kind == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "object":
-        return isinstance(value, dict)
-    return value is None  # "null"
-
-
-class SchemaError(ValueError):
-    """The schema itself is invalid (unsupported keyword, wrong type…)."""
-
-
-def compile_schema(schema: object, where: str = "#") -> Validator:
-    """Compile a JSON Schema subset into a validator. Raises SchemaError naming the spot.
-
-    (Long: one closure per keyword of the supported subset, so a validator is built once
-    per schema; the "Real data" issue replaces this with a JSON Schema library.)
-    """
-    if not isinstance(schema, dict):
-        raise SchemaError(f"{where}: a schema must be an object")
-    unknown = set(schema) - _KNOWN
-    if unknown:
-        raise SchemaError(f"{where}: unsupported keyword(s) {sorted(unknown)}")
-    checks: list[Validator] = []
-
-    types = schema.get("type")
-    if types is not None:
-        kinds = [types] if isinstance(types, str) else types
-        if not isinstance(kinds, list) or not kinds or any(k not in _TYPES for k in kinds):
-            raise SchemaError(f"{where}/type: must be one of {sorted(_TYPES)} or a list of them")
-        kinds_t = tuple(kinds)
-        label = " or ".join(kinds_t)
-
-        def check_type(v: object, p: str, e: SchemaErrors) -> None:
-            if not any(_type_ok(k, v) for k in kinds_t):
-                e.append((p, f"must be of type {label}"))
-
-        checks.append(check_type)
-
-    if "enum" in schema:
-        allowed = schema["enum"]
-        if not isinstance(allowed, list) or not allowed:
-            raise SchemaError(f"{where}/enum: must be a non-empty array")
-        shown = ", ".join(json.dumps(a) for a in allowed)
-
-        def check_enum(v: object, p: str, e: SchemaErrors) -> None:
-            if not any(v == a and isinstance(v, bool) == isinstance(a, bool) for a in allowed):
-                e.append((p, f"must be one of {shown}"))
-
-        checks.append(check_enum)
-
-    def number(key: str) -> float | None:
-        val = schema.get(key)
-        if val is None:
-            return None
-        if isinstance(val, bool) or not isinstance(val, int | float):
-            raise SchemaError(f"{where}/{key}: must be a number")
-        return float(val)
-
-    def count(key: str) -> int | None:
-        val = schema.get(key)
-        if val is None:
-            return None
-        if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-            raise SchemaError(f"{where}/{key}: must be a non-negative integer")
-        return val
-
-    def is_num(v: object) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
-
-    for key, cmp, text in (
-        ("minimum", lambda v, b: v >= b, "must be >= {}"),
-        ("maximum", lambda v, b: v <= b, "must be <= {}"),
-        ("exclusiveMinimum", lambda v, b: v > b, "must be > {}"),
-        ("exclusiveMaximum", lambda v, b: v < b, "must be < {}"),
-    ):
-        bound = number(key)
-        if bound is not None:
-
-            def check_bound(
-                v: object, p: str, e: SchemaErrors, b: float = bound, c: Any = cmp, t: str = text
-            ) -> None:
-                if is_num(v) and not c(v, b):
-                    e.append((p, t.format(_fmt_num(b))))
-
-            checks.append(check_bound)
-
-    min_len, max_len = count("minLength"), count("maxLength")
-    if min_len is not None or max_len is not None:
-
-        def check_len(v: object, p: str, e: SchemaErrors) -> None:
-            if isinstance(v, str):
-                if min_len is not None and len(v) < min_len:
-                    e.append((p, f"must be at least {min_len} characters long"))
-                if max_len is not None and len(v) > max_len:
-                    e.append((p, f"must be at most {max_len} characters long"))
-
-        checks.append(check_len)
-
-    if "pattern" in schema:
-        pat = schema["pattern"]
-        if not isinstance(pat, str):
-            raise SchemaError(f"{where}/pattern: must be a string")
-        try:
-            # ASCII classes: JSON Schema patterns are ECMA-262, where \d and \w are ASCII
-            # and \s does not match U+0085 or U+001C-U+001F (as Python's Unicode \s does).
-            rx = re.compile(pat, re.ASCII)
-        except re.error as exc:
-            raise SchemaError(f"{where}/pattern: invalid regular expression: {exc}") from None
-
-        def check_pattern(v: object, p: str, e: SchemaErrors) -> None:
-            if isinstance(v, str) and not rx.search(v):
-                e.append((p, f"must match pattern {pat!r}"))
-
-        checks.append(check_pattern)
-
-    min_items, max_items = count("minItems"), count("maxItems")
-    item_check = compile_schema(schema["items"], f"{where}/items") if "items" in schema else None
-    if item_check is not None or min_items is not None or max_items is not None:
-
-        def check_array(v: object, p: str, e: SchemaErrors) -> None:
-            if not isinstance(v, list):
-                return
-            if min_items is not None and len(v) < min_items:
-                e.append((p, f"must have at least {min_items} items"))
-            if max_items is not None and len(v) > max_items:
-                e.append((p, f"must have at most {max_items} items"))
-            if item_check is not None:
-                for i, item in enumerate(v):
-                    item_check(item, f"{p}/{i}", e)
-
-        checks.append(check_array)
-
-    props_raw = schema.get("properties")
-    object_like = (
-        props_raw is not None
-        or "required" in schema
-        or types == "object"
-        or (isinstance(types, list) and "object" in types)
-    )
-    if object_like:
-        if props_raw is None:
-            props_raw = {}
-        if not isinstance(props_raw, dict):
-            raise SchemaError(f"{where}/properties: must be an object")
-        props = {
-            name: compile_schema(sub, f"{where}/properties/{_escape(name)}")
-            for name, sub in props_raw.items()
-        }
-        required = schema.get("required", [])
-        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-            raise SchemaError(f"{where}/required: must be an array of property names")
-        additional = schema.get("additionalProperties", False)
-        extra_check: Validator | None = None
-        if isinstance(additional, dict):
-            extra_check = compile_schema(additional, f"{where}/additionalProperties")
-            allow_extra = True
-        elif isinstance(additional, bool):
-            allow_extra = additional
-        else:
-            raise SchemaError(f"{where}/additionalProperties: must be a boolean or a schema")
-
-        def check_object(v: object, p: str, e: SchemaErrors) -> None:
-            if not isinstance(v, dict):
-                return
-            for name in required:
-                if name not in v:
-                    e.append((f"{p}/{_escape(name)}", "is required"))
-            for name, item in v.items():
-                sub = props.get(name)
-                if sub is not None:
-                    sub(item, f"{p}/{_escape(name)}", e)
-                elif not allow_extra:
-                    e.append((f"{p}/{_escape(name)}", "is not an allowed property"))
-                elif extra_check is not None:
-                    extra_check(item, f"{p}/{_escape(name)}", e)
-
-        checks.append(check_object)
-
-    def validate(v: object, p: str, e: SchemaErrors) -> None:
-        for c in checks:
-            c(v, p, e)
-
-    return validate
-
-
-def _fmt_num(x: float) -> str:
-    return str(int(x)) if x.is_integer() else str(x)
-
-
-def patch_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The schema of an RFC 7396 merge patch of documents of ``schema``: every property as in
-    the schema or null (remove it), recursively into objects; required properties may not be
-    null (the merged document would fail re-validation) and none is required in a patch."""
-    out = dict(schema)
-    out.pop("required", None)
-    props = schema.get("properties")
-    if isinstance(props, dict):
-        required = set(schema.get("required", []))
-        out["properties"] = {
-            name: _sub_patch(sub) if name in required else _nullable(_sub_patch(sub))
-            for name, sub in props.items()
-        }
-    additional = schema.get("additionalProperties")
-    if isinstance(additional, dict):
-        out["additionalProperties"] = _nullable(_sub_patch(additional))
-    return out
-
-
-def _sub_patch(sub: Any) -> Any:
-    is_object = isinstance(sub, dict) and (
-        sub.get("type") in ("object", ["object"]) or "properties" in sub
-    )
-    return patch_schema(sub) if is_object else sub
-
-
-def _nullable(sub: Any) -> Any:
-    if not isinstance(sub, dict):
-        return sub
-    out = dict(sub)
-    types = out.get("type")
-    if isinstance(types, str):
-        out["type"] = [types, "null"]
-    elif isinstance(types, list) and "null" not in types:
-        out["type"] = [*types, "null"]
-    if isinstance(out.get("enum"), list) and None not in out["enum"]:
-        out["enum"] = [*out["enum"], None]
-    return out
+# The document schema is standard JSON Schema (Draft 2020-12): maxage.schema compiles it.
+SchemaErrors = schema_lib.SchemaErrors
+Validator = schema_lib.Validator
+SchemaError = schema_lib.SchemaError
 
 
 # -- collections -----------------------------------------------------------------------
@@ -376,6 +107,8 @@ class CollectionSpec:
     validator: Validator = field(repr=False, compare=False)
     # PATCH and DELETE must carry If-Match (428 otherwise): no blind overwrite.
     require_if_match: bool = False
+    # The schema (as given) refuses other top-level properties: maxage.schema.make_strict.
+    strict: bool = False
 
     @property
     def default_mode(self) -> ReadMode:
@@ -391,21 +124,23 @@ class CollectionSpec:
         return max(self.max_staleness * 4, 60.0)
 
     def validate(self, document: object) -> SchemaErrors:
-        errors: SchemaErrors = []
+        """Every error of ``document`` (sorted ``(json_pointer, detail)`` pairs; [] = valid)."""
         if not isinstance(document, dict):
             return [("", "the document must be a JSON object")]
-        self.validator(document, "", errors)
-        return errors
+        return self.validator(document)
+
+    @cached_property
+    def patch_schema(self) -> dict[str, Any]:
+        """The merge-patch schema derived from :attr:`schema` (published as is in OpenAPI)."""
+        return schema_lib.patch_schema(self.schema)
 
     @cached_property
     def _patch_validator(self) -> Validator:
-        return compile_schema(patch_schema(self.schema))
+        return schema_lib.compile_schema(self.patch_schema)
 
     def validate_patch(self, patch: object) -> SchemaErrors:
         """Errors a merge patch has whatever the document it is applied to (null = remove)."""
-        errors: SchemaErrors = []
-        self._patch_validator(patch, "", errors)
-        return errors
+        return self._patch_validator(patch)
 
     def allowed_modes_text(self) -> str:
         return ", ".join(m.value for m in _STRENGTH[::-1] if m in self.read_modes)
@@ -463,6 +198,7 @@ _COLLECTION_KEYS = {
     "schema_file",
     "schema",
     "require_if_match",
+    "strict",
 }
 
 
@@ -678,16 +414,30 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         )
     if not isinstance(schema, dict):
         raise fail(schema_field, "the schema must be a JSON object")
-    schema = dict(schema)
     if schema.get("type", "object") not in ("object", ["object"]):
         raise fail(schema_field, "a document schema must have type 'object'")
-    schema.setdefault("type", "object")
-    schema.setdefault("additionalProperties", False)
+    strict = table.get("strict", False)
+    if not isinstance(strict, bool):
+        raise fail("strict", "must be true or false")
     try:
-        validator = compile_schema(schema)
+        schema = schema_lib.prepare(schema)  # $schema/$id dropped: read as Draft 2020-12
+        schema.setdefault("type", "object")
+        if strict:
+            try:
+                schema = schema_lib.make_strict(schema)
+            except SchemaError as exc:
+                raise fail("strict", f"{exc} (in {schema_field})") from None
+        validator = schema_lib.compile_schema(schema)
     except SchemaError as exc:
         raise fail(schema_field, str(exc)) from None
     require_if_match = table.get("require_if_match", False)
     if not isinstance(require_if_match, bool):
         raise fail("require_if_match", "must be true or false")
-    return CollectionSpec(cname, staleness, modes, policy, ttl, schema, validator, require_if_match)
+    spec = CollectionSpec(
+        cname, staleness, modes, policy, ttl, schema, validator, require_if_match, strict
+    )
+    try:
+        spec.validate_patch({})  # derive and compile the merge-patch schema now, not at a PATCH
+    except SchemaError as exc:  # pragma: no cover - a derived schema is valid by construction
+        raise fail(schema_field, f"cannot derive its merge-patch schema: {exc}") from None
+    return spec

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from maxage.api.problems import CATALOG
-from maxage.contracts import CollectionSpec, ReadMode, patch_schema
+from maxage.contracts import CollectionSpec, ReadMode
+from maxage.schema import openapi_schema
 
 if TYPE_CHECKING:
     from maxage.api.types import Settings
@@ -105,9 +106,8 @@ def collection_context(
     """Add the collection's schemas; return the context its operations are built from."""
     name = spec.name
     cap = capitalized(name)
-    data_schema = copy.deepcopy(dict(spec.schema))
-    data_schema.pop("$schema", None)
-    schemas[f"{cap}Data"] = data_schema
+    # Exactly what the server enforces (strict included); only $ref strings are rewritten.
+    schemas[f"{cap}Data"] = openapi_schema(spec.schema, f"{cap}Data")
     schemas[cap] = doc_schema(spec)
     schemas[f"{cap}Page"] = {
         "type": "object",
@@ -141,7 +141,11 @@ def collection_context(
     }
     patch_body = {
         "required": True,
-        "content": {"application/merge-patch+json": {"schema": patch_schema(spec.schema)}},
+        "content": {
+            "application/merge-patch+json": {
+                "schema": openapi_schema(spec.patch_schema, f"{cap}Data", drop_defs=True)
+            }
+        },
     }
     return Context(spec, settings, cap, doc_ok, write_ok, created, body, patch_body, modes)
 
