@@ -314,3 +314,24 @@ def test_serve_started_from_environment_variables_only(tmp_path: Path) -> None:
         assert any("201" in line for line in logged), server.stderr()  # MAXAGE_ACCESS_LOG=all
     finally:
         server.kill()
+
+
+# -- packaging: one version, the declared licence ------------------------------------------
+
+
+def test_one_version_source_and_the_declared_licence() -> None:
+    import tomllib
+
+    import maxage
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "version" not in project["project"]  # no second copy to drift
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "maxage.__version__"}
+    out = subprocess.run(python_m("--version"), capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == f"maxage {maxage.__version__}"
+    assert project["project"]["license"] == "Apache-2.0"
+    licence = (root / "LICENSE").read_text()
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence
+    assert (root / "CHANGELOG.md").read_text().count(f"## [{maxage.__version__}]") == 1

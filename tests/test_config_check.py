@@ -214,6 +214,8 @@ BREAKING = {
     + '[collections.products.schema.properties.sku]\ntype = "string"\n',
     "maxLength narrowed": changed('properties.name]\ntype = "string"', 'properties.name]\ntype = "string"\nmaxLength = 10'),
     "require_if_match turned on": changed('max_staleness = "5s"', 'max_staleness = "5s"\nrequire_if_match = true'),
+    "other properties no longer allowed": changed('max_staleness = "5s"', 'max_staleness = "5s"\nstrict = true'),
+    "format changed (not analyzed": changed('properties.name]\ntype = "string"', 'properties.name]\ntype = "string"\nformat = "email"'),
 }  # fmt: skip
 
 ADDITIVE = {
@@ -257,11 +259,21 @@ def test_additive_changes_exit_0(kind: str, tmp_path: Path) -> None:
     assert "no breaking change" in out
 
 
-def test_the_same_config_has_no_change(tmp_path: Path) -> None:
-    new, old = write_pair(tmp_path, BASE)
+@pytest.mark.parametrize(
+    "text",
+    [
+        BASE,
+        changed('properties.name]\ntype = "string"', 'properties.name]\ntype = "string"\ndescription = "shown"'),
+        changed('max_staleness = "5s"', 'max_staleness = "5s"\nwrite_policy = "write-through"\nttl = "1h"'),
+    ],
+    ids=["same", "annotation", "server-side"],
+)  # fmt: skip
+def test_no_change_visible_to_clients(text: str, tmp_path: Path) -> None:
+    new, old = write_pair(tmp_path, text)
     code, out, _ = check(str(new), "--against", str(old))
-    assert code == 0
-    assert "none visible to clients" in out
+    assert code == 0, out
+    assert "BREAKING" not in out
+    assert "no breaking change" in out
 
 
 def test_against_black_box_and_a_broken_old_file(tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def fmt_seconds(seconds: float) -> str:
 def contract_table(config: Config) -> str:
     """The effective contract of each collection, one row each, then limits and CORS."""
     header = ("collection", "max_staleness", "read modes", "default", "write policy",
-              "cache ttl", "if-match", "fields")  # fmt: skip
+              "cache ttl", "if-match", "fields", "other fields")  # fmt: skip
     rows = [header]
     for name, spec in config.collections.items():
         modes = ",".join(m.value for m in (ReadMode.BOUNDED, ReadMode.SESSION, ReadMode.STRONG)
@@ -158,7 +158,7 @@ def contract_table(config: Config) -> str:
         fields = f"{len(props)} ({len(required)} required)"
         rows.append((name, fmt_seconds(spec.max_staleness), modes, spec.default_mode.value,
                      spec.write_policy.value, ttl, "required" if spec.require_if_match else "-",
-                     fields))  # fmt: skip
+                     fields, "allowed" if _allows_extra(spec.schema) else "refused"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]  # fmt: skip
@@ -319,11 +319,29 @@ def _compare_schema(where: str, old: Mapping[str, Any], new: Mapping[str, Any]) 
         out.append(Change(True, f"{where}[]", "items schema added"))
     if _is_object(old) or _is_object(new):
         out.extend(_compare_properties(where, old, new))
+    for key in sorted((set(old) | set(new)) - _ANALYZED - _ANNOTATIONS):
+        if old.get(key) != new.get(key):  # $ref, allOf, format, const...: not analyzed
+            out.append(Change(True, where, f"{key} changed (not analyzed: counted as breaking)"))
     return out
 
 
+# Keywords compared above; annotations that do not change what is valid.
+_ANALYZED = {
+    "type", "enum", "pattern", "items", "properties", "required", "additionalProperties",
+    "unevaluatedProperties", *(key for key, _ in _NUMBER_BOUNDS),
+}  # fmt: skip
+_ANNOTATIONS = {
+    "title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
+    "writeOnly", "$schema", "$id",
+}  # fmt: skip
+
+
 def _allows_extra(schema: Mapping[str, Any]) -> bool:
-    return schema.get("additionalProperties", False) is not False
+    """Other properties allowed (JSON Schema's default; ``strict = true`` refuses them)."""
+    return (
+        schema.get("additionalProperties", True) is not False
+        and schema.get("unevaluatedProperties", True) is not False
+    )
 
 
 def _compare_properties(where: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
@@ -355,6 +373,12 @@ def _compare_properties(where: str, old: Mapping[str, Any], new: Mapping[str, An
             out.extend(_compare_schema(_join(where, name), sub, after))
     if _allows_extra(old) and not _allows_extra(new):
         out.append(Change(True, where, "other properties no longer allowed"))
+    elif _allows_extra(new) and not _allows_extra(old):
+        out.append(Change(False, where, "other properties now allowed"))
+    elif isinstance(new.get("additionalProperties"), dict) and not isinstance(
+        old.get("additionalProperties"), dict
+    ):
+        out.append(Change(True, where, "other properties must now match a schema"))
     elif isinstance(old.get("additionalProperties"), dict) and isinstance(
         new.get("additionalProperties"), dict
     ):
