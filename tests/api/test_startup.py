@@ -51,7 +51,6 @@ def poll(predicate: object, timeout: float = 15.0, what: str = "condition") -> N
 
 def test_an_unreachable_postgres_exits_2_with_one_line(tmp_path: Path) -> None:
     url = f"postgresql://maxage:s3cret@127.0.0.1:{free_port()}/test"  # nothing listens there
-    started = time.monotonic()
     out = run_serve("--db", url, cwd=tmp_path)
     assert out.returncode == 2, out
     lines = out.stderr.strip().splitlines()
@@ -60,7 +59,6 @@ def test_an_unreachable_postgres_exits_2_with_one_line(tmp_path: Path) -> None:
     assert "does not answer" in lines[0]
     assert "s3cret" not in out.stderr + out.stdout
     assert "listening" not in out.stdout  # no worker was started
-    assert time.monotonic() - started < 20
 
 
 def test_an_unopenable_sqlite_file_exits_2_with_one_line(tmp_path: Path) -> None:
