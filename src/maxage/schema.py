@@ -394,16 +394,16 @@ class _Patches:
 
     def value_patch(self, schema: object, seen: tuple[str, ...], depth: int) -> Any:
         """The schema of a non-null patch value where the document has ``schema``."""
-        if not isinstance(schema, dict):
+        if not isinstance(schema, dict) or not schema:
             return schema
         refs: list[str] = []
         parts = self.conjuncts(schema, refs)
         if any(r in seen for r in refs) or depth >= _MAX_DEPTH or self.budget <= 0:
-            return True
+            return {}
         if not self.may_be_object(parts):
             return schema  # the value replaces: exactly the schema
         patch = self.object_patch(schema, (*seen, *refs), depth + 1)
-        if _only_object(parts):
+        if self.only_object(parts):
             return patch
         return {"anyOf": [patch, schema]}
 
@@ -474,7 +474,7 @@ class _Patches:
         out: dict[str, Any] = {"type": "object"}
         properties = {}
         for n in names:
-            value = _all_of([self.value_patch(c, seen, depth) for c in constraints[n]])
+            value = self.value_patch(_all_of(constraints[n]), seen, depth)
             properties[n] = value if n in required else _nullable(value)
         if properties:
             out["properties"] = properties
@@ -513,6 +513,21 @@ class _Patches:
                     return False
         return True
 
+    def only_object(self, parts: list[dict[str, Any]], depth: int = 0) -> bool:
+        """True when only objects can be valid where all of ``parts`` hold (as far as seen)."""
+        if depth > 8:
+            return False
+        for part in parts:
+            if part.get("type") in ("object", ["object"]):
+                return True
+            for key in ("anyOf", "oneOf"):
+                branches = part.get(key)
+                if isinstance(branches, list) and all(
+                    self.only_object(self.conjuncts(b, []), depth + 1) for b in branches
+                ):
+                    return True
+        return False
+
     def _reach(self, schema: object) -> Iterator[dict[str, Any]]:
         """The object schemas reachable without entering a property or an item."""
         seen: set[int] = set()
@@ -550,10 +565,6 @@ def _matches(pattern: str, name: str) -> bool:
         return re.search(pattern, name) is not None
     except re.error:  # an ECMA-262 pattern Python cannot read: assume it may match
         return True
-
-
-def _only_object(parts: list[dict[str, Any]]) -> bool:
-    return any(p.get("type") in ("object", ["object"]) for p in parts)
 
 
 def _all_of(schemas: list[Any]) -> Any:
