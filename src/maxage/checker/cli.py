@@ -184,9 +184,12 @@ class Server:
         db = f"sqlite:///{self.dir.name}/check.db"
         # The server runs with API keys, so revocation (P8) is checked too; the admin key
         # is made with the command line, as a user would.
+        # The checker's own server is a fresh one: none of the operator's MAXAGE_* settings
+        # (a real database, a real Redis, a host) may leak into it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAXAGE_")}
         made = subprocess.run([sys.executable, "-m", "maxage", "keys", "create", "--db", db,
                                "--scopes", "admin,read:*,write:*", "--name", "check"],
-                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+                              capture_output=True, text=True, timeout=60, check=False, env=env)  # fmt: skip
         if made.returncode != 0:
             raise CheckError(f"cannot create an API key: {made.stderr.strip()}")
         self.api_key = made.stdout.strip().splitlines()[-1]
@@ -195,7 +198,6 @@ class Server:
                "--access-log", "off", "--workers", str(workers)]  # fmt: skip
         if mutant:
             cmd += ["--mutant", mutant]
-        env = dict(os.environ)
         env["MAXAGE_FAULTS_FILE"] = str(Path(self.dir.name) / "faults.json")
         self.errors = open(Path(self.dir.name) / "server.err", "w+")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errors, env=env,
