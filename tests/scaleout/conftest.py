@@ -3,7 +3,7 @@
 Every server runs ``python -m maxage serve --db postgresql://… --cache redis://…`` as a
 subprocess started by the shared launcher (``tests.support.launcher``: stdout/stderr to
 files, inherited ``MAXAGE_*`` variables dropped), on a PostgreSQL schema of its own test
-(``MAXAGE_PG_SCHEMA``, hidden, read by ``maxage.cli._make_store``) and a Redis
+(``MAXAGE_PG_SCHEMA``, the environment form of ``--pg-schema``) and a Redis
 database number of its own module (flushed at start). Servers are ready when
 ``/readyz`` answers 200. Nothing here sleeps to wait for a race: conditions are
 polled against a bounded deadline.
