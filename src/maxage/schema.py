@@ -267,7 +267,11 @@ def _describe(error: jsonschema_rs.ValidationError) -> list[tuple[str, str]]:
             return [(at, "must match exactly one schema in oneOf (it matches none)")]
         case _K.OneOfMultipleValid():
             return [(at, "must match exactly one schema in oneOf (it matches more than one)")]
-        case _K.AnyOf():
+        case _K.AnyOf(context=branches):
+            # "null or X" (a merge patch's property): X's own errors say more.
+            other = [b for b in branches if not _only_not_null(b, error.instance_path)]
+            if len(other) == 1 and len(branches) == 2 and other[0]:
+                return [pair for e in other[0] for pair in _describe(e)]
             return [(at, "must match at least one schema in anyOf")]
         case _K.Not():
             return [(at, "must not match the schema in not")]
@@ -280,6 +284,15 @@ def _describe(error: jsonschema_rs.ValidationError) -> list[tuple[str, str]]:
         case _K.PropertyNames(error=inner):
             return [(at, "has a property name that is not allowed: " + inner.message[:_LONG])]
     return [(at, error.message[:_LONG])]
+
+
+def _only_not_null(errors: list[jsonschema_rs.ValidationError], at: list[str | int]) -> bool:
+    return (
+        len(errors) == 1
+        and isinstance(errors[0].kind, _K.Type)
+        and errors[0].kind.types == ["null"]
+        and errors[0].instance_path == at
+    )
 
 
 # -- strict ------------------------------------------------------------------------------------
