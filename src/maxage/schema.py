@@ -228,6 +228,8 @@ def _describe(error: jsonschema_rs.ValidationError) -> list[tuple[str, str]]:
             return [(at, "is not an allowed property (only null, to remove it)")]
         case _K.Type(types=types):
             return [(at, "must be of type " + " or ".join(types))]
+        case _K.Enum(options=[]):
+            return [(at, "matches no value (the enum is empty)")]
         case _K.Enum(options=options):
             shown = ", ".join(json.dumps(o, ensure_ascii=False) for o in options)
             return [
