@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from maxage import __version__
+from maxage import __version__, logs
 from maxage.contracts import ConfigError, load_config
 from maxage.faults.mutants import MUTANTS
 from maxage.hooks import Hooks, SlowStoreHooks
@@ -270,6 +270,13 @@ def _add_serve(sub: Any) -> None:
         default="errors-and-slow",
         help="access log lines (JSON on stderr): all, sampled (1%%), errors-and-slow "
         "(status >= 500 or slower than 1 s; default) or off",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=None,
+        help="log lines on stderr: json (one object per line) or text (for a terminal); "
+        "default: text when stderr is a terminal, json otherwise",
     )
     serve.add_argument(
         "--idempotency-ttl",
@@ -563,6 +570,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "auth_staleness": args.auth_staleness,
         "main_pid": os.getpid(),
         "faults_file": _faults_file() if args.fault_injection else None,
+        "metrics_dir": _metrics_dir() if args.workers > 1 else None,
         "mutant": args.mutant,
         "monitor_sample": args.monitor_sample,
     }
@@ -673,6 +681,13 @@ def _faults_file() -> str:
     return str(Path(tempfile.mkdtemp(prefix="maxage-faults-")) / "faults.json")
 
 
+def _metrics_dir() -> str:
+    """The private directory (0700) where ``--workers`` > 1 workers share their metrics."""
+    from maxage.api.workers_metrics import make_directory
+
+    return make_directory()
+
+
 def _redact(url: str) -> str:
     """Hide a password in a database or Redis URL before printing it."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
@@ -712,6 +727,8 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port or _free_port(args.host)
     _refuse_busy_port(args.host, port)
     check_primary(settings["db"])
+    log_format = logs.setup(args.log_format)
+    settings["log_format"] = log_format
     os.environ[SETTINGS_ENV] = json.dumps(settings)
     where = settings["db"]
     print(f"maxage {__version__}: config {settings['config']}", flush=True)
@@ -755,6 +772,7 @@ def serve(args: argparse.Namespace) -> int:
         loop=Loops.uvloop if _has_uvloop() else Loops.asyncio,
         factory=True,
         log_level=LogLevels.warning,
+        log_dictconfig=logs.granian_dictconfig(log_format),
         log_access=False,
         websockets=False,
         http1_settings=HTTP1Settings(header_read_timeout=int(args.header_timeout * 1000)),
@@ -777,6 +795,7 @@ def _has_uvloop() -> bool:
 
 def asgi_app() -> Any:
     """ASGI factory run in each worker: build every object from the settings env var."""
+    from maxage.api import workers_metrics
     from maxage.api.app import build_app
     from maxage.api.types import Settings
     from maxage.core.cache import Cache
@@ -784,7 +803,8 @@ def asgi_app() -> Any:
     from maxage.service import Service
 
     raw = json.loads(os.environ[SETTINGS_ENV])
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    workers_metrics.configure(raw.get("metrics_dir"))
+    logs.setup(raw.get("log_format"))
     config = load_config(raw["config"])
     settings = Settings(**raw["settings"])
     clock = SystemClock()

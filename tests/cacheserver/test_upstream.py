@@ -273,3 +273,92 @@ def test_a_delete_during_a_load_refuses_the_fill(rt: CacheServer, upstream: Upst
         c.get("/v1/keys/slow/del-race")
         assert upstream.calls["/slow/del-race"] == 2
     upstream.delay = 0.5
+
+
+# -- propagation (issue 18): request id, trace context and deadline reach the upstream --
+
+
+class _Recorder:
+    """A one-route upstream that records the headers of every call."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        seen = self.seen = []  # type: list[dict[str, str]]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append({k.lower(): v for k, v in self.headers.items()})
+                body = b"recorded"
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_read_through_forwards_request_id_child_traceparent_and_deadline() -> None:
+    trace, span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    rec = _Recorder()
+    s = CacheServer("--upstream", f"rec/={rec.url}/{{suffix}}", "--upstream-timeout", "5s")
+    try:
+        with s.client() as c:
+            r = c.get(
+                "/v1/keys/rec/a",
+                headers={
+                    "x-request-id": "caller-42",
+                    "traceparent": f"00-{trace}-{span}-01",
+                    "x-request-timeout": "3",
+                },
+            )
+            assert r.status_code == 200, r.text
+            r = c.get("/v1/keys/rec/b")  # no caller context: a new trace, the upstream timeout
+            assert r.status_code == 200, r.text
+    finally:
+        assert s.stop() == 0, s.stderr()
+        rec.stop()
+    first, second = rec.seen
+    assert first["x-request-id"] == "caller-42"
+    version, tid, child, flags = first["traceparent"].split("-")
+    assert (version, tid, flags) == ("00", trace, "01") and len(child) == 16 and child != span
+    assert 0 < float(first["x-request-timeout"]) <= 3
+    assert "x-request-id" not in second
+    assert second["traceparent"].split("-")[1] != trace
+    assert 0 < float(second["x-request-timeout"]) <= 5
+
+
+def test_client_sends_request_id_traceparent_and_timeout() -> None:
+    import httpx
+
+    from maxage.cacheserver.client import CacheClient, request_context
+
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(404, json={"code": "key_not_found"})
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with CacheClient(timeout=4.0, transport=httpx.MockTransport(handler)) as cache:
+        assert cache.get("k") is None
+        with request_context(request_id="rid-9", traceparent=f"00-{trace}-00f067aa0ba902b7-01",
+                             timeout=2.0):  # fmt: skip
+            assert cache.get("k") is None
+    plain, carried = seen
+    assert "x-request-id" not in plain and "traceparent" not in plain
+    assert float(plain["x-request-timeout"]) == 4.0
+    assert carried["x-request-id"] == "rid-9"
+    assert carried["traceparent"].split("-")[1] == trace
+    assert carried["traceparent"].split("-")[2] != "00f067aa0ba902b7"
+    assert 0 < float(carried["x-request-timeout"]) <= 2.0

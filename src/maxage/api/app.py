@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import random
@@ -45,6 +44,7 @@ from maxage.api.types import (
 )
 from maxage.contracts import CollectionSpec, Cors
 from maxage.core.metrics import Histogram
+from maxage.logs import trace_id
 from maxage.service import (
     LAGGING,
     DomainError,
@@ -53,7 +53,7 @@ from maxage.service import (
     read_scope,
 )
 from maxage.service.reads import hot_collections
-from maxage.service.representation import hot_suffixes, iso
+from maxage.service.representation import hot_suffixes
 
 T = TypeVar("T")
 access_log = logging.getLogger("maxage.access")
@@ -176,6 +176,7 @@ class App:
         if self.on_startup is not None:
             await self.on_startup()
         self.shedder.start()
+        exposition.start_sharing(self)
         with contextlib.suppress(RuntimeError, ValueError):  # ValueError: not the main thread
             prior = signal.getsignal(signal.SIGTERM)
 
@@ -200,6 +201,7 @@ class App:
         while self.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await self.shedder.stop()
+        await exposition.stop_sharing(self)
         if self.on_shutdown is not None:
             await self.on_shutdown()
 
@@ -355,7 +357,9 @@ class App:
                 req, send, "deadline_exceeded", "the request did not finish within its deadline"
             )
         except StoreError as e:
-            log.warning("store error: %s", e)
+            log.warning(
+                "store error: %s", e, extra=responses.log_fields(req, 503, "store_unavailable")
+            )
             return await responses.problem(
                 req,
                 send,
@@ -367,7 +371,7 @@ class App:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("internal error (request_id=%s)", req.request_id)
+            log.exception("internal error", extra=responses.log_fields(req, 500, "internal_error"))
             return await responses.problem(
                 req, send, "internal_error", "an unexpected error occurred; it has been logged"
             )
@@ -444,6 +448,10 @@ class App:
         if hist is None:
             hist = self.histograms[hkey] = Histogram()
         hist.observe(elapsed)
+        # The problem code this request answered with (set by responses.problem).
+        code = responses.problem_code.get() if status >= 400 else None
+        if code is not None:
+            responses.problem_code.set(None)
         mode = self.settings.access_log
         if mode != "off" and (
             mode == "all"
@@ -453,21 +461,26 @@ class App:
             )
             or (mode == "sampled" and self._sample.random() < self.settings.access_log_sample)
         ):
-            self._log(req, status, elapsed)
+            self._log(req, status, elapsed, code)
 
-    def _log(self, req: Request, status: int, elapsed: float) -> None:
+    def _log(self, req: Request, status: int, elapsed: float, code: str | None = None) -> None:
+        """One access line: a record of logger ``maxage.access`` whose fields the
+        formatter (:mod:`maxage.logs`) writes as one JSON object."""
         access_log.info(
-            json.dumps(
-                {
-                    "ts": iso(time.time()),
-                    "method": req.method,
-                    "route": req.route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "request_id": req.request_id,
-                    "cache_source": req.source,
-                }
-            )
+            "%s %s %d",
+            req.method,
+            req.route,
+            status,
+            extra={
+                "method": req.method,
+                "route": req.route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "request_id": req.request_id,
+                "trace_id": trace_id(req.traceparent),
+                "cache_source": req.source,
+                "code": code,
+            },
         )
 
     def render_metrics(self) -> bytes:

@@ -4,6 +4,7 @@ stored (idempotent) responses and reads."""
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from maxage.api.http import continue_trace
@@ -11,6 +12,7 @@ from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.types import Headers, Request, Send
 from maxage.contracts import ReadMode
 from maxage.etags import if_none_match
+from maxage.logs import trace_id
 from maxage.service import (
     DomainError,
     IdempotencyKeyInUse,
@@ -22,6 +24,22 @@ from maxage.service import (
 )
 
 log = logging.getLogger("maxage.api")
+# The problem code of the request this task answers, for its access-log line (App._observe
+# reads and clears it; a ContextVar because each request runs in its own task).
+problem_code: ContextVar[str | None] = ContextVar("maxage_problem_code", default=None)
+
+
+def log_fields(req: Request, status: int, code: str) -> dict[str, Any]:
+    """The ``extra=`` fields of a log line about ``req`` (see :mod:`maxage.logs`)."""
+    return {
+        "request_id": req.request_id,
+        "trace_id": trace_id(req.traceparent),
+        "method": req.method,
+        "route": req.route,
+        "status": status,
+        "code": code,
+    }
+
 
 JSON = b"application/json"
 CT = b"content-type"
@@ -73,8 +91,12 @@ async def problem(
     **extra: Any,
 ) -> int:
     status, body = render_problem(code, detail, req.path, req.request_id, **extra)
+    problem_code.set(code)
     if status >= 500 or code == "deadline_exceeded":
-        log.warning("request %s %s failed: %s (%s)", req.method, req.route, code, req.request_id)
+        log.warning(
+            "request %s %s failed: %s", req.method, req.route, code,
+            extra=log_fields(req, status, code),
+        )  # fmt: skip
     return await plain(req, send, status, PROBLEM_CONTENT_TYPE, body, headers)
 
 

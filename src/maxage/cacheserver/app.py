@@ -255,7 +255,7 @@ class CacheApp:
 
         instance = "/v1/keys/" + key
         try:
-            entry, stored = await up.load(key)
+            entry, stored = await up.load(key, req)
         except UpstreamNotFound:
             return problem("key_not_found", "the upstream has no value for this key", instance)
         except (UpstreamError, TimeoutError) as exc:

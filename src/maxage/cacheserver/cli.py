@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import os
 import sys
 
+from maxage import logs
 from maxage.units import (
     DURATION_HELP,
     SIZE_HELP,
@@ -141,6 +141,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help=f"close idle keep-alive connections after this long; {DURATION_HELP} (default 30s)",
     )
+    parser.add_argument(
+        "--access-log",
+        choices=["all", "sampled", "errors-and-slow", "off"],
+        default="errors-and-slow",
+        help="access log lines on stderr: all, sampled (1%%), errors-and-slow "
+        "(status >= 500 or slower than 1 s; default) or off",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=None,
+        help="log lines on stderr: json (one object per line) or text (for a terminal); "
+        "default: text when stderr is a terminal, json otherwise",
+    )
     # TEST-ONLY: lets tests move the server's clock forward (POST /debug/clock?advance=S).
     parser.add_argument("--debug-clock", action="store_true", help=argparse.SUPPRESS)
 
@@ -183,6 +197,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         keepalive_timeout=args.keepalive_timeout,
         max_connections=args.max_connections,
         debug_clock=bool(args.debug_clock),
+        access_log=args.access_log,
     )
 
 
@@ -209,8 +224,5 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    logs.setup(args.log_format)
     return run_server(cfg)

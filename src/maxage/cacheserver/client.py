@@ -19,13 +19,18 @@ transport failures raise :class:`CacheUnavailable` (``code="unavailable"``).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import httpx
+
+from maxage.logs import child_traceparent
 
 __all__ = [
     "AsyncCacheClient",
@@ -43,6 +48,7 @@ __all__ = [
     "UpstreamFailed",
     "VersionConflict",
     "WriteResult",
+    "request_context",
 ]
 
 TOKEN_ENV: Final = "MAXAGE_CACHE_TOKEN"
@@ -276,6 +282,64 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
+# -- propagation ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _CallContext:
+    request_id: str | None
+    traceparent: str | None
+    deadline: float | None  # time.monotonic()
+
+
+_CONTEXT: ContextVar[_CallContext | None] = ContextVar("maxage_cache_call", default=None)
+
+
+@contextmanager
+def request_context(
+    *,
+    request_id: str | None = None,
+    traceparent: str | None = None,
+    timeout: float | None = None,
+) -> Iterator[None]:
+    """Calls made inside carry the work's context to the cache server (and through its
+    read-through to the upstream): ``X-Request-ID: request_id``, a child ``traceparent``
+    (the same trace, a new span id) and ``X-Request-Timeout``, what remains of
+    ``timeout`` seconds (counted from entering) and at most the client's own timeout;
+    the call itself gives up then too. Works for threads and asyncio tasks alike::
+
+        with request_context(request_id=rid, traceparent=tp, timeout=remaining):
+            entry = cache.get("user:42")
+    """
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    token = _CONTEXT.set(_CallContext(request_id, traceparent, deadline))
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def _propagate(kw: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """``kw`` of one call plus the propagation headers (and a shorter timeout)."""
+    ctx = _CONTEXT.get()
+    remaining = timeout
+    headers: dict[str, str] = {}
+    if ctx is not None:
+        if ctx.request_id:
+            headers["x-request-id"] = ctx.request_id
+        if ctx.traceparent:
+            headers["traceparent"] = child_traceparent(ctx.traceparent)
+        if ctx.deadline is not None and ctx.deadline - time.monotonic() < remaining:
+            remaining = max(ctx.deadline - time.monotonic(), 0.001)
+            kw["timeout"] = remaining
+    headers["x-request-timeout"] = f"{remaining:.3f}"
+    given = kw.get("headers")
+    if given:
+        headers.update(given)
+    kw["headers"] = headers
+    return kw
+
+
 T = TypeVar("T")
 Loaded = bytes | str
 
@@ -294,6 +358,7 @@ class CacheClient:
         timeout: float = 5.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=base_url,
             headers=_headers(token),
@@ -318,7 +383,7 @@ class CacheClient:
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         try:
-            r = self._http.request(method, url, **kw)
+            r = self._http.request(method, url, **_propagate(kw, self._timeout))
         except httpx.HTTPError as exc:
             raise _unavailable(exc) from exc
         if r.status_code >= 400:
@@ -407,6 +472,7 @@ class AsyncCacheClient:
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=_headers(token),
@@ -431,7 +497,7 @@ class AsyncCacheClient:
 
     async def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         try:
-            r = await self._http.request(method, url, **kw)
+            r = await self._http.request(method, url, **_propagate(kw, self._timeout))
         except httpx.HTTPError as exc:
             raise _unavailable(exc) from exc
         if r.status_code >= 400:

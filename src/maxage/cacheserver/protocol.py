@@ -61,7 +61,9 @@ correctness itself. What it does, per connection:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -70,6 +72,8 @@ from http import HTTPStatus
 from typing import Any, Final, TypeAlias, cast
 
 import httptools
+
+from maxage.logs import trace_id
 
 from .problems import problem
 
@@ -105,7 +109,17 @@ _WANTED: Final[dict[bytes, str]] = {
     b"x-request-id": "request_id",
     b"content-length": "content_length",
     b"expect": "expect",
+    b"traceparent": "traceparent",
+    b"x-request-timeout": "request_timeout",
 }
+# --access-log: (lowest status logged, shortest duration logged, sample rate).
+ACCESS_LOG_MODES: Final[dict[str, tuple[int, float, float]]] = {
+    "all": (0, 0.0, 1.0),
+    "sampled": (0, 0.0, 0.01),
+    "errors-and-slow": (500, 1.0, 1.0),  # status >= 500 or slower than 1 s
+    "off": (1000, float("inf"), 0.0),
+}
+access_log = logging.getLogger("maxage.cacheserver.access")
 
 
 class Limits:
@@ -147,13 +161,16 @@ class CacheRequest:
         "body",
         "content_length",
         "content_type",
+        "deadline",
         "error",
         "expect",
         "if_none_match",
         "keep_alive",
         "method",
         "request_id",
+        "request_timeout",
         "route",
+        "traceparent",
         "url",
     )
 
@@ -166,6 +183,9 @@ class CacheRequest:
         self.request_id: bytes | None = None
         self.content_length: bytes | None = None
         self.expect: bytes | None = None
+        self.traceparent: bytes | None = None
+        self.request_timeout: bytes | None = None  # X-Request-Timeout: the caller's deadline
+        self.deadline = 0.0  # time.perf_counter() by which an async answer must be written
         self.body: bytes = b""
         self.keep_alive: bool = True
         self.route: str = "other"
@@ -189,12 +209,15 @@ class ServerState:
     """What all connections share: the handler, limits, open connections, the tick."""
 
     __slots__ = (
+        "_sample",
         "_sweeper",
         "connections",
         "date_header",
         "draining",
         "handler",
         "limits",
+        "log_slow",
+        "log_status",
         "loop",
         "metrics",
         "now",
@@ -208,8 +231,12 @@ class ServerState:
         metrics: Any,
         loop: asyncio.AbstractEventLoop,
         on_tick: Callable[[], object] | None = None,
+        access_log: str = "errors-and-slow",
     ) -> None:
         self.handler = handler
+        # _write logs a request when status >= log_status or duration >= log_slow (two
+        # comparisons on the hot path); access() then applies the sample rate.
+        self.log_status, self.log_slow, self._sample = ACCESS_LOG_MODES[access_log]
         self.on_tick = on_tick
         self.limits = limits
         self.metrics = metrics
@@ -252,6 +279,35 @@ class ServerState:
 
     def factory(self) -> HttpProtocol:
         return HttpProtocol(self)
+
+    def access(self, req: CacheRequest, status: int, elapsed: float, body: bytes) -> None:
+        """One access-log line (see :mod:`maxage.logs`), like the API server's."""
+        if self._sample < 1.0 and random.random() >= self._sample:
+            return
+        code = None
+        if status >= 400 and body[:1] == b"{":
+            try:
+                doc = json.loads(body)
+                code = doc.get("code") if isinstance(doc, dict) else None
+            except ValueError:
+                code = None
+        rid = req.request_id
+        method = req.method.decode("latin-1")
+        access_log.info(
+            "%s %s %d",
+            method,
+            req.route,
+            status,
+            extra={
+                "method": method,
+                "route": req.route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "request_id": rid.decode("latin-1") if rid and _valid_request_id(rid) else None,
+                "trace_id": trace_id(req.traceparent),
+                "code": code if isinstance(code, str) else None,
+            },
+        )
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -526,13 +582,20 @@ class HttpProtocol(asyncio.Protocol):
             self.task = self.state.loop.create_task(self._run_async(req, result, t0))
 
     async def _run_async(self, req: CacheRequest, coro: Awaitable[Result], t0: float) -> None:
+        # The deadline: --request-timeout, or the caller's X-Request-Timeout when shorter
+        # (no work past the caller's deadline; forwarded to an upstream as what remains).
+        limit = self.state.limits.request_timeout
+        if req.request_timeout is not None:
+            asked = _seconds(req.request_timeout)
+            if 0 < asked < limit:
+                limit = asked
+        req.deadline = t0 + limit  # set before the coroutine's body first runs
         try:
-            async with asyncio.timeout(self.state.limits.request_timeout):
+            async with asyncio.timeout(limit):
                 result = await coro
         except TimeoutError:
             result = problem(
-                "deadline_exceeded",
-                f"no answer within the request deadline of {self.state.limits.request_timeout}s",
+                "deadline_exceeded", f"no answer within the request deadline of {limit:g}s"
             )
         except asyncio.CancelledError:
             raise
@@ -610,7 +673,10 @@ class HttpProtocol(asyncio.Protocol):
                 transport.write(b"".join(parts))
         self.last_active = state.now
         self.served = True
-        state.metrics.observe_request(req.route, status, time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        state.metrics.observe_request(req.route, status, elapsed)
+        if status >= state.log_status or elapsed >= state.log_slow:
+            state.access(req, status, elapsed, body)
         if not keep:
             self.closing = True
             self.queue.clear()
@@ -730,6 +796,15 @@ def _parser_detail(exc: Exception) -> str:
 
 
 _RID_OK: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _seconds(value: bytes) -> float:
+    """``X-Request-Timeout`` seconds; anything unusable is 0 (ignored)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return 0.0
+    return seconds if 0 < seconds < 1e6 else 0.0
 
 
 def _valid_request_id(rid: bytes) -> bool:

@@ -35,6 +35,7 @@ class ServerConfig:
     drain_timeout: float = 5.0
     policy: str = "adaptive"
     debug_clock: bool = False
+    access_log: str = "errors-and-slow"
 
 
 def host_for_url(host: str) -> str:
@@ -84,7 +85,9 @@ async def serve(cfg: ServerConfig, *, ready: asyncio.Event | None = None) -> int
         max_connections=cfg.max_connections,
     )
     # Every tick, release expired tombstones and guards even if nobody writes.
-    state = ServerState(app, limits, metrics, loop, on_tick=cache.housekeep)
+    state = ServerState(
+        app, limits, metrics, loop, on_tick=cache.housekeep, access_log=cfg.access_log
+    )
     try:
         server = await loop.create_server(
             state.factory, cfg.host, cfg.port, backlog=2048, reuse_address=True

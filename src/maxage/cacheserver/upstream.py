@@ -32,14 +32,19 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 import httpx
 
 from maxage.core import MISSING, Cache, Entry, SetOutcome, SingleFlight
+from maxage.logs import child_traceparent
 
 from .metrics import Metrics
+from .protocol import _valid_request_id
+
+if TYPE_CHECKING:
+    from .protocol import CacheRequest
 
 _MAX_AGE: Final = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 MAX_TTL: Final = 365 * 86400.0  # the longest TTL an upstream's max-age can give
@@ -103,11 +108,31 @@ class Upstream:
             "{suffix}", quote(key[len(self.prefix) :], safe="/")
         )
 
-    async def load(self, key: str) -> tuple[Entry, bool]:
-        """The entry for ``key`` and whether it was stored; raises on upstream failure."""
+    async def load(self, key: str, caller: CacheRequest | None = None) -> tuple[Entry, bool]:
+        """The entry for ``key`` and whether it was stored; raises on upstream failure.
+        The upstream call carries ``caller``'s context (:func:`forwarded_headers`)."""
+        headers = forwarded_headers(caller, self.timeout) if caller is not None else None
         return await self.owner.flights.do(
-            key, lambda: self.owner.fetch(self, key), timeout=self.timeout
+            key, lambda: self.owner.fetch(self, key, headers), timeout=self.timeout
         )
+
+
+def forwarded_headers(caller: CacheRequest, timeout: float) -> dict[str, str]:
+    """What travels with a read-through call: the caller's ``X-Request-ID``, a child
+    ``traceparent`` (the caller's trace id, a new span id; a new trace when the caller
+    sent none) and ``X-Request-Timeout``, the caller's remaining deadline (at most the
+    upstream timeout), so the upstream does not work past it."""
+    remaining = timeout
+    if caller.deadline > 0:
+        remaining = min(remaining, caller.deadline - time.perf_counter())
+    headers = {
+        "traceparent": child_traceparent(caller.traceparent),
+        "x-request-timeout": f"{max(remaining, 0.001):.3f}",
+    }
+    rid = caller.request_id
+    if rid is not None and _valid_request_id(rid):
+        headers["x-request-id"] = rid.decode("ascii")
+    return headers
 
 
 class Upstreams:
@@ -155,7 +180,9 @@ class Upstreams:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def fetch(self, up: Upstream, key: str) -> tuple[Entry, bool]:
+    async def fetch(
+        self, up: Upstream, key: str, forward: dict[str, str] | None = None
+    ) -> tuple[Entry, bool]:
         cache = self.cache
         metrics = self.metrics
         metrics.upstream_loads += 1
@@ -166,7 +193,7 @@ class Upstreams:
         t0 = time.perf_counter()
         url = up.url_for(key)
         try:
-            async with self.client.stream("GET", url) as r:
+            async with self.client.stream("GET", url, headers=forward) as r:
                 status = r.status_code
                 if status == 404:
                     metrics.upstream_error("not_found")
