@@ -65,7 +65,7 @@ def test_unknown_methods_share_one_series(server: MaxageServer) -> None:
                 assert r.status_code in (405, 501), r.status_code
             c.get("/metrics")
             text = c.get("/metrics").text
-            assert 'method="_OTHER"' in text
+            assert 'http_request_method="_OTHER"' in text
             return len(text.splitlines())
 
     first = storm()
@@ -85,7 +85,8 @@ def test_a_stalled_body_gets_408_and_a_vanished_client_is_no_500(server: MaxageS
     with server.client() as c:
         text = c.get("/metrics").text
         assert metric(text, "http_server_request_duration_seconds_count",
-                      method="POST", route="/v1/notes", status="500") == 0  # fmt: skip
+                      http_request_method="POST", http_route="/v1/notes",
+                      http_response_status_code="500") == 0  # fmt: skip
 
 
 def test_bad_input_is_a_400_not_a_500(server: MaxageServer) -> None:

@@ -156,13 +156,13 @@ def test_metrics(http: httpx.Client) -> None:
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
     assert doc_id not in text  # route templates only, never raw ids or paths
-    assert 'route="/v1/profiles/{id}"' in text
+    assert 'http_route="/v1/profiles/{id}"' in text
     assert re.search(
-        r'http_server_request_duration_seconds_bucket\{method="GET",route="/v1/profiles/\{id\}",'
-        r'status="200",le="\+Inf"\} [1-9]',
+        r'http_server_request_duration_seconds_bucket\{http_request_method="GET",'
+        r'http_route="/v1/profiles/\{id\}",http_response_status_code="200",le="\+Inf"\} [1-9]',
         text,
     )
-    assert 'route="/v1/products/{id}",status="404"' in text
+    assert 'http_route="/v1/products/{id}",http_response_status_code="404"' in text
     assert metric(text, "maxage_cache_hits_total", tier="l1") >= 1
     assert metric(text, "maxage_cache_misses_total") >= 1
     assert metric(text, "maxage_cache_bypasses_total", reason="strong") >= 1

@@ -180,11 +180,16 @@ def test_health_openapi_metrics(http: httpx.Client, unique: str) -> None:
     for name in (
         "maxage_cache_hits_total", "maxage_cache_misses_total", "maxage_cache_hit_ratio",
         'maxage_cache_evictions_total{reason="size"}', "maxage_cache_memory_bytes",
-        "maxage_cache_entries", 'maxage_http_request_duration_seconds_bucket{route="get",le="+Inf"}',
+        "maxage_cache_entries",
+        'http_server_request_duration_seconds_bucket{http_request_method="GET",'
+        'http_route="/v1/keys/{key}",http_response_status_code="200",le="+Inf"}',
         "maxage_upstream_errors_total", "maxage_upstream_duration_seconds_count",
     ):  # fmt: skip
         assert name in text, name
-    assert 'maxage_http_requests_total{route="get",status="404"}' in text
+    assert (
+        'http_server_request_duration_seconds_count{http_request_method="GET",'
+        'http_route="/v1/keys/{key}",http_response_status_code="404"}' in text
+    )
 
 
 def test_request_id_is_echoed(http: httpx.Client) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maxage.core.metrics import Exposition, labels
+from maxage import __version__
+from maxage.api import workers_metrics
+from maxage.core.metrics import Exposition, labels, runtime
 from maxage.service import metrics as service_metrics
 
 if TYPE_CHECKING:
@@ -13,17 +15,35 @@ if TYPE_CHECKING:
 
 
 def render(app: App) -> bytes:
-    """The HTTP families, then the service's (``maxage.service.metrics``)."""
+    """This worker's families, merged with the other workers' when ``--workers`` > 1
+    (:mod:`maxage.api.workers_metrics`)."""
+    own = render_worker(app)
+    shared = workers_metrics.shared_for(app)
+    return own if shared is None else shared.gather(own)
+
+
+def start_sharing(app: App) -> None:
+    """Lifespan start-up: publish this worker's metrics for the others' scrapes."""
+    workers_metrics.start(app, lambda: render_worker(app))
+
+
+async def stop_sharing(app: App) -> None:
+    await workers_metrics.stop(app)
+
+
+def render_worker(app: App) -> bytes:
+    """The HTTP families (OpenTelemetry HTTP semantic-convention names), the service's
+    (``maxage.service.metrics``), then the process and runtime families."""
     out = Exposition()
     out.family(
         "http_server_request_duration_seconds",
         "histogram",
-        "Duration of HTTP requests by method, route template and status.",
+        "Duration of HTTP server requests by method, route template and status code.",
     )
     out.histogram(
         "http_server_request_duration_seconds",
         (
-            (labels(method=m, route=r, status=s), h)
+            (labels(http_request_method=m, http_route=r, http_response_status_code=s), h)
             for (m, r, s), h in sorted(app.histograms.items())
         ),
     )
@@ -50,4 +70,5 @@ def render(app: App) -> bytes:
     out.sample("maxage_queue_seconds_total", round(app.shedder.queue_seconds, 6))
     out.family("maxage_event_loop_lag_seconds", "gauge", "The last event-loop lag sample.")
     out.sample("maxage_event_loop_lag_seconds", round(app.shedder.lag, 6))
+    runtime(out, __version__)
     return out.render()

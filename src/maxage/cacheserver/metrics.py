@@ -11,7 +11,8 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Final
 
-from maxage.core.metrics import Exposition, Histogram, labels
+from maxage import __version__
+from maxage.core.metrics import Exposition, Histogram, labels, runtime
 
 # Seconds. Chosen for a cache: most hits are far below a millisecond.
 LATENCY_BUCKETS: Final[tuple[float, ...]] = (
@@ -36,6 +37,20 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 
 ROUTES: Final = ("get", "put", "delete", "invalidate", "metrics", "health", "openapi", "other")
 
+# The OpenTelemetry HTTP attributes of each route (``http.request.method``, ``http.route``):
+# the method the route serves (HEAD is counted as GET; a 405 is labelled ``_OTHER``) and its
+# path template; unmatched paths have no route (an empty label, as OpenTelemetry omits it).
+OTEL_ROUTES: Final = {
+    "get": ("GET", "/v1/keys/{key}"),
+    "put": ("PUT", "/v1/keys/{key}"),
+    "delete": ("DELETE", "/v1/keys/{key}"),
+    "invalidate": ("POST", "/v1/invalidate"),
+    "metrics": ("GET", "/metrics"),
+    "health": ("GET", "/livez|/readyz"),
+    "openapi": ("GET", "/openapi.json"),
+    "other": ("_OTHER", ""),
+}
+
 
 class Metrics:
     """All server-side counters. Cache-engine numbers are read from the cache at scrape."""
@@ -46,7 +61,6 @@ class Metrics:
         "connections_total",
         "latency",
         "parse_errors",
-        "requests",
         "stale_served",
         "upstream_errors",
         "upstream_latency",
@@ -54,8 +68,8 @@ class Metrics:
     )
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}
-        self.latency: dict[str, Histogram] = {r: Histogram(LATENCY_BUCKETS) for r in ROUTES}
+        # Per (route, status): the request count is each histogram's ``count``.
+        self.latency: dict[tuple[str, int], Histogram] = {}
         self.upstream_latency = Histogram(LATENCY_BUCKETS)
         self.upstream_loads = 0
         self.upstream_errors: dict[str, int] = {}
@@ -67,9 +81,10 @@ class Metrics:
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         k = (route, status)
-        requests = self.requests
-        requests[k] = requests.get(k, 0) + 1
-        h = self.latency[route]  # Histogram.observe, inlined (hot path)
+        h = self.latency.get(k)
+        if h is None:
+            h = self.latency[k] = Histogram(LATENCY_BUCKETS)
+        # Histogram.observe, inlined (hot path)
         h.counts[bisect_left(h.buckets, seconds)] += 1
         h.sum += seconds
         h.count += 1
@@ -147,18 +162,12 @@ def render(metrics: Metrics, cache_numbers: Callable[[], dict[str, object]]) -> 
         "still refused).",
     )
     out.sample("maxage_cache_guards_folded_total", _int(c["guards_folded"]))
-    out.family("maxage_http_requests_total", "counter", "Requests answered, by route and status.")
-    for (route, status), n in sorted(metrics.requests.items()):
-        out.sample("maxage_http_requests_total", n, labels(route=route, status=status))
     out.family(
-        "maxage_http_request_duration_seconds",
+        "http_server_request_duration_seconds",
         "histogram",
-        "Time from parsed request to response.",
+        "Time from parsed request to response, by method, route template and status code.",
     )
-    out.histogram(
-        "maxage_http_request_duration_seconds",
-        ((labels(route=route), h) for route, h in metrics.latency.items() if h.count),
-    )
+    out.histogram("http_server_request_duration_seconds", _http_series(metrics))
     out.family("maxage_upstream_loads_total", "counter", "Read-through loads started.")
     out.sample("maxage_upstream_loads_total", metrics.upstream_loads)
     out.family("maxage_upstream_errors_total", "counter", "Failed read-through loads, by kind.")
@@ -188,7 +197,21 @@ def render(metrics: Metrics, cache_numbers: Callable[[], dict[str, object]]) -> 
         "Connections closed for a malformed request.",
     )
     out.sample("maxage_http_parse_errors_total", metrics.parse_errors)
+    runtime(out, __version__)
     return out.render()
+
+
+def _http_series(metrics: Metrics) -> list[tuple[str, Histogram]]:
+    series = []
+    for (route, status), h in sorted(metrics.latency.items()):
+        method, template = OTEL_ROUTES.get(route, OTEL_ROUTES["other"])
+        if status == 405:
+            method = "_OTHER"
+        text = labels(
+            http_request_method=method, http_route=template, http_response_status_code=status
+        )
+        series.append((text, h))
+    return series
 
 
 def _int(value: object) -> int:

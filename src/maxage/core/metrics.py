@@ -20,9 +20,14 @@ with ``le="+Inf"`` equal to ``_count``.
 
 from __future__ import annotations
 
+import gc
 import math
+import os
+import platform
+import sys
+import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 __all__ = [
@@ -32,6 +37,8 @@ __all__ = [
     "Histogram",
     "format_value",
     "labels",
+    "merge",
+    "runtime",
 ]
 
 # Seconds: HTTP request latencies from half a millisecond to ten seconds.
@@ -142,3 +149,178 @@ class Exposition:
 
 Collector = Callable[[Exposition], None]
 """Something that adds its families to a scrape."""
+
+
+# -- process and runtime families ---------------------------------------------------------
+
+
+def _process_start_time() -> float:
+    """When this process started (unix seconds): ``/proc/self/stat`` field 22 plus the
+    boot time on Linux; elsewhere, when this module was imported (close enough)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+_START_TIME: Final = _process_start_time()
+
+
+def _resident_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+def runtime(out: Exposition, version: str) -> None:
+    """The families every Prometheus client library exports (``process_*``,
+    ``python_gc_*``, ``python_info``) plus ``maxage_build_info{version}``; the names and
+    meanings are those of ``prometheus_client``'s process, GC and platform collectors.
+    ``process_resident_memory_bytes`` and ``process_open_fds`` need ``/proc`` (Linux)."""
+    times = os.times()
+    out.family(
+        "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds."
+    )
+    out.sample("process_cpu_seconds_total", round(times.user + times.system, 6))
+    rss = _resident_bytes()
+    if rss is not None:
+        out.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+        out.sample("process_resident_memory_bytes", rss)
+    fds = _open_fds()
+    if fds is not None:
+        out.family("process_open_fds", "gauge", "Number of open file descriptors.")
+        out.sample("process_open_fds", fds)
+    out.family(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+    )
+    out.sample("process_start_time_seconds", round(_START_TIME, 2))
+    stats = gc.get_stats()
+    out.family("python_gc_objects_collected_total", "counter", "Objects collected during gc")
+    for generation, st in enumerate(stats):
+        out.sample(
+            "python_gc_objects_collected_total", st["collected"], labels(generation=generation)
+        )
+    out.family(
+        "python_gc_objects_uncollectable_total",
+        "counter",
+        "Uncollectable objects found during GC",
+    )
+    for generation, st in enumerate(stats):
+        out.sample(
+            "python_gc_objects_uncollectable_total",
+            st["uncollectable"],
+            labels(generation=generation),
+        )
+    out.family(
+        "python_gc_collections_total",
+        "counter",
+        "Number of times this generation was collected",
+    )
+    for generation, st in enumerate(stats):
+        out.sample("python_gc_collections_total", st["collections"], labels(generation=generation))
+    v = sys.version_info
+    out.family("python_info", "gauge", "Python platform information")
+    out.sample(
+        "python_info",
+        1,
+        labels(
+            implementation=platform.python_implementation(),
+            major=v.major,
+            minor=v.minor,
+            patchlevel=v.micro,
+            version=platform.python_version(),
+        ),
+    )
+    out.family("maxage_build_info", "gauge", "The running maxage version (always 1).")
+    out.sample("maxage_build_info", 1, labels(version=version))
+
+
+# -- one scrape from several processes ------------------------------------------------------
+
+
+class _Family:
+    __slots__ = ("help_line", "kind", "samples", "type_line")
+
+    def __init__(self) -> None:
+        self.help_line = ""
+        self.type_line = ""
+        self.kind = "untyped"
+        self.samples: dict[str, float | str] = {}
+
+
+def _number(text: str) -> float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # also +Inf, -Inf, NaN
+
+
+def _with_label(series: str, name: str, value: str) -> str:
+    extra = f'{name}="{_escape_label_value(value)}"'
+    if series.endswith("}"):
+        return series[:-1] + "," + extra + "}"
+    return series + "{" + extra + "}"
+
+
+def merge(parts: Sequence[tuple[str, bytes, bool]]) -> bytes:
+    """One exposition from several processes' expositions (as rendered by
+    :class:`Exposition`): ``(worker, text, alive)`` each.
+
+    Counters, histograms and summaries are summed per series (name and label set), so a
+    scrape shows the whole server. Gauges keep one series per process with a ``worker``
+    label added; the gauges of a process that is no longer ``alive`` are left out (its
+    counters stay: a total never goes backwards). Families and series keep the order in
+    which they first appear (put the answering process first)."""
+    families: dict[str, _Family] = {}
+    for worker, text, alive in parts:
+        fam: _Family | None = None
+        for line in text.decode().split("\n"):
+            if not line:
+                continue
+            if line[0] == "#":
+                bits = line.split(" ", 3)
+                if len(bits) < 3 or bits[1] not in ("HELP", "TYPE"):
+                    continue
+                fam = families.get(bits[2])
+                if fam is None:
+                    fam = families[bits[2]] = _Family()
+                if bits[1] == "HELP":
+                    fam.help_line = line
+                else:
+                    fam.type_line = line
+                    fam.kind = bits[3] if len(bits) > 3 else "untyped"
+                continue
+            if fam is None:
+                continue
+            series, _, value = line.rpartition(" ")
+            if fam.kind in ("counter", "histogram", "summary"):
+                prior = fam.samples.get(series, 0)
+                assert not isinstance(prior, str)
+                fam.samples[series] = prior + _number(value)
+            elif alive:
+                fam.samples[_with_label(series, "worker", worker)] = value
+    lines: list[str] = []
+    for fam in families.values():
+        if fam.help_line:
+            lines.append(fam.help_line)
+        if fam.type_line:
+            lines.append(fam.type_line)
+        for series, v in fam.samples.items():
+            lines.append(f"{series} {v if isinstance(v, str) else format_value(v)}")
+    return ("\n".join(lines) + "\n").encode()
