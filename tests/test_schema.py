@@ -236,9 +236,7 @@ def test_openapi_form_rewrites_refs_only() -> None:
                         "r": {"const": {"$ref": "#/$defs/m"}}}}  # fmt: skip
     out = openapi_schema(s, "ThingsData")
     assert out["properties"]["p"] == {"$ref": "#/components/schemas/ThingsData/$defs/m"}
-    assert out["properties"]["q"]["items"] == {
-        "$ref": "#/components/schemas/ThingsData/$defs/a~1b"
-    }
+    assert out["properties"]["q"]["items"] == {"$ref": "#/components/schemas/ThingsData/$defs/a~1b"}
     assert out["properties"]["r"] == {"const": {"$ref": "#/$defs/m"}}  # data, not a reference
     assert out["$defs"] == s["$defs"]
     assert "$defs" not in openapi_schema(patch_schema(s), "ThingsData", drop_defs=True)
@@ -315,7 +313,9 @@ def test_patch_schema_composite() -> None:
     assert p["additionalProperties"] == {"type": "null"}
     assert set(p["properties"]) == {"customer", "total", "ship", "chain", "note", "payment",
                                     "extra"}  # fmt: skip
-    assert check({"total": 5, "extra": None, "ship": {"zip": None}, "chain": {"next": {"v": 1}}}) == []
+    assert (
+        check({"total": 5, "extra": None, "ship": {"zip": None}, "chain": {"next": {"v": 1}}}) == []
+    )
     assert check({"payment": {"card": "1234"}, "note": "x", "unknown": None}) == []
     assert check({"note": {"text": None}}) == []
     found = check({"total": 2000, "customer": "nope", "ship": {"city": None},

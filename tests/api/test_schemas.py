@@ -326,7 +326,9 @@ def test_what_is_published_is_what_is_enforced(http: httpx.Client) -> None:
         r = http.post("/v1/orders", json=data)
         assert r.status_code in (201, 422), r.text
         assert (r.status_code == 201) == document.is_valid(data), (data, r.text)
-    body = "/paths/~1v1~1orders~1{id}/patch/requestBody/content/application~1merge-patch+json/schema"
+    body = (
+        "/paths/~1v1~1orders~1{id}/patch/requestBody/content/application~1merge-patch+json/schema"
+    )
     patch = served_validator(spec, "#" + body)
     for data in PATCHES:
         url = http.post("/v1/orders", json=ORDER).headers["location"]
