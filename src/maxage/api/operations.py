@@ -183,7 +183,7 @@ def collection_item(c: Context) -> dict[str, Any]:
                     "description": "A page.",
                     "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Page"}}},
                 },
-                **errors(400, 404, 503, 504),
+                **errors(400, 404, 406, 503, 504),
             },
         },
         "post": {
@@ -191,7 +191,7 @@ def collection_item(c: Context) -> dict[str, Any]:
             "summary": f"Create a document in {name} (server-assigned, time-ordered id).",
             "parameters": write_params,
             "requestBody": body,
-            "responses": {"201": created, **errors(400, 409, 413, 415, 422, 503, 504)},
+            "responses": {"201": created, **errors(400, 406, 408, 409, 413, 415, 422, 503, 504)},
         },
     }
 
@@ -255,7 +255,7 @@ def document_item(c: Context) -> dict[str, Any]:
                     "description": "Not modified (If-None-Match matched).",
                     "headers": read_headers(),
                 },
-                **errors(400, 404, 503, 504),
+                **errors(400, 404, 406, 409, 503, 504),
             },
         },
         "put": {
@@ -275,7 +275,7 @@ def document_item(c: Context) -> dict[str, Any]:
             "responses": {
                 "200": write_ok,
                 "201": created,
-                **errors(400, 409, 412, 413, 415, 422, 503, 504),
+                **errors(400, 406, 408, 409, 412, 413, 415, 422, 503, 504),
             },
         },
         "patch": {
@@ -285,7 +285,7 @@ def document_item(c: Context) -> dict[str, Any]:
             "requestBody": patch_body,
             "responses": {
                 "200": write_ok,
-                **errors(400, 404, 409, 412, 413, 415, 422, 503, 504),
+                **errors(400, 404, 406, 408, 409, 412, 413, 415, 422, 428, 503, 504),
             },
         },
         "delete": {
@@ -297,7 +297,7 @@ def document_item(c: Context) -> dict[str, Any]:
                     "description": "Deleted.",
                     "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
                 },
-                **errors(400, 404, 409, 412, 503, 504),
+                **errors(400, 404, 406, 409, 412, 428, 503, 504),
             },
         },
     }
@@ -340,7 +340,7 @@ def changes_item(c: Context) -> dict[str, Any]:
                         "text/event-stream": {"schema": {"type": "string"}},
                     },
                 },
-                **errors(400, 503, 504),
+                **errors(400, 406, 503, 504),
             },
         }
     }
@@ -438,7 +438,10 @@ def keys_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
             "summary": "Create an API key; its secret is in this response only.",
             "parameters": COMMON,
             "requestBody": _key_body(collections, named=True),
-            "responses": {"201": _json_response("Created.", key), **errors(400, 415, 422, 503)},
+            "responses": {
+                "201": _json_response("Created.", key),
+                **errors(400, 406, 408, 415, 422, 503),
+            },
         },
     }
 
@@ -454,13 +457,13 @@ def key_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
             "requestBody": _key_body(collections, named=False),
             "responses": {
                 "200": _json_response("The key.", {"$ref": "#/components/schemas/ApiKey"}),
-                **errors(400, 404, 415, 422, 503),
+                **errors(400, 404, 406, 408, 415, 422, 503),
             },
         },
         "delete": {
             "operationId": "revoke_key",
             "summary": "Revoke a key; answered once no server accepts it any more.",
             "parameters": COMMON,
-            "responses": {"204": {"description": "Revoked."}, **errors(404, 503)},
+            "responses": {"204": {"description": "Revoked."}, **errors(404, 406, 503)},
         },
     }

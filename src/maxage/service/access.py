@@ -294,6 +294,8 @@ class Access:
             if current is None:
                 raise KeyNotFound(f"no key {key_id!r}")
             stored = msgspec.json.decode(current.data, type=_Stored)
+            if stored.revoked:  # a revoked key is gone: nothing can revive or re-scope it
+                raise KeyNotFound(f"key {key_id!r} was revoked")
             if revoke:
                 stored.revoked = True
             if scopes is not None:
