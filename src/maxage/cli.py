@@ -836,6 +836,9 @@ def asgi_app() -> Any:
         from maxage.invalidation.monitor import ConsistencyMonitor
 
         monitor = ConsistencyMonitor(store, clock, sample_every=sample_every)
+    from maxage import tracing
+
+    tracing.configure()  # on only with the otel extra and OTEL_* set (docs/operations.md)
     service = Service(
         config.collections,
         store,

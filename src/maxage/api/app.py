@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from maxage import tracing
 from maxage.api import exposition, guard, openapi, responses, routes
 from maxage.api.http import accepts, scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
@@ -138,7 +139,8 @@ class App:
         self._access = service.access
         # The hot path serves only what needs no await before the answer: with shared or
         # per-process rate limits the general path answers (it carries the RateLimit fields).
-        self._hot_ok = not service.limits.enabled
+        # With tracing on, every request takes the general path (it records the span).
+        self._hot_ok = not service.limits.enabled and tracing.TRACER is None
         self.cors = guard.CorsPolicy(cors) if cors is not None else None
         self.shedder = Shedder(
             settings.max_concurrency, settings.queue_deadline, settings.max_loop_lag
@@ -262,7 +264,10 @@ class App:
         self.in_flight += 1
         status = 500
         try:
-            status = await self._dispatch(req, receive, send)
+            if tracing.TRACER is None:
+                status = await self._dispatch(req, receive, send)
+            else:
+                status = await self._traced(req, receive, send)
         finally:
             self.in_flight -= 1
             if self.shedder.busy:
@@ -328,6 +333,19 @@ class App:
             req.route, req.source = hot.route, "l1"
             self._log(req, 200, elapsed)
         return _HOT_SERVED
+
+    async def _traced(self, req: Request, receive: Receive, send: Send) -> int:
+        """``_dispatch`` inside the request's server span (OpenTelemetry HTTP conventions)."""
+        attributes = {"http.request.method": req.method, "url.path": req.path}
+        with tracing.server_span(req.method, req.traceparent, attributes) as span:
+            req.trace_out = tracing.traceparent_of(span)
+            status = await self._dispatch(req, receive, send)
+            span.update_name(f"{req.method} {req.route}")
+            span.set_attribute("http.route", req.route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_attribute("error.type", str(status))
+            return status
 
     async def _dispatch(self, req: Request, receive: Receive, send: Send) -> int:
         try:

@@ -57,7 +57,9 @@ _HITS = {s: b"maxage; hit; detail=" + str(s.value).encode() for s in Source}
 
 def base_headers(req: Request) -> Headers:
     headers = [(RID, req.request_id.encode())]
-    if req.traceparent is not None:
+    if req.trace_out is not None:
+        headers.append((b"traceparent", req.trace_out))
+    elif req.traceparent is not None:
         headers.append((b"traceparent", continue_trace(req.traceparent)))
     if req.extra_headers:
         headers.extend(req.extra_headers)
@@ -136,7 +138,9 @@ async def read(req: Request, send: Send, r: ReadResult) -> int:
         (CC, b"max-age=%d" % r.budget),
         (CSTATUS, cache_status(r)),
     ]
-    if req.traceparent is not None:
+    if req.trace_out is not None:
+        headers.append((b"traceparent", req.trace_out))
+    elif req.traceparent is not None:
         headers.append((b"traceparent", continue_trace(req.traceparent)))
     if req.extra_headers:
         headers.extend(req.extra_headers)

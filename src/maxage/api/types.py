@@ -67,6 +67,7 @@ class Request:
         "route",
         "source",
         "started",
+        "trace_out",
         "traceparent",
     )
 
@@ -88,6 +89,7 @@ class Request:
         self.if_none_match: bytes | None = None
         self.idempotency_key: str | None = None
         self.traceparent: bytes | None = None
+        self.trace_out: bytes | None = None  # with tracing on: our server span, sent back
         self.deadline = 0.0
         self.client: tuple[str, int] | None = None  # (host, port) from the ASGI scope
         self.authorization: bytes | None = None

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from maxage import tracing
 from maxage.core.cache import Cache
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
@@ -167,6 +168,15 @@ class Tailer:
         return batch.complete
 
     async def _apply(self, change: Change) -> None:
+        if tracing.TRACER is not None:
+            key = doc_key(change.collection, change.id)
+            attributes = {"maxage.key": key, "maxage.version": change.version}
+            with tracing.span("maxage invalidate", **attributes):
+                await self._apply_to_holders(change)
+            return
+        await self._apply_to_holders(change)
+
+    async def _apply_to_holders(self, change: Change) -> None:
         key = doc_key(change.collection, change.id)
         for st in self.states:
             if st.pending:

@@ -34,6 +34,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from maxage import tracing
 from maxage.contracts import CollectionSpec, ReadMode
 from maxage.core.cache import Cache
 from maxage.core.singleflight import SingleFlight
@@ -285,6 +286,15 @@ class Reads:
         self, spec: CollectionSpec, key: str, version: int, body: bytes, started: float
     ) -> None:
         """Offer ``body`` at ``version``, known current at ``started``, to the holders."""
+        if tracing.TRACER is not None:
+            with tracing.span("maxage fill", **{"maxage.key": key, "maxage.version": version}):
+                self._fill(spec, key, version, body, started)
+            return
+        self._fill(spec, key, version, body, started)
+
+    def _fill(
+        self, spec: CollectionSpec, key: str, version: int, body: bytes, started: float
+    ) -> None:
         if self.clock.now() - started > self.max_fill_age:
             self.stats.fills["refused_slow"] = self.stats.fills.get("refused_slow", 0) + 1
             return

@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from maxage import tracing
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
@@ -267,6 +268,13 @@ class PostgresStore:
         return f"{len(self.schema)}:{self.schema}{len(collection)}:{collection}{id}"
 
     async def _run(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        if tracing.TRACER is not None:
+            attributes = {"db.system.name": "postgresql", "db.operation.name": op}
+            with tracing.span(f"postgresql {op}", **attributes):
+                return await self._timed(op, fn)
+        return await self._timed(op, fn)
+
+    async def _timed(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         started = time.perf_counter()
         ok = False
         try:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from maxage import tracing
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
@@ -155,6 +156,14 @@ class SQLiteStore:
         return conn
 
     async def _run(self, op: str, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        if tracing.TRACER is not None:
+            with tracing.span(
+                f"sqlite {op}", **{"db.system.name": "sqlite", "db.operation.name": op}
+            ):
+                return await self._timed(op, pool, fn)
+        return await self._timed(op, pool, fn)
+
+    async def _timed(self, op: str, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         ok = False

@@ -49,6 +49,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from maxage import tracing
 from maxage.core.types import Clock, SetOutcome
 from maxage.tiers.base import TierEntry
 
@@ -272,7 +273,15 @@ class RedisTier:
         tagged = f"{self.prefix}{{{key}}}"
         return [tagged + ":e", tagged + ":t"]
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T | _Failed:
+    async def _call(self, fn: Callable[[], Awaitable[T]], op: str = "call") -> T | _Failed:
+        if tracing.TRACER is not None:
+            with tracing.span(
+                f"redis {op}", **{"db.system.name": "redis", "db.operation.name": op}
+            ):
+                return await self._guarded(fn)
+        return await self._guarded(fn)
+
+    async def _guarded(self, fn: Callable[[], Awaitable[T]]) -> T | _Failed:
         if not self.breaker.allow():
             self.stats["circuit_open"] += 1
             return _FAILED
@@ -299,7 +308,9 @@ class RedisTier:
         if not key:
             return None
         entry_key = self._keys(key)[0]
-        raw = await self._call(lambda: self._client.hmget(entry_key, "v", "b", "m", "f", "x"))
+        raw = await self._call(
+            lambda: self._client.hmget(entry_key, "v", "b", "m", "f", "x"), "get"
+        )
         if raw is _FAILED:
             return None
         version, body, meta, filled_at, expires_at = raw
@@ -335,7 +346,7 @@ class RedisTier:
             ttl_ms = max(1, int((expires - self.clock.now()) * 1000))
         args = [str(version), body, meta, repr(started_at), expires_at, str(ttl_ms)]
         keys = self._keys(key)
-        code = await self._call(lambda: self._fill(keys=keys, args=args))
+        code = await self._call(lambda: self._fill(keys=keys, args=args), "fill")
         if code is _FAILED:
             self.stats["refused_unavailable"] += 1
             return UNAVAILABLE
@@ -348,7 +359,7 @@ class RedisTier:
             return True
         keys = self._keys(key)
         args = [str(version), str(max(1, int(self.tombstone_ttl * 1000)))]
-        done = await self._call(lambda: self._invalidate(keys=keys, args=args))
+        done = await self._call(lambda: self._invalidate(keys=keys, args=args), "invalidate")
         if done is _FAILED:
             self.stats["invalidations_failed"] += 1
             return False
@@ -363,7 +374,7 @@ class RedisTier:
         past now), or None when the tier is unavailable (the caller falls back)."""
         keys = [f"{self.prefix}rl:{{{bucket}}}"]
         args = [str(max(1, round(interval * 1e6))), str(max(1, round(capacity * 1e6)))]
-        raw = await self._call(lambda: self._gcra(keys=keys, args=args))
+        raw = await self._call(lambda: self._gcra(keys=keys, args=args), "rate_limit")
         if raw is _FAILED:
             return None
         allowed, retry_us, ahead_us = raw
