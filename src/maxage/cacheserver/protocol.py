@@ -303,7 +303,7 @@ class ServerState:
                 "route": req.route,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),
-                "request_id": rid.decode("latin-1") if rid and _valid_request_id(rid) else None,
+                "request_id": rid.decode("latin-1") if rid and valid_request_id(rid) else None,
                 "trace_id": trace_id(req.traceparent),
                 "code": code if isinstance(code, str) else None,
             },
@@ -654,7 +654,7 @@ class HttpProtocol(asyncio.Protocol):
             parts = [_STATUS.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, state.date_header]
             if headers:
                 parts.append(headers)
-            if rid is not None and _valid_request_id(rid):
+            if rid is not None and valid_request_id(rid):
                 parts.append(b"x-request-id: " + rid + b"\r\n")
             has_body = status >= 200 and status != 304 and status != 204
             if has_body:
@@ -807,5 +807,5 @@ def _seconds(value: bytes) -> float:
     return seconds if 0 < seconds < 1e6 else 0.0
 
 
-def _valid_request_id(rid: bytes) -> bool:
+def valid_request_id(rid: bytes) -> bool:
     return 0 < len(rid) <= 128 and all(c in _RID_OK for c in rid)

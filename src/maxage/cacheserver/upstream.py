@@ -41,7 +41,7 @@ from maxage.core import MISSING, Cache, Entry, SetOutcome, SingleFlight
 from maxage.logs import child_traceparent
 
 from .metrics import Metrics
-from .protocol import _valid_request_id
+from .protocol import valid_request_id
 
 if TYPE_CHECKING:
     from .protocol import CacheRequest
@@ -130,7 +130,7 @@ def forwarded_headers(caller: CacheRequest, timeout: float) -> dict[str, str]:
         "x-request-timeout": f"{max(remaining, 0.001):.3f}",
     }
     rid = caller.request_id
-    if rid is not None and _valid_request_id(rid):
+    if rid is not None and valid_request_id(rid):
         headers["x-request-id"] = rid.decode("ascii")
     return headers
 
