@@ -30,7 +30,7 @@ class Hooks:
     seq_tailer: bool = False
 
     async def before_store_call(self, op: str) -> None:
-        """Before a primary call ``op`` (``get``, ``list_page``, ``write``, ``changes``, ...)
+        """Before a primary call ``op`` (``get``, ``list``, ``write``, ``changes``, ...)
         reaches the primary: a delay here happens before any effect."""
 
     def commit_delay(self) -> float:

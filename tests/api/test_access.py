@@ -173,6 +173,9 @@ def test_keys_over_http_and_revocation(api: Api) -> None:
                 assert reader.get(f"/v1/posts/{doc}").status_code == 200
             assert admin.delete(f"/v1/_keys/{made['id']}").status_code == 204
             problem(reader.get(f"/v1/posts/{doc}"), 401, "unauthenticated")
+            assert admin.delete(f"/v1/_keys/{made['id']}").status_code == 204  # idempotent
+            problem(admin.patch(f"/v1/_keys/{made['id']}", json={"scopes": ["admin"]}), 404,
+                    "key_not_found")  # fmt: skip
         problem(admin.delete("/v1/_keys/ffffffffffffffff"), 404, "key_not_found")
         bad = admin.post("/v1/_keys", json={"scopes": ["read:nope", "root"]})
         assert len(problem(bad, 422, "validation_failed")["errors"]) == 2  # type: ignore[arg-type]
@@ -359,3 +362,30 @@ def test_rate_limits_fall_back_per_process_when_redis_is_away(tmp_path: Path) ->
         assert server.stop() == 0
     finally:
         server.kill()
+
+
+def test_a_follow_stream_ends_when_its_key_is_revoked(api: Api) -> None:
+    import threading
+
+    with api.client(api.admin) as admin:
+        key = admin.post("/v1/_keys", json={"scopes": ["read:posts"]}).json()
+        assert admin.post("/v1/posts", json={"t": 1}).status_code == 201  # a first line to send
+        opened, ended = threading.Event(), threading.Event()
+        status: list[int] = []
+
+        def follow() -> None:
+            with api.client(key["secret"]) as c, c.stream(
+                "GET", "/v1/posts/changes", params={"follow": "true"}, timeout=30
+            ) as r:
+                status.append(r.status_code)
+                opened.set()
+                for _ in r.iter_bytes():
+                    pass
+            ended.set()
+
+        t = threading.Thread(target=follow, daemon=True)
+        t.start()
+        assert opened.wait(10) and status == [200]
+        assert not ended.is_set()
+        assert admin.delete(f"/v1/_keys/{key['id']}").status_code == 204
+        assert ended.wait(10), "the stream outlived its key"

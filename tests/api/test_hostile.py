@@ -124,10 +124,16 @@ def test_a_session_read_ahead_of_the_primary_is_refused(server: MaxageServer) ->
         assert r.status_code == 409 and r.json()["code"] == "min_version_unavailable"
         assert r.json()["current_version"] == 1
         assert c.get(f"/v1/notes/{doc}", params={"min_version": 1}).status_code == 200
+        assert r.headers["retry-after"] == "1"
+        assert c.delete(f"/v1/notes/{doc}", headers={"if-match": '"1"'}).status_code == 204
+        gone = c.get(f"/v1/notes/{doc}", params={"min_version": 5})
+        assert gone.status_code == 404 and gone.json()["code"] == "document_not_found"
+        r = c.post("/v1/notes", json={"text": "x"}, headers={"if-match": '"1"'})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_parameter"
 
 
 def test_dot_ids_are_refused(server: MaxageServer) -> None:
-    for doc in (".", ".."):
+    for doc in (".", "..", "abc%0A"):
         conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
         conn.request("PUT", f"/v1/notes/{doc}", body=b'{"text":"x"}',
                      headers={"content-type": "application/json"})  # fmt: skip

@@ -225,7 +225,7 @@ class App:
                 unusual = unusual or (value != b"*/*" and not accepts(value, _JSON_ONLY))
             elif name in _UNUSUAL_HEADERS:
                 unusual = True
-        if rid is None or len(rid) > 128 or not _SAFE_REQUEST_ID.match(rid):
+        if rid is None or len(rid) > 128 or not _SAFE_REQUEST_ID.fullmatch(rid):
             rid = b"%s%x" % (self._rid_prefix, next(self._rid_counter))
         method = scope["method"]
         path = scope["path"]

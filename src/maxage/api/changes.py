@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from maxage.api import responses
+from maxage.api.guard import bearer
 from maxage.api.http import parse_cursor, query_items, unknown_parameter
 from maxage.api.types import HTTPProblem, Receive, Request, Send
+from maxage.service import DomainError, read_scope
 
 if TYPE_CHECKING:
     from maxage.api.app import App
@@ -81,6 +84,8 @@ async def stream(app: App, req: Request, match: Match, receive: Receive, send: S
         disconnected.set()
 
     watcher = asyncio.ensure_future(watch()) if follow else None
+    access = app.service.access
+    checked_at = time.monotonic()
     try:
         while True:
             if lines:
@@ -97,6 +102,14 @@ async def stream(app: App, req: Request, match: Match, receive: Receive, send: S
                         await disconnected.wait()
                 if disconnected.is_set() or app.draining:
                     break
+                if access.enabled and time.monotonic() - checked_at >= access.bound:
+                    # A long stream re-checks its key every A: a revoke ends it too.
+                    checked_at = time.monotonic()
+                    try:
+                        principal = await access.authenticate(bearer(req.authorization))
+                        access.authorize(principal, read_scope(spec.name))
+                    except DomainError:
+                        break
             lines, cursor, drained = await feed.read(spec, cursor, limit - sent)
     finally:
         if watcher is not None:

@@ -62,7 +62,7 @@ def parse_if_match(header: bytes | None) -> int | None:
         return None
     if header.strip() == b"*":
         return ANY_VERSION
-    m = _ETAG.match(header.decode("latin-1").strip())
+    m = _ETAG.fullmatch(header.decode("latin-1").strip())
     if not m or header.strip().startswith(b"W/"):
         raise HTTPProblem(
             "invalid_parameter",
@@ -76,7 +76,7 @@ def parse_idempotency_key(raw: str) -> str:
     key = raw.strip()
     if len(key) >= 2 and key[0] == '"' and key[-1] == '"':
         key = key[1:-1]  # structured-field string form
-    if not _IDEMPOTENCY_KEY.match(key):
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise HTTPProblem(
             "invalid_parameter",
             "Idempotency-Key must be 1-255 visible ASCII characters other than '\"' "
@@ -87,7 +87,7 @@ def parse_idempotency_key(raw: str) -> str:
 
 
 def continue_trace(value: bytes) -> bytes:
-    m = _TRACEPARENT.match(value.decode("latin-1").strip().lower())
+    m = _TRACEPARENT.fullmatch(value.decode("latin-1").strip().lower())
     span = os.urandom(8).hex()
     if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
         return f"00-{m.group(1)}-{span}-{m.group(3)}".encode()

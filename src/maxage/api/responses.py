@@ -16,6 +16,7 @@ from maxage.logs import trace_id
 from maxage.service import (
     DomainError,
     IdempotencyKeyInUse,
+    MinVersionUnavailable,
     PreconditionFailed,
     ReadResult,
     Source,
@@ -160,7 +161,7 @@ def refusal_headers(e: DomainError) -> list[tuple[bytes, bytes]]:
     """The HTTP headers a refusal implies."""
     if isinstance(e, PreconditionFailed) and e.current_version is not None:
         return [(ETAG, b'"%d"' % e.current_version)]
-    if isinstance(e, IdempotencyKeyInUse):
+    if isinstance(e, IdempotencyKeyInUse | MinVersionUnavailable):
         return [(b"retry-after", b"1")]
     if isinstance(e, Unauthenticated):
         return [(b"www-authenticate", b'Bearer realm="maxage"')]

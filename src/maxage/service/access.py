@@ -67,6 +67,10 @@ class KeyNotFound(DomainError):
     code = "key_not_found"
 
 
+class _AlreadyRevoked(Exception):
+    """Raised inside a revoke's transaction when the key is revoked already (no write)."""
+
+
 class _Stored(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     scopes: list[str]
@@ -141,7 +145,9 @@ def validate_scopes(
             continue
         kind, sep, target = scope.partition(":")
         known = (
-            bool(COLLECTION_NAME.match(target)) if collections is None else target in collections
+            bool(COLLECTION_NAME.fullmatch(target))
+            if collections is None
+            else target in collections
         )
         ok = scope == ADMIN or (sep and kind in ("read", "write") and (target == "*" or known))
         if not ok:
@@ -185,7 +191,7 @@ class Access:
         the secret does not verify: the slow path answers that one)."""
         if now - self.l1_holder.watermark > self.bound:
             return None
-        m = _SECRET.match(secret)
+        m = _SECRET.fullmatch(secret)
         if m is None:
             return None
         entry = self.cache.get(doc_key(KEYS, m.group(1)))
@@ -208,7 +214,11 @@ class Access:
         principal = self.cached(secret, self.clock.now())
         if principal is not None:
             return principal
-        m = _SECRET.match(secret)
+        m = _SECRET.fullmatch(secret)
+        if m is not None and self._known_revoked(m.group(1)):
+            # A revoked key never comes back (re-scoping it is refused): no primary read.
+            self.refused["unauthenticated"] += 1
+            raise Unauthenticated("the API key is not valid (unknown or revoked)")
         record = await self._load(m.group(1)) if m else None
         if (
             record is None
@@ -224,6 +234,10 @@ class Access:
             self.refused["forbidden"] += 1
             raise Forbidden(f"this API key lacks the scope {scope!r}", scope=scope)
 
+    def _known_revoked(self, key_id: str) -> bool:
+        entry = self.cache.get(doc_key(KEYS, key_id))
+        return entry is not MISSING and isinstance(entry.meta, _CachedKey) and entry.meta.revoked
+
     async def _load(self, key_id: str) -> _CachedKey | None:
         started = self.clock.now()
         self.primary_lookups += 1
@@ -231,6 +245,8 @@ class Access:
         if doc is None:
             return None
         record = _CachedKey.of(doc)
+        if self.clock.now() - started > self.cache.tombstone_ttl / 2:
+            return record  # too slow to be judged by the tombstones: answer, do not cache
         self.cache.set_if_newer(
             doc_key(KEYS, key_id),
             doc.version,
@@ -287,14 +303,17 @@ class Access:
     async def _change(
         self, key_id: str, *, revoke: bool, scopes: tuple[str, ...] | None
     ) -> KeyInfo:
-        if not _KEY_ID.match(key_id):
+        if not _KEY_ID.fullmatch(key_id):
             raise KeyNotFound(f"no key {key_id!r}")
 
         def change(current: Document | None) -> bytes | None:
             if current is None:
                 raise KeyNotFound(f"no key {key_id!r}")
             stored = msgspec.json.decode(current.data, type=_Stored)
-            if stored.revoked:  # a revoked key is gone: nothing can revive or re-scope it
+            if stored.revoked:
+                if revoke:
+                    raise _AlreadyRevoked
+                # a revoked key is gone: nothing can revive or re-scope it
                 raise KeyNotFound(f"key {key_id!r} was revoked")
             if revoke:
                 stored.revoked = True
@@ -302,7 +321,16 @@ class Access:
                 stored.scopes = list(scopes)
             return _encode(stored)
 
-        result = await self.store.write(WriteRequest(KEYS, key_id, change, self.clock.now()))
+        try:
+            result = await self.store.write(WriteRequest(KEYS, key_id, change, self.clock.now()))
+        except _AlreadyRevoked:
+            # A repeated revoke answers like the first: not before A has passed (it may
+            # race the first one's commit-wait).
+            await asyncio.sleep(self.bound)
+            doc = await self.store.get(KEYS, key_id)
+            if doc is None:
+                raise KeyNotFound(f"no key {key_id!r}") from None
+            return _info(doc)
         self.cache.invalidate(doc_key(KEYS, key_id), result.document.version)
         await asyncio.sleep(self.bound)  # commit-wait: the promise of P8
         return _info(result.document)

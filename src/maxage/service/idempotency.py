@@ -29,6 +29,7 @@ from maxage.store.base import (
     Claim,
     ClaimState,
     IdempotencyCompletion,
+    IdempotencyLost,
     IdempotencyRecord,
     Renderer,
     Store,
@@ -106,6 +107,12 @@ class Idempotency:
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
         try:
             result = await effect(IdempotencyCompletion(scope, owner, render))
+        except IdempotencyLost:
+            # Another request took the claim over (our lease lapsed, or a release raced
+            # our claim): it owns the key now; nothing of ours was written.
+            raise IdempotencyKeyInUse(
+                "a request with this Idempotency-Key is still being processed"
+            ) from None
         except BaseException:
             release = asyncio.ensure_future(self.store.release_idempotency(scope, owner))
             with contextlib.suppress(Exception):

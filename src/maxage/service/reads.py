@@ -191,15 +191,18 @@ class Reads:
             return None
         self.stats.hits["l2"] += 1
         self._sample(key, entry.version, now, bound)
-        remaining = None if entry.expires_at is None else entry.expires_at - entry.filled_at
-        self.cache.set_if_newer(
-            key,
-            entry.version,
-            entry.body,
-            started_at=entry.filled_at,
-            ttl=remaining,
-            meta=b'"%d"' % entry.version,
-        )
+        # Copied into L1 only while young enough for L1's tombstones to judge it (the
+        # fill guard's rule): an older copy could outlive the tombstone of a newer write.
+        if now - max(entry.filled_at, watermark) <= self.max_fill_age:
+            remaining = None if entry.expires_at is None else entry.expires_at - entry.filled_at
+            self.cache.set_if_newer(
+                key,
+                entry.version,
+                entry.body,
+                started_at=entry.filled_at,
+                ttl=remaining,
+                meta=b'"%d"' % entry.version,
+            )
         age, budget = freshness(now, entry.filled_at, watermark, bound)
         return ReadResult(entry.body, entry.version, Source.L2, mode, "hit", age, budget)
 
@@ -242,7 +245,7 @@ class Reads:
             # The shared flight started too early for this read (or before the session's write).
             loaded = await self._load(spec, id)
             doc = loaded.doc
-        if min_version and (doc is None or doc.version < min_version):
+        if min_version and doc is not None and doc.version < min_version:
             # P4: never an older version labelled "session". The primary does not have it
             # (yet, or at all): say so instead of answering with what it has.
             have = doc.version if doc is not None else 0

@@ -140,7 +140,7 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
 
     Raises :class:`InvalidParameter` or :class:`ValidationFailed` (nothing is written)."""
     kind = intent.kind
-    if intent.id is not None and (not DOC_ID.match(intent.id) or intent.id in (".", "..")):
+    if intent.id is not None and (not DOC_ID.fullmatch(intent.id) or intent.id in (".", "..")):
         raise InvalidParameter(
             "document ids are 1-200 of A-Z a-z 0-9 . _ ~ -, other than '.' and '..'"
         )
@@ -153,6 +153,8 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
             f"collection {spec.name!r} requires If-Match on PATCH and DELETE "
             "(read the document and send its ETag)"
         )
+    if kind is WriteKind.CREATE and intent.if_match is not None:
+        raise InvalidParameter("POST creates a new document: If-Match does not apply")
     if intent.create_only and kind is not WriteKind.REPLACE:
         raise InvalidParameter(
             "If-None-Match on writes is only supported as 'If-None-Match: *' on PUT"

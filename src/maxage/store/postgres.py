@@ -642,8 +642,11 @@ class PostgresStore:
                     now + lease_seconds,
                     now + keep_seconds,
                 )
-                if inserted:  # no row: a claim on nothing is always acquired
-                    return Claim(ClaimState.ACQUIRED)
+                if inserted:  # no row was there: the claim is ours if the rule says so
+                    claim = decide(None)
+                    if claim.state is not ClaimState.ACQUIRED:
+                        raise AssertionError("a claim on no record must be acquired")
+                    return claim
                 row = await conn.fetchrow(
                     "SELECT fingerprint, state, status, headers, body, lease_until, expires_at"
                     f" FROM {s}.idempotency WHERE scope = $1 FOR UPDATE",

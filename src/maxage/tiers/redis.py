@@ -100,7 +100,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local ahead = tat + interval - now
 if ahead > capacity then return {0, ahead - capacity, tat - now} end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(ahead / 1000) + 1)
+redis.call('SET', KEYS[1], string.format('%.0f', tat + interval), 'PX', math.ceil(ahead / 1000) + 1)
 return {1, 0, ahead}
 """
 
