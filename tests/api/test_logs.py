@@ -1,5 +1,5 @@
 """Issue 18 "Logs", black box: every stderr line of a ``maxage serve`` run with client
-errors, a 504 and a store failure is one JSON object with ts, level, logger and msg; the
+errors, a 500, a 504 and a store failure is one JSON object with ts, level, logger and msg; the
 access line of an error carries its problem ``code`` and the caller's ``trace_id``.
 Exceptions are one ``exception`` field (the formatter, in process)."""
 
@@ -40,6 +40,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MaxageServer
             r = c.get(doc, headers={"x-request-timeout": "0.1", "traceparent": TRACEPARENT,
                                     "x-request-id": "rid-504"})  # fmt: skip
             assert r.status_code == 504, r.text
+            # A 500: a stored document whose data is not JSON any more (corrupted behind
+            # the server's back); patching it must decode it, which fails unexpectedly.
+            broken = f"/v1/products/broken-{uuid.uuid4().hex}"
+            assert c.put(broken, json={"name": "x", "price": 1}).status_code == 201
+            raw = sqlite3.connect(s.db, timeout=30, isolation_level=None)
+            try:
+                raw.execute(
+                    "UPDATE documents SET data = x'7b' WHERE id = ?", (broken.rsplit("/", 1)[1],)
+                )
+            finally:
+                raw.close()
+            r = c.patch(broken, content=b'{"price": 2}', headers={
+                "content-type": "application/merge-patch+json", "x-request-id": "rid-500"})  # fmt: skip
+            assert r.status_code == 500 and r.json()["code"] == "internal_error", r.text
             # A store failure: another connection holds the write lock past the store's
             # own timeout, so the server's write fails (503 store_unavailable).
             lock = sqlite3.connect(s.db, timeout=30, isolation_level=None)
@@ -83,6 +97,10 @@ def test_error_access_lines_carry_code_status_route_and_trace(
     assert timed_out["route"] == "/v1/{collection}/{id}" or "{" in timed_out["route"]
     store = [d for d in docs if d.get("request_id") == "rid-503"]
     assert store and all("code" in d and "status" in d for d in store), store
+    crashed = [d for d in access if d.get("request_id") == "rid-500"]
+    assert crashed and crashed[0]["status"] == 500 and crashed[0]["code"] == "internal_error"
+    logged = [d for d in docs if d.get("request_id") == "rid-500" and "exception" in d]
+    assert logged and "Traceback" in logged[0]["exception"], docs  # one field, not loose lines
     warning = [d for d in docs if d["logger"] == "maxage.api" and d["level"] == "warning"]
     assert any(d.get("code") == "deadline_exceeded" and d.get("trace_id") == TRACE for d in warning)
 
