@@ -231,7 +231,7 @@ class App:
         path = scope["path"]
         shedder = self.shedder
         if (
-            (self.in_flight >= self._max_concurrency or shedder.lag > shedder.max_lag)
+            shedder.full(self.in_flight)
             and path not in _NEVER_SHED
             and not await shedder.admit(self.in_flight)
         ):

@@ -30,6 +30,9 @@ class Shedder:
         self.shed = 0
         self.queued = 0
         self.queue_seconds = 0.0
+        # Slots handed to woken waiters that have not yet counted themselves in: a new
+        # arrival must not take them (the limit would be exceeded by the wakers).
+        self.reserved = 0
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._watcher: asyncio.Future[None] | None = None
 
@@ -54,7 +57,7 @@ class Shedder:
         if self.lag > self.max_lag > 0:
             self.shed += 1
             return False
-        if in_flight < self.max_concurrency:
+        if in_flight + self.reserved < self.max_concurrency:
             return True
         # A queue as long as the limit will not drain within the deadline: refuse at once.
         if len(self._waiting) < self.max_concurrency and await self._queue():
@@ -67,16 +70,26 @@ class Shedder:
         self._waiting.append(waiter)
         self.queued += 1
         t0 = time.perf_counter()
+        admitted = False
         try:
             async with asyncio.timeout(self.queue_deadline):
                 await waiter
-            return True
+            admitted = True
         except TimeoutError:
-            return False
+            pass
         finally:
             self.queue_seconds += time.perf_counter() - t0
-            if not waiter.done():
+            if waiter.done() and not waiter.cancelled():
+                # We were handed a slot: it is ours now (the caller counts itself in), or,
+                # if the deadline struck at the same moment, the next waiter's.
+                self.reserved -= 1
+                if not admitted:
+                    self.release()
+            else:
                 waiter.cancel()
+                with contextlib.suppress(ValueError):  # gone already if release() passed it
+                    self._waiting.remove(waiter)
+        return admitted
 
     def release(self) -> None:
         """A request finished: hand its slot to the oldest waiter."""
@@ -84,8 +97,13 @@ class Shedder:
             waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self.reserved += 1
                 return
 
     @property
     def busy(self) -> bool:
         return bool(self._waiting) or self.lag > self.max_lag > 0
+
+    def full(self, in_flight: int) -> bool:
+        """Whether a new request must go through :meth:`admit` (the fast test)."""
+        return in_flight + self.reserved >= self.max_concurrency or self.lag > self.max_lag > 0

@@ -234,9 +234,12 @@ class Reads:
             entry, age, budget = hit
             return ReadResult(entry.body, entry.version, Source.L1, mode, "hit", age, budget)
         elif self.l2 is not None:
-            from_l2 = await self._from_l2(key, bound, min_version, mode, started)
-            if from_l2 is not None:
-                return from_l2
+            if not self.l2.available:  # its breaker is open: straight to the primary
+                self.stats.bypasses["tier_unavailable"] += 1
+            else:
+                from_l2 = await self._from_l2(key, bound, min_version, mode, started)
+                if from_l2 is not None:
+                    return from_l2
         self.stats.misses += 1
         loaded = await self.flights.do(key, lambda: self._load(spec, id), timeout=self.load_timeout)
         doc = loaded.doc
