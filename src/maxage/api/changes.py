@@ -16,11 +16,10 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from maxage.api import responses
-from maxage.api.guard import bearer
+from maxage.api import guard, responses
 from maxage.api.http import parse_cursor, query_items, unknown_parameter
 from maxage.api.types import HTTPProblem, Receive, Request, Send
-from maxage.service import DomainError, read_scope
+from maxage.service import DomainError
 
 if TYPE_CHECKING:
     from maxage.api.app import App
@@ -106,8 +105,7 @@ async def stream(app: App, req: Request, match: Match, receive: Receive, send: S
                     # A long stream re-checks its key every A: a revoke ends it too.
                     checked_at = time.monotonic()
                     try:
-                        principal = await access.authenticate(bearer(req.authorization))
-                        access.authorize(principal, read_scope(spec.name))
+                        await guard.authenticate(app.service, req, match)
                     except DomainError:
                         break
             lines, cursor, drained = await feed.read(spec, cursor, limit - sent)

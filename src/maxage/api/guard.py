@@ -64,14 +64,20 @@ def rate_headers(d: RateDecision) -> Headers:
     ]
 
 
-async def admit(service: Service, req: Request, match: Match) -> None:
-    """Authenticate, authorize and rate-limit ``req`` for ``match``; raises the refusal."""
-    if match.route.access == "public":
-        return
+async def authenticate(service: Service, req: Request, match: Match) -> None:
+    """Who ``req`` is, and whether that key may use ``match``; raises the refusal. (Also
+    what a long change-feed stream repeats every ``A``.)"""
     access = service.access
     if access.enabled:
         req.principal = await access.authenticate(bearer(req.authorization))
         access.authorize(req.principal, needed_scope(match, req.method))
+
+
+async def admit(service: Service, req: Request, match: Match) -> None:
+    """Authenticate, authorize and rate-limit ``req`` for ``match``; raises the refusal."""
+    if match.route.access == "public":
+        return
+    await authenticate(service, req, match)
     limits = service.limits
     if limits.enabled:
         name = match.spec.name if match.spec is not None else None

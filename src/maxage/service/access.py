@@ -40,6 +40,7 @@ from maxage.core.cache import Cache
 from maxage.core.types import MISSING, Clock
 from maxage.invalidation.tailer import Holder, doc_key
 from maxage.service.errors import DomainError, InvalidParameter, ValidationFailed
+from maxage.service.reads import max_fill_age
 from maxage.service.representation import iso
 from maxage.store.base import Document, Store, WriteRequest
 
@@ -191,18 +192,8 @@ class Access:
         the secret does not verify: the slow path answers that one)."""
         if now - self.l1_holder.watermark > self.bound:
             return None
-        m = _SECRET.fullmatch(secret)
-        if m is None:
-            return None
-        entry = self.cache.get(doc_key(KEYS, m.group(1)))
-        if entry is MISSING:
-            return None
-        record = entry.meta
-        if not isinstance(record, _CachedKey) or record.revoked:
-            return None
-        if not hmac.compare_digest(record.secret_sha256, _hash(secret)):
-            return None
-        return record.principal
+        record = self._cached_record(secret)
+        return None if record is None else record.verify(secret)
 
     async def authenticate(self, secret: str | None) -> Principal:
         """The principal a request runs as; raises Unauthenticated."""
@@ -211,32 +202,34 @@ class Access:
         if secret is None:
             self.refused["unauthenticated"] += 1
             raise Unauthenticated("an API key is required: Authorization: Bearer <secret>")
-        principal = self.cached(secret, self.clock.now())
-        if principal is not None:
-            return principal
-        m = _SECRET.fullmatch(secret)
-        if m is not None and self._known_revoked(m.group(1)):
-            # A revoked key never comes back (re-scoping it is refused): no primary read.
-            self.refused["unauthenticated"] += 1
-            raise Unauthenticated("the API key is not valid (unknown or revoked)")
-        record = await self._load(m.group(1)) if m else None
-        if (
-            record is None
-            or record.revoked
-            or not hmac.compare_digest(record.secret_sha256, _hash(secret))
+        principal: Principal | None = None
+        record = self._cached_record(secret)
+        if record is not None and (
+            record.revoked or self.clock.now() - self.l1_holder.watermark <= self.bound
         ):
+            # Within the bound, or revoked (a revoked key never comes back: re-scoping it
+            # is refused), the cached record decides without a primary read.
+            principal = record.verify(secret)
+        else:
+            m = _SECRET.fullmatch(secret)
+            loaded = await self._load(m.group(1)) if m else None
+            principal = loaded.verify(secret) if loaded is not None else None
+        if principal is None:
             self.refused["unauthenticated"] += 1
             raise Unauthenticated("the API key is not valid (unknown or revoked)")
-        return record.principal
+        return principal
+
+    def _cached_record(self, secret: str) -> _CachedKey | None:
+        m = _SECRET.fullmatch(secret)
+        if m is None:
+            return None
+        entry = self.cache.get(doc_key(KEYS, m.group(1)))
+        return entry.meta if entry is not MISSING and isinstance(entry.meta, _CachedKey) else None
 
     def authorize(self, principal: Principal, scope: str) -> None:
         if not principal.allows(scope):
             self.refused["forbidden"] += 1
             raise Forbidden(f"this API key lacks the scope {scope!r}", scope=scope)
-
-    def _known_revoked(self, key_id: str) -> bool:
-        entry = self.cache.get(doc_key(KEYS, key_id))
-        return entry is not MISSING and isinstance(entry.meta, _CachedKey) and entry.meta.revoked
 
     async def _load(self, key_id: str) -> _CachedKey | None:
         started = self.clock.now()
@@ -245,7 +238,7 @@ class Access:
         if doc is None:
             return None
         record = _CachedKey.of(doc)
-        if self.clock.now() - started > self.cache.tombstone_ttl / 2:
+        if self.clock.now() - started > max_fill_age(self.cache):
             return record  # too slow to be judged by the tombstones: answer, do not cache
         self.cache.set_if_newer(
             doc_key(KEYS, key_id),
@@ -341,6 +334,12 @@ class _CachedKey:
     secret_sha256: str
     revoked: bool
     principal: Principal
+
+    def verify(self, secret: str) -> Principal | None:
+        """The principal, if ``secret`` is this key's and the key is not revoked."""
+        if self.revoked or not hmac.compare_digest(self.secret_sha256, _hash(secret)):
+            return None
+        return self.principal
 
     @classmethod
     def of(cls, doc: Document) -> _CachedKey:

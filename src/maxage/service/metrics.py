@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maxage.core.metrics import Exposition, Histogram, labels
-from maxage.invalidation.monitor import STALENESS_BUCKETS
+from maxage.core.metrics import Exposition, labels
 
 if TYPE_CHECKING:
     from maxage.invalidation.monitor import ConsistencyMonitor
@@ -14,6 +13,8 @@ if TYPE_CHECKING:
 
 
 def collect(service: Service, out: Exposition) -> None:
+    """The service's families. (Long: the families in exposition order; each block reads
+    one component's counters.)"""
     cache = service.cache
     st = service.reads.stats
     cs = cache.stats
@@ -118,10 +119,7 @@ def collect(service: Service, out: Exposition) -> None:
 
 
 def _consistency(monitor: ConsistencyMonitor, out: Exposition) -> None:
-    """The in-service monitor (docs/consistency.md "In-service monitor").
-
-    (Long: the families in exposition order; each block reads one component's counters.)
-    """
+    """The in-service monitor (docs/consistency.md "In-service monitor")."""
     tallies = sorted(monitor.tallies.items())
     out.family(
         "maxage_consistency_checked_total",
@@ -142,12 +140,11 @@ def _consistency(monitor: ConsistencyMonitor, out: Exposition) -> None:
         "histogram",
         "Per checked hit: how long before the hit a newer version had been committed (0: none).",
     )
-    hists = []
-    for name, t in tallies:
-        h = Histogram(STALENESS_BUCKETS)
-        h.counts, h.sum, h.count = list(t.counts), t.sum, t.count
-        hists.append((labels(collection=name), h))
-    out.histogram("maxage_consistency_staleness_seconds", hists)
+    # A tally is the collection's staleness histogram itself.
+    out.histogram(
+        "maxage_consistency_staleness_seconds",
+        ((labels(collection=name), t) for name, t in tallies),
+    )
     out.family(
         "maxage_consistency_dropped_total",
         "counter",

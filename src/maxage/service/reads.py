@@ -108,6 +108,12 @@ def freshness(now: float, filled_at: float, watermark: float, bound: float) -> t
     return age, budget if budget > 0 else 0
 
 
+def max_fill_age(cache: Cache) -> float:
+    """The oldest a fill may be: half the tombstone lifetime, so that a tombstone always
+    outlives the slowest fill it must refuse (the fill guard's rule; key records too)."""
+    return cache.tombstone_ttl / 2
+
+
 def resolve_mode(spec: CollectionSpec, requested: ReadMode | None, min_version: int) -> ReadMode:
     """The mode a read runs in: the requested one (``session`` when only ``min_version``
     is given), else the collection's default; refused when the collection does not allow it."""
@@ -147,7 +153,7 @@ class Reads:
         self.load_timeout = load_timeout
         self.stats = ReadStats()
         self.flights: SingleFlight[Loaded] = SingleFlight()
-        self.max_fill_age = cache.tombstone_ttl / 2
+        self.max_fill_age = max_fill_age(cache)
         self.tasks: set[asyncio.Future[object]] = set()
 
     # -- the rule ----------------------------------------------------------------------
