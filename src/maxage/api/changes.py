@@ -41,12 +41,11 @@ def _parse(req: Request) -> tuple[int, int, bool]:
         if key == "after":
             after = parse_cursor(value, "after", "a cursor (a non-negative integer)")
         elif key == "limit":
-            ok = value.isascii() and value.isdigit() and len(value) <= 5
-            if not ok or not 1 <= int(value) <= MAX_LIMIT:
+            limit = parse_cursor(value, "limit", f"1..{MAX_LIMIT}")
+            if not 1 <= limit <= MAX_LIMIT:
                 raise HTTPProblem(
                     "invalid_parameter", f"limit must be 1..{MAX_LIMIT}", parameter="limit"
                 )
-            limit = int(value)
         elif key == "follow":
             if value not in ("true", "false", "1", "0"):
                 raise HTTPProblem(
