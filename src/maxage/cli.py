@@ -669,23 +669,30 @@ def _database_url(db: str) -> str:
     return db
 
 
+def _private_dir(prefix: str) -> Path:
+    """A fresh directory only this server's processes use (mode 0700, a new name, so
+    nobody else can plant files in it), removed when ``maxage serve`` exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return Path(path)
+
+
 def _faults_file() -> str:
-    """The fault state file shared by this server's workers: in a private directory this
-    process creates (mode 0700, a fresh name, so nobody else can plant or switch faults),
-    or where ``MAXAGE_FAULTS_FILE`` says (a test's own temporary directory)."""
+    """The fault state file shared by this server's workers: in a private directory, or
+    where ``MAXAGE_FAULTS_FILE`` says (a test's own temporary directory)."""
     chosen = os.environ.get(FAULTS_FILE_ENV)
     if chosen:
         return str(Path(chosen).resolve())
-    import tempfile
-
-    return str(Path(tempfile.mkdtemp(prefix="maxage-faults-")) / "faults.json")
+    return str(_private_dir("maxage-faults-") / "faults.json")
 
 
 def _metrics_dir() -> str:
-    """The private directory (0700) where ``--workers`` > 1 workers share their metrics."""
-    from maxage.api.workers_metrics import make_directory
-
-    return make_directory()
+    """The private directory where ``--workers`` > 1 workers share their metrics."""
+    return str(_private_dir("maxage-metrics-"))
 
 
 def _redact(url: str) -> str:

@@ -18,18 +18,15 @@ the sums (its gauges are dropped once its pid is gone).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import os
-import shutil
-import tempfile
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 from maxage.core.metrics import merge
 
-__all__ = ["FLUSH_EVERY", "Shared", "configure", "make_directory", "shared_for", "start", "stop"]
+__all__ = ["FLUSH_EVERY", "Shared", "configure", "shared_for", "start", "stop"]
 
 FLUSH_EVERY = 0.25
 _PREFIX = "worker-"
@@ -37,14 +34,6 @@ _SUFFIX = ".prom"
 
 _directory: Path | None = None
 _shared: weakref.WeakKeyDictionary[object, Shared] = weakref.WeakKeyDictionary()
-
-
-def make_directory() -> str:
-    """In the ``maxage serve`` parent: a fresh private directory (0700) for the workers'
-    files, removed when the parent exits."""
-    path = tempfile.mkdtemp(prefix="maxage-metrics-")
-    atexit.register(shutil.rmtree, path, True)
-    return path
 
 
 def configure(directory: str | None) -> None:
