@@ -12,6 +12,7 @@ import pytest
 
 from maxage.core.clock import ManualClock
 from maxage.store.base import Store
+from maxage.store.memory import MemoryStore
 from maxage.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def _sqlite(tmp_path: Path, clock: ManualClock) -> Store:
     return SQLiteStore(tmp_path / "primary.db", clock=clock)
 
 
-STORE_KINDS = ["sqlite"]
+STORE_KINDS = ["sqlite", "memory"]  # memory: maxage sim's simulated primary
 try:  # the PostgreSQL adapter joins the suite when present
     import maxage.store.postgres  # noqa: F401
 
@@ -44,6 +45,8 @@ async def store(
 ) -> AsyncIterator[Store]:
     if request.param == "sqlite":
         s = _sqlite(tmp_path, clock)
+    elif request.param == "memory":
+        s = MemoryStore(clock=clock)
     else:
         from tests.support.services import fresh_postgres_store
 

@@ -1,0 +1,269 @@
+"""An in-memory primary: the store protocol kept in dictionaries, for ``maxage sim``.
+
+It keeps every rule of :mod:`maxage.store.base` and passes the same contract
+suite as SQLite and PostgreSQL (``tests/store/test_contract.py``):
+
+* **One transaction per write.** ``write()`` takes the document's lock, reads
+  the row, runs ``mutate`` (raising aborts: nothing written), bumps the
+  version, and commits the row, its one change row and the idempotency
+  completion together. Without a commit delay nothing is awaited between the
+  read and the commit, so the write is atomic on its event loop.
+* **Late commits, as on PostgreSQL.** When ``hooks.commit_delay()`` is
+  positive, the change row's ``seq`` is taken first and the commit becomes
+  visible only after the delay (other writers of the same document wait on its
+  lock), so change rows commit out of ``seq`` order. ``changes_after`` then
+  returns only rows below the *frontier* (the lowest ``seq`` still uncommitted)
+  and lowers ``snapshot_at`` below the commit time of a committed row it holds
+  back: the same argument as ``store/postgres.py``. ``hooks.seq_tailer`` (the
+  ``seq-tailer`` mutant) polls ``seq > cursor`` instead and skips late commits.
+* **Versions only rise**: a delete keeps its row (``deleted``).
+
+Times: ``committed_at`` is the write's ``now`` (as SQLite and PostgreSQL stamp
+it: the start of the write, never after its commit); ``snapshot_at`` is this
+store's clock when the poll runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+from collections.abc import Callable
+
+from maxage.core.types import Clock
+from maxage.hooks import Hooks
+from maxage.store.base import (
+    Change,
+    ChangeBatch,
+    ChangeOp,
+    Claim,
+    ClaimDecision,
+    ClaimState,
+    Document,
+    IdempotencyLost,
+    IdempotencyRecord,
+    StoredResponse,
+    StoreStats,
+    WriteRequest,
+    WriteResult,
+)
+
+
+class _Idem:
+    __slots__ = ("expires_at", "fingerprint", "lease_until", "owner", "response")
+
+    def __init__(self, fingerprint: str, owner: str, lease_until: float, expires_at: float) -> None:
+        self.fingerprint = fingerprint
+        self.owner = owner
+        self.lease_until = lease_until
+        self.expires_at = expires_at
+        self.response: StoredResponse | None = None  # set when done
+
+
+class MemoryStore:
+    """The primary in this process's memory (one event loop; not shared across processes)."""
+
+    def __init__(self, *, clock: Clock, hooks: Hooks | None = None, seed: int = 0) -> None:
+        self.clock = clock
+        self.hooks = hooks
+        self.stats = StoreStats()
+        self.seed = seed
+        self.docs: dict[tuple[str, str], Document] = {}
+        self.changes: list[Change] = []  # committed, ordered by seq
+        self._seqs: list[int] = []  # seq of each entry of ``changes`` (for bisect)
+        self._next_seq = 1
+        self._uncommitted: dict[int, None] = {}  # seq -> running late commit (ordered)
+        self._commit_times: dict[int, float] = {}  # seq -> this clock at commit (late ones)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._idem: dict[str, _Idem] = {}
+        self._secrets: dict[str, bytes] = {}
+        self.seq_tailer = hooks is not None and hooks.seq_tailer
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        await self._enter("ping")
+
+    async def _enter(self, op: str) -> None:
+        self.stats.ops[op] = self.stats.ops.get(op, 0) + 1
+        if self.hooks is not None:
+            await self.hooks.before_store_call(op)
+
+    # -- documents ---------------------------------------------------------------------
+
+    async def get(self, collection: str, id: str) -> Document | None:
+        if self.hooks is not None:
+            await self._enter("get")
+        doc = self.docs.get((collection, id))
+        return None if doc is None or doc.deleted else doc
+
+    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
+        await self._enter("list")
+        after = after_id or ""
+        ids = sorted(
+            i for (c, i), d in self.docs.items() if c == collection and i > after and not d.deleted
+        )
+        return [self.docs[(collection, i)] for i in ids[:limit]]
+
+    async def write(self, request: WriteRequest) -> WriteResult:
+        if self.hooks is not None:
+            await self._enter("write")
+        key = (request.collection, request.id)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            existing = self.docs.get(key)
+            live = existing if existing is not None and not existing.deleted else None
+            new_data = request.mutate(live)
+            version = (existing.version if existing is not None else 0) + 1
+            now = request.now
+            if new_data is None:
+                if live is None:
+                    raise LookupError("no live document to delete")
+                doc = Document(
+                    request.collection, request.id, version, live.data, live.created_at, now, True
+                )
+                op = ChangeOp.DELETE
+            else:
+                created_at = live.created_at if live is not None else now
+                doc = Document(request.collection, request.id, version, new_data, created_at, now)
+                op = ChangeOp.PUT
+            idem = request.idempotency
+            if idem is not None:
+                held = self._idem.get(idem.scope)
+                if held is None or held.owner != idem.owner or held.response is not None:
+                    raise IdempotencyLost(f"idempotency claim {idem.scope!r} was lost")
+            seq = self._next_seq
+            self._next_seq += 1
+            result = WriteResult(document=doc, created=live is None, seq=seq)
+            if idem is not None:
+                result = WriteResult(doc, result.created, seq, idem.render(result))
+            delay = self.hooks.commit_delay() if self.hooks is not None else 0.0
+            if delay > 0:
+                self._uncommitted[seq] = None
+                try:
+                    await asyncio.sleep(delay)
+                finally:  # committed, or aborted by a cancellation: no longer running
+                    del self._uncommitted[seq]
+                self._commit_times[seq] = self.clock.now()
+            self.docs[key] = doc
+            change = Change(seq, request.collection, request.id, version, op, now)
+            if self._seqs and seq < self._seqs[-1]:
+                i = bisect.bisect_left(self._seqs, seq)
+                self._seqs.insert(i, seq)
+                self.changes.insert(i, change)
+            else:
+                self._seqs.append(seq)
+                self.changes.append(change)
+            if idem is not None:
+                self._idem[idem.scope].response = result.response
+            return result
+
+    # -- change log --------------------------------------------------------------------
+
+    def _frontier(self) -> int:
+        """The lowest seq still running (every later transaction gets a higher one)."""
+        return next(iter(self._uncommitted), self._next_seq)
+
+    async def changes_after(self, cursor: int, limit: int) -> ChangeBatch:
+        if self.hooks is not None:
+            await self._enter("changes")
+        snapshot_at = self.clock.now()
+        i = bisect.bisect_right(self._seqs, cursor)
+        frontier = self._next_seq if self.seq_tailer else self._frontier()
+        j = bisect.bisect_left(self._seqs, frontier, lo=i)
+        changes = self.changes[i : min(j, i + limit)]
+        complete = j - i <= limit
+        if complete and j < len(self._seqs):
+            # committed rows held back behind a running transaction: claim nothing past
+            # the earliest of their commits until they are returned
+            held = min(self._commit_times.get(s, snapshot_at) for s in self._seqs[j:])
+            snapshot_at = min(snapshot_at, held - 1e-6)
+        new_cursor = changes[-1].seq if changes else cursor
+        return ChangeBatch(changes, new_cursor, snapshot_at, complete=complete)
+
+    async def last_seq(self) -> int:
+        if self.hooks is not None:
+            await self._enter("last_seq")
+        frontier = self._next_seq if self.seq_tailer else self._frontier()
+        j = bisect.bisect_left(self._seqs, frontier)
+        return self._seqs[j - 1] if j else 0
+
+    async def cursor_at(self, t: float) -> int:
+        await self._enter("cursor_at")
+        below = [c.seq for c in self.changes if c.committed_at < t]
+        return max(below, default=0)
+
+    async def committed_at(self, collection: str, id: str, version: int) -> float | None:
+        await self._enter("committed_at")
+        newer = [
+            c
+            for c in self.changes
+            if c.collection == collection and c.id == id and c.version > version
+        ]
+        return min(newer, key=lambda c: c.version).committed_at if newer else None
+
+    async def notify(self) -> None:
+        """One process: its own tailer is woken directly; nothing to send."""
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """One process: no other writers to hear from."""
+
+    # -- idempotency -------------------------------------------------------------------
+
+    async def claim_idempotency(
+        self,
+        scope: str,
+        fingerprint: str,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        keep_seconds: float,
+        decide: ClaimDecision,
+    ) -> Claim:
+        await self._enter("idempotency_claim")
+        row = self._idem.get(scope)
+        record = None
+        if row is not None:
+            done = row.response is not None
+            record = IdempotencyRecord(
+                row.fingerprint,
+                done,
+                row.response,
+                row.lease_until,
+                row.expires_at,
+            )
+        claim = decide(record)
+        if claim.state is ClaimState.ACQUIRED:
+            self._idem[scope] = _Idem(fingerprint, owner, now + lease_seconds, now + keep_seconds)
+        return claim
+
+    async def release_idempotency(self, scope: str, owner: str) -> None:
+        await self._enter("idempotency_release")
+        row = self._idem.get(scope)
+        if row is not None and row.owner == owner and row.response is None:
+            del self._idem[scope]
+
+    async def purge_idempotency(self, now: float) -> int:
+        await self._enter("idempotency_purge")
+        gone = [s for s, r in self._idem.items() if r.expires_at <= now]
+        for s in gone:
+            del self._idem[s]
+        return len(gone)
+
+    async def secret(self, name: str) -> bytes:
+        """Derived from the seed, so a seeded run is reproducible (never for production)."""
+        value = self._secrets.get(name)
+        if value is None:
+            value = hashlib.sha256(
+                b"maxage-memory-store:%d:%s" % (self.seed, name.encode())
+            ).digest()
+            self._secrets[name] = value
+        return value
