@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from maxage import tracing
+from maxage import __version__, status, tracing
 from maxage.api import exposition, guard, openapi, responses, routes
 from maxage.api.http import accepts, scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
@@ -73,8 +73,8 @@ _UNUSUAL_HEADERS = frozenset(
 AUTHORIZATION = b"authorization"
 ACCEPT = b"accept"
 _JSON_ONLY = (b"application/json",)
-# Never shed: a balancer must see liveness and readiness, an operator the metrics.
-_NEVER_SHED = frozenset({"/livez", "/readyz", "/metrics"})
+# Never shed: a balancer must see liveness and readiness, an operator the metrics and status.
+_NEVER_SHED = frozenset({"/livez", "/readyz", "/metrics", "/status", "/status.json"})
 _RETRY_AFTER_1 = [(b"retry-after", b"1")]
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _encode = msgspec.json.Encoder().encode
@@ -149,6 +149,9 @@ class App:
         self._shed_histogram = self.histograms.setdefault(("GET", "shed", "503"), Histogram())
         self._sample = random.Random()
         self._log_every_hit = settings.access_log in ("all", "sampled")
+        # /status: the last minutes of this server's own /metrics, reduced (maxage.status).
+        self.status = status.Recorder(self.render_metrics)
+        self._status_task: asyncio.Task[None] | None = None
 
     # -- ASGI entry and lifespan ---------------------------------------------------------
 
@@ -179,6 +182,9 @@ class App:
             await self.on_startup()
         self.shedder.start()
         exposition.start_sharing(self)
+        self._status_task = asyncio.get_running_loop().create_task(
+            self._record_status(), name="maxage-status"
+        )
         with contextlib.suppress(RuntimeError, ValueError):  # ValueError: not the main thread
             prior = signal.getsignal(signal.SIGTERM)
 
@@ -203,6 +209,10 @@ class App:
         while self.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await self.shedder.stop()
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
         await exposition.stop_sharing(self)
         if self.on_shutdown is not None:
             await self.on_shutdown()
@@ -503,6 +513,30 @@ class App:
 
     def render_metrics(self) -> bytes:
         return exposition.render(self)
+
+    async def _record_status(self) -> None:
+        while True:
+            self.status.tick()
+            await asyncio.sleep(status.INTERVAL)
+
+    def status_model(self) -> dict[str, Any]:
+        """``/status.json``: the recorded minutes, the collections' contracts, the page."""
+        self.status.tick()
+        contracts = [
+            status.CollectionContract(
+                s.name,
+                s.max_staleness,
+                tuple(sorted(m.value for m in s.read_modes)),
+                s.write_policy.value,
+                s.ttl,
+            )
+            for s in self.collections.values()
+        ]
+        model = status.api_model(
+            self.status.current(), contracts, version=__version__, started=self.status.started
+        )
+        model["html"] = status.body_html(model)
+        return model
 
 
 async def _wait_disconnect(receive: Receive) -> None:

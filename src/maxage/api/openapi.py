@@ -164,7 +164,9 @@ def build(
             built = paths[route.template] = make(collections)
             _secure(built, route, None, auth)
         elif route.operation in OPS:
-            paths[route.template] = ops_item(route.template, route.operation)
+            built = paths[route.template] = ops_item(route.template, route.operation)
+            if route.access == "admin":
+                _secure(built, route, None, auth)
     params = _parameters(settings)
     return {
         "openapi": "3.1.0",

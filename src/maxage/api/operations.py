@@ -351,7 +351,14 @@ OPS = {
     "readyz": "Readiness: 503 when the store is unreachable or the server drains.",
     "metrics": "Prometheus metrics.",
     "openapi": "This document.",
+    "status": "The status page (HTML): each collection's contract and what was kept, hit "
+    "ratios, tailer lag, traffic and latency over the last minutes. With --auth keys it needs "
+    "an admin key; without one it answers 401 with a page that asks for it.",
+    "status_json": "The status page's data (and its rendered main section as `html`).",
 }
+
+
+_OPS_MEDIA = {"/metrics": "text/plain", "/status": "text/html"}
 
 
 def ops_item(path: str, op_id: str) -> dict[str, Any]:
@@ -359,7 +366,7 @@ def ops_item(path: str, op_id: str) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
             "description": "OK",
-            "content": {"text/plain" if path == "/metrics" else JSON: {"schema": {}}},
+            "content": {_OPS_MEDIA.get(path, JSON): {"schema": {}}},
         }
     }
     if path == "/readyz":

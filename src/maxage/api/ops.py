@@ -9,10 +9,11 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from maxage.api import docs_page, responses
+from maxage import status
+from maxage.api import docs_page, guard, responses
 from maxage.api.http import read_body
 from maxage.api.types import HTTPProblem, Receive, Request, Send
-from maxage.service import StoreError
+from maxage.service import DomainError, StoreError
 
 if TYPE_CHECKING:
     from maxage.api.app import App
@@ -68,6 +69,29 @@ async def docs(app: App, req: Request, match: Match, receive: Receive, send: Sen
 async def docs_js(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
     ctype = b"text/javascript; charset=utf-8"
     return await responses.plain(req, send, 200, ctype, docs_page.DOCS_JS)
+
+
+HTML = b"text/html; charset=utf-8"
+_NO_STORE = [(b"cache-control", b"no-store")]
+
+
+async def status_page(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    """The status page (maxage.status). With ``--auth keys`` it needs an admin key: without
+    one the answer is 401 with a page that asks for the key and then fetches status.json."""
+    access = app.service.access
+    if access.enabled:
+        try:
+            access.authorize(await access.authenticate(guard.bearer(req.authorization)), "admin")
+        except DomainError as refused:
+            page = status.render_page(None, locked=f"{refused.detail} (the admin scope).")
+            return await responses.plain(req, send, 401, HTML, page, _NO_STORE)
+    model = app.status_model()
+    return await responses.plain(req, send, 200, HTML, status.render_page(model), _NO_STORE)
+
+
+async def status_json(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    body = json.dumps(app.status_model(), separators=(",", ":")).encode()
+    return await responses.plain(req, send, 200, responses.JSON, body, _NO_STORE)
 
 
 async def faults(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:

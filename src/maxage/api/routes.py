@@ -73,6 +73,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/readyz", {"GET": ops.readyz}, "readyz"),
     Route("/metrics", {"GET": ops.metrics}, "metrics", produces=(b"text/plain",)),
     Route("/openapi.json", {"GET": ops.openapi_json}, "openapi"),
+    # Admin when --auth keys (it names every collection); the page itself asks for the key.
+    Route("/status", {"GET": ops.status_page}, "status", produces=(b"text/html",)),
+    Route("/status.json", {"GET": ops.status_json}, "status_json", "admin"),
     Route("/docs", {"GET": ops.docs}, produces=(b"text/html",)),
     Route("/docs/app.js", {"GET": ops.docs_js}, produces=(b"text/javascript",)),
     Route(

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 
+from maxage import __version__, status
 from maxage.core import MISSING, Cache, Entry, SetOutcome
 from maxage.core.cache import MAX_VERSION, Invalidation, VersionExhausted
 from maxage.etags import if_none_match
@@ -39,6 +40,8 @@ the tuple, two bytes objects' headers, a float; ``test_meta_overhead_is_measured
 DEFAULT_CONTENT_TYPE: Final = b"application/octet-stream"
 
 _JSON: Final = b"content-type: application/json\r\ncache-control: no-store\r\n"
+_HTML: Final = b"content-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n"
+TOP_TAGS: Final = 10  # tags listed on the status page
 _TEXT_METRICS: Final = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n"
 _HIT: Final = b"cache-status: maxage; hit\r\n"
 _STALE: Final = b"cache-status: maxage; fwd=stale; fwd-status=502\r\n"
@@ -125,6 +128,9 @@ class CacheApp:
         self.debug_clock = debug_clock
         self.ready = True
         self._now = clock.now
+        # /status: the last minutes of this server's own /metrics (maxage.status); the
+        # transport's tick calls status.tick.
+        self.status = status.Recorder(self.render_metrics)
         # Invalidations that outlive their request (a deadline or a client gone):
         # they always finish; referenced here so that they are not collected.
         self._invalidations: set[asyncio.Task[None]] = set()
@@ -395,7 +401,15 @@ class CacheApp:
             req.route = "metrics"
             if not read:
                 return _not_allowed(method, path, _ALLOW_GET)
-            return 200, _TEXT_METRICS, metrics_mod.render(self.metrics, self.cache.stats_snapshot)
+            return 200, _TEXT_METRICS, self.render_metrics()
+        if path == b"/status" or path == b"/status.json":
+            req.route = "status"
+            if not read:
+                return _not_allowed(method, path, _ALLOW_GET)
+            model = self.status_model()
+            if path == b"/status":
+                return 200, _HTML, status.render_page(model)
+            return 200, _JSON, _encode(model)
         if path == b"/livez":
             req.route = "health"
             if not read:
@@ -418,6 +432,21 @@ class CacheApp:
                 return _not_allowed(method, path, _ALLOW_POST)
             return self._advance_clock(url[q + 1 :] if q >= 0 else b"")
         return problem("route_not_found", "no such route", _path(url))
+
+    def render_metrics(self) -> bytes:
+        return metrics_mod.render(self.metrics, self.cache.stats_snapshot)
+
+    def status_model(self) -> dict[str, Any]:
+        """``/status.json``: the recorded minutes, the top tags, and the rendered page."""
+        self.status.tick()
+        model = status.cache_model(
+            self.status.current(),
+            version=__version__,
+            started=self.status.started,
+            top_tags=self.cache.top_tags(TOP_TAGS),
+        )
+        model["html"] = status.body_html(model)
+        return model
 
     def invalidate(self, req: CacheRequest, query: bytes) -> Handled:
         where = "/v1/invalidate"

@@ -35,7 +35,9 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 )
 
 
-ROUTES: Final = ("get", "put", "delete", "invalidate", "metrics", "health", "openapi", "other")
+ROUTES: Final = (
+    "get", "put", "delete", "invalidate", "metrics", "health", "openapi", "status", "other"
+)  # fmt: skip
 
 # The OpenTelemetry HTTP attributes of each route (``http.request.method``, ``http.route``):
 # the method the route serves (HEAD is counted as GET; a 405 is labelled ``_OTHER``) and its
@@ -48,6 +50,7 @@ OTEL_ROUTES: Final = {
     "metrics": ("GET", "/metrics"),
     "health": ("GET", "/livez|/readyz"),
     "openapi": ("GET", "/openapi.json"),
+    "status": ("GET", "/status|/status.json"),
     "other": ("_OTHER", ""),
 }
 

@@ -216,6 +216,19 @@ DOC: Final[dict[str, Any]] = {
         "/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": {"description": "JSON"}}}
         },
+        "/status": {
+            "get": {
+                "summary": "The status page (HTML): memory against the bound, entries, hit "
+                "ratio, evictions by reason, top tags, traffic over the last minutes",
+                "responses": {"200": {"description": "HTML"}},
+            }
+        },
+        "/status.json": {
+            "get": {
+                "summary": "The status page's data (and its rendered main section as html)",
+                "responses": {"200": {"description": "JSON"}},
+            }
+        },
     },
 }
 

@@ -84,10 +84,12 @@ async def serve(cfg: ServerConfig, *, ready: asyncio.Event | None = None) -> int
         keepalive_timeout=cfg.keepalive_timeout,
         max_connections=cfg.max_connections,
     )
-    # Every tick, release expired tombstones and guards even if nobody writes.
-    state = ServerState(
-        app, limits, metrics, loop, on_tick=cache.housekeep, access_log=cfg.access_log
-    )
+
+    def on_tick() -> None:
+        cache.housekeep()  # release expired tombstones and guards even if nobody writes
+        app.status.tick()  # record the status page's minutes
+
+    state = ServerState(app, limits, metrics, loop, on_tick=on_tick, access_log=cfg.access_log)
     try:
         server = await loop.create_server(
             state.factory, cfg.host, cfg.port, backlog=2048, reuse_address=True

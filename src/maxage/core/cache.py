@@ -975,6 +975,15 @@ class Cache:
                 "policy": self.policy_name,
             }
 
+    def top_tags(self, n: int) -> list[tuple[str, int]]:
+        """The ``n`` tags on the most live entries, most first (O(tags): for status pages)."""
+        with self._lock:
+            counts = [
+                (tag, 1 if isinstance(keys, str) else len(keys))
+                for tag, keys in self._by_tag.items()
+            ]
+        return heapq.nlargest(n, counts, key=lambda tc: (tc[1], tc[0]))
+
     # -------------------------------------------------------------- internals
 
     def _drain(self) -> None:

@@ -35,9 +35,11 @@ __all__ = [
     "Collector",
     "Exposition",
     "Histogram",
+    "Sample",
     "format_value",
     "labels",
     "merge",
+    "parse",
     "runtime",
 ]
 
@@ -324,3 +326,60 @@ def merge(parts: Sequence[tuple[str, bytes, bool]]) -> bytes:
         for series, v in fam.samples.items():
             lines.append(f"{series} {v if isinstance(v, str) else format_value(v)}")
     return ("\n".join(lines) + "\n").encode()
+
+
+# -- reading an exposition back ----------------------------------------------------------
+
+
+def _unescape_label_value(value: str) -> str:
+    out = []
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\" and i + 1 < len(value):
+            nxt = value[i + 1]
+            out.append("\n" if nxt == "n" else nxt)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    """``a="x",b="y\\"z"`` (the inside of the braces) → ``{"a": "x", "b": 'y"z'}``."""
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(text):
+        eq = text.index("=", i)
+        name = text[i:eq].strip().lstrip(",").strip()
+        j = eq + 2  # past '="'
+        k = j
+        while text[k] != '"':
+            k += 2 if text[k] == "\\" else 1
+        found[name] = _unescape_label_value(text[j:k])
+        i = k + 1
+        while i < len(text) and text[i] in ", ":
+            i += 1
+    return found
+
+
+Sample = tuple[str, dict[str, str], float]
+"""One sample read back: ``(name, labels, value)``."""
+
+
+def parse(text: bytes) -> list[Sample]:
+    """The samples of an exposition rendered by :class:`Exposition` (or :func:`merge`),
+    in order; comments are skipped. For readers of our own ``/metrics`` (the status
+    pages): no timestamps, no exemplars."""
+    samples: list[Sample] = []
+    for line in text.decode().split("\n"):
+        if not line or line[0] == "#":
+            continue
+        series, _, value = line.rpartition(" ")
+        brace = series.find("{")
+        if brace < 0:
+            samples.append((series, {}, _number(value)))
+        else:
+            samples.append((series[:brace], _parse_labels(series[brace + 1 : -1]), _number(value)))
+    return samples
