@@ -9,11 +9,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
 fi
 STAMP="$VENV/.maxage-installed-$1"
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] \
+   || [ "$ROOT/client/pyproject.toml" -nt "$STAMP" ]; then
+  # maxage depends on maxage-client, built from ./client (docs/adr/0008-client-distribution.md)
   if [ "$1" = dev ]; then
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT/client" -e "$ROOT[dev]"
   else
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT/client" -e "$ROOT"
   fi
   touch "$STAMP"
 fi

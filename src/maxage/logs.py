@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import sys
 import threading
 import time
 from types import TracebackType
 from typing import Any, Final
 
+from maxage_client.transport import TRACEPARENT as _TRACEPARENT
+from maxage_client.transport import child_traceparent as child_traceparent
+
 FORMATS: Final = ("json", "text")
-_TRACEPARENT: Final = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 # Every attribute a plain LogRecord has: anything else on a record came from ``extra=``.
 _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -169,15 +169,3 @@ def trace_id(traceparent: bytes | None) -> str | None:
     if m is None or m.group(1) == b"0" * 32:
         return None
     return m.group(1).decode("ascii")
-
-
-def child_traceparent(parent: bytes | str | None) -> str:
-    """A ``traceparent`` for a call made on behalf of ``parent``: the same trace id and
-    flags with a new span id; a new trace when ``parent`` is missing or malformed."""
-    span = os.urandom(8).hex()
-    if parent is not None:
-        raw = parent.encode("latin-1") if isinstance(parent, str) else parent
-        m = _TRACEPARENT.match(raw.strip().lower())
-        if m is not None and m.group(1) != b"0" * 32 and m.group(2) != b"0" * 16:
-            return f"00-{m.group(1).decode()}-{span}-{m.group(3).decode()}"
-    return f"00-{os.urandom(16).hex()}-{span}-01"

@@ -103,3 +103,33 @@ def test_too_many_tags_is_payload_too_large(server: CacheServer, unique: str) ->
     with CacheClient(server.url) as c, pytest.raises(PayloadTooLarge) as exc:
         c.set(f"{unique}many", b"v", tags=[f"t{i}" for i in range(65)])
     assert exc.value.code == "too_many_tags"
+
+
+def test_a_lost_answer_is_retried_and_a_retry_stores_nothing_twice(
+    server: CacheServer, unique: str
+) -> None:
+    """The JSON API client's retry machinery (maxage_client.transport): a connection that
+    dies before the answer is retried; a set of one version is idempotent."""
+    from maxage_client.transport import RetryPolicy
+
+    from tests.support.proxy import DroppingProxy
+
+    retries: list[str] = []
+    with (
+        DroppingProxy(server.port) as proxy,
+        CacheClient(proxy.url, on_retry=lambda n, delay, reason: retries.append(reason)) as cache,
+    ):
+        proxy.drop_answers(1)
+        w = cache.set(f"{unique}r", b"once", version=5)
+        assert (proxy.dropped, retries) == (1, ["RemoteProtocolError"])
+        assert (w.version, w.outcome) == (5, "unchanged")  # the first attempt had stored it
+        entry = cache.get(f"{unique}r")
+        assert entry is not None and (entry.value, entry.version) == (b"once", 5)
+    with (
+        DroppingProxy(server.port) as proxy,
+        CacheClient(proxy.url, retry=RetryPolicy(attempts=1)) as cache,
+    ):
+        proxy.drop_answers(1)
+        with pytest.raises(CacheUnavailable) as caught:
+            cache.get(f"{unique}r")
+        assert caught.value.code == "unavailable"

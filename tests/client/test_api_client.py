@@ -1,0 +1,292 @@
+"""``maxage_client`` against real ``maxage serve`` processes, as a user would use it:
+read-your-writes across two client processes and two server processes (session token),
+an idempotent write retried through a lost answer takes effect once, 429s are retried
+after ``Retry-After`` and 422s never, the deadline reaches the server, conditional updates,
+the page iterator, typed problems, bearer keys, and the async client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from maxage_client import (
+    AsyncClient,
+    Client,
+    ConnectionFailed,
+    DeadlineExceeded,
+    NotFound,
+    PreconditionFailed,
+    RetryPolicy,
+    Session,
+    Unauthenticated,
+    ValidationFailed,
+)
+from maxage_client.transport import OnRetry
+
+from tests.client.conftest import serve
+from tests.support.launcher import ServerProcess, python_m
+from tests.support.proxy import DroppingProxy
+
+Retries = list[tuple[int, float, str]]
+
+
+def recording() -> tuple[Retries, OnRetry]:
+    seen: Retries = []
+    return seen, lambda n, delay, reason: seen.append((n, delay, reason))
+
+
+# -- read-your-writes across processes ---------------------------------------------------
+
+
+CLIENT_SCRIPT = """
+import json, sys
+from maxage_client import Client, Session
+url, action, arg = sys.argv[1], sys.argv[2], sys.argv[3]
+if action == "write":
+    with Client(url) as api:
+        posts = api.collection("posts")
+        post = posts.create({"title": "v1"})
+        posts.get(post.id)                       # warm reads elsewhere are the test's business
+        post = posts.update(post.id, {"title": "v2"}, expected_version=post.version)
+        print(json.dumps({"id": post.id, "version": post.version, "token": api.session.token()}))
+else:
+    doc_id, token = arg.split(" ")
+    with Client(url, session=Session.from_token(token) if token != "-" else None) as api:
+        post = api.collection("posts").get(doc_id)
+        print(json.dumps({"version": post.version, "consistency": post.consistency}))
+"""
+
+
+def run_client(*args: str) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT, *args],
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two servers on one SQLite file; B can stall its tailer (--fault-injection)."""
+    work = tmp_path_factory.mktemp("pair")
+    a = serve(work, name="a")
+    b = serve(work, "--fault-injection", name="b")
+    try:
+        yield a, b
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_read_your_writes_across_two_client_processes_and_two_servers(
+    pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = pair
+    # Process 1 writes v1 through A; B caches v1; B stops learning of changes.
+    with Client(a.url) as api:
+        first = api.collection("posts").create({"title": "v1"})
+    with Client(b.url) as reader:
+        assert reader.collection("posts").get(first.id, consistency="bounded").version == 1
+        reader.collection("posts").get(first.id, consistency="bounded")  # now an L1 hit on B
+    with httpx.Client(base_url=b.url, trust_env=False) as raw:
+        assert raw.put("/_maxage/faults", json={"faults": {"stall-tailer": 1}}).status_code == 200
+    try:
+        with Client(a.url) as writer:
+            posts = writer.collection("posts")
+            posts.get(first.id)
+            v2 = posts.update(first.id, {"title": "v2"}, expected_version=1)
+            token = writer.session.token()
+        assert v2.version == 2
+        # Another process without the session may be served B's cached v1 (within the bound):
+        plain = run_client(b.url, "read", f"{first.id} -")
+        assert plain["version"] == 1, "B was meant to be stale here; the test proves nothing"
+        # ... with the session token it is never older than what the writer wrote.
+        session = run_client(b.url, "read", f"{first.id} {token}")
+        assert session == {"version": 2, "consistency": "session"}
+    finally:
+        with httpx.Client(base_url=b.url, trust_env=False) as raw:
+            raw.put("/_maxage/faults", json={"faults": {}})
+
+
+def test_a_session_token_written_by_one_process_is_read_by_another(
+    pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = pair
+    wrote = run_client(a.url, "write", "-")
+    assert wrote["version"] == 2
+    got = run_client(b.url, "read", f"{wrote['id']} {wrote['token']}")
+    assert got["version"] == 2 and got["consistency"] == "session"
+    assert Session.from_token(str(wrote["token"])).min_version("posts", str(wrote["id"])) == 2
+
+
+def test_a_session_on_a_strong_only_collection_reads_strongly(server: ServerProcess) -> None:
+    with Client(server.url) as api:
+        stock = api.collection("stock")
+        item = stock.create({"n": 1})
+        got = stock.get(item.id)  # the session knows v1: min_version is refused here, strong is not
+        assert got.version == 1 and got.consistency == "strong"
+
+
+def test_session_tokens_refuse_garbage() -> None:
+    for bad in ("", "mxs1.!!!", "mxs1.bnVsbA", "mxs1." + "eyJwIjoiLTEifQ"):
+        with pytest.raises(ValueError):
+            Session.from_token(bad)
+
+
+# -- retries ------------------------------------------------------------------------------
+
+
+def test_a_write_whose_answer_was_lost_is_retried_and_applied_once(server: ServerProcess) -> None:
+    marker = uuid.uuid4().hex
+    retries, on_retry = recording()
+    with DroppingProxy(server.port) as proxy, Client(proxy.url, on_retry=on_retry) as api:
+        proxy.drop_answers(1)
+        post = api.collection("posts").create({"title": "once", "tag": marker})
+        assert proxy.dropped == 1
+    assert post.replayed, "the retry was answered from the first attempt's stored outcome"
+    assert [r[2] for r in retries] == ["RemoteProtocolError"]
+    with Client(server.url) as api:
+        mine = [
+            d
+            for d in api.collection("posts").documents(page_size=100)
+            if d.data.get("tag") == marker
+        ]
+    assert [(d.id, d.version) for d in mine] == [(post.id, 1)]
+
+
+def test_without_retries_a_lost_answer_is_a_connection_failure(server: ServerProcess) -> None:
+    with (
+        DroppingProxy(server.port) as proxy,
+        Client(proxy.url, retry=RetryPolicy(attempts=1)) as api,
+    ):
+        proxy.drop_answers(1)
+        with pytest.raises(ConnectionFailed) as caught:
+            api.collection("posts").create({"title": "lost"})
+    assert caught.value.status == 0 and caught.value.code == "unavailable"
+
+
+def test_429_is_retried_after_retry_after(server: ServerProcess) -> None:
+    retries, on_retry = recording()
+    with Client(server.url, on_retry=on_retry) as api:
+        limited = api.collection("limited")
+        doc = limited.create({"n": 1})  # POST is not limited; GET is 1/s, burst 1
+        started = time.monotonic()
+        limited.get(doc.id)
+        limited.get(doc.id)  # over the limit: 429 Retry-After: 1, then passes
+        elapsed = time.monotonic() - started
+    assert [(n, reason) for n, _, reason in retries] == [(1, "HTTP 429")]
+    assert retries[0][1] >= 1.0 and elapsed >= 1.0
+
+
+def test_422_is_never_retried(server: ServerProcess) -> None:
+    retries, on_retry = recording()
+    with (
+        Client(server.url, on_retry=on_retry) as api,
+        pytest.raises(ValidationFailed) as caught,
+    ):
+        api.collection("posts").create({"title": ""})
+    assert retries == []
+    problem = caught.value
+    assert (problem.status, problem.code) == (422, "validation_failed")
+    assert [e.pointer for e in problem.errors] == ["/title"]
+    assert problem.request_id
+
+
+# -- deadline, conditions, pages, problems -----------------------------------------------
+
+
+def test_the_deadline_reaches_the_server(tmp_path: Path) -> None:
+    slow = serve(tmp_path, env={"MAXAGE_TEST_SLOW_STORE_SECONDS": "5"})
+    try:
+        with Client(slow.url, timeout=1.0) as api, pytest.raises(DeadlineExceeded) as caught:
+            api.collection("posts").get("nope")
+        # The server's own 504 (with its request id), not a client-side timeout: it was told.
+        assert (caught.value.status, caught.value.code) == (504, "deadline_exceeded")
+        assert caught.value.request_id
+    finally:
+        slow.kill()
+
+
+def test_conditional_update_gets_412_with_the_current_version(server: ServerProcess) -> None:
+    with Client(server.url) as api:
+        posts = api.collection("posts")
+        post = posts.create({"title": "a"})
+        posts.update(post.id, {"title": "b"}, expected_version=1)
+        with pytest.raises(PreconditionFailed) as caught:
+            posts.update(post.id, {"title": "c"}, expected_version=1)
+        assert caught.value.current_version == 2
+        assert posts.get(post.id, consistency="strong").data["title"] == "b"
+        assert posts.delete(post.id, expected_version=2) == 3
+        with pytest.raises(NotFound) as gone:
+            posts.get(post.id)
+        assert gone.value.code == "document_not_found"
+
+
+def test_the_page_iterator_follows_every_page_and_passes_query_parameters(
+    server: ServerProcess,
+) -> None:
+    with Client(server.url) as api:
+        posts = api.collection("posts")
+        made = {posts.create({"title": f"p{i}"}).id for i in range(7)}
+        pages = list(posts.pages(page_size=3))
+        assert all(len(p.items) <= 3 for p in pages) and pages[-1].next_page_token == ""
+        listed = [d.id for p in pages for d in p.items]
+        assert made <= set(listed) and len(listed) == len(set(listed))
+        assert [d.id for d in posts.documents(page_size=2)] == listed
+        with pytest.raises(Exception) as unknown:  # arbitrary parameters go to the server as given
+            posts.list(params={"no_such_parameter": "x"})
+        assert getattr(unknown.value, "parameter", None) == "no_such_parameter"
+
+
+def test_bearer_keys(tmp_path: Path) -> None:
+    server = serve(tmp_path, "--auth", "keys")
+    try:
+        created = subprocess.run(
+            python_m("keys", "create", "--db", f"sqlite:///{tmp_path}/db.sqlite", "--scopes", "read:*,write:*"),
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        secret = created.stdout.strip().splitlines()[-1]
+        with Client(server.url) as anonymous, pytest.raises(Unauthenticated) as caught:
+            anonymous.collection("posts").create({"title": "x"})
+        assert (caught.value.status, caught.value.code) == (401, "unauthenticated")
+        with Client(server.url, api_key=secret) as api:
+            post = api.collection("posts").create({"title": "x"})
+            assert api.collection("posts").get(post.id).version == 1
+        assert server.stop() == 0
+    finally:
+        server.kill()
+
+
+async def test_the_async_client_does_the_same(server: ServerProcess) -> None:
+    async with AsyncClient(server.url) as api:
+        posts = api.collection("posts")
+        post = await posts.create({"title": "async"})
+        post = await posts.update(post.id, {"tag": "t"}, expected_version=post.version)
+        got = await posts.get(post.id)
+        assert (got.version, got.consistency, got.data) == (
+            2,
+            "session",
+            {"title": "async", "tag": "t"},
+        )
+        with pytest.raises(PreconditionFailed):
+            await posts.update(post.id, {"tag": "u"}, expected_version=1)
+        listed = [d.id async for d in posts.documents(page_size=2)]
+        assert post.id in listed
+        changes = [c async for c in posts.changes()]
+        assert (post.id, 2, "put") in [(c.id, c.version, c.op) for c in changes]
+
+
+def test_the_change_feed_resumes_after_a_cursor(server: ServerProcess) -> None:
+    with Client(server.url) as api:
+        posts = api.collection("posts")
+        everything = list(posts.changes())
+        post = posts.create({"title": "feed"})
+        after = list(posts.changes(after=everything[-1].cursor if everything else None))
+        assert [(c.id, c.version, c.op) for c in after][-1] == (post.id, 1, "put")
