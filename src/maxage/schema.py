@@ -627,3 +627,142 @@ def _nullable(schema: Any) -> Any:
         branches = schema["anyOf"]
         return schema if {"type": "null"} in branches else {"anyOf": [{"type": "null"}, *branches]}
     return {"anyOf": [{"type": "null"}, schema]}
+
+
+# -- examples ------------------------------------------------------------------------------------
+
+_FORMAT_EXAMPLES = {
+    "date-time": "2026-01-31T12:00:00Z",
+    "date": "2026-01-31",
+    "time": "12:00:00Z",
+    "duration": "P1D",
+    "email": "ada@example.com",
+    "idn-email": "ada@example.com",
+    "hostname": "example.com",
+    "idn-hostname": "example.com",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+    "uri": "https://example.com/",
+    "uri-reference": "/example",
+    "iri": "https://example.com/",
+    "iri-reference": "/example",
+    "uuid": "123e4567-e89b-42d3-a456-426614174000",
+    "json-pointer": "/a/b",
+    "regex": "^a+$",
+}
+_EXAMPLE_DEPTH = 12
+
+
+def example(schema: Mapping[str, Any]) -> tuple[bool, Any]:
+    """A plausible instance of ``schema`` (prepared: local ``$ref`` only), made from its
+    ``examples``, ``default``, ``const``, ``enum``, types, formats and bounds, for the
+    OpenAPI document. ``(False, None)`` when none is found: the caller validates what it
+    gets and leaves it out when invalid (patterns, ``not`` and the like are not solved)."""
+    return _example(schema, schema, 0)
+
+
+def _example(root: Mapping[str, Any], node: object, depth: int) -> tuple[bool, Any]:
+    if node is True or node == {}:
+        return True, "example"
+    if not isinstance(node, Mapping) or depth > _EXAMPLE_DEPTH:
+        return False, None
+    for key in ("examples",):
+        if isinstance(node.get(key), list) and node[key]:
+            return True, copy.deepcopy(node[key][0])
+    for key in ("const", "default"):
+        if key in node:
+            return True, copy.deepcopy(node[key])
+    if isinstance(node.get("enum"), list) and node["enum"]:
+        return True, copy.deepcopy(node["enum"][0])
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        return _example(root, resolve(root, ref), depth + 1)
+    for key in ("oneOf", "anyOf"):
+        if isinstance(node.get(key), list) and node[key]:
+            return _example(root, node[key][0], depth + 1)
+    if isinstance(node.get("allOf"), list):
+        merged: dict[str, Any] = {}
+        for part in node["allOf"]:
+            ok, value = _example(root, part, depth + 1)
+            if ok and isinstance(value, dict):
+                merged.update(value)
+        own = {k: v for k, v in node.items() if k != "allOf"}
+        ok, value = _example(root, own, depth + 1) if set(own) & _TYPED else (True, {})
+        if ok and isinstance(value, dict):
+            merged.update(value)
+        return True, merged
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = next((k for k, words in _TYPE_WORDS.items() if set(node) & words), None)
+    if kind == "object":
+        return True, _object_example(root, node, depth)
+    if kind == "array":
+        ok, item = _example(root, node.get("items", {}), depth + 1)
+        count = max(1, int(node.get("minItems", 1)))
+        return True, [copy.deepcopy(item) for _ in range(count)] if ok else []
+    if kind == "string":
+        return True, _string_example(node)
+    if kind in ("integer", "number"):
+        return True, _number_example(node, kind == "integer")
+    if kind == "boolean":
+        return True, True
+    if kind == "null":
+        return True, None
+    return False, None
+
+
+_TYPE_WORDS = {
+    "object": {"properties", "required", "additionalProperties", "patternProperties"},
+    "array": {"items", "prefixItems", "minItems", "maxItems", "uniqueItems"},
+    "string": {"minLength", "maxLength", "pattern", "format"},
+    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
+}
+_TYPED = {"type", *(w for words in _TYPE_WORDS.values() for w in words)}
+
+
+def _object_example(root: Mapping[str, Any], node: Mapping[str, Any], depth: int) -> dict[str, Any]:
+    """Every property whose example is found (required ones first, in schema order)."""
+    props = node.get("properties", {})
+    required = [k for k in node.get("required", []) if isinstance(k, str)]
+    out: dict[str, Any] = {}
+    for name in [*required, *(k for k in props if k not in required)]:
+        ok, value = _example(root, props.get(name, {}), depth + 1)
+        if ok:
+            out[name] = value
+    return out
+
+
+def _string_example(node: Mapping[str, Any]) -> str:
+    fmt = node.get("format")
+    text = _FORMAT_EXAMPLES.get(fmt, "example") if isinstance(fmt, str) else "example"
+    low = int(node.get("minLength", 0))
+    high = node.get("maxLength")
+    if len(text) < low:
+        text += "x" * (low - len(text))
+    if isinstance(high, int) and len(text) > high:
+        text = text[:high]
+    return text
+
+
+def _number_example(node: Mapping[str, Any], integer: bool) -> float:
+    value: float = 1 if integer else 9.5
+    low, high = node.get("minimum"), node.get("maximum")
+    xlow, xhigh = node.get("exclusiveMinimum"), node.get("exclusiveMaximum")
+    if isinstance(low, int | float) and value < low:
+        value = low
+    if isinstance(xlow, int | float) and value <= xlow:
+        value = xlow + 1
+    if isinstance(high, int | float) and value > high:
+        value = high
+    if isinstance(xhigh, int | float) and value >= xhigh:
+        value = xhigh - 1
+    step = node.get("multipleOf")
+    if isinstance(step, int | float) and step > 0:
+        value = round(value / step) * step
+        if isinstance(low, int | float) and value < low:
+            value += step
+    if integer:
+        return int(value)
+    return value

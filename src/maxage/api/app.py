@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from maxage import __version__, status, tracing
-from maxage.api import exposition, guard, openapi, responses, routes
+from maxage.api import docs_page, exposition, guard, openapi, responses, routes
 from maxage.api.http import accepts, scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.responses import AGE, CC, CL, CSTATUS, CT, ETAG, HIT_L1, JSON, RID
@@ -131,6 +131,7 @@ class App:
         self.openapi_bytes = openapi.render(
             routes.ROUTES, self.collections, settings, auth=service.access.enabled
         )
+        self.docs_bytes = docs_page.render(msgspec.json.decode(self.openapi_bytes))
         self._hot = {
             s.name: _HotRoute(s, self.histograms) for s in hot_collections(self.collections)
         }

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from maxage.api.problems import CATALOG
 from maxage.contracts import CollectionSpec, ReadMode
-from maxage.schema import openapi_schema
+from maxage.schema import example, openapi_schema
 
 if TYPE_CHECKING:
     from maxage.api.types import Settings
@@ -51,6 +51,50 @@ def doc_schema(spec: CollectionSpec) -> dict[str, Any]:
             "updatedAt": {"type": "string", "format": "date-time"},
             "data": {"$ref": f"#/components/schemas/{capitalized(spec.name)}Data"},
             "meta": {"$ref": "#/components/schemas/ReadMeta"},
+        },
+    }
+
+
+EXAMPLE_TIME = "2026-01-31T12:00:00Z"
+
+
+def data_examples(spec: CollectionSpec) -> tuple[Any, Any]:
+    """A document body and a merge patch for the examples, generated from the schema
+    (:func:`maxage.schema.example`, which honours a schema's own ``examples``) and kept
+    only when the server's own validators accept them (optional properties it could not
+    satisfy are left out); ``None`` for one that could not be made valid."""
+    ok, data = example(spec.schema)
+    if not ok:
+        return None, None
+    required = set(spec.schema.get("required", ()))
+    while errors := spec.validate(data):
+        # Leave out the optional properties the generator could not satisfy (a pattern).
+        bad = {p.split("/")[1] for p, _ in errors if p.count("/") >= 1} - required
+        if not isinstance(data, dict) or not bad & set(data):
+            return None, None
+        for name in bad:
+            data.pop(name, None)
+    patch = next(
+        ({k: v} for k, v in data.items() if not spec.validate_patch({k: v})),
+        None,
+    )
+    return data, patch
+
+
+def document_example(spec: CollectionSpec, data: Any) -> dict[str, Any]:
+    """What a read of a document holding ``data`` returns (version 1, from the primary)."""
+    return {
+        "id": "0f3c9a1e2b7d4c58",
+        "version": 1,
+        "createdAt": EXAMPLE_TIME,
+        "updatedAt": EXAMPLE_TIME,
+        "data": data,
+        "meta": {
+            "version": 1,
+            "cachedAt": EXAMPLE_TIME,
+            "maxAgeSeconds": int(spec.max_staleness),
+            "consistency": spec.default_mode.value,
+            "source": "primary",
         },
     }
 
@@ -119,12 +163,12 @@ def collection_context(
         },
     }
     modes = sorted(m.value for m in spec.read_modes)
-    doc_ok = {
+    doc_ok: dict[str, Any] = {
         "description": "The document.",
         "headers": read_headers(),
         "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{cap}"}}},
     }
-    write_ok = {
+    write_ok: dict[str, Any] = {
         "description": "The document after the write.",
         "headers": {
             "ETag": {"$ref": "#/components/headers/ETag"},
@@ -135,11 +179,11 @@ def collection_context(
     created: dict[str, Any] = copy.deepcopy(write_ok)
     created["description"] = "Created."
     created["headers"]["Location"] = {"schema": {"type": "string"}}
-    body = {
+    body: dict[str, Any] = {
         "required": True,
         "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Data"}}},
     }
-    patch_body = {
+    patch_body: dict[str, Any] = {
         "required": True,
         "content": {
             "application/merge-patch+json": {
@@ -147,6 +191,14 @@ def collection_context(
             }
         },
     }
+    data, patch = data_examples(spec)
+    if data is not None:
+        body["content"][JSON]["example"] = data
+        doc = document_example(spec, data)
+        for response in (doc_ok, write_ok, created):
+            response["content"][JSON]["example"] = doc
+    if patch is not None:
+        patch_body["content"]["application/merge-patch+json"]["example"] = patch
     return Context(spec, settings, cap, doc_ok, write_ok, created, body, patch_body, modes)
 
 

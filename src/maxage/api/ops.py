@@ -63,12 +63,17 @@ async def openapi_json(app: App, req: Request, match: Match, receive: Receive, s
 
 
 async def docs(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
-    return await responses.plain(req, send, 200, b"text/html; charset=utf-8", docs_page.DOCS_HTML)
+    return await responses.plain(req, send, 200, b"text/html; charset=utf-8", app.docs_bytes)
 
 
-async def docs_js(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
-    ctype = b"text/javascript; charset=utf-8"
-    return await responses.plain(req, send, 200, ctype, docs_page.DOCS_JS)
+async def docs_asset(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    """The viewer's script and stylesheet (docs_page.ASSETS), from the installed package."""
+    name = req.path.rpartition("/")[2]
+    body = docs_page.asset(name)
+    if body is None:
+        raise HTTPProblem("not_found", f"no route for {req.path}")
+    cache = [(b"cache-control", b"public, max-age=86400")]
+    return await responses.plain(req, send, 200, docs_page.ASSETS[name], body, cache)
 
 
 HTML = b"text/html; charset=utf-8"

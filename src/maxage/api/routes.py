@@ -77,7 +77,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/status", {"GET": ops.status_page}, "status", produces=(b"text/html",)),
     Route("/status.json", {"GET": ops.status_json}, "status_json", "admin"),
     Route("/docs", {"GET": ops.docs}, produces=(b"text/html",)),
-    Route("/docs/app.js", {"GET": ops.docs_js}, produces=(b"text/javascript",)),
+    Route("/docs/swagger-ui-bundle.js", {"GET": ops.docs_asset}, produces=(b"text/javascript",)),
+    Route("/docs/swagger-ui.css", {"GET": ops.docs_asset}, produces=(b"text/css",)),
     Route(
         "/_maxage/faults",
         {"GET": ops.faults, "PUT": ops.faults, "POST": ops.faults, "DELETE": ops.faults},
