@@ -110,3 +110,54 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+_INDEXED = """
+[collections.posts]
+max_staleness = "1s"
+indexes = {indexes}
+[collections.posts.schema.properties]
+title = {{ type = "string" }}
+rank = {{ type = ["integer", "null"] }}
+score = {{ type = ["integer", "number"] }}
+tags = {{ type = "array" }}
+any = {{ }}
+author = {{ "$ref" = "#/$defs/author" }}
+[collections.posts.schema."$defs".author.properties]
+id = {{ type = "string" }}
+"""
+
+
+def test_indexes_take_their_type_from_the_schema(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(_INDEXED.format(indexes='["title", "rank", "score", "/author/id"]'))
+    spec = load_config(p).collections["posts"]
+    assert [(i.name, i.path, i.type) for i in spec.indexes] == [
+        ("title", ("title",), "string"),
+        ("rank", ("rank",), "integer"),
+        ("score", ("score",), "number"),
+        ("author.id", ("author", "id"), "string"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("indexes", "message"),
+    [
+        ('["nope"]', "'nope': the schema must declare it"),
+        ('["tags"]', "'tags': the schema must declare it under 'properties' with one type"),
+        ('["any"]', "'any': the schema must declare it"),
+        ('["/author/name"]', "'/author/name': the schema must declare it"),
+        ('["title", "title"]', "'title' is listed twice"),
+        ('["sort"]', "reserved query parameter"),
+        ('["a.b"]', "not an indexable field name"),
+        ('"title"', "must be a list"),
+        ("[" + ", ".join(['"title"'] * 17) + "]", "at most 16 indexes"),
+    ],
+)
+def test_bad_indexes_are_refused_at_load(tmp_path: Path, indexes: str, message: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(_INDEXED.format(indexes=indexes))
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert "collection 'posts', field 'indexes'" in str(err.value)
+    assert message in str(err.value), str(err.value)

@@ -9,6 +9,7 @@ A config file is TOML with one ``[collections.NAME]`` table per collection::
     ttl = "60s"                    # optional; may exceed max_staleness (TTL is not the bound)
     schema_file = "products.schema.json"   # or an inline [collections.products.schema] table
     strict = true                  # optional; refuse properties the schema does not name
+    indexes = ["post_id", "/author/id"]    # optional; the fields list queries may filter/sort on
 
 Every problem is a :class:`ConfigError` naming the file, the collection and the field.
 The document schema is standard JSON Schema (Draft 2020-12, :mod:`maxage.schema`),
@@ -93,6 +94,96 @@ Validator = schema_lib.Validator
 SchemaError = schema_lib.SchemaError
 
 
+# -- indexes ---------------------------------------------------------------------------
+
+# Names list queries use for themselves; an index cannot take one of them.
+RESERVED_PARAMETERS = frozenset(
+    {"page_size", "page_token", "sort", "fields", "count", "consistency", "min_version"}
+)
+# One segment of an indexed field: inlined into SQL (index expressions, JSON paths), so
+# it is kept to a plain identifier.
+_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+MAX_INDEXES = 16
+INDEX_TYPES = ("string", "integer", "number", "boolean")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A field list queries may filter and sort on, with the primary index behind it.
+
+    ``name`` is how queries call it: the top-level field, or the segments of a JSON
+    pointer joined by ``.`` (``/author/id`` -> ``author.id``); ``path`` is the segments;
+    ``type`` is the schema's (string, integer, number, boolean), which decides how query
+    values are parsed and compared. A document whose value at ``path`` is missing or of
+    another type has no value for the index (it never matches a filter on it, and sorts
+    last in ascending order)."""
+
+    name: str
+    path: tuple[str, ...]
+    type: str
+
+
+def _field_type(schema: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+    """The one scalar type the schema gives the value at ``path`` (None when it gives none,
+    several, or a non-scalar one). Local ``$ref``s are followed; ``null`` may be allowed."""
+    node: object = schema
+    for segment in (*path, None):
+        for _ in range(32):  # $ref chains; a cycle is refused by the schema compiler
+            if not isinstance(node, dict) or "$ref" not in node:
+                break
+            node = schema_lib.resolve(schema, node["$ref"])
+        if not isinstance(node, dict):
+            return None
+        if segment is None:
+            break
+        props = node.get("properties")
+        if not isinstance(props, dict) or segment not in props:
+            return None
+        node = props[segment]
+    assert isinstance(node, dict)
+    declared = node.get("type")
+    types = {declared} if isinstance(declared, str) else set(declared or ())
+    types.discard("null")
+    if types == {"integer", "number"}:
+        types = {"number"}
+    if len(types) != 1:
+        return None
+    (only,) = types
+    return only if only in INDEX_TYPES else None
+
+
+def parse_indexes(raw: object, schema: Mapping[str, Any]) -> tuple[IndexSpec, ...]:
+    """``indexes = [...]`` of a collection; raises ValueError with the entry named."""
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ValueError(
+            'must be a list of field names or JSON pointers, e.g. ["status", "/author/id"]'
+        )
+    if len(raw) > MAX_INDEXES:
+        raise ValueError(f"at most {MAX_INDEXES} indexes per collection, got {len(raw)}")
+    out: list[IndexSpec] = []
+    for entry in raw:
+        path = tuple(entry[1:].split("/")) if entry.startswith("/") else (entry,)
+        bad = [s for s in path if not _SEGMENT.match(s)]
+        if bad:
+            raise ValueError(
+                f"{entry!r}: {bad[0]!r} is not an indexable field name (letters, digits and"
+                " '_', starting with a letter or '_', at most 63)"
+            )
+        name = ".".join(path)
+        if name in RESERVED_PARAMETERS:
+            raise ValueError(f"{entry!r}: {name!r} is a reserved query parameter of list reads")
+        if any(i.name == name for i in out):
+            raise ValueError(f"{entry!r} is listed twice")
+        type_ = _field_type(schema, path)
+        if type_ is None:
+            raise ValueError(
+                f"{entry!r}: the schema must declare it under 'properties' with one type of"
+                f" {', '.join(INDEX_TYPES)} (null may be allowed too)"
+            )
+        out.append(IndexSpec(name, path, type_))
+    return tuple(out)
+
+
 # -- collections -----------------------------------------------------------------------
 
 
@@ -109,6 +200,11 @@ class CollectionSpec:
     require_if_match: bool = False
     # The schema (as given) refuses other top-level properties: maxage.schema.make_strict.
     strict: bool = False
+    # The fields list queries may filter and sort on (each backed by a primary index).
+    indexes: tuple[IndexSpec, ...] = ()
+
+    def index(self, name: str) -> IndexSpec | None:
+        return next((i for i in self.indexes if i.name == name), None)
 
     @property
     def default_mode(self) -> ReadMode:
@@ -199,6 +295,7 @@ _COLLECTION_KEYS = {
     "schema",
     "require_if_match",
     "strict",
+    "indexes",
 }
 
 
@@ -433,8 +530,12 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
     require_if_match = table.get("require_if_match", False)
     if not isinstance(require_if_match, bool):
         raise fail("require_if_match", "must be true or false")
+    try:
+        indexes = parse_indexes(table.get("indexes", []), schema)
+    except ValueError as exc:
+        raise fail("indexes", str(exc)) from None
     spec = CollectionSpec(
-        cname, staleness, modes, policy, ttl, schema, validator, require_if_match, strict
+        cname, staleness, modes, policy, ttl, schema, validator, require_if_match, strict, indexes
     )
     try:
         spec.validate_patch({})  # derive and compile the merge-patch schema now, not at a PATCH

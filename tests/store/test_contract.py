@@ -15,6 +15,7 @@ from maxage.store.base import (
     Document,
     IdempotencyCompletion,
     IdempotencyLost,
+    ListQuery,
     Store,
     StoredResponse,
     WriteRequest,
@@ -138,11 +139,11 @@ async def test_list_page_keyset(store: Store, clock: ManualClock) -> None:
         await store.write(WriteRequest("c", f"id{i}", put(b"{}"), clock.now()))
     await store.write(WriteRequest("c", "id2", delete, clock.now()))
     await store.write(WriteRequest("other", "id0", put(b"{}"), clock.now()))
-    p1 = await store.list_page("c", None, 2)
+    p1 = (await store.list_query(ListQuery("c", limit=2))).documents
     assert [d.id for d in p1] == ["id1", "id3"]
-    p2 = await store.list_page("c", p1[-1].id, 2)
+    p2 = (await store.list_query(ListQuery("c", after=(None, p1[-1].id), limit=2))).documents
     assert [d.id for d in p2] == ["id4", "id5"]
-    assert await store.list_page("c", "id5", 2) == []
+    assert (await store.list_query(ListQuery("c", after=(None, "id5"), limit=2))).documents == []
 
 
 def _render(result: WriteResult) -> StoredResponse:

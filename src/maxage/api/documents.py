@@ -41,9 +41,12 @@ _KINDS = {
 }
 
 
-def read_mode(req: Request, spec: CollectionSpec) -> tuple[ReadMode, int]:
+def read_mode(
+    req: Request, spec: CollectionSpec, rest: list[tuple[str, str]] | None = None
+) -> tuple[ReadMode, int]:
     """The requested mode and ``min_version`` (``consistency``, ``min_version``,
-    ``Cache-Control: no-cache``), resolved against the collection's contract."""
+    ``Cache-Control: no-cache``), resolved against the collection's contract. Other
+    query parameters go to ``rest`` when given (a list read's), else are refused."""
     mode: ReadMode | None = None
     min_version = 0
     for key, value in query_items(req.query) if req.query else ():
@@ -58,6 +61,8 @@ def read_mode(req: Request, spec: CollectionSpec) -> tuple[ReadMode, int]:
                 ) from None
         elif key == "min_version":
             min_version = parse_cursor(value, "min_version", "a non-negative integer")
+        elif rest is not None:
+            rest.append((key, value))
         else:
             raise unknown_parameter(key)
     if req.cache_control is not None and b"no-cache" in req.cache_control.lower():

@@ -155,11 +155,33 @@ def collection_context(
     schemas[cap] = doc_schema(spec)
     schemas[f"{cap}Page"] = {
         "type": "object",
-        "required": ["data", "next_page_token"],
+        "required": ["data", "next_page_token", "meta"],
         "properties": {
             "data": {"type": "array", "items": {"type": "object"}},
-            "next_page_token": {"type": "string"},
-            "meta": {"type": "object"},
+            "next_page_token": {
+                "type": "string",
+                "description": "Opaque; empty on the last page. Valid only with the same"
+                " filters and sort (fields, count and page_size may change).",
+            },
+            "total": {
+                "type": "integer",
+                "description": "With count=exact: the documents matching the filters.",
+            },
+            "meta": {
+                "type": "object",
+                "properties": {
+                    "collectionVersion": {
+                        "type": "integer",
+                        "description": "The highest change-log position of the collection"
+                        " the page reflects (min_version compares with it).",
+                    },
+                    "cachedAt": {"type": "string", "format": "date-time"},
+                    "shortened": {"type": "boolean"},
+                    "maxAgeSeconds": {"type": "integer"},
+                    "consistency": {"type": "string"},
+                    "source": {"type": "string", "enum": ["l1", "primary"]},
+                },
+            },
         },
     }
     modes = sorted(m.value for m in spec.read_modes)
@@ -202,6 +224,77 @@ def collection_context(
     return Context(spec, settings, cap, doc_ok, write_ok, created, body, patch_body, modes)
 
 
+LIST_GRAMMAR = (
+    "Filters: `FIELD=[OP.]VALUE` on a declared index (`indexes` in the config), with OP one"
+    ' of `eq` (the default), `ne`, `lt`, `lte`, `gt`, `gte`, `in.(a,b,"c,d")` (at most'
+    " 100 values; double quotes hold commas) and `prefix` (string fields); write `eq.` before"
+    " a value that itself starts with an operator. Values are parsed by the field's schema type"
+    " (numbers compare as numbers, booleans are true/false, integers are 64-bit) and are at"
+    " most 1024 characters. Filters on the same or several fields are ANDed. A document"
+    " without a value of the field's type matches no filter on it (`ne` included) and sorts"
+    " last ascending, first descending. `sort=[-]FIELD` on an index or `id` (ties by id);"
+    " `fields=a,b` keeps those top-level data fields (at most 64); `count=exact` adds `total`."
+    " At most 32 query parameters. Errors: 400 `invalid_parameter` naming the parameter"
+    " (undeclared field, bad value or operator), 400 `invalid_page_token`, 409"
+    " `min_version_unavailable`. Reads are bounded by the collection's max staleness like"
+    " document reads; `consistency=strong` or `Cache-Control: no-cache` reads the primary."
+)
+
+
+def list_parameters(c: Context) -> list[dict[str, Any]]:
+    """The query parameters of a list read: read mode, sort, fields, count, one per index."""
+    spec = c.spec
+    sorts = ["id", "-id"] + [f"{p}{i.name}" for i in spec.indexes for p in ("", "-")]
+    out: list[dict[str, Any]] = [
+        {
+            "name": "consistency",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": c.modes},
+        },
+        {
+            "name": "sort",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": sorts},
+        },
+        {
+            "name": "fields",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "pattern": "^[^,]+(,[^,]+)*$"},
+        },
+        {
+            "name": "count",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["exact"]},
+        },
+    ]
+    if ReadMode.SESSION in spec.read_modes:
+        out.append(
+            {
+                "name": "min_version",
+                "in": "query",
+                "required": False,
+                "description": "Session read: never a page of a collection version below this.",
+                "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+            }
+        )
+    for index in spec.indexes:
+        out.append(
+            {
+                "name": index.name,
+                "in": "query",
+                "required": False,
+                "description": f"Filter on the {index.type} field"
+                f" /{'/'.join(index.path)}: [OP.]VALUE (see the operation's description).",
+                "schema": {"type": "string", "maxLength": 1100},
+            }
+        )
+    return out
+
+
 def collection_item(c: Context) -> dict[str, Any]:
     """``/v1/{collection}``: list and create."""
     name, cap = c.spec.name, c.cap
@@ -210,9 +303,12 @@ def collection_item(c: Context) -> dict[str, Any]:
     return {
         "get": {
             "operationId": f"list_{name}",
-            "summary": f"List {name} (keyset pagination, read from the primary).",
+            "summary": f"List {name}: filter and sort on declared indexes, keyset pages."
+            f" Contract: max staleness {c.spec.max_staleness}s, modes {', '.join(c.modes)}.",
+            "description": LIST_GRAMMAR,
             "parameters": [
                 *common,
+                *list_parameters(c),
                 {
                     "name": "page_size",
                     "in": "query",
@@ -235,7 +331,7 @@ def collection_item(c: Context) -> dict[str, Any]:
                     "description": "A page.",
                     "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{cap}Page"}}},
                 },
-                **errors(400, 404, 406, 503, 504),
+                **errors(400, 404, 406, 409, 503, 504),
             },
         },
         "post": {

@@ -129,23 +129,25 @@ def cache_status(r: ReadResult) -> bytes:
     return _HITS[r.source]
 
 
-async def read(req: Request, send: Send, r: ReadResult) -> int:
+async def read(req: Request, send: Send, r: ReadResult, *, etag: bool = True) -> int:
+    """A read's response; ``etag`` False for a list page (it has no one version)."""
     req.source = r.source.value
-    etag = b'"%d"' % r.version
+    tag = b'"%d"' % r.version if etag else None
     headers = [
         (RID, req.request_id.encode()),
-        (ETAG, etag),
         (AGE, b"%d" % int(r.age)),
         (CC, b"max-age=%d" % r.budget),
         (CSTATUS, cache_status(r)),
     ]
+    if tag is not None:
+        headers.insert(1, (ETAG, tag))
     if req.trace_out is not None:
         headers.append((b"traceparent", req.trace_out))
     elif req.traceparent is not None:
         headers.append((b"traceparent", continue_trace(req.traceparent)))
     if req.extra_headers:
         headers.extend(req.extra_headers)
-    if req.if_none_match is not None and if_none_match(req.if_none_match, etag):
+    if tag is not None and req.if_none_match is not None and if_none_match(req.if_none_match, tag):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return 304

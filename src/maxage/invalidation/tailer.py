@@ -47,16 +47,36 @@ class Holder(Protocol):
         ...
 
 
-class L1Holder:
-    """The in-process cache as a holder."""
+class Generations:
+    """Per collection, a counter raised each time a change of it reaches the in-process
+    cache: cached list pages are keyed by it, so any applied change retires every cached
+    page of its collection (``service/listing.py`` states why that keeps the bound)."""
 
-    def __init__(self, cache: Cache, start: float) -> None:
+    __slots__ = ("_of",)
+
+    def __init__(self) -> None:
+        self._of: dict[str, int] = {}
+
+    def of(self, collection: str) -> int:
+        return self._of.get(collection, 0)
+
+    def bump(self, collection: str) -> None:
+        self._of[collection] = self._of.get(collection, 0) + 1
+
+
+class L1Holder:
+    """The in-process cache as a holder; an applied change also raises its collection's
+    generation (before the watermark can move past it)."""
+
+    def __init__(self, cache: Cache, start: float, generations: Generations | None = None) -> None:
         self.name = "l1"
         self.cache = cache
         self.watermark = start
+        self.generations = generations if generations is not None else Generations()
 
     async def apply(self, key: str, version: int) -> None:
         self.cache.invalidate(key, version)
+        self.generations.bump(key.partition("/")[0])
 
 
 class HolderState:

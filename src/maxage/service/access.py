@@ -42,7 +42,7 @@ from maxage.invalidation.tailer import Holder, doc_key
 from maxage.service.errors import DomainError, InvalidParameter, ValidationFailed
 from maxage.service.reads import max_fill_age
 from maxage.service.representation import iso
-from maxage.store.base import Document, Store, WriteRequest
+from maxage.store.base import Document, ListQuery, Store, WriteRequest
 
 KEYS: Final = "_keys"
 SECRET_PREFIX: Final = "mxa_"
@@ -276,7 +276,8 @@ class Access:
         out: list[KeyInfo] = []
         after: str | None = None
         while True:
-            docs = await self.store.list_page(KEYS, after, 500)
+            page = ListQuery(KEYS, after=None if after is None else (None, after), limit=500)
+            docs = (await self.store.list_query(page)).documents
             out.extend(_info(d) for d in docs)
             if len(docs) < 500:
                 return out

@@ -159,11 +159,12 @@ class Reads:
     # -- the rule ----------------------------------------------------------------------
 
     def l1(
-        self, key: str, bound: float, min_version: int, now: float
+        self, key: str, bound: float, min_version: int, now: float, *, sample: bool = True
     ) -> tuple[Entry, float, int] | Lagging | None:
         """L1's answer under the bounded-read rule: ``(entry, age, budget)``; ``LAGGING``
         when the holder is behind the bound; ``None`` on a miss. Counts the hit and feeds
-        the monitor's sample (the API's hot path calls this, synchronously)."""
+        the monitor's sample (the API's hot path calls this, synchronously); ``sample``
+        False for keys that are not documents (list pages)."""
         watermark = self.l1_holder.watermark
         if now - watermark > bound:
             return LAGGING
@@ -171,7 +172,8 @@ class Reads:
         if entry is MISSING or entry.version < min_version:
             return None
         self.stats.hits["l1"] += 1
-        self._sample(key, entry.version, now, bound)
+        if sample:
+            self._sample(key, entry.version, now, bound)
         age, budget = freshness(now, entry.filled_at, watermark, bound)
         return entry, age, budget
 
@@ -295,17 +297,31 @@ class Reads:
     # -- fills -------------------------------------------------------------------------
 
     def fill(
-        self, spec: CollectionSpec, key: str, version: int, body: bytes, started: float
+        self,
+        spec: CollectionSpec,
+        key: str,
+        version: int,
+        body: bytes,
+        started: float,
+        *,
+        shared: bool = True,
     ) -> None:
-        """Offer ``body`` at ``version``, known current at ``started``, to the holders."""
+        """Offer ``body`` at ``version``, known current at ``started``, to the holders
+        (L1 only unless ``shared``)."""
         if tracing.TRACER is not None:
             with tracing.span("maxage fill", **{"maxage.key": key, "maxage.version": version}):
-                self._fill(spec, key, version, body, started)
+                self._fill(spec, key, version, body, started, shared)
             return
-        self._fill(spec, key, version, body, started)
+        self._fill(spec, key, version, body, started, shared)
 
     def _fill(
-        self, spec: CollectionSpec, key: str, version: int, body: bytes, started: float
+        self,
+        spec: CollectionSpec,
+        key: str,
+        version: int,
+        body: bytes,
+        started: float,
+        shared: bool = True,
     ) -> None:
         if self.clock.now() - started > self.max_fill_age:
             self.stats.fills["refused_slow"] = self.stats.fills.get("refused_slow", 0) + 1
@@ -317,7 +333,7 @@ class Reads:
         self.stats.fills[outcome.value] = self.stats.fills.get(outcome.value, 0) + 1
         # Only a version new to this process goes on to the shared tier: a strong read of
         # an unchanged document must not cost a Redis round trip every time.
-        if self.l2 is not None and outcome is SetOutcome.STORED:
+        if shared and self.l2 is not None and outcome is SetOutcome.STORED:
             self.background(
                 self.l2.set_if_newer(
                     key, version, body, b"", started_at=started, ttl=spec.cache_ttl

@@ -10,8 +10,9 @@ Shapes::
     read     {"id","version","createdAt","updatedAt","data",
               "meta":{"version","cachedAt","maxAgeSeconds","consistency","source"}}
     write    the same, with meta.consistency "strong" and source "primary"
-    list     {"data":[document...],"next_page_token",
-              "meta":{"consistency","source","cachedAt","shortened"}}
+    list     {"data":[document...],"next_page_token",["total",]
+              "meta":{"collectionVersion","cachedAt","shortened",
+                      "maxAgeSeconds","consistency","source"}}
     change   {"cursor","id","version","op","committedAt"}   (one NDJSON line / SSE event)
 """
 
@@ -92,17 +93,41 @@ def write_response(spec: CollectionSpec, result: WriteResult, status: int) -> St
     return StoredResponse(status, tuple(headers), body)
 
 
-def list_page(
-    docs: Sequence[Document], next_token: str, read_at: float, shortened: bool = False
+def list_prefix(
+    docs: Sequence[Document],
+    next_token: str,
+    total: int | None,
+    version: int,
+    read_at: float,
+    shortened: bool = False,
+    fields: Sequence[str] | None = None,
 ) -> bytes:
-    """``meta.shortened``: the page holds fewer documents than asked for because their
-    size reached the page's byte budget (follow ``next_page_token`` for the rest)."""
+    """A list body up to the per-request tail of ``meta`` (:func:`read_suffix`), as the
+    in-process cache holds it. ``fields``: only those top-level data fields of each
+    document. ``meta.shortened``: the page holds fewer documents than asked for because
+    their size reached the page's byte budget (follow ``next_page_token`` for the rest)."""
+    if fields is None:
+        items = [document(d) + b"}" for d in docs]
+    else:
+        items = []
+        for d in docs:
+            data = msgspec.json.decode(d.data)
+            picked = {f: data[f] for f in fields if f in data}
+            items.append(document(Document(d.collection, d.id, d.version, _encode(picked),
+                                           d.created_at, d.updated_at)) + b"}")  # fmt: skip
+    count = b"" if total is None else b',"total":%d' % total
     return (
         b'{"data":['
-        + b",".join(document(d) + b"}" for d in docs)
-        + b'],"next_page_token":%s,"meta":{"consistency":"strong","source":"primary",'
-        b'"cachedAt":"%s","shortened":%s}}'
-        % (_encode(next_token), iso(read_at).encode(), b"true" if shortened else b"false")
+        + b",".join(items)
+        + b'],"next_page_token":%s%s,"meta":{"collectionVersion":%d,"cachedAt":"%s",'
+        b'"shortened":%s,'
+        % (
+            _encode(next_token),
+            count,
+            version,
+            iso(read_at).encode(),
+            b"true" if shortened else b"false",
+        )
     )
 
 

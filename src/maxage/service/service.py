@@ -20,7 +20,7 @@ from maxage.contracts import CollectionSpec, RateLimits
 from maxage.core.cache import Cache
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
-from maxage.invalidation.tailer import Holder, L1Holder, Tailer
+from maxage.invalidation.tailer import Generations, Holder, L1Holder, Tailer
 from maxage.service.access import Access
 from maxage.service.changes import ChangeFeed
 from maxage.service.idempotency import Idempotency
@@ -78,7 +78,8 @@ class Service:
         self.monitor = monitor
         self.hooks = hooks
         now = clock.now()
-        l1_holder: Holder = L1Holder(cache, now)
+        self.generations = Generations()
+        l1_holder: Holder = L1Holder(cache, now, self.generations)
         l2_holder: Holder | None = TierHolder(l2, now) if l2 is not None else None
         if hooks is not None:
             l1_holder = hooks.holder(l1_holder)
@@ -105,7 +106,9 @@ class Service:
         )
         self.writes = Writes(store, self.reads, self.tailer, hooks)
         self.idempotency = Idempotency(store, clock, idempotency_keep)
-        self.listing = Listing(store, clock, default_page_size, max_page_size)
+        self.listing = Listing(
+            store, clock, self.reads, self.generations, default_page_size, max_page_size
+        )
         self.changes = ChangeFeed(store, poll_interval)
         self.access = Access(
             store, cache, clock, l1_holder, collections, enabled=auth, bound=auth_bound
@@ -117,6 +120,16 @@ class Service:
         if self.monitor is not None:
             await self.monitor.start()
         await self.listing.start()
+        # The primary's query indexes follow the config: missing ones built, others dropped.
+        synced = await self.store.sync_indexes(
+            {name: spec.indexes for name, spec in self.collections.items()}
+        )
+        if synced.created or synced.dropped:
+            log.info(
+                "query indexes: built %s, dropped %s",
+                ", ".join(synced.created) or "none",
+                ", ".join(synced.dropped) or "none",
+            )
         shared = [self.l2_holder] if self.l2_holder is not None else []
         replay = max((c.cache_ttl for c in self.collections.values()), default=0.0)
         await self.tailer.start(replay=replay, shared=shared)

@@ -15,6 +15,18 @@ contract suite in ``tests/store/``. The rules an adapter keeps:
   order with ``seq > cursor`` and, when ``complete`` is true, a ``snapshot_at``
   time such that every change committed before it is either returned or at or
   below ``cursor``: that time is what a tailer may advance its watermark to.
+* **List queries.** ``list_query`` returns live documents matching every
+  condition, in ``(sort key, id)`` order, after the keyset position, read in one
+  snapshot together with ``total`` and the collection's ``version`` (the highest
+  change-log ``seq`` of the collection that snapshot holds). Conditions and sort
+  use only declared indexes (:class:`maxage.contracts.IndexSpec`), each compared
+  with the same typed expression the adapter's index is built on, so a query is
+  never a full scan of the collection. A document whose value at an index's path
+  is missing or of another type has no value there: it matches no condition on
+  that index and sorts after every value (ascending), before them (descending).
+* **Query indexes.** ``sync_indexes`` makes the primary's query indexes exactly
+  the declared ones: creates the missing, drops the undeclared, without blocking
+  writers where the database allows it.
 * **Idempotency claims.** A key is claimed (committed) before the effect runs, so
   a concurrent duplicate, in any process, sees ``in_flight``; the effect's
   transaction completes the claim with the response, only if the claim is still
@@ -27,9 +39,11 @@ contract suite in ``tests/store/``. The rules an adapter keeps:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from maxage.contracts import IndexSpec
 
 
 class StoreError(Exception):
@@ -171,6 +185,94 @@ class StoreStats:
             self.errors[op] = self.errors.get(op, 0) + 1
 
 
+Scalar = str | int | float | bool
+
+
+class Op(enum.Enum):
+    """A list query's comparison (the API grammar: ``?field=op.value``)."""
+
+    EQ = "eq"
+    NE = "ne"
+    LT = "lt"
+    LTE = "lte"
+    GT = "gt"
+    GTE = "gte"
+    IN = "in"
+    PREFIX = "prefix"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``index op values``: one value, except for ``IN`` (one or more); ``PREFIX`` only on
+    string indexes. Values have the index's type (str, int, int | float, bool)."""
+
+    index: IndexSpec
+    op: Op
+    values: tuple[Scalar, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """Live documents of ``collection`` matching every condition, ordered by ``sort`` (None:
+    by id alone) then id, ascending or ``descending``, strictly after the keyset position
+    ``after = (sort value or None, id)``, at most ``limit``; ``count`` asks for ``total``."""
+
+    collection: str
+    conditions: tuple[Condition, ...] = ()
+    sort: IndexSpec | None = None
+    descending: bool = False
+    after: tuple[Scalar | None, str] | None = None
+    limit: int = 20
+    count: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    documents: list[Document]
+    total: int | None  # matching documents (all pages) when asked for
+    version: int  # the highest change-log seq of the collection this snapshot holds (0: none)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSync:
+    """What :meth:`Store.sync_indexes` did (index names in the primary)."""
+
+    created: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
+def prefix_upper(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix``, in code point
+    order (SQLite's BINARY, PostgreSQL's "C" collation): ``prefix`` matching is the range
+    ``[prefix, prefix_upper(prefix))``; None when there is no upper end."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # surrogates are never in a stored string
+                nxt = 0xE000
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+def index_value(data: object, index: IndexSpec) -> Scalar | None:
+    """The value ``index`` gives a decoded document, by the rule every adapter's index
+    expression follows (missing or of another type: None)."""
+    node = data
+    for segment in index.path:
+        if not isinstance(node, dict) or segment not in node:
+            return None
+        node = node[segment]
+    if index.type == "string":
+        return node if isinstance(node, str) else None
+    if index.type == "boolean":
+        return node if isinstance(node, bool) else None
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        return None
+    return node
+
+
 class Store(Protocol):
     stats: StoreStats
 
@@ -184,8 +286,12 @@ class Store(Protocol):
         """The live document, or None when absent or deleted."""
         ...
 
-    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
-        """Live documents with id > after_id, ordered by id, at most ``limit``."""
+    async def list_query(self, query: ListQuery) -> ListResult:
+        """See "List queries" in the module docstring."""
+        ...
+
+    async def sync_indexes(self, indexes: Mapping[str, Sequence[IndexSpec]]) -> IndexSync:
+        """Make the query indexes exactly ``indexes`` (collection -> its declared indexes)."""
         ...
 
     async def write(self, request: WriteRequest) -> WriteResult: ...

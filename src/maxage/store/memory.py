@@ -28,8 +28,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
+import msgspec
+
+from maxage.contracts import IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
@@ -42,11 +45,70 @@ from maxage.store.base import (
     Document,
     IdempotencyLost,
     IdempotencyRecord,
+    IndexSync,
+    ListQuery,
+    ListResult,
+    Op,
+    Scalar,
     StoredResponse,
     StoreStats,
     WriteRequest,
     WriteResult,
+    index_value,
 )
+
+
+def _matches(data: object, query: ListQuery) -> bool:
+    for c in query.conditions:
+        v = index_value(data, c.index)
+        if v is None:
+            return False
+        x = c.values[0]
+        if c.op is Op.IN:
+            ok = v in c.values
+        elif c.op is Op.PREFIX:
+            ok = isinstance(v, str) and isinstance(x, str) and v.startswith(x)
+        elif c.op is Op.EQ:
+            ok = v == x
+        elif c.op is Op.NE:
+            ok = v != x
+        elif c.op is Op.LT:
+            ok = v < x  # type: ignore[operator]
+        elif c.op is Op.LTE:
+            ok = v <= x  # type: ignore[operator]
+        elif c.op is Op.GT:
+            ok = v > x  # type: ignore[operator]
+        else:
+            ok = v >= x  # type: ignore[operator]
+        if not ok:
+            return False
+    return True
+
+
+def _position(value: Scalar | None, id: str, descending: bool) -> tuple[object, ...]:
+    """An ascending sort key of the documented order (missing values last ascending,
+    first descending); ``descending`` flips value and id but not the missing rule."""
+    if value is None:
+        return (1 if not descending else 0, _Flip(id) if descending else id)
+    if descending:
+        return (1, _Flip(value), _Flip(id))
+    return (0, value, id)
+
+
+class _Flip:
+    __slots__ = ("v",)
+
+    def __init__(self, v: object) -> None:
+        self.v = v
+
+    def __lt__(self, other: _Flip) -> bool:
+        return bool(other.v < self.v)  # type: ignore[operator]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Flip) and bool(self.v == other.v)
+
+    def __hash__(self) -> int:
+        return hash(self.v)
 
 
 class _Idem:
@@ -103,13 +165,31 @@ class MemoryStore:
         doc = self.docs.get((collection, id))
         return None if doc is None or doc.deleted else doc
 
-    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
+    async def list_query(self, query: ListQuery) -> ListResult:
+        """A scan of the collection, kept to the same order and rules as the SQL stores."""
         await self._enter("list")
-        after = after_id or ""
-        ids = sorted(
-            i for (c, i), d in self.docs.items() if c == collection and i > after and not d.deleted
+        sort, desc = query.sort, query.descending
+        rows = []
+        for (c, _), d in self.docs.items():
+            if c != query.collection or d.deleted:
+                continue
+            data = msgspec.json.decode(d.data)
+            if _matches(data, query):
+                value = index_value(data, sort) if sort is not None else None
+                rows.append((_position(value, d.id, desc), d))
+        rows.sort(key=lambda r: r[0])
+        total = len(rows) if query.count else None
+        if query.after is not None:
+            start = _position(query.after[0], query.after[1], desc)
+            rows = [r for r in rows if start < r[0]]
+        version = max(
+            (ch.seq for ch in self.changes if ch.collection == query.collection), default=0
         )
-        return [self.docs[(collection, i)] for i in ids[:limit]]
+        return ListResult([d for _, d in rows[: query.limit]], total, version)
+
+    async def sync_indexes(self, indexes: Mapping[str, Sequence[IndexSpec]]) -> IndexSync:
+        """A scan needs no index."""
+        return IndexSync((), ())
 
     async def write(self, request: WriteRequest) -> WriteResult:
         if self.hooks is not None:

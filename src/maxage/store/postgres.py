@@ -49,12 +49,14 @@ import contextlib
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import asyncpg
 
 from maxage import tracing
+from maxage.contracts import IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
@@ -67,6 +69,10 @@ from maxage.store.base import (
     Document,
     IdempotencyLost,
     IdempotencyRecord,
+    IndexSync,
+    ListQuery,
+    ListResult,
+    Scalar,
     StoredResponse,
     StoreError,
     StoreStats,
@@ -75,6 +81,14 @@ from maxage.store.base import (
     WriteResult,
     decode_headers,
     encode_headers,
+)
+from maxage.store.query_sql import (
+    INDEX_PREFIX,
+    Dialect,
+    count_statement,
+    index_name,
+    index_statement,
+    page_statements,
 )
 
 T = TypeVar("T")
@@ -153,9 +167,44 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "index the change log by commit time (start-up replay into shared tiers)",
         ("CREATE INDEX changes_committed_at ON {s}.changes (committed_at)",),
     ),
+    (
+        3,
+        "list queries: the documents as jsonb (query indexes are built on it); the change"
+        " log by collection and seq (a list's collection version)",
+        (
+            # data stays the exact bytes every response embeds (P0); body is what the query
+            # indexes read. convert_from is only STABLE, so body cannot be a generated column.
+            "ALTER TABLE {s}.documents ADD COLUMN body jsonb",
+            "UPDATE {s}.documents SET body = convert_from(data, 'UTF8')::jsonb",
+            "CREATE INDEX changes_collection_seq ON {s}.changes (collection, seq)",
+        ),
+    ),
 )
 
 _DOC_COLUMNS = "collection, id, version, data, created_at, updated_at, deleted"
+
+_CASTS = {"string": "", "integer": "::numeric", "number": "::numeric", "boolean": "::boolean"}
+_JSONB_TYPES = {"string": "string", "integer": "number", "number": "number", "boolean": "boolean"}
+
+
+def _expr(index: IndexSpec) -> str:
+    """The typed value of ``index`` in a row, read from the jsonb ``body``: NULL unless
+    jsonb_typeof agrees with the index's type, so a document of another shape never
+    breaks the index build or a write; strings compare in "C" (code point) order, like
+    ids and SQLite."""
+    path = "'{" + ",".join(index.path) + "}'"
+    value = f"CASE WHEN jsonb_typeof(body #> {path}) = '{_JSONB_TYPES[index.type]}'"
+    value += f" THEN (body #>> {path}){_CASTS[index.type]} END"
+    return f'({value}) COLLATE "C"' if index.type == "string" else f"({value})"
+
+
+def _value(index: IndexSpec, value: Scalar) -> object:
+    if isinstance(value, bool | str):
+        return value
+    return Decimal(repr(value))  # numeric: exact, as the JSON text was
+
+
+POSTGRES = Dialect(expr=_expr, param=lambda n: f"${n}", value=_value, live="NOT deleted")
 
 # Errors of the driver and the network that mean "the primary failed" (503).
 _DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -229,9 +278,10 @@ class PostgresStore:
         )
         self._sql_put = (
             f"WITH d AS (INSERT INTO {s}.documents"
-            f" (collection, id, version, data, created_at, updated_at, deleted)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, false) ON CONFLICT (collection, id) DO UPDATE"
-            f" SET version = EXCLUDED.version, data = EXCLUDED.data,"
+            f" (collection, id, version, data, body, created_at, updated_at, deleted)"
+            f" VALUES ($1, $2, $3, $4, convert_from($4, 'UTF8')::jsonb, $5, $6, false)"
+            f" ON CONFLICT (collection, id) DO UPDATE"
+            f" SET version = EXCLUDED.version, data = EXCLUDED.data, body = EXCLUDED.body,"
             f" created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
             f" deleted = false)"
             f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at)"
@@ -471,17 +521,84 @@ class PostgresStore:
 
         return await self._run("get", q)
 
-    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
-        sql = (
-            f"SELECT {_DOC_COLUMNS} FROM {self._s}.documents"
-            " WHERE collection = $1 AND id > $2 AND NOT deleted ORDER BY id LIMIT $3"
-        )
+    async def list_query(self, query: ListQuery) -> ListResult:
+        table = f"{self._s}.documents"
+        statements = page_statements(POSTGRES, query, _DOC_COLUMNS, table)
+        counting = count_statement(POSTGRES, query, table) if query.count else None
+        version_sql = f"SELECT COALESCE(max(seq), 0) FROM {self._s}.changes WHERE collection = $1"
 
-        async def q(conn: Any) -> list[Document]:
-            rows = await conn.fetch(sql, collection, after_id or "", limit)
-            return [_row_to_doc(r) for r in rows]
+        async def q(conn: Any) -> ListResult:
+            # One snapshot for the page, its count and its version.
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                docs: list[Document] = []
+                for st in statements:
+                    if len(docs) >= query.limit:
+                        break
+                    rows = await conn.fetch(st.sql, *st.args)
+                    docs.extend(_row_to_doc(r) for r in rows[: query.limit - len(docs)])
+                total = None
+                if counting is not None:
+                    total = int(await conn.fetchval(counting.sql, *counting.args))
+                version = int(await conn.fetchval(version_sql, query.collection))
+            return ListResult(docs, total, version)
 
         return await self._run("list", q)
+
+    async def explain(self, query: ListQuery, analyze: bool = False) -> str:
+        """PostgreSQL's plan of the page's first statement (tests, benchmarks)."""
+        st = page_statements(POSTGRES, query, _DOC_COLUMNS, f"{self._s}.documents")[0]
+        how = "(ANALYZE, BUFFERS) " if analyze else ""
+
+        async def q(conn: Any) -> str:
+            rows = await conn.fetch(f"EXPLAIN {how}{st.sql}", *st.args)
+            return "\n".join(r[0] for r in rows)
+
+        return await self._run("explain", q)
+
+    async def sync_indexes(self, indexes: Mapping[str, Sequence[IndexSpec]]) -> IndexSync:
+        """CREATE / DROP INDEX CONCURRENTLY, each outside a transaction: writers and
+        readers go on while an index is built or dropped. One process at a time (a
+        session advisory lock), so processes starting together build each index once; an
+        index a crashed build left invalid is dropped and built again. Not bounded by the
+        store's timeout: a build takes as long as the table needs."""
+        table = f"{self._s}.documents"
+        wanted = {
+            index_name(c, i): index_statement(POSTGRES, c, i, table, "CONCURRENTLY IF NOT EXISTS")
+            for c, specs in indexes.items()
+            for i in specs
+        }
+        conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+        try:
+            key = "maxage.indexes"
+            await conn.execute(
+                "SELECT pg_advisory_lock(hashtext($1), hashtext($2))", key, self.schema
+            )
+            rows = await conn.fetch(
+                "SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index AS i"
+                " JOIN pg_class AS c ON c.oid = i.indexrelid"
+                " JOIN pg_class AS t ON t.oid = i.indrelid"
+                " JOIN pg_namespace AS n ON n.oid = t.relnamespace"
+                " WHERE n.nspname = $1 AND t.relname = 'documents'"
+                " AND left(c.relname, $2) = $3",
+                self.schema,
+                len(INDEX_PREFIX),
+                INDEX_PREFIX,
+            )
+            valid = {r["name"] for r in rows if r["valid"]}
+            have = {r["name"] for r in rows}
+            dropped = tuple(sorted(have - set(wanted)))
+            rebuild = sorted((have & set(wanted)) - valid)
+            for name in (*dropped, *rebuild):
+                await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS {self._s}."{name}"')
+            created = tuple(sorted(set(wanted) - valid))
+            for name in created:
+                await conn.execute(wanted[name])
+            return IndexSync(created, dropped)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"postgres sync_indexes failed: {exc}") from exc
+        finally:
+            with contextlib.suppress(*_CLOSE_ERRORS):
+                await conn.close(timeout=self.timeout)
 
     async def write(self, request: WriteRequest) -> WriteResult:
         s = self._s

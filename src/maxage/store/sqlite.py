@@ -21,12 +21,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from maxage import tracing
+from maxage.contracts import IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
@@ -39,6 +40,10 @@ from maxage.store.base import (
     Document,
     IdempotencyLost,
     IdempotencyRecord,
+    IndexSync,
+    ListQuery,
+    ListResult,
+    Scalar,
     StoredResponse,
     StoreError,
     StoreStats,
@@ -47,6 +52,15 @@ from maxage.store.base import (
     WriteResult,
     decode_headers,
     encode_headers,
+)
+from maxage.store.query_sql import (
+    INDEX_PREFIX,
+    Dialect,
+    Statement,
+    count_statement,
+    index_name,
+    index_statement,
+    page_statements,
 )
 
 T = TypeVar("T")
@@ -85,6 +99,8 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS changes_committed_at ON changes (committed_at)",
     # The consistency monitor's lookup: the first change of a document after a version.
     "CREATE INDEX IF NOT EXISTS changes_doc_version ON changes (collection, id, version)",
+    # A list's collection version: the highest seq of the collection.
+    "CREATE INDEX IF NOT EXISTS changes_collection_seq ON changes (collection, seq)",
     """CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)""",
 ]
 
@@ -110,6 +126,42 @@ def _row_to_doc(row: tuple[object, ...]) -> Document:
 
 
 _DOC_COLUMNS = "collection, id, version, data, created_at, updated_at, deleted"
+
+_JSON_TYPES = {
+    "string": "= 'text'",
+    "integer": "IN ('integer', 'real')",
+    "number": "IN ('integer', 'real')",
+    "boolean": "IN ('true', 'false')",
+}
+
+
+def _expr(index: IndexSpec) -> str:
+    """The typed value of ``index`` in a row: json_extract, when json_type agrees with the
+    index's type (a boolean is 1 or 0); NULL otherwise. The data column is a BLOB, and
+    SQLite's JSON functions take text."""
+    path = "'$." + ".".join(index.path) + "'"
+    j = "CAST(data AS TEXT)"
+    return (
+        f"CASE WHEN json_type({j}, {path}) {_JSON_TYPES[index.type]}"
+        f" THEN json_extract({j}, {path}) END"
+    )
+
+
+def _value(index: IndexSpec, value: Scalar) -> object:
+    return int(value) if isinstance(value, bool) else value
+
+
+# INDEXED BY: SQLite plans without statistics until an ANALYZE, and then prefers the
+# primary key (the whole collection in id order) to any expression index.
+SQLITE = Dialect(
+    expr=_expr,
+    param=lambda n: "?",
+    value=_value,
+    live="deleted = 0",
+    hint=lambda name: f' INDEXED BY "{name}"',
+)
+# When an index is missing (another process's config dropped it): a correct, slower plan.
+SQLITE_UNHINTED = Dialect(expr=_expr, param=lambda n: "?", value=_value, live="deleted = 0")
 
 
 class SQLiteStore:
@@ -238,16 +290,79 @@ class SQLiteStore:
 
         return await self._read("get", q)
 
-    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
-        def q(conn: sqlite3.Connection) -> list[Document]:
-            rows = conn.execute(
-                f"SELECT {_DOC_COLUMNS} FROM documents WHERE collection=? AND id>? AND deleted=0 "
-                "ORDER BY id LIMIT ?",
-                (collection, after_id or "", limit),
-            ).fetchall()
-            return [_row_to_doc(r) for r in rows]
+    async def list_query(self, query: ListQuery) -> ListResult:
+        statements = page_statements(SQLITE, query, _DOC_COLUMNS, "documents")
+        counting = count_statement(SQLITE, query, "documents") if query.count else None
+
+        def q(conn: sqlite3.Connection) -> ListResult:
+            try:
+                return read(conn, statements)
+            except sqlite3.OperationalError as exc:
+                if "no such index" not in str(exc):
+                    raise
+                return read(
+                    conn, page_statements(SQLITE_UNHINTED, query, _DOC_COLUMNS, "documents")
+                )
+
+        def read(conn: sqlite3.Connection, statements: list[Statement]) -> ListResult:
+            conn.execute("BEGIN")  # one snapshot: the page, its count and its version
+            try:
+                docs: list[Document] = []
+                for st in statements:
+                    if len(docs) >= query.limit:
+                        break
+                    rows = conn.execute(st.sql, st.args).fetchall()
+                    docs.extend(_row_to_doc(r) for r in rows[: query.limit - len(docs)])
+                total = None
+                if counting is not None:
+                    total = int(conn.execute(counting.sql, counting.args).fetchone()[0])
+                version = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE collection=?",
+                    (query.collection,),
+                ).fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+            return ListResult(docs, total, int(version))
 
         return await self._read("list", q)
+
+    async def explain(self, query: ListQuery) -> str:
+        """SQLite's query plan of the page's first statement (tests, benchmarks)."""
+        st = page_statements(SQLITE, query, _DOC_COLUMNS, "documents")[0]
+
+        def q(conn: sqlite3.Connection) -> str:
+            rows = conn.execute("EXPLAIN QUERY PLAN " + st.sql, st.args).fetchall()
+            return "\n".join(str(r[-1]) for r in rows)
+
+        return await self._read("explain", q)
+
+    async def sync_indexes(self, indexes: Mapping[str, Sequence[IndexSpec]]) -> IndexSync:
+        """SQLite builds an index while holding the write lock: writes wait for the build
+        (seconds for a million documents); reads go on (WAL)."""
+        wanted = {
+            index_name(c, i): index_statement(SQLITE, c, i, "documents", "IF NOT EXISTS")
+            for c, specs in indexes.items()
+            for i in specs
+        }
+
+        def txn(conn: sqlite3.Connection) -> IndexSync:
+            have = {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='documents'"
+                    " AND substr(name, 1, ?) = ?",
+                    (len(INDEX_PREFIX), INDEX_PREFIX),
+                )
+            }
+            created = tuple(sorted(set(wanted) - have))
+            dropped = tuple(sorted(have - set(wanted)))
+            for name in dropped:
+                conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+            for name in created:
+                conn.execute(wanted[name])
+            return IndexSync(created, dropped)
+
+        return await self._write("sync_indexes", txn)
 
     async def write(self, request: WriteRequest) -> WriteResult:
         def txn(conn: sqlite3.Connection) -> WriteResult:
