@@ -71,11 +71,21 @@ def server(
     proc = ServerProcess(argv, workdir=workdir, env=env, name="serve")
     proc.start().wait_listening(timeout=30)
     try:
+        _wait_ready(proc)
         yield proc
     finally:
         proc.kill()
         if schema is not None:
             asyncio.run(drop_postgres_schema(db, schema))
+
+
+def _wait_ready(proc: ServerProcess, timeout: float = 60.0) -> None:
+    """``/readyz`` answers 200: the store is open and the query indexes are built."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=proc.url, trust_env=False, timeout=5) as c:
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline and proc.alive(), proc.describe()
+            time.sleep(0.05)  # polling a child's start-up, not a race
 
 
 @pytest.fixture
