@@ -107,3 +107,39 @@ def test_p8_flags_a_request_accepted_after_the_revoke_was_acknowledged() -> None
     late = HOp(5, 9, AUTH_READ, "c", "k1", invoke=1.01, ret=1.1, status=200)
     found = run_checks([revoke, before, refused, late], {"c": 1.0}).violations
     assert [v.prop for v in found] == ["P8"] and found[0].ops == [revoke, late]
+
+
+def page(i: int, mode: str, t0: float, t1: float, shown: dict[str, list[object]], *,
+         covered_to: str | None = None, version: int = 5, min_version: int | None = None) -> Op:  # fmt: skip
+    return Op(i, 3, "list", "c", mode=mode, invoke=t0, ret=t1, outcome=OK, status=200,
+              page=shown, covered_to=covered_to, version=version, min_version=min_version)  # fmt: skip
+
+
+def test_a_clean_page_passes() -> None:
+    ops = [*base(), page(3, "bounded", 1.5, 1.6, {"k": [1, "t1", "h1"]}),
+           page(4, "bounded", 5.0, 5.1, {"k": [2, "t2", "h2"]}),
+           page(5, "strong", 1.2, 1.3, {"k": [2, "t2", "h2"]})]  # fmt: skip
+    assert props(ops) == set()
+
+
+def test_a_page_showing_an_old_version_is_flagged() -> None:
+    assert "P2" in props([*base(), page(3, "bounded", 3.0, 3.1, {"k": [1, "t1", "h1"]})])
+
+
+def test_a_page_omitting_a_document_is_flagged() -> None:
+    assert "P2" in props([*base(), page(3, "bounded", 3.0, 3.1, {})])
+    # ... unless the document lies beyond the page (more pages follow)
+    assert props([*base(), page(3, "bounded", 3.0, 3.1, {}, covered_to="a")]) == set()
+
+
+def test_a_strong_page_omitting_a_document_is_flagged() -> None:
+    assert "P3" in props([*base(), page(3, "strong", 1.2, 1.3, {"k": [1, "t1", "h1"]})])
+
+
+def test_a_torn_page_is_flagged() -> None:
+    assert "P0" in props([*base(), page(3, "bounded", 5.0, 5.1, {"k": [2, "t2", "other"]})])
+
+
+def test_a_session_page_below_its_floor_is_flagged() -> None:
+    ops = [*base(), page(3, "session", 5.0, 5.1, {"k": [2, "t2", "h2"]}, min_version=6)]
+    assert props(ops) == {"P4"}

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from maxage.checker import lists
 from maxage.checker.history import FAIL, FAULT, OK, UNKNOWN, Op
 from maxage.checker.revocation import AUTH_READ, REVOKE
 from maxage.checker.revocation import violations as revocation_violations
@@ -291,7 +292,9 @@ def build(ops: Iterable[Op]) -> tuple[dict[tuple[str, str], KeyModel], Result, d
 
 def check(ops: Sequence[Op], bounds: dict[str, float], *, lin_budget: int = 200_000) -> Result:
     """Run every check; ``bounds`` maps a collection to its max staleness."""
+    ops = [*ops, *lists.expand(ops)]  # a list page is checked as the reads it implies
     models, res, _ = build(o for o in ops if o.kind not in (REVOKE, AUTH_READ))
+    _check_pages(ops, res)
     for message, pair in revocation_violations(ops):
         res.add("P8", message, *pair)
     for m in models.values():
@@ -353,6 +356,15 @@ def check(ops: Sequence[Op], bounds: dict[str, float], *, lin_budget: int = 200_
             res.add("P3", f"{m.collection}/{m.key}: strong reads and writes are not linearizable",
                     *[o for o in m.reads if o.mode == "strong"][:3])  # fmt: skip
     return res
+
+
+def _check_pages(ops: Sequence[Op], res: Result) -> None:
+    """What a list page promises beyond its documents: integrity and its session floor."""
+    for o in ops:
+        if o.kind == lists.LIST and o.integrity:
+            res.add("P0", o.integrity, o)
+    for message, o in lists.session_violations(ops):
+        res.add("P4", message, o)
 
 
 def _writer(m: KeyModel, v: int) -> list[Op]:

@@ -50,6 +50,10 @@ class Op:
     integrity: str | None = None  # inconsistent ETag / meta.version / body version / id
     detail: str | None = None
     faults: dict[str, float] = field(default_factory=dict)  # fault events
+    # list reads (checker/lists.py): id -> [version, token, data hash], and the last id
+    # of the page when more pages follow (None: the page covers every id)
+    page: dict[str, list[Any]] | None = None
+    covered_to: str | None = None
 
     @property
     def is_write(self) -> bool:

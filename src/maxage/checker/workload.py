@@ -21,10 +21,15 @@ from typing import Any
 
 import httpx
 
+from maxage.checker import lists
 from maxage.checker.history import FAIL, OK, UNKNOWN, Op, bytes_hash, data_hash
 
 _STALENESS = re.compile(r"max staleness ([0-9.]+)s")
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+
+
+# The share of reads that read a page of the collection instead of one document.
+LIST_SHARE = 0.1
 
 
 class DiscoveryError(Exception):
@@ -271,6 +276,19 @@ class Client:
         if problems:
             op.integrity = "; ".join(problems)
 
+    async def list_page(self, col: Collection, mode: str) -> Op:
+        """The first page of ``col`` (checker/lists.py says how it is checked)."""
+        op = Op(self.wl.new_id(), self.cid, lists.LIST, col.name, mode=mode)
+        if mode == "session":
+            op.min_version = self.seen.get((col.name, ""), 0)
+        target = lists.url(col.name, mode, col.default_mode, op.min_version or 0)
+        resp = await self._send(op, "GET", target, {}, None)
+        if resp is not None:
+            lists.parse(op, col.token_field, resp)
+        self._note(op)  # the collection version, under the key ""
+        self.wl.record(op)
+        return op
+
     async def write(
         self,
         kind: str,
@@ -392,7 +410,9 @@ class Client:
             else:
                 key = rng.choice(keys)
             seen = self.seen.get((col.name, key))
-            if r < 0.62:
+            if r < 0.62 and rng.random() < LIST_SHARE:
+                await self.list_page(col, self._mode(col))
+            elif r < 0.62:
                 await self.read(col, key, self._mode(col))
             elif r < 0.68:
                 await self.write("create", col, key)
