@@ -30,8 +30,16 @@ BAD = [
      "things", "read_modes"),
     ('[collections.things]\nmax_staleness = "0s"\nread_modes = ["bounded"]\nschema = {type="object"}\n',
      "things", "read_modes"),
-    ('[collections.things]\nmax_staleness = "1s"\nwrite_policy = "write-back"\nschema = {type="object"}\n',
+    ('[collections.things]\nmax_staleness = "1s"\nwrite_policy = "write-behind"\nschema = {type="object"}\n',
      "things", "write_policy"),
+    ('[collections.things]\nmax_staleness = "1s"\nflush_interval = "1s"\nschema = {type="object"}\n',
+     "things", "flush_interval"),
+    ('[collections.things]\nmax_staleness = "1s"\nwrite_policy = "write-back"\nflush_interval = "0s"\n'
+     'schema = {type="object"}\n', "things", "flush_interval"),
+    ('[collections.things]\nmax_staleness = "1s"\nwrite_policy = "write-back"\nflush_interval = "2m"\n'
+     'schema = {type="object"}\n', "things", "flush_interval"),
+    ('[collections.things]\nmax_staleness = "1s"\nwrite_policy = "write-back"\nrequire_if_match = true\n'
+     'schema = {type="object"}\n', "things", "require_if_match"),
     ('[collections.things]\nmax_staleness = "1s"\nttl = "0s"\nschema = {type="object"}\n', "things", "ttl"),
     ('[collections.things]\nmax_staleness = "1s"\ncolour = 1\nschema = {type="object"}\n', "things", "colour"),
     ('[collections.things]\nmax_staleness = "1s"\n', "things", "schema"),

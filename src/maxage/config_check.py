@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maxage.contracts import CollectionSpec, Config, ConfigError, ReadMode, parse_config
+from maxage.contracts import (
+    CollectionSpec,
+    Config,
+    ConfigError,
+    ReadMode,
+    WritePolicy,
+    parse_config,
+)
 
 MAX_ROUNDS = 200
 # A neutral stand-in for a collection field whose value is wrong (None: remove the field).
@@ -227,9 +234,22 @@ def _compare_collection(name: str, old: CollectionSpec, new: CollectionSpec) -> 
                           "If-Match now get 428"))  # fmt: skip
     elif old.require_if_match and not new.require_if_match:
         out.append(Change(False, name, "require_if_match turned off"))
-    if new.write_policy != old.write_policy:
+    back = WritePolicy.WRITE_BACK
+    if new.write_policy != old.write_policy and back in (old.write_policy, new.write_policy):
+        out.append(Change(new.write_policy is back, name, f"write policy "
+                          f"{old.write_policy.value} -> {new.write_policy.value}: acknowledged "
+                          "writes may be lost in a crash, and If-Match, If-None-Match and "
+                          "Idempotency-Key are refused, while write-back"
+                          if new.write_policy is back else f"write policy "
+                          f"{old.write_policy.value} -> {new.write_policy.value}: writes are "
+                          "committed before they are acknowledged again"))  # fmt: skip
+    elif new.write_policy != old.write_policy:
         out.append(Change(False, name, f"write policy {old.write_policy.value} -> "
                           f"{new.write_policy.value} (not visible to clients)"))  # fmt: skip
+    elif new.write_policy is back and new.flush_interval > old.flush_interval:
+        out.append(Change(True, name, f"flush_interval widened from "
+                          f"{fmt_seconds(old.flush_interval)} to "
+                          f"{fmt_seconds(new.flush_interval)}: a crash may lose more"))  # fmt: skip
     out.extend(_compare_schema(name, old.schema, new.schema))
     return out
 

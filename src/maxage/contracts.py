@@ -5,7 +5,8 @@ A config file is TOML with one ``[collections.NAME]`` table per collection::
     [collections.products]
     max_staleness = "30s"          # "250ms", "30s", "5m"; "0s" = strong only
     read_modes = ["bounded", "strong", "session"]
-    write_policy = "write-through" # or "write-around"
+    write_policy = "write-through" # or "write-around", or "write-back"
+    flush_interval = "250ms"       # write-back only: the most a buffered write waits
     ttl = "60s"                    # optional; may exceed max_staleness (TTL is not the bound)
     schema_file = "products.schema.json"   # or an inline [collections.products.schema] table
     strict = true                  # optional; refuse properties the schema does not name
@@ -60,6 +61,9 @@ class ReadMode(enum.Enum):
 class WritePolicy(enum.Enum):
     WRITE_THROUGH = "write-through"
     WRITE_AROUND = "write-around"
+    # Acknowledged from the process's buffer, flushed to the primary within flush_interval
+    # (service/writeback.py); only commuting operations (merge patch, increment).
+    WRITE_BACK = "write-back"
 
 
 # Strongest first: the default for a collection that does not allow bounded reads.
@@ -205,6 +209,9 @@ class CollectionSpec:
 
     def index(self, name: str) -> IndexSpec | None:
         return next((i for i in self.indexes if i.name == name), None)
+    # write-back only: the longest a buffered write waits before its flush starts (the
+    # loss window of a crash, per process).
+    flush_interval: float = 0.0
 
     @property
     def default_mode(self) -> ReadMode:
@@ -296,7 +303,12 @@ _COLLECTION_KEYS = {
     "require_if_match",
     "strict",
     "indexes",
+    "flush_interval",
 }
+
+# write-back's default flush window, and the widest one a config may declare.
+DEFAULT_FLUSH_INTERVAL = 0.25
+MAX_FLUSH_INTERVAL = 60.0
 
 
 def load_config(path: str | Path) -> Config:
@@ -475,8 +487,22 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         policy = WritePolicy(policy_raw)
     except ValueError:
         raise fail(
-            "write_policy", f"must be 'write-through' or 'write-around', got {policy_raw!r}"
+            "write_policy",
+            f"must be 'write-through', 'write-around' or 'write-back', got {policy_raw!r}",
         ) from None
+    flush_interval = 0.0
+    if policy is WritePolicy.WRITE_BACK:
+        try:
+            flush_interval = parse_duration(table.get("flush_interval", DEFAULT_FLUSH_INTERVAL))
+        except ValueError as exc:
+            raise fail("flush_interval", str(exc)) from None
+        if not 0 < flush_interval <= MAX_FLUSH_INTERVAL:
+            raise fail(
+                "flush_interval",
+                f"must be > 0 and at most {MAX_FLUSH_INTERVAL:g}s (the loss window)",
+            )
+    elif "flush_interval" in table:
+        raise fail("flush_interval", "applies only to write_policy = 'write-back'")
 
     ttl = None
     if "ttl" in table:
@@ -534,8 +560,24 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         indexes = parse_indexes(table.get("indexes", []), schema)
     except ValueError as exc:
         raise fail("indexes", str(exc)) from None
+    if require_if_match and policy is WritePolicy.WRITE_BACK:
+        raise fail(
+            "require_if_match",
+            "cannot be combined with write_policy = 'write-back' (a precondition needs the "
+            "primary; write-back acknowledges before it)",
+        )
     spec = CollectionSpec(
-        cname, staleness, modes, policy, ttl, schema, validator, require_if_match, strict, indexes
+        cname,
+        staleness,
+        modes,
+        policy,
+        ttl,
+        schema,
+        validator,
+        require_if_match,
+        strict,
+        indexes,
+        flush_interval,
     )
     try:
         spec.validate_patch({})  # derive and compile the merge-patch schema now, not at a PATCH

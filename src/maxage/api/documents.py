@@ -22,9 +22,12 @@ from maxage.api.http import (
     unknown_parameter,
 )
 from maxage.api.types import HTTPProblem, Receive, Request, Send
-from maxage.contracts import CollectionSpec, ReadMode
+from maxage.contracts import CollectionSpec, ReadMode, WritePolicy
 from maxage.service import PreparedWrite, WriteIntent, WriteKind, prepare, resolve_mode
 from maxage.service.idempotency import fingerprint
+from maxage.service.increments import parse_increment, prepare_increment
+from maxage.service.writeback import Patch
+from maxage.service.writes import check_id
 
 if TYPE_CHECKING:
     from maxage.api.app import App
@@ -32,6 +35,12 @@ if TYPE_CHECKING:
 
 # Bodies above this are decoded and validated in a worker thread (measured: docs/benchmarks.md).
 OFFLOAD_BYTES = 64 * 1024
+
+# A write-back body is no committed version: never stored by a cache, no ETag.
+WRITE_BACK_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"cache-status", b"maxage; hit; detail=write-back"),
+]
 
 _KINDS = {
     "POST": WriteKind.CREATE,
@@ -83,6 +92,14 @@ async def get(app: App, req: Request, match: Match, receive: Receive, send: Send
         mode, min_version = read_mode(req, spec)
     else:
         mode, min_version = spec.default_mode, 0
+    if spec.write_policy is WritePolicy.WRITE_BACK:
+        answer = await app.awaited(
+            req, app.service.writeback.read(spec, id, mode, min_version), receive
+        )
+        if isinstance(answer, bytes):  # this process's buffered writes on the primary's document
+            req.source = "buffer"
+            return await responses.plain(req, send, 200, JSON, answer, WRITE_BACK_HEADERS)
+        return await responses.read(req, send, answer)
     result = await app.awaited(
         req,
         app.service.reads.read(spec, id, mode, min_version, l1_checked=req.l1_missed),
@@ -110,23 +127,70 @@ async def write(app: App, req: Request, match: Match, receive: Receive, send: Se
     if kind is WriteKind.DELETE and body:
         raise HTTPProblem("bad_request", "DELETE takes no body")
 
-    def parse_and_prepare() -> PreparedWrite:
+    write_back = spec.write_policy is WritePolicy.WRITE_BACK
+    if write_back:
+        app.service.writeback.refuse_preconditions(
+            spec, if_match is not None or create_only, req.idempotency_key is not None
+        )
+
+    def parse_and_prepare() -> tuple[object, PreparedWrite]:
         data: object = None
         if kind is WriteKind.PATCH:
             data = json_body(req, body, (MERGE_PATCH,))
         elif kind is not WriteKind.DELETE:
             data = json_body(req, body, (JSON,))
-        return prepare(spec, WriteIntent(kind, match.id or None, data, if_match, create_only))
+        intent = WriteIntent(kind, match.id or None, data, if_match, create_only)
+        return data, prepare(spec, intent)
 
     # Decoding and validating a large body takes tens of milliseconds (40 ms for 0.9 MB):
     # off the event loop, so other requests keep being served meanwhile.
     try:
         if len(body) > OFFLOAD_BYTES:
-            prepared = await asyncio.to_thread(parse_and_prepare)
+            data, prepared = await asyncio.to_thread(parse_and_prepare)
         else:
-            prepared = parse_and_prepare()
+            data, prepared = parse_and_prepare()
     except RecursionError:
         raise HTTPProblem("malformed_json", "the body is nested too deeply") from None
+    if write_back:
+        writeback = app.service.writeback
+        if kind is WriteKind.PATCH:
+            assert isinstance(data, dict)  # prepare() refused anything else
+            ack = await app.awaited(req, writeback.write(spec, prepared.id, Patch(data)), receive)
+            req.source = "buffer"
+            return await responses.stored(req, send, ack, replayed=False)
+        result = await app.awaited(req, writeback.commit_direct(prepared), receive)
+        return await responses.stored(req, send, prepared.response(result), replayed=False)
+    return await commit(app, req, receive, send, prepared, body)
+
+
+async def increment(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
+    """``POST /v1/{collection}/{id}:increment``: ``{"field": "/views", "by": 1}``. On a
+    write-back collection acknowledged from the buffer; otherwise one primary write."""
+    spec = match.spec
+    assert spec is not None
+    if req.query:
+        raise HTTPProblem("invalid_parameter", "writes take no query parameters")
+    if_match = parse_if_match(req.if_match)
+    if req.if_none_match is not None:
+        raise HTTPProblem("invalid_parameter", "an increment takes no If-None-Match")
+    body = await read_body(req, receive, app.settings.body_limit, app.settings.body_timeout)
+    inc = parse_increment(json_body(req, body, (JSON,)))
+    if spec.write_policy is WritePolicy.WRITE_BACK:
+        writeback = app.service.writeback
+        writeback.refuse_preconditions(spec, if_match is not None, req.idempotency_key is not None)
+        check_id(match.id)
+        ack = await app.awaited(req, writeback.write(spec, match.id, inc), receive)
+        req.source = "buffer"
+        return await responses.stored(req, send, ack, replayed=False)
+    return await commit(
+        app, req, receive, send, prepare_increment(spec, match.id, inc, if_match), body
+    )
+
+
+async def commit(
+    app: App, req: Request, receive: Receive, send: Send, prepared: PreparedWrite, body: bytes
+) -> int:
+    """One primary write, with its Idempotency-Key when the request has one."""
     writes = app.service.writes
     if req.idempotency_key is None:
         result = await app.awaited(req, writes.commit(prepared), receive)

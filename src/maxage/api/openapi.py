@@ -58,8 +58,24 @@ def _base_schemas() -> dict[str, Any]:
                 "version": {"type": "integer", "minimum": 1},
                 "cachedAt": {"type": "string", "format": "date-time"},
                 "maxAgeSeconds": {"type": "integer", "minimum": 0},
-                "consistency": {"type": "string", "enum": ["bounded", "session", "strong"]},
-                "source": {"type": "string", "enum": ["l1", "l2", "primary"]},
+                "consistency": {
+                    "type": "string",
+                    "enum": ["bounded", "session", "strong", "write-back"],
+                    "description": "write-back: the body includes writes this process has "
+                    "acknowledged but not yet flushed to the primary (version is the "
+                    "primary's; see the collection's loss window).",
+                },
+                "source": {"type": "string", "enum": ["l1", "l2", "primary", "buffer"]},
+                "pendingWrites": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "write-back: acknowledged writes not yet flushed.",
+                },
+                "flushBy": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "write-back: when their flush starts at the latest.",
+                },
             },
         },
     }

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from maxage.api.problems import CATALOG
-from maxage.contracts import CollectionSpec, ReadMode
+from maxage.contracts import CollectionSpec, ReadMode, WritePolicy
 from maxage.schema import example, openapi_schema
 
 if TYPE_CHECKING:
@@ -353,7 +353,7 @@ def document_item(c: Context) -> dict[str, Any]:
     common, write_params = COMMON, WRITE_PARAMS
     spec, modes, doc_ok, write_ok = c.spec, c.modes, c.doc_ok, c.write_ok
     body, patch_body, created = c.body, c.patch_body, c.created
-    return {
+    return write_back_notes(spec, {
         "parameters": [{"$ref": "#/components/parameters/Id"}],
         "get": {
             "operationId": f"get_{name}",
@@ -448,7 +448,7 @@ def document_item(c: Context) -> dict[str, Any]:
                 **errors(400, 404, 406, 409, 412, 428, 503, 504),
             },
         },
-    }
+    })  # fmt: skip
 
 
 def changes_item(c: Context) -> dict[str, Any]:
@@ -529,9 +529,75 @@ def ops_item(path: str, op_id: str) -> dict[str, Any]:
     }
 
 
+def write_back_contract(spec: CollectionSpec) -> str:
+    """The loss window of a write-back collection, as published (docs/consistency.md)."""
+    window = f"{spec.flush_interval:g}s"
+    return (
+        f"Write-back collection (flush_interval {window}): PATCH and :increment are "
+        'acknowledged from the serving process\'s buffer (meta.consistency "write-back", '
+        f"no ETag) and committed to the primary at most {window} later, coalesced per "
+        "document; increments from every process sum exactly. On SIGTERM everything "
+        f"buffered is flushed before exit; a crash (kill -9) loses at most {window} of "
+        "acknowledged writes per process. Reads on the same process see its buffered "
+        f"writes; other processes see them within {window} + max_staleness "
+        f"({spec.max_staleness:g}s). If-Match, If-None-Match and Idempotency-Key are refused "
+        "(write_back_unsupported); PUT, POST and DELETE go to the primary at once."
+    )
+
+
+def write_back_notes(spec: CollectionSpec, item: dict[str, Any]) -> dict[str, Any]:
+    """A write-back collection's operations carry its loss window."""
+    if spec.write_policy is WritePolicy.WRITE_BACK:
+        note = write_back_contract(spec)
+        for op in item.values():
+            if isinstance(op, dict) and "responses" in op:
+                op["description"] = note
+    return item
+
+
+def increment_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}/{id}:increment``: an atomic increment of one numeric field."""
+    name, spec = c.spec.name, c.spec
+    body = {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["field"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "field": {
+                            "type": "string",
+                            "pattern": "^/",
+                            "description": "JSON Pointer to a number; missing counts as 0.",
+                        },
+                        "by": {"type": "number", "default": 1},
+                    },
+                }
+            }
+        },
+    }
+    return write_back_notes(spec, {
+        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "post": {
+            "operationId": f"increment_{name}",
+            "summary": "Add `by` to the number at `field`, atomically (a delta, never an "
+            "overwrite: increments from every client and process sum exactly).",
+            "parameters": [*WRITE_PARAMS, {"$ref": "#/components/parameters/IfMatch"}],
+            "requestBody": body,
+            "responses": {
+                "200": c.write_ok,
+                **errors(400, 404, 406, 408, 409, 412, 413, 415, 422, 503, 504),
+            },
+        },
+    })  # fmt: skip
+
+
 COLLECTION_ITEMS = {
     "collection": collection_item,
     "document": document_item,
+    "increment": increment_item,
     "changes": changes_item,
 }
 

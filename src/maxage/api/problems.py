@@ -30,6 +30,12 @@ _TYPES = [
     ProblemType("invalid_page_token", 400, "Invalid page token", "no: restart from the first page"),
     ProblemType("bad_request", 400, "Bad request", "no"),
     ProblemType(
+        "write_back_unsupported",
+        400,
+        "Not supported on a write-back collection",
+        "no: send the write without If-Match, If-None-Match or Idempotency-Key",
+    ),
+    ProblemType(
         "unauthenticated", 401, "Unauthenticated", "no: send Authorization: Bearer <API key>"
     ),
     ProblemType("forbidden", 403, "Forbidden", "no: use a key with the scope named in `scope`"),

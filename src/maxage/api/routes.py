@@ -1,8 +1,9 @@
 """The route table: one list, read by dispatch (:func:`match`) and by the OpenAPI
 document (:func:`maxage.api.openapi.build`), like starlette's ``Router.routes``.
 
-A template's segments are literals, ``{collection}`` (a configured collection)
-or ``{id}`` (any non-empty segment). A path matches the most specific route:
+A template's segments are literals, ``{collection}`` (a configured collection),
+``{id}`` (any non-empty segment) or ``{id}:suffix`` (a non-empty id, then the
+literal suffix: an AIP-136 custom method like ``:increment``). A path matches the most specific route:
 ``/v1/products/changes`` is the change feed, not the document ``changes``.
 """
 
@@ -60,6 +61,7 @@ ROUTES: tuple[Route, ...] = (
         "document",
         "data",
     ),
+    Route("/v1/{collection}/{id}:increment", {"POST": documents.increment}, "increment", "data"),
     Route(
         "/v1/{collection}/changes",
         {"GET": changes.stream},
@@ -95,7 +97,9 @@ class Match:
 
 
 def _specificity(route: Route) -> int:
-    return sum(1 for s in route.segments if not s.startswith("{"))
+    """Literal segments count 2, a ``{id}:suffix`` segment 1, a bare placeholder 0."""
+    return sum(0 if s in ("{collection}", "{id}") else 1 if s.startswith("{") else 2
+               for s in route.segments)  # fmt: skip
 
 
 _BY_SPECIFICITY = sorted(ROUTES, key=_specificity, reverse=True)
@@ -124,6 +128,11 @@ def match(
                 if not got:
                     break
                 id = got
+            elif want.startswith("{id}"):  # "{id}:increment": an id, then a literal suffix
+                suffix = want[4:]
+                if len(got) <= len(suffix) or not got.endswith(suffix):
+                    break
+                id = got[: -len(suffix)]
             elif want != got:
                 break
         else:

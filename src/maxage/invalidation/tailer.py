@@ -27,6 +27,7 @@ from typing import Protocol
 from maxage import tracing
 from maxage.core.cache import Cache
 from maxage.core.types import Clock
+from maxage.core.wake import wait_woken
 from maxage.hooks import Hooks
 from maxage.store.base import Change, Store
 
@@ -166,9 +167,7 @@ class Tailer:
                 if not complete:
                     continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
-                    await self._wake.wait()
+            await wait_woken(self._wake, self.poll_interval)
 
     async def poll_once(self) -> bool:
         """One poll: apply what is new, retry failures, move watermarks. True if complete."""

@@ -10,6 +10,7 @@ from maxage.core.metrics import Exposition, labels
 if TYPE_CHECKING:
     from maxage.invalidation.monitor import ConsistencyMonitor
     from maxage.service.service import Service
+    from maxage.service.writeback import WriteBack
 
 
 def collect(service: Service, out: Exposition) -> None:
@@ -116,6 +117,8 @@ def collect(service: Service, out: Exposition) -> None:
     monitor = service.monitor
     if monitor is not None:
         _consistency(monitor, out)
+    if service.writeback.enabled:
+        _writeback(service.writeback, out)
 
 
 def _consistency(monitor: ConsistencyMonitor, out: Exposition) -> None:
@@ -159,3 +162,44 @@ def _consistency(monitor: ConsistencyMonitor, out: Exposition) -> None:
     out.sample("maxage_consistency_pending", len(monitor.pending))
     out.family("maxage_consistency_sample_every", "gauge", "One cache hit in this many is checked.")
     out.sample("maxage_consistency_sample_every", monitor.sample_every)
+
+
+def _writeback(writeback: WriteBack, out: Exposition) -> None:
+    """Write-back buffers (docs/consistency.md "Write-back"): every acknowledged write is
+    eventually flushed, dropped (counted with its reason) or pending."""
+    stats = writeback.stats
+    names = [s.name for s in writeback.specs]
+    for family, help_, values in (
+        ("maxage_writeback_acknowledged_total", "Writes acknowledged from the buffer.",
+         stats.acknowledged),
+        ("maxage_writeback_flushed_total", "Acknowledged writes committed by a flush.",
+         stats.flushed),
+        ("maxage_writeback_flushes_total", "Flush transactions committed.", stats.flushes),
+        ("maxage_writeback_flush_failures_total", "Flushes the primary refused (kept, retried).",
+         stats.failures),
+    ):  # fmt: skip
+        out.family(family, "counter", help_)
+        for name in names:
+            out.sample(family, values.get(name, 0), labels(collection=name))
+    out.family(
+        "maxage_writeback_dropped_total",
+        "counter",
+        "Acknowledged writes dropped at the flush (the document was gone, or the write no "
+        "longer applied to it).",
+    )
+    for (name, reason), n in sorted(stats.dropped.items()):
+        out.sample("maxage_writeback_dropped_total", n, labels(collection=name, reason=reason))
+    out.family("maxage_writeback_pending", "gauge", "Acknowledged writes not yet flushed.")
+    for name in names:
+        out.sample("maxage_writeback_pending", writeback.pending(name), labels(collection=name))
+    out.family(
+        "maxage_writeback_flush_interval_seconds",
+        "gauge",
+        "The collection's flush_interval: the most a crash loses, per process.",
+    )
+    for spec in writeback.specs:
+        out.sample(
+            "maxage_writeback_flush_interval_seconds",
+            spec.flush_interval,
+            labels(collection=spec.name),
+        )

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from maxage import tracing
-from maxage.contracts import CollectionSpec, ReadMode
+from maxage.contracts import CollectionSpec, ReadMode, WritePolicy
 from maxage.core.cache import Cache
 from maxage.core.singleflight import SingleFlight
 from maxage.core.types import MISSING, Clock, Entry, SetOutcome
@@ -352,5 +352,10 @@ class Reads:
 
 
 def hot_collections(collections: Mapping[str, CollectionSpec]) -> list[CollectionSpec]:
-    """Collections whose plain GET is a bounded read (the API's hot path serves them)."""
-    return [s for s in collections.values() if s.default_mode is ReadMode.BOUNDED]
+    """Collections whose plain GET is a bounded read (the API's hot path serves them).
+    Write-back collections are not: a read there may have to show this process's buffer."""
+    return [
+        s
+        for s in collections.values()
+        if s.default_mode is ReadMode.BOUNDED and s.write_policy is not WritePolicy.WRITE_BACK
+    ]

@@ -93,6 +93,20 @@ def write_response(spec: CollectionSpec, result: WriteResult, status: int) -> St
     return StoredResponse(status, tuple(headers), body)
 
 
+def buffered(base: Document, data: bytes, pending: int, known_at: float, flush_by: float) -> bytes:
+    """A write-back answer: ``base`` (the primary's document, current at ``known_at``) with
+    this process's buffered writes applied (``data``). Its ``version`` is the base's: the
+    body is no committed version, so it carries ``meta.consistency = "write-back"``, the
+    number of buffered writes and when their flush starts at the latest."""
+    shown = Document(base.collection, base.id, base.version, data, base.created_at, base.updated_at)
+    flush = b'"%s"' % iso(flush_by).encode() if flush_by != float("inf") else b"null"
+    return document(shown) + (
+        b',"meta":{"version":%d,"cachedAt":"%s","maxAgeSeconds":0,"consistency":"write-back",'
+        b'"source":"buffer","pendingWrites":%d,"flushBy":%s}}'
+        % (base.version, iso(known_at).encode(), pending, flush)
+    )
+
+
 def list_prefix(
     docs: Sequence[Document],
     next_token: str,

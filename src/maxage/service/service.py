@@ -3,7 +3,8 @@
 It owns the holders (L1, and L2 when a shared tier is configured), the tailer
 that keeps their watermarks, and the parts that decide: :attr:`reads` (the
 bounded-read rule), :func:`writes.prepare` and :attr:`writes` (preconditions,
-validation, after-commit), :attr:`idempotency`, :attr:`listing`,
+validation, after-commit), :attr:`writeback` (write-back buffers and their
+flushes), :attr:`idempotency`, :attr:`listing`,
 :attr:`changes`. The API translates HTTP to calls on these and their results
 (and :mod:`maxage.service.errors`) back to HTTP.
 """
@@ -27,6 +28,7 @@ from maxage.service.idempotency import Idempotency
 from maxage.service.limits import Limits
 from maxage.service.listing import Listing
 from maxage.service.reads import Reads
+from maxage.service.writeback import WriteBack
 from maxage.service.writes import Writes
 from maxage.store.base import Store
 
@@ -105,6 +107,7 @@ class Service:
             load_timeout=load_timeout,
         )
         self.writes = Writes(store, self.reads, self.tailer, hooks)
+        self.writeback = WriteBack(store, self.reads, self.writes, clock, collections)
         self.idempotency = Idempotency(store, clock, idempotency_keep)
         self.listing = Listing(
             store, clock, self.reads, self.generations, default_page_size, max_page_size
@@ -138,8 +141,11 @@ class Service:
         except Exception as exc:  # notifications only speed things up; polling is the truth
             log.warning("change notifications unavailable, polling only: %s", exc)
         self._purger = asyncio.ensure_future(self.idempotency.purge_forever())
+        await self.writeback.start()
 
     async def stop(self) -> None:
+        # First, while the primary is open: everything write-back acknowledged is flushed.
+        await self.writeback.stop()
         if self._purger is not None:
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -9,7 +9,7 @@ before the transaction (so a 422 costs no primary round trip), a PATCH's merged
 result inside it (the patch itself is checked up front so a patch that is wrong
 whatever the document is a 422 before any precondition).
 
-After the commit, write-through collections ``set_if_newer`` the new body into
+After the commit, write-through (and write-back flushes) ``set_if_newer`` the new body into
 the holders and write-around ones invalidate; either way the tailer is woken
 and applies the change log too (the direct update is an optimisation: the
 change log is the truth, so the fault hooks may drop, delay or repeat it).
@@ -123,7 +123,7 @@ def _valid_document(spec: CollectionSpec, data: object, what: str) -> bytes:
 ANY_VERSION = -1
 
 
-def _check_if_match(current: Document | None, if_match: int | None) -> None:
+def check_if_match(current: Document | None, if_match: int | None) -> None:
     if if_match is None:
         return
     if current is None:
@@ -135,15 +135,21 @@ def _check_if_match(current: Document | None, if_match: int | None) -> None:
         )
 
 
+def check_id(doc_id: str) -> None:
+    """Raise InvalidParameter unless ``doc_id`` is a valid document id."""
+    if not DOC_ID.fullmatch(doc_id) or doc_id in (".", ".."):
+        raise InvalidParameter(
+            "document ids are 1-200 of A-Z a-z 0-9 . _ ~ -, other than '.' and '..'"
+        )
+
+
 def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
     """Judge everything that does not need the current row; return the transaction's mutator.
 
     Raises :class:`InvalidParameter` or :class:`ValidationFailed` (nothing is written)."""
     kind = intent.kind
-    if intent.id is not None and (not DOC_ID.fullmatch(intent.id) or intent.id in (".", "..")):
-        raise InvalidParameter(
-            "document ids are 1-200 of A-Z a-z 0-9 . _ ~ -, other than '.' and '..'"
-        )
+    if intent.id is not None:
+        check_id(intent.id)
     if (
         spec.require_if_match
         and kind in (WriteKind.PATCH, WriteKind.DELETE)
@@ -181,7 +187,7 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
                 raise PreconditionFailed(
                     "If-None-Match: * but the document exists", current.version
                 )
-            _check_if_match(current, if_match)
+            check_if_match(current, if_match)
             return encoded
 
         return PreparedWrite(spec, kind, doc_id, replace)
@@ -197,7 +203,7 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
             raise ValidationFailed("the merge patch does not match the collection's schema", errors)
 
         def patch_current(current: Document | None) -> bytes | None:
-            _check_if_match(current, if_match)
+            check_if_match(current, if_match)
             if current is None:
                 raise DocumentNotFound(f"{spec.name}/{doc_id} does not exist")
             return _valid_document(spec, merge_patch(_decode(current.data), patch), "document")
@@ -205,7 +211,7 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
         return PreparedWrite(spec, kind, doc_id, patch_current)
 
     def delete(current: Document | None) -> bytes | None:
-        _check_if_match(current, if_match)
+        check_if_match(current, if_match)
         if current is None:
             raise DocumentNotFound(f"{spec.name}/{doc_id} does not exist")
         return None
@@ -240,7 +246,8 @@ class Writes:
     def _after_commit(self, spec: CollectionSpec, result: WriteResult, started: float) -> None:
         doc = result.document
         key = doc_key(spec.name, doc.id)
-        if not doc.deleted and spec.write_policy is WritePolicy.WRITE_THROUGH:
+        # write-back fills too: its flushes are the hottest writes, read right after.
+        if not doc.deleted and spec.write_policy is not WritePolicy.WRITE_AROUND:
             self.reads.fill(
                 spec, key, doc.version, representation.read_prefix(doc, started), started
             )
