@@ -207,11 +207,12 @@ class CollectionSpec:
     # The fields list queries may filter and sort on (each backed by a primary index).
     indexes: tuple[IndexSpec, ...] = ()
 
-    def index(self, name: str) -> IndexSpec | None:
-        return next((i for i in self.indexes if i.name == name), None)
     # write-back only: the longest a buffered write waits before its flush starts (the
     # loss window of a crash, per process).
     flush_interval: float = 0.0
+
+    def index(self, name: str) -> IndexSpec | None:
+        return next((i for i in self.indexes if i.name == name), None)
 
     @property
     def default_mode(self) -> ReadMode:
