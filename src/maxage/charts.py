@@ -251,10 +251,11 @@ def line_chart(
     x1 = max([x1] + [ln.value for ln in lines if ln.axis == "x" and math.isfinite(ln.value)])
     x_ticks = [t for t in nice_ticks(x0, x1) if x0 - 1e-9 <= t <= x1 + 1e-9]
     if log_y:
-        lo, hi = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
-        hi = max(hi, lo + 1)
-        f = _Frame(x0, x1, lo, hi, True, width, height)
-        y_ticks: list[float] = list(range(lo, hi + 1))
+        # A little below 1 (or the smallest fraction): a count of 1 is a visible bar.
+        decade = min(0, math.floor(math.log10(min(ys))))
+        hi = max(math.ceil(math.log10(max(ys))), decade + 1)
+        f = _Frame(x0, x1, decade - 0.3, hi, True, width, height)
+        y_ticks: list[float] = list(range(decade, hi + 1))
     else:
         y_hi = max(ys) if max(ys) > 0 else 1.0
         y_ticks = nice_ticks(0.0, y_hi, 4)
@@ -275,17 +276,13 @@ def line_chart(
         legend.append((s.name, color, s.dashed))
         if not pts:
             continue
-        pts = sorted(pts)
-        d = [f"M{f.px(pts[0][0]):.1f},{f.py(pts[0][1]):.1f}"]
-        for x, y in pts[1:]:
-            d.append(f"H{f.px(x):.1f}V{f.py(y):.1f}" if s.step else f"L{f.px(x):.1f},{f.py(y):.1f}")
-        if len(pts) == 1:  # a lone point: a short tick so it is visible
-            d.append("h2")
+        d = _step_path(f, s.points, log_y) if s.step else _line_path(f, sorted(pts))
         dash = ' stroke-dasharray="5 3"' if s.dashed else ""
+        fill = f'fill="{color}" fill-opacity="0.3"' if s.step else 'fill="none"'
         parts.append(
             f'<path class="series" data-series="{escape(s.name)}" data-points="{len(pts)}" '
-            f'd="{"".join(d)}" fill="none" stroke="{color}" stroke-width="2"{dash} '
-            f'stroke-linejoin="round"/>'
+            f'd="{"".join(d)}" {fill} stroke="{color}" stroke-width="{1.5 if s.step else 2}"'
+            f'{dash} stroke-linejoin="round"/>'
         )
     for ln in lines:
         if ln.axis == "x":
@@ -308,6 +305,39 @@ def line_chart(
     parts += _legend(legend, width)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _line_path(f: _Frame, pts: Sequence[tuple[float, float]]) -> list[str]:
+    d = [f"M{f.px(pts[0][0]):.1f},{f.py(pts[0][1]):.1f}"]
+    d += [f"L{f.px(x):.1f},{f.py(y):.1f}" for x, y in pts[1:]]
+    if len(pts) == 1:  # a lone point: a short tick so it is visible
+        d.append("h2")
+    return d
+
+
+def _step_path(f: _Frame, points: Sequence[tuple[float, float]], log_y: bool) -> list[str]:
+    """Histogram bars: each ``(x, y)`` holds until the next point's ``x``, closed down to
+    the axis (filled by the caller); a value that cannot be drawn (zero on a log scale)
+    leaves a gap instead of a false plateau."""
+    pts = sorted((x, y) for x, y in points if math.isfinite(x) and math.isfinite(y))
+    base = f.height - BOTTOM
+    d: list[str] = []
+    joined = False
+    for (x, y), nxt in zip(pts, [*pts[1:], None], strict=True):
+        if log_y and y <= 0:
+            joined = False
+            continue
+        end = nxt[0] if nxt is not None else x
+        if joined:
+            d.append(f"V{f.py(y):.1f}H{f.px(end):.1f}")
+        else:
+            if d:
+                d.append(f"V{base:.1f}")
+            d.append(f"M{f.px(x):.1f},{base:.1f}V{f.py(y):.1f}H{f.px(end):.1f}")
+        joined = True
+    if d:
+        d.append(f"V{base:.1f}")
+    return d
 
 
 def bar_chart(

@@ -12,21 +12,17 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.artefacts import artefacts
+
+__all__ = ["PHONE", "artefacts", "browser", "console_errors"]
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 PHONE = (390, 844)  # CSS pixels of a common phone in portrait
 DESKTOP = (1280, 1000)
-
-
-def artefacts() -> Path:
-    path = Path(os.environ.get("MAXAGE_ARTEFACTS", ROOT / "tmp" / "artefacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture()

@@ -8,11 +8,14 @@ not expiry, is what keeps the bound.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.artefacts import artefacts
 
 # mutant -> the faults that make its mechanism load-bearing
 CASES = {
@@ -65,14 +68,17 @@ def test_seq_tailer_is_not_applicable_to_sqlite(tmp_path: Path) -> None:
 def test_ci_check_all_faults(tmp_path: Path) -> None:
     """The CI run: every fault, all collections, the embedded default (about 20 s)."""
     report = tmp_path / "report.json"
-    plot = tmp_path / "staleness.png"
+    page = tmp_path / "report.html"
     history = tmp_path / "history.jsonl"
     cmd = [sys.executable, "-m", "maxage", "check", "--duration", "15", "--clients", "8", "--seed", "7",
-           "--quiet", "--json", str(report), "--plot", str(plot), "--history", str(history)]  # fmt: skip
+           "--quiet", "--json", str(report), "--html", str(page), "--history", str(history)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     rep = json.loads(report.read_text())
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert rep["operations"] > 500
     assert sum(rep["faults"]["injected"].values()) > 0
-    assert plot.read_bytes().startswith(b"\x89PNG")
+    html = page.read_text()
+    assert "Staleness of bounded reads" in html and 'class="band"' in html  # fault phases
+    assert html.count("<svg") >= 2 and "verdict ok" in html
+    shutil.copy(page, artefacts() / "check-report.html")
     assert len(history.read_text().splitlines()) >= rep["operations"]

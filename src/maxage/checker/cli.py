@@ -28,8 +28,10 @@ import httpx
 from maxage.checker import revocation
 from maxage.checker.checks import check
 from maxage.checker.history import FAULT, HistoryWriter, Op
+from maxage.checker.html_report import render_html
 from maxage.checker.report import build_report, render_text
 from maxage.checker.workload import Client, Collection, DiscoveryError, Workload, discover
+from maxage.progress import Progress
 from maxage.units import DURATION_HELP, duration_arg, has_unit, positive_duration_arg
 
 FAULT_PROBABILITY = {
@@ -74,7 +76,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", metavar="REPORT_FILE", help="write the report as JSON")
     p.add_argument("--history", metavar="FILE", help="write the history (JSONL)")
-    p.add_argument("--plot", metavar="FILE", help="write a PNG of the staleness distribution")
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the report as one self-contained HTML page with charts (staleness per "
+        "mode with the bound, operations over time with fault phases, violations)",
+    )
+    p.add_argument("--plot", metavar="FILE", help=argparse.SUPPRESS)  # removed: see run()
     p.add_argument("--keys", type=int, default=4, help="hot keys per collection (default: 4)")
     p.add_argument(
         "--collections", default=None, help="comma-separated collections to drive (default: all)"
@@ -131,6 +139,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot:
+        print(
+            "maxage check: --plot (a PNG) was replaced by --html FILE: a self-contained HTML "
+            "report with the staleness distribution, operations over time and violations",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return asyncio.run(_main(args))
     except CheckError as exc:
@@ -393,6 +408,8 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
                         await final.read(c, k, mode, phase="final")
         history.close()
         elapsed = time.monotonic() - started
+    if not args.quiet and sys.stderr.isatty():
+        print(f"maxage check: checking {len(ops):,} operations…", file=sys.stderr, flush=True)
     res = await asyncio.to_thread(check, ops, bounds, lin_budget=args.lin_budget)
     rep = build_report(ops, res, bounds=bounds, seed=seed, duration=elapsed, faults_requested=faults,
                        server_faults=server_faults, target=target, mutant=args.mutant,
@@ -400,13 +417,9 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
     print(render_text(rep))
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2, default=str))
-    if args.plot:
-        from maxage.checker.plot import staleness_png
-
-        positive = [b for b in bounds.values() if b > 0]
-        Path(args.plot).write_bytes(
-            staleness_png(res.staleness_seconds, min(positive, default=0.0))
-        )
+    if args.html:
+        page = render_html(rep, ops, res, bounds, title=f"maxage check {target}")
+        Path(args.html).write_text(page, encoding="utf-8")
     return 1 if res.violations else 0
 
 
@@ -455,24 +468,32 @@ async def _progress(
     bounds: dict[str, float],
     found: asyncio.Event,
 ) -> None:
+    """The progress line (on a terminal only: maxage.progress) and, with
+    --stop-on-violation, a check of the history so far every 2 s."""
+    meter = Progress("maxage check", budget=args.duration, enabled=False if args.quiet else None)
     active = ""
-    checked = 0
-    while True:
-        await asyncio.sleep(2.0)
-        for o in ops[checked:]:
-            if o.kind == FAULT:
-                active = ",".join(o.faults) or "-"
-        if args.stop_on_violation:
-            snapshot = list(ops)
-            res = await asyncio.to_thread(check, snapshot, bounds, lin_budget=10_000)
-            if res.violations:
-                wl.stop = True
-                found.set()
-        checked = len(ops)
-        if not args.quiet:
+    seen = 0
+    tick = 0
+    try:
+        while True:
+            await asyncio.sleep(0.5)
+            tick += 1
+            for o in ops[seen:]:
+                if o.kind == FAULT:
+                    active = ",".join(o.faults) or "-"
+            seen = len(ops)
+            if args.stop_on_violation and tick % 4 == 0:
+                snapshot = list(ops)
+                res = await asyncio.to_thread(check, snapshot, bounds, lin_budget=10_000)
+                if res.violations:
+                    wl.stop = True
+                    found.set()
             reads = sum(1 for o in ops if o.kind == "read")
-            print(f"[{wl.now():6.1f}s] ops {len(ops)} (reads {reads}, writes {len(ops) - reads}) "
-                  f"faults {active or '-'}", file=sys.stderr, flush=True)  # fmt: skip
+            meter.update(
+                len(ops), f"reads {reads:,}, writes {len(ops) - reads:,}, faults {active or '-'}"
+            )
+    finally:
+        meter.close()
 
 
 __all__ = ["CheckError", "Collection", "configure_parser", "run"]
