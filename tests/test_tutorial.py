@@ -120,7 +120,7 @@ def test_every_command_of_the_tutorial_runs(tmp_path: Path) -> None:
     assert second in ("maxage; hit; detail=l1", "maxage; fwd=bypass; detail=lagging")
     assert '"consistency":"strong"' in stdout and '"consistency":"session"' in stdout
     assert "\n428\n200\n412\n" in stdout  # the conditional update
-    assert stdout.count('{"data":[') == 2  # two pages
+    assert stdout.count('{"data":[') == 2 and '"total":4' in stdout  # two pages of four
     assert "refused: validation_failed [('/text'" in stdout
     assert re.search(r"^deleted \S+ at version 2$", stdout, re.M)
     assert "3 session ['news', 'welcome']" in stdout  # the second process read its writes

@@ -15,6 +15,7 @@ CONFIG = """
 max_staleness = "30s"
 read_modes = ["bounded", "strong", "session"]
 write_policy = "write-through"
+indexes = ["tag"]
 [collections.posts.schema]
 type = "object"
 required = ["title"]

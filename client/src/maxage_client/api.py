@@ -123,8 +123,15 @@ class Page:
 
     @property
     def meta(self) -> Mapping[str, Any]:
+        """``{collectionVersion, cachedAt, consistency, source, ...}``."""
         m = self.body.get("meta")
         return m if isinstance(m, dict) else {}
+
+    @property
+    def total(self) -> int | None:
+        """How many documents match the whole query (asked for with ``count="exact"``)."""
+        t = self.body.get("total")
+        return t if isinstance(t, int) else None
 
 
 @dataclass(frozen=True, slots=True)
