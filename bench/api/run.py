@@ -4,8 +4,10 @@
 
 Each server runs pinned to CPU 0 (``taskset``), wrk pinned to CPU 1, one after the
 other in the same invocation; the ratio is maxage / raw. Needs wrk (Debian:
-``apt-get install wrk``); the peer needs fastapi, fastapi-cache2 and a Redis at
-127.0.0.1:6379 (``pip install fastapi fastapi-cache2``).
+``apt-get install wrk``). The peers (``PEERS``; ``pip install -e '.[bench]'``) are
+FastAPI with fastapi-cache2's in-memory backend and with cashews' in-memory
+backend -- in-process caches, like-for-like with maxage's L1 -- and FastAPI with
+fastapi-cache2's Redis backend (needs a Redis at 127.0.0.1:6379), a shared tier.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,13 +52,15 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 @contextlib.contextmanager
 def server(
     cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> Iterator[None]:
+) -> Iterator[int]:
+    """Run ``cmd`` pinned to CPU 0 until the block ends; yields its session id (every
+    process it starts, granian's workers too, is in that session: ``session_cpu``)."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     proc = subprocess.Popen(pin + cmd, env={**os.environ, **(env or {})}, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         wait_port(port)
-        yield
+        yield proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -64,15 +69,41 @@ def server(
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def wrk(url: str, duration: int, connections: int, headers: tuple[str, ...] = ()) -> dict[str, float]:
+def session_cpu(sid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of session ``sid``.
+
+    Per-request server CPU is the load-independent figure on a shared machine: other
+    tenants change how much CPU the server gets per second (req/s), not how much it
+    spends per request."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            rest = stat.read_text().rsplit(")", 1)[1].split()
+            if int(rest[3]) == sid:
+                total += int(rest[11]) + int(rest[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    url: str,
+    duration: int,
+    connections: int,
+    headers: tuple[str, ...] = (),
+    sid: int | None = None,
+) -> dict[str, float]:
+    """One wrk run after a 2 s warm-up; with ``sid``, also the server session's CPU
+    microseconds per request during the run (``cpu_us``)."""
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
     extra = [x for h in headers for x in ("-H", h)]
     subprocess.run(
         pin + ["wrk", "-t1", "-c", str(connections), "-d", "2s", *extra, url], capture_output=True
     )  # warm-up
+    cpu0 = session_cpu(sid) if sid is not None else 0.0
     out = subprocess.run(pin + ["wrk", "-t1", "-c", str(connections), "-d", f"{duration}s", "--latency", *extra, url],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    cpu = session_cpu(sid) - cpu0 if sid is not None else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
@@ -85,7 +116,17 @@ def wrk(url: str, duration: int, connections: int, headers: tuple[str, ...] = ()
         "p50_ms": pct("50"),
         "p99_ms": pct("99"),
         "non2xx": float(errors.group(1)) if errors else 0.0,
+        "cpu_us": cpu * 1e6 / max(1, requests),
     }
+
+
+# (row name, granian target, environment): the in-memory peers are like-for-like with
+# maxage's in-process L1; the Redis one is a shared tier (docs/benchmarks.md).
+PEERS = [
+    ("FastAPI + fastapi-cache2 (in-memory)", "peer_fastapi:app", {"BENCH_BACKEND": "memory"}),
+    ("FastAPI + cashews (in-memory)", "peer_cashews:app", {"BENCH_BACKEND": "memory"}),
+    ("FastAPI + fastapi-cache2 (Redis)", "peer_fastapi:app", {"BENCH_BACKEND": "redis"}),
+]
 
 
 def granian(target: str, port: int, workers: int, app_dir: Path) -> list[str]:
@@ -101,6 +142,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (medians)")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -109,66 +151,102 @@ def main() -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="maxage-bench-"))
     db = tmp / "bench.db"
-    results: dict[str, dict[str, float]] = {}
-
-    port = free_port()
-    with server([str(BIN / "maxage"), "serve", "--port", str(port), "--db", f"sqlite:///{db}",
-                 "--workers", str(args.workers), "--access-log", "off"], port):  # fmt: skip
+    # Every server is started first and stays up (idle ones cost nothing); each round
+    # then loads them one after the other, so a change of machine load hits every row
+    # of a round alike and the same-round ratios stay comparable.
+    targets: list[tuple[str, str, tuple[str, ...], int]] = []  # (row, url, headers, session)
+    with contextlib.ExitStack() as stack:
+        port = free_port()
+        sid = stack.enter_context(server([str(BIN / "maxage"), "serve", "--port", str(port), "--db", f"sqlite:///{db}",
+                                          "--workers", str(args.workers), "--access-log", "off"], port))  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         req = urllib.request.Request(f"{base}/v1/products", method="POST",
                                      data=json.dumps({"name": "chair", "price": 49.5, "tags": ["wood"]}).encode(),
                                      headers={"content-type": "application/json"})  # fmt: skip
         doc = json.loads(urllib.request.urlopen(req).read())
-        url = f"{base}/v1/products/{doc['id']}"
-        body = urllib.request.urlopen(url).read().decode()
-        results["maxage cached GET"] = wrk(url, args.duration, args.connections)
-    # The same with API keys (--auth keys): every hit verifies the key under the bound A.
-    made = subprocess.run([str(BIN / "maxage"), "keys", "create", "--db", f"sqlite:///{db}",
-                           "--scopes", "read:*,write:*"], capture_output=True, text=True, check=True)  # fmt: skip
-    secret = made.stdout.strip().splitlines()[-1]
-    auth_port = free_port()
-    with server([str(BIN / "maxage"), "serve", "--port", str(auth_port), "--db", f"sqlite:///{db}",
-                 "--workers", str(args.workers), "--access-log", "off", "--auth", "keys"], auth_port):  # fmt: skip
-        auth_url = f"http://127.0.0.1:{auth_port}/v1/products/{doc['id']}"
-        bearer = f"Authorization: Bearer {secret}"
-        results["maxage cached GET, --auth keys"] = wrk(
-            auth_url, args.duration, args.connections, (bearer,)
-        )
-    raw_port = free_port()
-    with server(
-        granian("raw_asgi:app", raw_port, args.workers, HERE), raw_port, {"BENCH_BODY": body}
-    ):
-        results["raw ASGI (reference)"] = wrk(
-            f"http://127.0.0.1:{raw_port}/", args.duration, args.connections
-        )
-    if not args.no_peer:
-        peer_port = free_port()
-        with server(granian("peer_fastapi:app", peer_port, args.workers, HERE), peer_port,
-                    {"BENCH_DB": str(db)}):  # fmt: skip
-            results["FastAPI + fastapi-cache2 (Redis)"] = wrk(
-                f"http://127.0.0.1:{peer_port}/v1/products/{doc['id']}",
-                args.duration,
-                args.connections,
+        path = f"/v1/products/{doc['id']}"
+        body = urllib.request.urlopen(base + path).read().decode()
+        targets.append(("maxage cached GET", base + path, (), sid))
+        # The same with API keys (--auth keys): every hit verifies the key under the bound A.
+        made = subprocess.run([str(BIN / "maxage"), "keys", "create", "--db", f"sqlite:///{db}",
+                               "--scopes", "read:*,write:*"], capture_output=True, text=True, check=True)  # fmt: skip
+        secret = made.stdout.strip().splitlines()[-1]
+        auth_port = free_port()
+        sid = stack.enter_context(server([str(BIN / "maxage"), "serve", "--port", str(auth_port), "--db", f"sqlite:///{db}",
+                                          "--workers", str(args.workers), "--access-log", "off", "--auth", "keys"], auth_port))  # fmt: skip
+        targets.append(("maxage cached GET, --auth keys", f"http://127.0.0.1:{auth_port}{path}",
+                        (f"Authorization: Bearer {secret}",), sid))  # fmt: skip
+        raw_port = free_port()
+        sid = stack.enter_context(server(granian("raw_asgi:app", raw_port, args.workers, HERE), raw_port,
+                                         {"BENCH_BODY": body}))  # fmt: skip
+        targets.append(("raw ASGI (reference)", f"http://127.0.0.1:{raw_port}/", (), sid))
+        if not args.no_peer:
+            # Like-for-like peers first (in-process caches, as maxage's L1), then the
+            # Redis-backed one (a shared tier: not like-for-like with an L1 hit).
+            for name, target, env in PEERS:
+                peer_port = free_port()
+                sid = stack.enter_context(server(granian(target, peer_port, args.workers, HERE), peer_port,
+                                                 {"BENCH_DB": str(db), **env}))  # fmt: skip
+                targets.append((name, f"http://127.0.0.1:{peer_port}{path}", (), sid))
+        rounds: list[dict[str, dict[str, float]]] = []
+        for _ in range(args.rounds):
+            rounds.append(
+                {
+                    name: wrk(url, args.duration, args.connections, hdrs, sid)
+                    for name, url, hdrs, sid in targets
+                }
             )
-    raw = results["raw ASGI (reference)"]["rps"]
-    if args.json:
-        print(json.dumps(results, indent=2))
-    print(
-        f"\n| server (granian, {args.workers} worker(s), wrk -c{args.connections} {args.duration}s) | req/s | p50 ms | p99 ms | vs raw |"
-    )
-    print("|---|---|---|---|---|")
-    for name, r in results.items():
-        print(
-            f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps'] / raw:.2f}x |"
-        )
-    mx = results["maxage cached GET"]["rps"]
-    peer = results.get("FastAPI + fastapi-cache2 (Redis)")
-    print(f"\nmaxage / raw = {mx / raw:.2f} (target ≥ 0.75, goal 0.9)")
-    mx_auth = results["maxage cached GET, --auth keys"]["rps"]
-    print(f"maxage --auth keys / raw = {mx_auth / raw:.2f} (target ≥ 0.75)")
-    if peer:
-        print(f"maxage / FastAPI+fastapi-cache2 = {mx / peer['rps']:.1f}x (target ≥ 10x)")
     shutil.rmtree(tmp, ignore_errors=True)
+
+    def median(name: str, field: str) -> float:
+        return statistics.median(r[name][field] for r in rounds)
+
+    def ratio(a: str, b: str) -> tuple[float, list[float]]:
+        """Median and per-round values of rps(a) / rps(b), each from one round."""
+        per = [r[a]["rps"] / r[b]["rps"] for r in rounds]
+        return statistics.median(per), per
+
+    def cpu_ratio(a: str, b: str) -> tuple[float, list[float]]:
+        """The same from server CPU per request: cpu(b) / cpu(a) (> 1: ``a`` is cheaper)."""
+        per = [r[b]["cpu_us"] / max(1e-9, r[a]["cpu_us"]) for r in rounds]
+        return statistics.median(per), per
+
+    raw = "raw ASGI (reference)"
+    if args.json:
+        print(json.dumps(rounds, indent=2))
+    print(
+        f"\n| server (granian, {args.workers} worker(s), wrk -c{args.connections} {args.duration}s, "
+        f"median of {args.rounds} round(s)) | req/s | p50 ms | p99 ms | server CPU µs/req "
+        "| vs raw (req/s) | vs raw (CPU/req) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, _, _, _ in targets:
+        print(
+            f"| {name} | {median(name, 'rps'):,.0f} | {median(name, 'p50_ms'):.2f} | "
+            f"{median(name, 'p99_ms'):.2f} | {median(name, 'cpu_us'):.0f} | "
+            f"{ratio(name, raw)[0]:.2f}x | {cpu_ratio(name, raw)[0]:.2f}x |"
+        )
+
+    def show(label: str, a: str, b: str, target: str) -> None:
+        m, per = ratio(a, b)
+        c, cper = cpu_ratio(a, b)
+        print(
+            f"{label} = {m:.2f} by req/s (rounds: {', '.join(f'{x:.2f}' for x in per)}), "
+            f"{c:.2f} by server CPU/req (rounds: {', '.join(f'{x:.2f}' for x in cper)}); "
+            f"target {target}"
+        )
+
+    mx = "maxage cached GET"
+    print()
+    show("maxage / raw", mx, raw, "≥ 0.75, goal 0.9")
+    show("maxage --auth keys / raw", "maxage cached GET, --auth keys", raw, "≥ 0.75")
+    if not args.no_peer:
+        print("(the Redis peer's CPU/req leaves out the Redis server's own CPU)")
+    for name, _, env in PEERS:
+        if not args.no_peer:
+            show(
+                f"maxage / {name}", mx, name, "≥ 10x" if env["BENCH_BACKEND"] == "redis" else "≥ 5x"
+            )
     return 0
 
 
