@@ -166,3 +166,25 @@ def test_cache_server_status_page(browser: object) -> None:
     finally:
         traffic.close()
         s.kill()
+
+
+def test_status_page_asks_for_the_admin_key(browser: object, tmp_path: Path) -> None:
+    """With --auth keys: the page without a key asks for one, then shows the status."""
+    from tests.api.test_access import new_key
+
+    db = tmp_path / "db.sqlite"
+    s = MaxageServer(tmp_path, "--auth", "keys", db=db)
+    try:
+        _, admin = new_key(db, "admin")
+        browser.get(s.url + "/status")  # type: ignore[attr-defined]
+        assert "products" not in browser.find_element("tag name", "main").text  # type: ignore[attr-defined]
+        browser.find_element("id", "key").send_keys(admin)  # type: ignore[attr-defined]
+        browser.find_element("css selector", "#keyform button").click()  # type: ignore[attr-defined]
+        wait(browser, "Number(document.body.dataset.updates || 0) >= 1")
+        text = browser.find_element("tag name", "main").text  # type: ignore[attr-defined]
+        assert "products" in text and "write-through" in text
+        # Only the page itself was refused (it asked for the key); nothing else failed.
+        errors = [e for e in console_errors(browser) if "status of 401" not in str(e["message"])]
+        assert errors == []
+    finally:
+        s.kill()
