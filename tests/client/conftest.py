@@ -28,6 +28,13 @@ write_policy = "write-around"
 [collections.stock.schema]
 type = "object"
 
+[collections.counters]
+max_staleness = "5s"
+write_policy = "write-back"
+flush_interval = "100ms"
+[collections.counters.schema]
+type = "object"
+
 [collections.limited]
 max_staleness = "5s"
 [collections.limited.schema]

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -294,3 +294,85 @@ def test_the_change_feed_resumes_after_a_cursor(server: ServerProcess) -> None:
         post = posts.create({"title": "feed"})
         after = list(posts.changes(after=everything[-1].cursor if everything else None))
         assert [(c.id, c.version, c.op) for c in after][-1] == (post.id, 1, "put")
+
+
+# -- increments and write-back -----------------------------------------------------------
+
+
+def test_increments_and_a_write_back_collection(server: ServerProcess) -> None:
+    with Client(server.url) as api:
+        posts = api.collection("posts")
+        post = posts.create({"title": "counted"})
+        liked = posts.increment(post.id, "likes", 2, expected_version=1)
+        assert (liked.version, liked.data["likes"], liked.consistency) == (2, 2, "strong")
+        # A write-back collection refuses Idempotency-Key: the client learns it on the first
+        # write, sends that write again without one, and sends none from then on.
+        counters = api.collection("counters")
+        counter = counters.create({"views": 0})
+        acked = [counters.increment(counter.id, "/views") for _ in range(3)]
+        assert {a.consistency for a in acked} == {"write-back"}
+        assert acked[-1].data["views"] == 3
+
+        def flushed() -> bool:
+            return counters.get(counter.id, consistency="strong").data["views"] == 3
+
+        wait_for(flushed, "the buffered increments to be flushed")
+
+
+def test_a_write_without_idempotency_key_is_not_retried_after_a_lost_answer(
+    server: ServerProcess,
+) -> None:
+    """A write-back increment carries no key: sent twice it would count twice. A connection
+    lost after the request was sent is therefore reported, not retried."""
+    retries, on_retry = recording()
+    with Client(server.url) as api:
+        counters = api.collection("counters")
+        counter = counters.create({"views": 0})
+    with (
+        DroppingProxy(server.port) as proxy,
+        # one connection per request, so the proxy's next connection is the next request
+        Client(proxy.url, on_retry=on_retry, headers={"connection": "close"}) as api,
+    ):
+        counters = api.collection("counters")
+        counters.increment(counter.id, "views")  # learns that counters is write-back
+        proxy.drop_answers(1)
+        with pytest.raises(ConnectionFailed):
+            counters.increment(counter.id, "views")
+    assert retries == []
+    with Client(server.url) as api:
+        counters = api.collection("counters")
+        wait_for(
+            lambda: counters.get(counter.id, consistency="strong").data["views"] == 2,
+            "both increments, each once, to be flushed",
+        )
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll until ``predicate()`` (a condition wait on the server's flush, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+async def test_the_async_client_retries_a_lost_answer_once(server: ServerProcess) -> None:
+    retries, on_retry = recording()
+    with DroppingProxy(server.port) as proxy:
+        async with AsyncClient(proxy.url, on_retry=on_retry) as api:
+            proxy.drop_answers(1)
+            post = await api.collection("posts").create({"title": "async once"})
+    assert post.replayed and [r[2] for r in retries] == ["RemoteProtocolError"]
+    with Client(server.url) as api:
+        assert api.collection("posts").get(post.id, consistency="strong").version == 1
+
+
+def test_following_the_change_feed(server: ServerProcess) -> None:
+    with Client(server.url) as api:
+        posts = api.collection("posts")
+        before = list(posts.changes())
+        post = posts.create({"title": "followed"})
+        after = before[-1].cursor if before else None
+        for change in posts.changes(after=after, follow=True):  # an open stream
+            if change.id == post.id:
+                break
+        assert (change.id, change.version, change.op) == (post.id, 1, "put")

@@ -202,13 +202,22 @@ def _write(
     headers: Mapping[str, str],
     idempotency_key: str | None,
 ) -> Prepared:
-    """A write, with the ``Idempotency-Key`` every attempt of it will carry."""
-    h = {"idempotency-key": idempotency_key or uuid.uuid4().hex, **headers}
+    """A write; with an ``Idempotency-Key`` (``""``: none) every attempt of it carries."""
+    h = dict(headers)
+    if idempotency_key:
+        h["idempotency-key"] = idempotency_key
     content = None
     if body is not None:
         content = _encode(body)
         h["content-type"] = content_type
-    return Prepared(method, path, headers=h, content=content)
+    return Prepared(method, path, headers=h, content=content, replayable=bool(idempotency_key))
+
+
+def _pointer(field: str) -> str:
+    """``field`` as a JSON pointer: as it is when it is one, else the top-level field."""
+    if field.startswith("/"):
+        return field
+    return "/" + field.replace("~", "~0").replace("/", "~1")
 
 
 def _document(collection: str, response: httpx.Response) -> Document:
@@ -285,6 +294,34 @@ class _Base:
         self.session = session if session is not None else Session()
         self.caller = Caller(timeout, retry or RetryPolicy(), retryable, on_retry)
         self._strong_only: set[str] = set()  # collections where session reads become strong
+        self._write_back: set[str] = set()  # collections that refuse Idempotency-Key
+
+    def _write_request(
+        self,
+        collection: str,
+        method: str,
+        path: str,
+        body: object,
+        content_type: str,
+        headers: Mapping[str, str],
+        idempotency_key: str | None,
+    ) -> Prepared:
+        """The write, with a new ``Idempotency-Key`` unless given, or unless the collection
+        is write-back (acknowledged before it commits, it honours none)."""
+        if idempotency_key is None:
+            idempotency_key = "" if collection in self._write_back else uuid.uuid4().hex
+        return _write(method, path, body, content_type, headers, idempotency_key)
+
+    def _without_key(
+        self, collection: str, exc: APIError, headers: Mapping[str, str], key: str | None
+    ) -> bool:
+        """Whether a write refused as ``write_back_unsupported`` is sent again without the
+        key the client added (its caller asked for no key and no precondition: those are
+        the caller's to drop). The refusal applied nothing, so resending cannot apply twice."""
+        if exc.code != "write_back_unsupported" or key is not None or headers:
+            return False
+        self._write_back.add(collection)
+        return True
 
     def _read(
         self, collection: str, id: str, consistency: ReadMode | None, min_version: int | None
@@ -415,8 +452,8 @@ class Collection:
         timeout: float | None = None,
     ) -> Document:
         """``POST``: a new document with an id the server chooses."""
-        p = _write("POST", _path(self.name), data, JSON_TYPE, {}, idempotency_key)
-        return self.client._remember(_document(self.name, self.client.send(p, timeout)))
+        r = self._send_write("POST", None, data, JSON_TYPE, {}, idempotency_key, timeout)
+        return self.client._remember(_document(self.name, r))
 
     def put(
         self,
@@ -433,8 +470,8 @@ class Collection:
         headers = _if_match(expected_version)
         if create_only:
             headers["if-none-match"] = "*"
-        p = _write("PUT", _path(self.name, id), data, JSON_TYPE, headers, idempotency_key)
-        return self.client._remember(_document(self.name, self.client.send(p, timeout)))
+        r = self._send_write("PUT", id, data, JSON_TYPE, headers, idempotency_key, timeout)
+        return self.client._remember(_document(self.name, r))
 
     def update(
         self,
@@ -448,8 +485,10 @@ class Collection:
         """``PATCH`` with a JSON merge patch (RFC 7396: ``None`` removes a field). With
         ``expected_version`` it applies only to that version (a conditional update)."""
         headers = _if_match(expected_version)
-        p = _write("PATCH", _path(self.name, id), patch, MERGE_PATCH_TYPE, headers, idempotency_key)
-        return self.client._remember(_document(self.name, self.client.send(p, timeout)))
+        r = self._send_write(
+            "PATCH", id, patch, MERGE_PATCH_TYPE, headers, idempotency_key, timeout
+        )
+        return self.client._remember(_document(self.name, r))
 
     def delete(
         self,
@@ -460,12 +499,53 @@ class Collection:
         timeout: float | None = None,
     ) -> int:
         """``DELETE``; returns the version the delete committed as."""
-        p = _write(
-            "DELETE", _path(self.name, id), None, "", _if_match(expected_version), idempotency_key
-        )
-        version = _etag_version(self.client.send(p, timeout))
+        headers = _if_match(expected_version)
+        r = self._send_write("DELETE", id, None, "", headers, idempotency_key, timeout)
+        version = _etag_version(r)
         self.client.session.record(self.name, id, version)
         return version
+
+    def _send_write(
+        self,
+        method: str,
+        id: str | None,
+        body: object,
+        content_type: str,
+        headers: Mapping[str, str],
+        idempotency_key: str | None,
+        timeout: float | None,
+        suffix: str = "",
+    ) -> httpx.Response:
+        c = self.client
+        path = _path(self.name, id) + suffix
+        args = (self.name, method, path, body, content_type, headers, idempotency_key)
+        try:
+            return c.send(c._write_request(*args), timeout)
+        except APIError as exc:
+            if not c._without_key(self.name, exc, headers, idempotency_key):
+                raise
+            return c.send(c._write_request(*args), timeout)
+
+    def increment(
+        self,
+        id: str,
+        field: str,
+        by: int | float = 1,
+        *,
+        expected_version: ExpectedVersion | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Document:
+        """``POST /v1/{collection}/{id}:increment``: add ``by`` to ``field`` (a top-level
+        field name or a JSON pointer) atomically; increments from any number of clients sum
+        exactly. On a write-back collection the answer is acknowledged from the server's
+        buffer (``consistency == "write-back"``) and sent without an idempotency key."""
+        body = {"field": _pointer(field), "by": by}
+        headers = _if_match(expected_version)
+        r = self._send_write(
+            "POST", id, body, JSON_TYPE, headers, idempotency_key, timeout, ":increment"
+        )
+        return self.client._remember(_document(self.name, r))
 
     def list(
         self,
@@ -626,8 +706,8 @@ class AsyncCollection:
         idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> Document:
-        p = _write("POST", _path(self.name), data, JSON_TYPE, {}, idempotency_key)
-        return self.client._remember(_document(self.name, await self.client.send(p, timeout)))
+        r = await self._send_write("POST", None, data, JSON_TYPE, {}, idempotency_key, timeout)
+        return self.client._remember(_document(self.name, r))
 
     async def put(
         self,
@@ -642,8 +722,8 @@ class AsyncCollection:
         headers = _if_match(expected_version)
         if create_only:
             headers["if-none-match"] = "*"
-        p = _write("PUT", _path(self.name, id), data, JSON_TYPE, headers, idempotency_key)
-        return self.client._remember(_document(self.name, await self.client.send(p, timeout)))
+        r = await self._send_write("PUT", id, data, JSON_TYPE, headers, idempotency_key, timeout)
+        return self.client._remember(_document(self.name, r))
 
     async def update(
         self,
@@ -655,8 +735,10 @@ class AsyncCollection:
         timeout: float | None = None,
     ) -> Document:
         headers = _if_match(expected_version)
-        p = _write("PATCH", _path(self.name, id), patch, MERGE_PATCH_TYPE, headers, idempotency_key)
-        return self.client._remember(_document(self.name, await self.client.send(p, timeout)))
+        r = await self._send_write(
+            "PATCH", id, patch, MERGE_PATCH_TYPE, headers, idempotency_key, timeout
+        )
+        return self.client._remember(_document(self.name, r))
 
     async def delete(
         self,
@@ -666,12 +748,53 @@ class AsyncCollection:
         idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> int:
-        p = _write(
-            "DELETE", _path(self.name, id), None, "", _if_match(expected_version), idempotency_key
-        )
-        version = _etag_version(await self.client.send(p, timeout))
+        headers = _if_match(expected_version)
+        r = await self._send_write("DELETE", id, None, "", headers, idempotency_key, timeout)
+        version = _etag_version(r)
         self.client.session.record(self.name, id, version)
         return version
+
+    async def _send_write(
+        self,
+        method: str,
+        id: str | None,
+        body: object,
+        content_type: str,
+        headers: Mapping[str, str],
+        idempotency_key: str | None,
+        timeout: float | None,
+        suffix: str = "",
+    ) -> httpx.Response:
+        c = self.client
+        path = _path(self.name, id) + suffix
+        args = (self.name, method, path, body, content_type, headers, idempotency_key)
+        try:
+            return await c.send(c._write_request(*args), timeout)
+        except APIError as exc:
+            if not c._without_key(self.name, exc, headers, idempotency_key):
+                raise
+            return await c.send(c._write_request(*args), timeout)
+
+    async def increment(
+        self,
+        id: str,
+        field: str,
+        by: int | float = 1,
+        *,
+        expected_version: ExpectedVersion | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Document:
+        """``POST /v1/{collection}/{id}:increment``: add ``by`` to ``field`` (a top-level
+        field name or a JSON pointer) atomically; increments from any number of clients sum
+        exactly. On a write-back collection the answer is acknowledged from the server's
+        buffer (``consistency == "write-back"``) and sent without an idempotency key."""
+        body = {"field": _pointer(field), "by": by}
+        headers = _if_match(expected_version)
+        r = await self._send_write(
+            "POST", id, body, JSON_TYPE, headers, idempotency_key, timeout, ":increment"
+        )
+        return self.client._remember(_document(self.name, r))
 
     async def list(
         self,

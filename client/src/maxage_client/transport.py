@@ -147,7 +147,14 @@ class Prepared:
     params: httpx.QueryParams | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     content: bytes | None = None
+    replayable: bool = True
+    """Whether sending it twice is harmless (a read, or a write with an ``Idempotency-Key``).
+    A request that is not is retried only when it surely had no effect: an answer the
+    server gives before doing anything (429, 503) or a connection that was never made."""
 
+
+# Failures that happen before a request is sent: retrying them cannot apply it twice.
+NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 Retryable = Callable[[httpx.Response], bool]
 OnRetry = Callable[[int, float, str], None]
@@ -226,6 +233,8 @@ class Caller:
                 )  # fmt: skip
             except httpx.TransportError as exc:
                 error = exc
+                if not prepared.replayable and not isinstance(exc, NOT_SENT):
+                    raise
                 delay = attempts.wait_before_retry(type(exc).__name__, None)
                 if delay is None:
                     raise
@@ -254,6 +263,8 @@ class Caller:
                 )  # fmt: skip
             except httpx.TransportError as exc:
                 error = exc
+                if not prepared.replayable and not isinstance(exc, NOT_SENT):
+                    raise
                 delay = attempts.wait_before_retry(type(exc).__name__, None)
                 if delay is None:
                     raise
