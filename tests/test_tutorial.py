@@ -125,3 +125,4 @@ def test_every_command_of_the_tutorial_runs(tmp_path: Path) -> None:
     assert re.search(r"^deleted \S+ at version 2$", stdout, re.M)
     assert "3 session ['news', 'welcome']" in stdout  # the second process read its writes
     assert "verdict: OK" in stdout
+    assert (home / "blog" / "check.html").read_text().count("<svg") >= 1  # the report's charts
