@@ -7,6 +7,7 @@ A config file is TOML with one ``[collections.NAME]`` table per collection::
     read_modes = ["bounded", "strong", "session"]
     write_policy = "write-through" # or "write-around", or "write-back"
     flush_interval = "250ms"       # write-back only: the most a buffered write waits
+    consumer_lag_limit = "1h"      # named consumers further behind are reported
     ttl = "60s"                    # optional; may exceed max_staleness (TTL is not the bound)
     schema_file = "products.schema.json"   # or an inline [collections.products.schema] table
     strict = true                  # optional; refuse properties the schema does not name
@@ -210,6 +211,9 @@ class CollectionSpec:
     # write-back only: the longest a buffered write waits before its flush starts (the
     # loss window of a crash, per process).
     flush_interval: float = 0.0
+    # A named consumer (or webhook subscription) further behind the newest commit than
+    # this is reported (maxage_consumer_over_limit); it never holds writers up.
+    consumer_lag_limit: float = 3600.0
 
     def index(self, name: str) -> IndexSpec | None:
         return next((i for i in self.indexes if i.name == name), None)
@@ -305,6 +309,7 @@ _COLLECTION_KEYS = {
     "strict",
     "indexes",
     "flush_interval",
+    "consumer_lag_limit",
 }
 
 # write-back's default flush window, and the widest one a config may declare.
@@ -504,6 +509,12 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
             )
     elif "flush_interval" in table:
         raise fail("flush_interval", "applies only to write_policy = 'write-back'")
+    try:
+        lag_limit = parse_duration(table.get("consumer_lag_limit", 3600.0))
+    except ValueError as exc:
+        raise fail("consumer_lag_limit", str(exc)) from None
+    if lag_limit <= 0:
+        raise fail("consumer_lag_limit", "must be > 0")
 
     ttl = None
     if "ttl" in table:
@@ -579,6 +590,7 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         strict,
         indexes,
         flush_interval,
+        lag_limit,
     )
     try:
         spec.validate_patch({})  # derive and compile the merge-patch schema now, not at a PATCH

@@ -451,6 +451,47 @@ def document_item(c: Context) -> dict[str, Any]:
     })  # fmt: skip
 
 
+def changes_ack_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}/changes/ack``: a named consumer acknowledges a cursor."""
+    name = c.spec.name
+    ack = {
+        "type": "object",
+        "required": ["consumer", "cursor"],
+        "additionalProperties": False,
+        "properties": {
+            "consumer": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+            "cursor": {
+                "type": "string",
+                "pattern": "^[0-9]{1,19}$",
+                "description": "A cursor this consumer was sent; everything up to it is done.",
+            },
+        },
+    }
+    acked = {
+        "type": "object",
+        "required": ["consumer", "cursor", "delivered", "ackedAt"],
+        "properties": {
+            "consumer": {"type": "string"},
+            "cursor": {"type": "string", "description": "The acknowledged position."},
+            "delivered": {"type": "string", "description": "The last cursor it was sent."},
+            "ackedAt": {"type": "string", "format": "date-time"},
+        },
+    }
+    return {
+        "post": {
+            "operationId": f"changes_ack_{name}",
+            "summary": "Acknowledge a named consumer's position: a later read with "
+            "consumer=NAME resumes after it (positions never move back).",
+            "parameters": COMMON,
+            "requestBody": {"required": True, "content": {JSON: {"schema": ack}}},
+            "responses": {
+                "200": {"description": "Acknowledged.", "content": {JSON: {"schema": acked}}},
+                **errors(400, 404, 406, 413, 415, 422, 503, 504),
+            },
+        }
+    }
+
+
 def changes_item(c: Context) -> dict[str, Any]:
     """``/v1/{collection}/changes``: the change feed."""
     name, common = c.spec.name, COMMON
@@ -474,6 +515,24 @@ def changes_item(c: Context) -> dict[str, Any]:
                     "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
                 },
                 {
+                    "name": "consumer",
+                    "in": "query",
+                    "required": False,
+                    "description": "A named consumer: read after its acknowledged position "
+                    "(kept by the server; not with `after`). One reader per name at a time "
+                    "(409 consumer_busy otherwise).",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+                },
+                {
+                    "name": "ack",
+                    "in": "query",
+                    "required": False,
+                    "description": "With consumer: `auto` first acknowledges everything the "
+                    "previous read under this name was sent; `manual` (default) waits for "
+                    "POST .../changes/ack.",
+                    "schema": {"type": "string", "enum": ["auto", "manual"]},
+                },
+                {
                     "name": "follow",
                     "in": "query",
                     "required": False,
@@ -488,7 +547,7 @@ def changes_item(c: Context) -> dict[str, Any]:
                         "text/event-stream": {"schema": {"type": "string"}},
                     },
                 },
-                **errors(400, 406, 503, 504),
+                **errors(400, 406, 409, 503, 504),
             },
         }
     }
@@ -598,6 +657,7 @@ COLLECTION_ITEMS = {
     "collection": collection_item,
     "document": document_item,
     "increment": increment_item,
+    "changes_ack": changes_ack_item,
     "changes": changes_item,
 }
 

@@ -42,6 +42,9 @@ _TYPES = [
     ProblemType("not_found", 404, "Not found", "no"),
     ProblemType("key_not_found", 404, "API key not found", "no"),
     ProblemType("collection_not_found", 404, "Collection not found", "no"),
+    ProblemType(
+        "consumer_not_found", 404, "Consumer not found", "no: read the feed with consumer=NAME"
+    ),
     ProblemType("document_not_found", 404, "Document not found", "no (unless it is being created)"),
     ProblemType("method_not_allowed", 405, "Method not allowed", "no: see the Allow header"),
     ProblemType("not_acceptable", 406, "Not acceptable", "no: accept application/json"),
@@ -51,6 +54,12 @@ _TYPES = [
         409,
         "Version not available",
         "yes, after Retry-After: the version is not visible here yet",
+    ),
+    ProblemType(
+        "consumer_busy",
+        409,
+        "Consumer busy",
+        "yes, after Retry-After: another connection reads this consumer name",
     ),
     ProblemType(
         "idempotency_key_in_use",

@@ -23,6 +23,7 @@ from maxage.service import (
     StoredResponse,
     Unauthenticated,
 )
+from maxage.service.consumers import ConsumerBusy
 
 log = logging.getLogger("maxage.api")
 # The problem code of the request this task answers, for its access-log line (App._observe
@@ -165,6 +166,8 @@ def refusal_headers(e: DomainError) -> list[tuple[bytes, bytes]]:
         return [(ETAG, b'"%d"' % e.current_version)]
     if isinstance(e, IdempotencyKeyInUse | MinVersionUnavailable):
         return [(b"retry-after", b"1")]
+    if isinstance(e, ConsumerBusy):
+        return [(b"retry-after", b"5")]
     if isinstance(e, Unauthenticated):
         return [(b"www-authenticate", b'Bearer realm="maxage"')]
     return []

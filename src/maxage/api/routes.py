@@ -31,7 +31,8 @@ class Route:
     handlers: Mapping[str, Handler]  # method -> handler; HEAD is served wherever GET is
     operation: str = ""  # OpenAPI: the operation family (see openapi.build); "" = not listed
     # Who may call it: "data" (read:<collection> for GET/HEAD, write:<collection> otherwise),
-    # "admin", or "public" (no key: health, metrics, the API description).
+    # "read" (read:<collection> whatever the method), "admin", or "public" (no key:
+    # health, metrics, the API description).
     access: str = "public"
     # Media types it answers with (problems excepted); an Accept that admits none is 406.
     produces: tuple[bytes, ...] = (b"application/json",)
@@ -69,6 +70,7 @@ ROUTES: tuple[Route, ...] = (
         "data",
         (b"application/x-ndjson", b"text/event-stream"),
     ),
+    Route("/v1/{collection}/changes/ack", {"POST": changes.ack}, "changes_ack", "read"),
     Route("/v1/_keys", {"GET": keys.list_keys, "POST": keys.create}, "keys", "admin"),
     Route("/v1/_keys/{id}", {"PATCH": keys.rescope, "DELETE": keys.revoke}, "key", "admin"),
     Route("/livez", {"GET": ops.livez}, "livez"),

@@ -3,12 +3,14 @@ rendered per scrape into the one exposition format of :mod:`maxage.core.metrics`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from maxage.core.metrics import Exposition, labels
 
 if TYPE_CHECKING:
     from maxage.invalidation.monitor import ConsistencyMonitor
+    from maxage.service.consumers import Lag
     from maxage.service.service import Service
     from maxage.service.writeback import WriteBack
 
@@ -119,6 +121,7 @@ def collect(service: Service, out: Exposition) -> None:
         _consistency(monitor, out)
     if service.writeback.enabled:
         _writeback(service.writeback, out)
+    _consumers(service.consumers.lags, out)
 
 
 def _consistency(monitor: ConsistencyMonitor, out: Exposition) -> None:
@@ -203,3 +206,28 @@ def _writeback(writeback: WriteBack, out: Exposition) -> None:
             spec.flush_interval,
             labels(collection=spec.name),
         )
+
+
+def _consumers(lags: Sequence[Lag], out: Exposition) -> None:
+    """Named consumers and webhook subscriptions (``consumer="_webhook.<name>"``), as of
+    the last lag refresh (at most a second old)."""
+    if not lags:
+        return
+    for family, kind, help_ in (
+        ("maxage_consumer_behind_changes", "gauge",
+         "Changes of the collection after the consumer's acknowledged position."),
+        ("maxage_consumer_lag_seconds", "gauge",
+         "Newest commit minus the first unacknowledged commit (0 when caught up)."),
+        ("maxage_consumer_position", "gauge", "The consumer's acknowledged cursor."),
+        ("maxage_consumer_over_limit", "gauge",
+         "1 while the consumer is behind by more than its collection's consumer_lag_limit."),
+    ):  # fmt: skip
+        out.family(family, kind, help_)
+        for lag in lags:
+            value = {
+                "maxage_consumer_behind_changes": lag.behind,
+                "maxage_consumer_lag_seconds": round(lag.seconds, 6),
+                "maxage_consumer_position": lag.position,
+                "maxage_consumer_over_limit": int(lag.over_limit),
+            }[family]
+            out.sample(family, value, labels(collection=lag.collection, consumer=lag.name))

@@ -24,6 +24,7 @@ from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Generations, Holder, L1Holder, Tailer
 from maxage.service.access import Access
 from maxage.service.changes import ChangeFeed
+from maxage.service.consumers import Consumers
 from maxage.service.idempotency import Idempotency
 from maxage.service.limits import Limits
 from maxage.service.listing import Listing
@@ -113,6 +114,7 @@ class Service:
             store, clock, self.reads, self.generations, default_page_size, max_page_size
         )
         self.changes = ChangeFeed(store, poll_interval)
+        self.consumers = Consumers(store, clock, collections)
         self.access = Access(
             store, cache, clock, l1_holder, collections, enabled=auth, bound=auth_bound
         )
@@ -142,10 +144,12 @@ class Service:
             log.warning("change notifications unavailable, polling only: %s", exc)
         self._purger = asyncio.ensure_future(self.idempotency.purge_forever())
         await self.writeback.start()
+        await self.consumers.start()
 
     async def stop(self) -> None:
         # First, while the primary is open: everything write-back acknowledged is flushed.
         await self.writeback.stop()
+        await self.consumers.stop()
         if self._purger is not None:
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

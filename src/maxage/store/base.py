@@ -335,3 +335,117 @@ class Store(Protocol):
     async def secret(self, name: str) -> bytes:
         """A random 32-byte secret shared by every process on this primary (created once)."""
         ...
+
+    # -- cursors (named consumers, webhook subscriptions) and dead letters ----------------
+
+    async def claim_cursor(
+        self, collection: str, name: str, owner: str, now: float, lease: float, ack_delivered: bool
+    ) -> CursorRecord:
+        """In one transaction: create the cursor (at 0) if new; take its lease for ``owner``
+        unless another owner holds an unexpired one (then return the row unchanged: the
+        caller compares ``lease_owner``); with ``ack_delivered``, first move ``position``
+        up to ``delivered`` (auto-ack of what the previous reader was sent)."""
+        ...
+
+    async def move_cursor(
+        self,
+        collection: str,
+        name: str,
+        now: float,
+        *,
+        position: int | None = None,
+        delivered: int | None = None,
+        owner: str | None = None,
+        lease: float = 0.0,
+    ) -> CursorRecord | None:
+        """Raise ``position`` / ``delivered`` (never lower them). With ``owner``, only while
+        that owner holds the lease, which is renewed for ``lease`` seconds. None when the
+        cursor does not exist (or ``owner`` lost the lease)."""
+        ...
+
+    async def release_cursor(self, collection: str, name: str, owner: str) -> None:
+        """End ``owner``'s lease now (a reader that goes away)."""
+        ...
+
+    async def cursors(self) -> list[CursorRecord]: ...
+
+    async def drop_cursor(self, collection: str, name: str) -> bool: ...
+
+    async def changes_behind(self, collection: str, cursor: int, cap: int) -> Backlog:
+        """How far ``cursor`` is behind the change log of ``collection`` (counted up to
+        ``cap``)."""
+        ...
+
+    async def add_deadletter(
+        self, letter: DeadLetter, cursor: tuple[str, int] | None = None
+    ) -> int:
+        """Store ``letter`` (its id is assigned) and, in the same transaction, raise the
+        cursor ``(name, position)`` of its collection past it; returns the id."""
+        ...
+
+    async def deadletters(
+        self, collection: str | None, after_id: int, limit: int
+    ) -> list[DeadLetter]:
+        """Dead letters with id > ``after_id`` in id order (all collections when None)."""
+        ...
+
+    async def deadletter(self, id: int) -> DeadLetter | None: ...
+
+    async def drop_deadletter(self, id: int) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CursorRecord:
+    """A server-side position in one collection's change log: a named consumer
+    (``name``), or a webhook subscription (``_webhook.<name>``)."""
+
+    collection: str
+    name: str
+    position: int  # acknowledged: every change at or below it is done with
+    delivered: int  # the highest cursor handed out (>= position once anything was sent)
+    acked_at: float  # when position last moved (created_at until then)
+    lease_owner: str  # "" when nobody reads it
+    lease_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    behind: int  # changes after the cursor (at most the cap asked for)
+    oldest_at: float | None  # commit time of the first change after the cursor
+    newest_at: float | None  # commit time of the collection's newest change
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A change a webhook subscription gave up on: kept until replayed or dropped."""
+
+    id: int  # 0 until stored
+    collection: str
+    subscription: str
+    change: Change
+    attempts: int
+    error: str  # the last failure, as the deliverer saw it
+    failed_at: float
+
+
+def moved(
+    cur: CursorRecord,
+    now: float,
+    position: int | None,
+    delivered: int | None,
+    owner: str | None,
+    lease: float,
+) -> CursorRecord:
+    """``cur`` after a :meth:`Store.move_cursor` (the one rule both adapters apply):
+    positions only rise; an owner's move renews its lease."""
+    new_position = cur.position if position is None else max(cur.position, position)
+    new_delivered = max(cur.delivered, new_position, delivered or 0)
+    return CursorRecord(
+        cur.collection,
+        cur.name,
+        new_position,
+        new_delivered,
+        now if new_position > cur.position else cur.acked_at,
+        cur.lease_owner,
+        now + lease if owner is not None else cur.lease_until,
+    )

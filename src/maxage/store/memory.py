@@ -36,12 +36,15 @@ from maxage.contracts import IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
+    Backlog,
     Change,
     ChangeBatch,
     ChangeOp,
     Claim,
     ClaimDecision,
     ClaimState,
+    CursorRecord,
+    DeadLetter,
     Document,
     IdempotencyLost,
     IdempotencyRecord,
@@ -55,6 +58,7 @@ from maxage.store.base import (
     WriteRequest,
     WriteResult,
     index_value,
+    moved,
 )
 
 
@@ -139,6 +143,8 @@ class MemoryStore:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._idem: dict[str, _Idem] = {}
         self._secrets: dict[str, bytes] = {}
+        self._cursors: dict[tuple[str, str], CursorRecord] = {}
+        self._letters: dict[int, DeadLetter] = {}
         self.seq_tailer = hooks is not None and hooks.seq_tailer
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -347,3 +353,91 @@ class MemoryStore:
             ).digest()
             self._secrets[name] = value
         return value
+
+    # -- cursors and dead letters --------------------------------------------------------
+
+    async def claim_cursor(
+        self, collection: str, name: str, owner: str, now: float, lease: float, ack_delivered: bool
+    ) -> CursorRecord:
+        await self._enter("cursor_claim")
+        cur = self._cursors.get((collection, name))
+        if cur is None:
+            cur = CursorRecord(collection, name, 0, 0, now, "", 0.0)
+        elif cur.lease_owner not in ("", owner) and cur.lease_until > now:
+            return cur
+        position, acked_at = cur.position, cur.acked_at
+        if ack_delivered and cur.delivered > position:
+            position, acked_at = cur.delivered, now
+        new = CursorRecord(collection, name, position, cur.delivered, acked_at, owner, now + lease)
+        self._cursors[(collection, name)] = new
+        return new
+
+    async def move_cursor(
+        self,
+        collection: str,
+        name: str,
+        now: float,
+        *,
+        position: int | None = None,
+        delivered: int | None = None,
+        owner: str | None = None,
+        lease: float = 0.0,
+    ) -> CursorRecord | None:
+        await self._enter("cursor_move")
+        cur = self._cursors.get((collection, name))
+        if cur is None or (owner is not None and cur.lease_owner != owner):
+            return None
+        new = self._cursors[(collection, name)] = moved(cur, now, position, delivered, owner, lease)
+        return new
+
+    async def release_cursor(self, collection: str, name: str, owner: str) -> None:
+        cur = self._cursors.get((collection, name))
+        if cur is not None and cur.lease_owner == owner:
+            self._cursors[(collection, name)] = CursorRecord(
+                collection, name, cur.position, cur.delivered, cur.acked_at, "", 0.0
+            )
+
+    async def cursors(self) -> list[CursorRecord]:
+        return [self._cursors[k] for k in sorted(self._cursors)]
+
+    async def drop_cursor(self, collection: str, name: str) -> bool:
+        return self._cursors.pop((collection, name), None) is not None
+
+    async def changes_behind(self, collection: str, cursor: int, cap: int) -> Backlog:
+        mine = [c for c in self.changes if c.collection == collection]
+        after = [c for c in mine if c.seq > cursor]
+        return Backlog(
+            min(len(after), cap),
+            after[0].committed_at if after else None,
+            mine[-1].committed_at if mine else None,
+        )
+
+    async def add_deadletter(
+        self, letter: DeadLetter, cursor: tuple[str, int] | None = None
+    ) -> int:
+        id_ = max(self._letters, default=0) + 1
+        self._letters[id_] = DeadLetter(
+            id_, letter.collection, letter.subscription, letter.change, letter.attempts,
+            letter.error, letter.failed_at,
+        )  # fmt: skip
+        if cursor is not None:
+            await self.move_cursor(
+                letter.collection, cursor[0], letter.failed_at, position=cursor[1]
+            )
+        return id_
+
+    async def deadletters(
+        self, collection: str | None, after_id: int, limit: int
+    ) -> list[DeadLetter]:
+        found = [
+            d
+            for i, d in sorted(self._letters.items())
+            if i > after_id and (collection is None or d.collection == collection)
+        ]
+        return found[:limit]
+
+    async def deadletter(self, id: int) -> DeadLetter | None:
+        return self._letters.get(id)
+
+    async def drop_deadletter(self, id: int) -> bool:
+        return self._letters.pop(id, None) is not None

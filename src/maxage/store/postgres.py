@@ -60,12 +60,15 @@ from maxage.contracts import IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
+    Backlog,
     Change,
     ChangeBatch,
     ChangeOp,
     Claim,
     ClaimDecision,
     ClaimState,
+    CursorRecord,
+    DeadLetter,
     Document,
     IdempotencyLost,
     IdempotencyRecord,
@@ -81,6 +84,7 @@ from maxage.store.base import (
     WriteResult,
     decode_headers,
     encode_headers,
+    moved,
 )
 from maxage.store.query_sql import (
     INDEX_PREFIX,
@@ -177,6 +181,35 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "ALTER TABLE {s}.documents ADD COLUMN body jsonb",
             "UPDATE {s}.documents SET body = convert_from(data, 'UTF8')::jsonb",
             "CREATE INDEX changes_collection_seq ON {s}.changes (collection, seq)",
+        ),
+    ),
+    (
+        4,
+        "cursors (named consumers, webhook subscriptions) and dead letters",
+        (
+            """CREATE TABLE {s}.cursors (
+                collection text COLLATE "C" NOT NULL,
+                name text COLLATE "C" NOT NULL,
+                position bigint NOT NULL,
+                delivered bigint NOT NULL,
+                acked_at double precision NOT NULL,
+                lease_owner text NOT NULL,
+                lease_until double precision NOT NULL,
+                PRIMARY KEY (collection, name)
+            )""",
+            """CREATE TABLE {s}.deadletters (
+                id bigserial PRIMARY KEY,
+                collection text COLLATE "C" NOT NULL,
+                subscription text NOT NULL,
+                seq bigint NOT NULL,
+                doc_id text NOT NULL,
+                version bigint NOT NULL,
+                op text NOT NULL,
+                committed_at double precision NOT NULL,
+                attempts integer NOT NULL,
+                error text NOT NULL,
+                failed_at double precision NOT NULL
+            )""",
         ),
     ),
 )
@@ -827,3 +860,226 @@ class PostgresStore:
             return bytes(value)
 
         return await self._run("secret", q)
+
+    # -- cursors and dead letters --------------------------------------------------------
+
+    async def claim_cursor(
+        self, collection: str, name: str, owner: str, now: float, lease: float, ack_delivered: bool
+    ) -> CursorRecord:
+        s = self._s
+
+        async def txn(conn: Any) -> CursorRecord:
+            async with conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO {s}.cursors VALUES ($1, $2, 0, 0, $3, '', 0)"
+                    " ON CONFLICT DO NOTHING",
+                    collection,
+                    name,
+                    now,
+                )
+                row = await conn.fetchrow(
+                    f"SELECT {_CURSOR_COLUMNS} FROM {s}.cursors"
+                    " WHERE collection = $1 AND name = $2 FOR UPDATE",
+                    collection,
+                    name,
+                )
+                cur = _cursor(row)
+                if cur.lease_owner not in ("", owner) and cur.lease_until > now:
+                    return cur
+                position, acked_at = cur.position, cur.acked_at
+                if ack_delivered and cur.delivered > position:
+                    position, acked_at = cur.delivered, now
+                await conn.execute(
+                    f"UPDATE {s}.cursors SET position = $3, acked_at = $4, lease_owner = $5,"
+                    " lease_until = $6 WHERE collection = $1 AND name = $2",
+                    collection, name, position, acked_at, owner, now + lease,
+                )  # fmt: skip
+                return CursorRecord(
+                    collection, name, position, cur.delivered, acked_at, owner, now + lease
+                )
+
+        return await self._run("cursor_claim", txn)
+
+    async def move_cursor(
+        self,
+        collection: str,
+        name: str,
+        now: float,
+        *,
+        position: int | None = None,
+        delivered: int | None = None,
+        owner: str | None = None,
+        lease: float = 0.0,
+    ) -> CursorRecord | None:
+        s = self._s
+
+        async def txn(conn: Any) -> CursorRecord | None:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    f"SELECT {_CURSOR_COLUMNS} FROM {s}.cursors"
+                    " WHERE collection = $1 AND name = $2 FOR UPDATE",
+                    collection,
+                    name,
+                )
+                if row is None:
+                    return None
+                cur = _cursor(row)
+                if owner is not None and cur.lease_owner != owner:
+                    return None
+                new = moved(cur, now, position, delivered, owner, lease)
+                await conn.execute(
+                    f"UPDATE {s}.cursors SET position = $3, delivered = $4, acked_at = $5,"
+                    " lease_until = $6 WHERE collection = $1 AND name = $2",
+                    collection, name, new.position, new.delivered, new.acked_at,
+                    new.lease_until,
+                )  # fmt: skip
+                return new
+
+        return await self._run("cursor_move", txn)
+
+    async def release_cursor(self, collection: str, name: str, owner: str) -> None:
+        s = self._s
+
+        async def q(conn: Any) -> None:
+            await conn.execute(
+                f"UPDATE {s}.cursors SET lease_owner = '', lease_until = 0"
+                " WHERE collection = $1 AND name = $2 AND lease_owner = $3",
+                collection,
+                name,
+                owner,
+            )
+
+        await self._run("cursor_release", q)
+
+    async def cursors(self) -> list[CursorRecord]:
+        s = self._s
+
+        async def q(conn: Any) -> list[CursorRecord]:
+            rows = await conn.fetch(
+                f"SELECT {_CURSOR_COLUMNS} FROM {s}.cursors ORDER BY collection, name"
+            )
+            return [_cursor(r) for r in rows]
+
+        return await self._run("cursors", q)
+
+    async def drop_cursor(self, collection: str, name: str) -> bool:
+        s = self._s
+
+        async def q(conn: Any) -> bool:
+            done = await conn.execute(
+                f"DELETE FROM {s}.cursors WHERE collection = $1 AND name = $2", collection, name
+            )
+            return bool(done != "DELETE 0")
+
+        return await self._run("cursor_drop", q)
+
+    async def changes_behind(self, collection: str, cursor: int, cap: int) -> Backlog:
+        s = self._s
+
+        async def q(conn: Any) -> Backlog:
+            row = await conn.fetchrow(
+                f"SELECT (SELECT count(*) FROM (SELECT 1 FROM {s}.changes WHERE collection = $1"
+                " AND seq > $2 LIMIT $3) x) AS behind,"
+                f" (SELECT committed_at FROM {s}.changes WHERE collection = $1 AND seq > $2"
+                " ORDER BY seq LIMIT 1) AS oldest,"
+                f" (SELECT committed_at FROM {s}.changes WHERE collection = $1"
+                " ORDER BY seq DESC LIMIT 1) AS newest",
+                collection,
+                cursor,
+                cap,
+            )
+            oldest, newest = row["oldest"], row["newest"]
+            return Backlog(
+                int(row["behind"]),
+                float(oldest) if oldest is not None else None,
+                float(newest) if newest is not None else None,
+            )
+
+        return await self._run("changes_behind", q)
+
+    async def add_deadletter(
+        self, letter: DeadLetter, cursor: tuple[str, int] | None = None
+    ) -> int:
+        s, c = self._s, letter.change
+
+        async def txn(conn: Any) -> int:
+            async with conn.transaction():
+                id_ = await conn.fetchval(
+                    f"INSERT INTO {s}.deadletters (collection, subscription, seq, doc_id,"
+                    " version, op, committed_at, attempts, error, failed_at)"
+                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING id",
+                    letter.collection, letter.subscription, c.seq, c.id, c.version, c.op.value,
+                    c.committed_at, letter.attempts, letter.error, letter.failed_at,
+                )  # fmt: skip
+                if cursor is not None:
+                    await conn.execute(
+                        f"UPDATE {s}.cursors SET position = greatest(position, $3),"
+                        " delivered = greatest(delivered, $3), acked_at = $4"
+                        " WHERE collection = $1 AND name = $2",
+                        letter.collection, cursor[0], cursor[1], letter.failed_at,
+                    )  # fmt: skip
+                return int(id_)
+
+        return await self._run("deadletter_add", txn)
+
+    async def deadletters(
+        self, collection: str | None, after_id: int, limit: int
+    ) -> list[DeadLetter]:
+        s = self._s
+
+        async def q(conn: Any) -> list[DeadLetter]:
+            rows = await conn.fetch(
+                f"SELECT {_LETTER_COLUMNS} FROM {s}.deadletters WHERE id > $1"
+                " AND ($2::text IS NULL OR collection = $2) ORDER BY id LIMIT $3",
+                after_id,
+                collection,
+                limit,
+            )
+            return [_letter(r) for r in rows]
+
+        return await self._run("deadletters", q)
+
+    async def deadletter(self, id: int) -> DeadLetter | None:
+        s = self._s
+
+        async def q(conn: Any) -> DeadLetter | None:
+            row = await conn.fetchrow(
+                f"SELECT {_LETTER_COLUMNS} FROM {s}.deadletters WHERE id = $1", id
+            )
+            return _letter(row) if row is not None else None
+
+        return await self._run("deadletter", q)
+
+    async def drop_deadletter(self, id: int) -> bool:
+        s = self._s
+
+        async def q(conn: Any) -> bool:
+            done = await conn.execute(f"DELETE FROM {s}.deadletters WHERE id = $1", id)
+            return bool(done != "DELETE 0")
+
+        return await self._run("deadletter_drop", q)
+
+
+_CURSOR_COLUMNS = "collection, name, position, delivered, acked_at, lease_owner, lease_until"
+_LETTER_COLUMNS = (
+    "id, collection, subscription, seq, doc_id, version, op, committed_at, attempts, error,"
+    " failed_at"
+)
+
+
+def _cursor(row: Any) -> CursorRecord:
+    return CursorRecord(
+        row["collection"], row["name"], int(row["position"]), int(row["delivered"]),
+        float(row["acked_at"]), row["lease_owner"], float(row["lease_until"]),
+    )  # fmt: skip
+
+
+def _letter(row: Any) -> DeadLetter:
+    change = Change(
+        int(row["seq"]), row["collection"], row["doc_id"], int(row["version"]),
+        ChangeOp(row["op"]), float(row["committed_at"]),
+    )  # fmt: skip
+    return DeadLetter(
+        int(row["id"]), row["collection"], row["subscription"], change, int(row["attempts"]),
+        row["error"], float(row["failed_at"]),
+    )  # fmt: skip

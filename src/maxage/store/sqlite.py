@@ -31,12 +31,15 @@ from maxage.contracts import IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
+    Backlog,
     Change,
     ChangeBatch,
     ChangeOp,
     Claim,
     ClaimDecision,
     ClaimState,
+    CursorRecord,
+    DeadLetter,
     Document,
     IdempotencyLost,
     IdempotencyRecord,
@@ -52,6 +55,7 @@ from maxage.store.base import (
     WriteResult,
     decode_headers,
     encode_headers,
+    moved,
 )
 from maxage.store.query_sql import (
     INDEX_PREFIX,
@@ -102,6 +106,29 @@ _SCHEMA = [
     # A list's collection version: the highest seq of the collection.
     "CREATE INDEX IF NOT EXISTS changes_collection_seq ON changes (collection, seq)",
     """CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS cursors (
+        collection TEXT NOT NULL,
+        name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        delivered INTEGER NOT NULL,
+        acked_at REAL NOT NULL,
+        lease_owner TEXT NOT NULL,
+        lease_until REAL NOT NULL,
+        PRIMARY KEY (collection, name)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS deadletters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        collection TEXT NOT NULL,
+        subscription TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        doc_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        op TEXT NOT NULL,
+        committed_at REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        failed_at REAL NOT NULL
+    )""",
 ]
 
 
@@ -545,3 +572,194 @@ class SQLiteStore:
             return value
 
         return await self._write("secret", txn)
+
+    # -- cursors and dead letters --------------------------------------------------------
+
+    async def claim_cursor(
+        self, collection: str, name: str, owner: str, now: float, lease: float, ack_delivered: bool
+    ) -> CursorRecord:
+        def txn(conn: sqlite3.Connection) -> CursorRecord:
+            row = conn.execute(
+                f"SELECT {_CURSOR_COLUMNS} FROM cursors WHERE collection=? AND name=?",
+                (collection, name),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO cursors VALUES (?, ?, 0, 0, ?, ?, ?)",
+                    (collection, name, now, owner, now + lease),
+                )
+                return CursorRecord(collection, name, 0, 0, now, owner, now + lease)
+            cur = _cursor(row)
+            if cur.lease_owner not in ("", owner) and cur.lease_until > now:
+                return cur
+            position, acked_at = cur.position, cur.acked_at
+            if ack_delivered and cur.delivered > position:
+                position, acked_at = cur.delivered, now
+            conn.execute(
+                "UPDATE cursors SET position=?, acked_at=?, lease_owner=?, lease_until=?"
+                " WHERE collection=? AND name=?",
+                (position, acked_at, owner, now + lease, collection, name),
+            )
+            return CursorRecord(
+                collection, name, position, cur.delivered, acked_at, owner, now + lease
+            )
+
+        return await self._write("cursor_claim", txn)
+
+    async def move_cursor(
+        self,
+        collection: str,
+        name: str,
+        now: float,
+        *,
+        position: int | None = None,
+        delivered: int | None = None,
+        owner: str | None = None,
+        lease: float = 0.0,
+    ) -> CursorRecord | None:
+        def txn(conn: sqlite3.Connection) -> CursorRecord | None:
+            row = conn.execute(
+                f"SELECT {_CURSOR_COLUMNS} FROM cursors WHERE collection=? AND name=?",
+                (collection, name),
+            ).fetchone()
+            if row is None:
+                return None
+            cur = _cursor(row)
+            if owner is not None and cur.lease_owner != owner:
+                return None
+            new = moved(cur, now, position, delivered, owner, lease)
+            conn.execute(
+                "UPDATE cursors SET position=?, delivered=?, acked_at=?, lease_until=?"
+                " WHERE collection=? AND name=?",
+                (new.position, new.delivered, new.acked_at, new.lease_until, collection, name),
+            )
+            return new
+
+        return await self._write("cursor_move", txn)
+
+    async def release_cursor(self, collection: str, name: str, owner: str) -> None:
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE cursors SET lease_owner='', lease_until=0"
+                " WHERE collection=? AND name=? AND lease_owner=?",
+                (collection, name, owner),
+            )
+
+        await self._write("cursor_release", txn)
+
+    async def cursors(self) -> list[CursorRecord]:
+        def q(conn: sqlite3.Connection) -> list[CursorRecord]:
+            rows = conn.execute(
+                f"SELECT {_CURSOR_COLUMNS} FROM cursors ORDER BY collection, name"
+            ).fetchall()
+            return [_cursor(r) for r in rows]
+
+        return await self._read("cursors", q)
+
+    async def drop_cursor(self, collection: str, name: str) -> bool:
+        def txn(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM cursors WHERE collection=? AND name=?", (collection, name)
+            )
+            return cur.rowcount > 0
+
+        return await self._write("cursor_drop", txn)
+
+    async def changes_behind(self, collection: str, cursor: int, cap: int) -> Backlog:
+        def q(conn: sqlite3.Connection) -> Backlog:
+            behind = conn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM changes WHERE collection=? AND seq>? LIMIT ?)",
+                (collection, cursor, cap),
+            ).fetchone()[0]
+            oldest = conn.execute(
+                "SELECT committed_at FROM changes WHERE collection=? AND seq>? ORDER BY seq"
+                " LIMIT 1",
+                (collection, cursor),
+            ).fetchone()
+            newest = conn.execute(
+                "SELECT committed_at FROM changes WHERE collection=? ORDER BY seq DESC LIMIT 1",
+                (collection,),
+            ).fetchone()
+            return Backlog(
+                int(behind),
+                float(oldest[0]) if oldest else None,
+                float(newest[0]) if newest else None,
+            )
+
+        return await self._read("changes_behind", q)
+
+    async def add_deadletter(
+        self, letter: DeadLetter, cursor: tuple[str, int] | None = None
+    ) -> int:
+        c = letter.change
+
+        def txn(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO deadletters (collection, subscription, seq, doc_id, version, op,"
+                " committed_at, attempts, error, failed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (letter.collection, letter.subscription, c.seq, c.id, c.version, c.op.value,
+                 c.committed_at, letter.attempts, letter.error, letter.failed_at),
+            )  # fmt: skip
+            if cursor is not None:
+                conn.execute(
+                    "UPDATE cursors SET position=max(position, ?), delivered=max(delivered, ?),"
+                    " acked_at=? WHERE collection=? AND name=?",
+                    (cursor[1], cursor[1], letter.failed_at, letter.collection, cursor[0]),
+                )
+            return int(row.lastrowid or 0)
+
+        return await self._write("deadletter_add", txn)
+
+    async def deadletters(
+        self, collection: str | None, after_id: int, limit: int
+    ) -> list[DeadLetter]:
+        def q(conn: sqlite3.Connection) -> list[DeadLetter]:
+            where, args = "id > ?", [after_id]
+            if collection is not None:
+                where += " AND collection = ?"
+                args.append(collection)  # type: ignore[arg-type]
+            rows = conn.execute(
+                f"SELECT {_LETTER_COLUMNS} FROM deadletters WHERE {where} ORDER BY id LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+            return [_letter(r) for r in rows]
+
+        return await self._read("deadletters", q)
+
+    async def deadletter(self, id: int) -> DeadLetter | None:
+        def q(conn: sqlite3.Connection) -> DeadLetter | None:
+            row = conn.execute(
+                f"SELECT {_LETTER_COLUMNS} FROM deadletters WHERE id=?", (id,)
+            ).fetchone()
+            return _letter(row) if row else None
+
+        return await self._read("deadletter", q)
+
+    async def drop_deadletter(self, id: int) -> bool:
+        def txn(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM deadletters WHERE id=?", (id,)).rowcount > 0
+
+        return await self._write("deadletter_drop", txn)
+
+
+_CURSOR_COLUMNS = "collection, name, position, delivered, acked_at, lease_owner, lease_until"
+_LETTER_COLUMNS = (
+    "id, collection, subscription, seq, doc_id, version, op, committed_at, attempts, error,"
+    " failed_at"
+)
+
+
+def _cursor(row: Any) -> CursorRecord:
+    return CursorRecord(
+        str(row[0]), str(row[1]), int(row[2]), int(row[3]), float(row[4]), str(row[5]),
+        float(row[6]),
+    )  # fmt: skip
+
+
+def _letter(row: Any) -> DeadLetter:
+    change = Change(
+        int(row[3]), str(row[1]), str(row[4]), int(row[5]), ChangeOp(row[6]), float(row[7])
+    )
+    return DeadLetter(
+        int(row[0]), str(row[1]), str(row[2]), change, int(row[8]), str(row[9]), float(row[10])
+    )
