@@ -285,3 +285,26 @@ def test_against_black_box_and_a_broken_old_file(tmp_path: Path) -> None:
     out = run("config", "check", str(new), "--against", str(tmp_path / "broken.toml"))
     assert out.returncode == 2
     assert out.stderr.count("--against ") == 3
+
+
+INDEXED = """
+[collections.posts]
+max_staleness = "1s"
+indexes = {indexes}
+[collections.posts.schema.properties]
+status = {{ type = "string" }}
+likes = {{ type = {likes} }}
+"""
+
+
+def test_a_removed_or_retyped_index_is_breaking_an_added_one_is_not(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.toml", tmp_path / "new.toml"
+    old.write_text(INDEXED.format(indexes='["status", "likes"]', likes='"integer"'))
+    new.write_text(INDEXED.format(indexes='["status", "likes"]', likes='"number"'))
+    code, out, _ = check(str(new), "--against", str(old))
+    assert code == 1 and "index likes changed type integer -> number" in out, out
+    new.write_text(INDEXED.format(indexes='["likes"]', likes='"integer"'))
+    code, out, _ = check(str(new), "--against", str(old))
+    assert code == 1 and "index status removed" in out, out
+    code, out, _ = check(str(old), "--against", str(new))
+    assert code == 0 and "index status added" in out, out

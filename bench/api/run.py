@@ -51,7 +51,11 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 @contextlib.contextmanager
 def server(
-    cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None
+    cmd: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    start_timeout: float = 20.0,
 ) -> Iterator[int]:
     """Run ``cmd`` pinned to CPU 0 until the block ends; yields its session id (every
     process it starts, granian's workers too, is in that session: ``session_cpu``)."""
@@ -59,7 +63,7 @@ def server(
     proc = subprocess.Popen(pin + cmd, env={**os.environ, **(env or {})}, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        wait_port(port)
+        wait_port(port, start_timeout)
         yield proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -90,11 +94,13 @@ def wrk(
     connections: int,
     headers: tuple[str, ...] = (),
     sid: int | None = None,
+    script: Path | None = None,
 ) -> dict[str, float]:
     """One wrk run after a 2 s warm-up; with ``sid``, also the server session's CPU
-    microseconds per request during the run (``cpu_us``)."""
+    microseconds per request during the run (``cpu_us``); ``script``: a wrk Lua script
+    (e.g. one that varies each request's path)."""
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-    extra = [x for h in headers for x in ("-H", h)]
+    extra = [x for h in headers for x in ("-H", h)] + (["-s", str(script)] if script else [])
     subprocess.run(
         pin + ["wrk", "-t1", "-c", str(connections), "-d", "2s", *extra, url], capture_output=True
     )  # warm-up

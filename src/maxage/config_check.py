@@ -234,6 +234,18 @@ def _compare_collection(name: str, old: CollectionSpec, new: CollectionSpec) -> 
                           "If-Match now get 428"))  # fmt: skip
     elif old.require_if_match and not new.require_if_match:
         out.append(Change(False, name, "require_if_match turned off"))
+    old_ix = {i.name: i for i in old.indexes}
+    new_ix = {i.name: i for i in new.indexes}
+    for ix in sorted(set(old_ix) - set(new_ix)):
+        out.append(Change(True, name, f"index {ix} removed: list reads filtering or sorting "
+                          "on it now get 400"))  # fmt: skip
+    for ix in sorted(set(new_ix) - set(old_ix)):
+        out.append(Change(False, name, f"index {ix} added (built at start-up)"))
+    for ix in sorted(set(old_ix) & set(new_ix)):
+        if old_ix[ix].type != new_ix[ix].type:
+            out.append(Change(True, name, f"index {ix} changed type {old_ix[ix].type} -> "
+                              f"{new_ix[ix].type}: query values parse differently and "
+                              "page tokens of it are refused"))  # fmt: skip
     back = WritePolicy.WRITE_BACK
     if new.write_policy != old.write_policy and back in (old.write_policy, new.write_policy):
         out.append(Change(new.write_policy is back, name, f"write policy "

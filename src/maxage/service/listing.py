@@ -28,7 +28,9 @@ that keeps P2: let the read start at ``t``, with ``watermark >= t - S``. Every c
 of the collection committed before ``t - S`` was applied, raising the generation,
 before the watermark moved; the entry's generation is the current one, so all those
 raises came before its primary read began, which therefore saw every such commit.
-Strong reads always read the primary. ``meta.collectionVersion`` is the highest
+A miss loads through single-flight (one primary read per page at a time in a
+process); a joined load that started more than ``S`` before this read, or below its
+``min_version``, is not used. Strong reads always read the primary themselves. ``meta.collectionVersion`` is the highest
 change-log position of the collection the page's snapshot holds; a session read
 (``min_version=N``) never returns a page below ``N``.
 """
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 import msgspec
 
 from maxage.contracts import CollectionSpec, IndexSpec, ReadMode
+from maxage.core.singleflight import SingleFlight
 from maxage.core.types import Clock
 from maxage.invalidation.tailer import Generations
 from maxage.service import representation
@@ -75,6 +78,13 @@ _OP = re.compile(r"^(eq|ne|lt|lte|gt|gte|in|prefix)\.(.*)$", re.DOTALL)
 _INTEGER = re.compile(r"^-?(0|[1-9][0-9]{0,18})$")
 _NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _INT64 = 2**63
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPage:
+    prefix: bytes  # the body up to the per-request tail of meta
+    version: int  # the collection version of its snapshot
+    started: float  # when its primary read started
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +214,7 @@ class Listing:
         self.generations = generations
         self.default_size = default_size
         self.max_size = max_size
+        self.flights: SingleFlight[LoadedPage] = SingleFlight()
         self._secret = b""
 
     async def start(self) -> None:
@@ -271,20 +282,28 @@ class Listing:
         )
         if mode is ReadMode.STRONG:
             self.reads.stats.bypasses["strong"] += 1
-            return await self._primary(spec, req, query, mode, "strong")
+            return self._answer(spec, mode, "strong", await self._load(spec, req, query))
         started = self.clock.now()
         key = self._key(spec, req, query)
-        hit = self.reads.l1(key, spec.max_staleness, min_version, started, sample=False)
+        # The cache's versions start at 1: an entry holds collection version + 1.
+        hit = self.reads.l1(key, spec.max_staleness, min_version + 1, started, sample=False)
         detail = "miss"
         if hit is LAGGING:
             self.reads.stats.bypasses["lagging"] += 1
             detail = "lagging"
         elif hit is not None:
             entry, age, budget = hit
-            return ReadResult(entry.body, entry.version, Source.L1, mode, "hit", age, budget)
+            return ReadResult(entry.body, entry.version - 1, Source.L1, mode, "hit", age, budget)
         else:
             self.reads.stats.misses += 1
-        result = await self._primary(spec, req, query, mode, detail)
+        # One primary read per page at a time in this process; a joined load is used
+        # only if it started within the bound of this read (the rule for documents too).
+        loaded = await self.flights.do(
+            key, lambda: self._load(spec, req, query), timeout=self.reads.load_timeout
+        )
+        if started - loaded.started > spec.max_staleness or loaded.version < min_version:
+            loaded = await self._load(spec, req, query)
+        result = self._answer(spec, mode, detail, loaded)
         if result.version < min_version:
             raise MinVersionUnavailable(
                 f"version {min_version} of collection {spec.name} is not available "
@@ -300,18 +319,21 @@ class Listing:
         shape = _encode([req.digest, req.fields, req.count, query.after, query.limit])
         return f"{spec.name}?{generation}?{hashlib.sha256(shape).hexdigest()[:32]}"
 
-    async def _primary(
-        self, spec: CollectionSpec, req: ListRequest, query: ListQuery, mode: ReadMode, detail: str
-    ) -> ReadResult:
-        key = self._key(spec, req, query)  # the generation before the primary read
+    async def _load(self, spec: CollectionSpec, req: ListRequest, query: ListQuery) -> LoadedPage:
+        """A page from the primary, filled into L1 under the generation read before it."""
+        key = self._key(spec, req, query)
         started = self.clock.now()
         result = await self.store.list_query(query)
         prefix = self._render(spec, req, query, result, started)
-        if result.version > 0:  # an empty change log has no version to cache under
-            self.reads.fill(spec, key, result.version, prefix, started, shared=False)
+        self.reads.fill(spec, key, result.version + 1, prefix, started, shared=False)
+        return LoadedPage(prefix, result.version, started)
+
+    def _answer(
+        self, spec: CollectionSpec, mode: ReadMode, detail: str, page: LoadedPage
+    ) -> ReadResult:
         bound = 0.0 if mode is ReadMode.STRONG else spec.max_staleness
-        age, budget = freshness(self.clock.now(), started, started, bound)
-        return ReadResult(prefix, result.version, Source.PRIMARY, mode, detail, age, budget)
+        age, budget = freshness(self.clock.now(), page.started, page.started, bound)
+        return ReadResult(page.prefix, page.version, Source.PRIMARY, mode, detail, age, budget)
 
     def _render(
         self,

@@ -578,15 +578,42 @@ class PostgresStore:
         return await self._run("list", q)
 
     async def explain(self, query: ListQuery, analyze: bool = False) -> str:
-        """PostgreSQL's plan of the page's first statement (tests, benchmarks)."""
-        st = page_statements(POSTGRES, query, _DOC_COLUMNS, f"{self._s}.documents")[0]
+        """PostgreSQL's plans of the page's statements, in order (tests, benchmarks)."""
+        statements = page_statements(POSTGRES, query, _DOC_COLUMNS, f"{self._s}.documents")
         how = "(ANALYZE, BUFFERS) " if analyze else ""
 
         async def q(conn: Any) -> str:
-            rows = await conn.fetch(f"EXPLAIN {how}{st.sql}", *st.args)
-            return "\n".join(r[0] for r in rows)
+            plans = []
+            for st in statements:
+                rows = await conn.fetch(f"EXPLAIN {how}{st.sql}", *st.args)
+                plans.append("\n".join(r[0] for r in rows))
+            return "\n\n".join(plans)
 
         return await self._run("explain", q)
+
+    async def _sync_statistics(self, conn: Any, expressions: Mapping[str, str]) -> bool:
+        """One statistics object per query index expression (PostgreSQL ignores the
+        expression statistics of a *partial* index when it estimates a condition, and
+        would then plan a filter on a common value like a rare one). True when one was
+        created: the caller ANALYZEs (a sample, seconds at most)."""
+        rows = await conn.fetch(
+            "SELECT s.stxname AS name FROM pg_statistic_ext AS s"
+            " JOIN pg_namespace AS n ON n.oid = s.stxnamespace"
+            " WHERE n.nspname = $1 AND left(s.stxname, $2) = $3",
+            self.schema,
+            len(INDEX_PREFIX),
+            INDEX_PREFIX,
+        )
+        have = {r["name"] for r in rows}
+        for name in have - set(expressions):
+            await conn.execute(f'DROP STATISTICS IF EXISTS {self._s}."{name}"')
+        missing = set(expressions) - have
+        for name in sorted(missing):
+            await conn.execute(
+                f'CREATE STATISTICS IF NOT EXISTS {self._s}."{name}"'
+                f" ON ({expressions[name]}) FROM {self._s}.documents"
+            )
+        return bool(missing)
 
     async def sync_indexes(self, indexes: Mapping[str, Sequence[IndexSpec]]) -> IndexSync:
         """CREATE / DROP INDEX CONCURRENTLY, each outside a transaction: writers and
@@ -600,6 +627,7 @@ class PostgresStore:
             for c, specs in indexes.items()
             for i in specs
         }
+        expressions = {index_name(c, i): _expr(i) for c, specs in indexes.items() for i in specs}
         conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
         try:
             key = "maxage.indexes"
@@ -626,6 +654,8 @@ class PostgresStore:
             created = tuple(sorted(set(wanted) - valid))
             for name in created:
                 await conn.execute(wanted[name])
+            if await self._sync_statistics(conn, expressions):
+                await conn.execute(f"ANALYZE {table}")
             return IndexSync(created, dropped)
         except _DB_ERRORS as exc:
             raise StoreError(f"postgres sync_indexes failed: {exc}") from exc

@@ -174,6 +174,10 @@ def _expr(index: IndexSpec) -> str:
     )
 
 
+# A build reads the whole collection: not held to the per-call timeout of reads and writes.
+_INDEX_BUILD_TIMEOUT = 3600.0
+
+
 def _value(index: IndexSpec, value: Scalar) -> object:
     return int(value) if isinstance(value, bool) else value
 
@@ -234,15 +238,20 @@ class SQLiteStore:
                 self._all.append(conn)
         return conn
 
-    async def _run(self, op: str, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    async def _run(
+        self, op: str, pool: ThreadPoolExecutor, fn: Callable[[], T], timeout: float | None = None
+    ) -> T:
         if tracing.TRACER is not None:
             with tracing.span(
                 f"sqlite {op}", **{"db.system.name": "sqlite", "db.operation.name": op}
             ):
-                return await self._timed(op, pool, fn)
-        return await self._timed(op, pool, fn)
+                return await self._timed(op, pool, fn, timeout)
+        return await self._timed(op, pool, fn, timeout)
 
-    async def _timed(self, op: str, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    async def _timed(
+        self, op: str, pool: ThreadPoolExecutor, fn: Callable[[], T], timeout: float | None = None
+    ) -> T:
+        """``timeout``: this call's, when not the store's (None: the store's)."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         ok = False
@@ -251,7 +260,7 @@ class SQLiteStore:
                 await self.hooks.before_store_call(op)
             fut = loop.run_in_executor(pool, fn)
             try:
-                result = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+                result = await asyncio.wait_for(asyncio.shield(fut), timeout or self.timeout)
             except TimeoutError as exc:
                 raise StoreTimeout(f"sqlite {op} exceeded {self.timeout}s") from exc
             ok = True
@@ -264,7 +273,9 @@ class SQLiteStore:
     def _read(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         return asyncio.ensure_future(self._run(op, self._readers, lambda: fn(self._conn())))
 
-    def _write(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def _write(
+        self, op: str, fn: Callable[[sqlite3.Connection], T], timeout: float | None = None
+    ) -> asyncio.Future[T]:
         def in_txn() -> T:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
@@ -276,7 +287,7 @@ class SQLiteStore:
             conn.execute("COMMIT")
             return result
 
-        return asyncio.ensure_future(self._run(op, self._writer, in_txn))
+        return asyncio.ensure_future(self._run(op, self._writer, in_txn, timeout))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -354,12 +365,15 @@ class SQLiteStore:
         return await self._read("list", q)
 
     async def explain(self, query: ListQuery) -> str:
-        """SQLite's query plan of the page's first statement (tests, benchmarks)."""
-        st = page_statements(SQLITE, query, _DOC_COLUMNS, "documents")[0]
+        """SQLite's query plans of the page's statements, in order (tests, benchmarks)."""
+        statements = page_statements(SQLITE, query, _DOC_COLUMNS, "documents")
 
         def q(conn: sqlite3.Connection) -> str:
-            rows = conn.execute("EXPLAIN QUERY PLAN " + st.sql, st.args).fetchall()
-            return "\n".join(str(r[-1]) for r in rows)
+            plans = []
+            for st in statements:
+                rows = conn.execute("EXPLAIN QUERY PLAN " + st.sql, st.args).fetchall()
+                plans.append("\n".join(str(r[-1]) for r in rows))
+            return "\n\n".join(plans)
 
         return await self._read("explain", q)
 
@@ -389,7 +403,7 @@ class SQLiteStore:
                 conn.execute(wanted[name])
             return IndexSync(created, dropped)
 
-        return await self._write("sync_indexes", txn)
+        return await self._write("sync_indexes", txn, timeout=_INDEX_BUILD_TIMEOUT)
 
     async def write(self, request: WriteRequest) -> WriteResult:
         def txn(conn: sqlite3.Connection) -> WriteResult:
