@@ -517,7 +517,8 @@ class App:
 
     async def _record_status(self) -> None:
         while True:
-            self.status.tick()
+            with contextlib.suppress(OSError):  # the workers' directory gone at shutdown
+                self.status.tick()
             await asyncio.sleep(status.INTERVAL)
 
     def status_model(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import time
 from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -42,6 +43,8 @@ DEFAULT_CONTENT_TYPE: Final = b"application/octet-stream"
 _JSON: Final = b"content-type: application/json\r\ncache-control: no-store\r\n"
 _HTML: Final = b"content-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n"
 TOP_TAGS: Final = 10  # tags listed on the status page
+# Seconds between two walks of the tag index for the status page (O(tags) on the loop).
+TOP_TAGS_EVERY: Final = 10.0
 _TEXT_METRICS: Final = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n"
 _HIT: Final = b"cache-status: maxage; hit\r\n"
 _STALE: Final = b"cache-status: maxage; fwd=stale; fwd-status=502\r\n"
@@ -131,6 +134,7 @@ class CacheApp:
         # /status: the last minutes of this server's own /metrics (maxage.status); the
         # transport's tick calls status.tick.
         self.status = status.Recorder(self.render_metrics)
+        self._top_tags: tuple[float, list[tuple[str, int]]] = (-math.inf, [])
         # Invalidations that outlive their request (a deadline or a client gone):
         # they always finish; referenced here so that they are not collected.
         self._invalidations: set[asyncio.Task[None]] = set()
@@ -436,6 +440,16 @@ class CacheApp:
     def render_metrics(self) -> bytes:
         return metrics_mod.render(self.metrics, self.cache.stats_snapshot)
 
+    def top_tags(self) -> list[tuple[str, int]]:
+        """The status page's top tags, recomputed at most every TOP_TAGS_EVERY seconds:
+        every open page polls, and the walk is O(tags) on the event loop."""
+        at, tags = self._top_tags
+        now = time.monotonic()
+        if now - at >= TOP_TAGS_EVERY:
+            tags = self.cache.top_tags(TOP_TAGS)
+            self._top_tags = (now, tags)
+        return tags
+
     def status_model(self) -> dict[str, Any]:
         """``/status.json``: the recorded minutes, the top tags, and the rendered page."""
         self.status.tick()
@@ -443,7 +457,7 @@ class CacheApp:
             self.status.current(),
             version=__version__,
             started=self.status.started,
-            top_tags=self.cache.top_tags(TOP_TAGS),
+            top_tags=self.top_tags(),
         )
         model["html"] = status.body_html(model)
         return model

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import random
 import threading
@@ -976,13 +977,14 @@ class Cache:
             }
 
     def top_tags(self, n: int) -> list[tuple[str, int]]:
-        """The ``n`` tags on the most live entries, most first (O(tags): for status pages)."""
+        """The ``n`` tags on the most live entries, most first (O(tags): for status pages).
+        Tags on one entry only count when fewer than ``n`` tags are on several."""
         with self._lock:
-            counts = [
-                (tag, 1 if isinstance(keys, str) else len(keys))
-                for tag, keys in self._by_tag.items()
-            ]
-        return heapq.nlargest(n, counts, key=lambda tc: (tc[1], tc[0]))
+            shared = [(tag, len(keys)) for tag, keys in self._by_tag.items() if type(keys) is set]
+            if len(shared) < n:
+                singles = (tag for tag, keys in self._by_tag.items() if type(keys) is str)
+                shared += [(tag, 1) for tag in itertools.islice(singles, n - len(shared))]
+        return heapq.nlargest(n, shared, key=lambda tc: tc[1])
 
     # -------------------------------------------------------------- internals
 
