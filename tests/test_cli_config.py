@@ -23,7 +23,7 @@ from tests.support.launcher import launch, python_m
 
 # Arguments a command needs besides the option under test.
 POSITIONALS = {"keys revoke": ["k1"], "config check": ["c.toml"]}
-REQUIRED = {"keys create": ["--scopes", "admin"]}
+REQUIRED = {"keys create": ["--scopes", "admin"], "deadletters replay": ["--config", "c.toml"]}
 # Sample values for options whose type needs a particular form.
 SAMPLES = {
     ("cache-server", "--upstream"): "img:=http://127.0.0.1:9/{suffix}",

@@ -405,6 +405,32 @@ def _add_keys(sub: Any) -> None:
     )
 
 
+def _add_deadletters(sub: Any) -> None:
+    """``maxage deadletters list|replay|drop``."""
+    dl = sub.add_parser(
+        "deadletters",
+        help="list, replay and drop webhook dead letters",
+        description="The webhook dead-letter queue, straight in the primary (no server needed).",
+    )
+    dl_sub = dl.add_subparsers(dest="deadletters_command", metavar="ACTION", required=True)
+    listing = dl_sub.add_parser("list", help="list dead letters (oldest first)")
+    _add_primary_options(listing)
+    listing.add_argument("--collection", default=None, help="only this collection's")
+    for action, what in (("replay", "deliver again now (dropped once delivered)"),
+                         ("drop", "delete without delivering")):  # fmt: skip
+        p = dl_sub.add_parser(action, help=what)
+        p.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (from list)")
+        p.add_argument("--all", action="store_true", help="every dead letter")
+        _add_primary_options(p)
+        if action == "replay":
+            p.add_argument(
+                "--config",
+                metavar="FILE",
+                required=True,
+                help="the servers' config: the webhook URLs and signing secrets",
+            )
+
+
 def _add_config(sub: Any) -> None:
     """``maxage config check FILE [--against OLD_FILE]``."""
     config = sub.add_parser(
@@ -455,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         cs.set_defaults(unavailable=True)
 
     _add_keys(sub)
+    _add_deadletters(sub)
     _add_config(sub)
 
     check = sub.add_parser(
@@ -509,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_check(args)
         if args.command == "keys":
             return keys_command(args)
+        if args.command == "deadletters":
+            return deadletters_command(args)
         if args.command == "config":
             return config_command(args)
     except (UsageError, ConfigError) as exc:
@@ -861,6 +890,11 @@ def asgi_app() -> Any:
         auth_bound=float(raw.get("auth_staleness", 1.0)),
         rate_limits=config.rate_limits,
     )
+    sender = None
+    if any(spec.webhooks for spec in config.collections.values()):
+        from maxage.api.webhook_sender import HttpxSender
+
+        sender = service.webhooks.sender = HttpxSender()
     _end_with_parent(int(raw.get("main_pid", 0)) or os.getppid())
 
     async def startup() -> None:
@@ -877,6 +911,8 @@ def asgi_app() -> Any:
     async def shutdown() -> None:
         try:
             await service.stop()
+            if sender is not None:
+                await sender.aclose()
             await store.close()
             if l2 is not None:
                 await l2.close()
@@ -1000,6 +1036,73 @@ def keys_command(args: argparse.Namespace) -> int:
             print(f"maxage keys {args.keys_command}: {exc.detail}", file=sys.stderr)
             return 2
         finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def deadletters_command(args: argparse.Namespace) -> int:
+    """``maxage deadletters list|replay|drop``: straight to the primary (no server needed);
+    replay POSTs with the config's URLs and secrets, like a server's deliverer."""
+    import asyncio
+
+    from maxage.core.clock import SystemClock
+    from maxage.service.errors import DomainError
+    from maxage.service.representation import iso
+    from maxage.service.webhooks import Webhooks
+
+    db = primary_url(args)
+    check_primary(db)
+    action = args.deadletters_command
+    if action != "list" and not args.ids and not args.all:
+        raise UsageError(f"deadletters {action}: give dead letter ids or --all")
+    try:
+        ids = [int(i) for i in getattr(args, "ids", [])]
+    except ValueError:
+        raise UsageError("dead letter ids are integers (see `maxage deadletters list`)") from None
+    config = getattr(args, "config", None)
+    collections = load_config(config).collections if config else {}
+
+    async def run() -> int:
+        clock = SystemClock()
+        store = _make_store(db, clock, None, args.pg_schema)
+        await store.open()
+        webhooks = Webhooks(store, clock, collections)
+        sender = None
+        try:
+            if action == "list":
+                for d in await store.deadletters(args.collection, 0, 1_000_000):
+                    c = d.change
+                    print(f"{d.id}\t{d.collection}/{c.id} v{c.version} {c.op.value}\t"
+                          f"{d.subscription}\t{d.attempts} attempts\t{iso(d.failed_at)}\t{d.error}")  # fmt: skip
+                return 0
+            targets = ids or [d.id for d in await store.deadletters(None, 0, 1_000_000)]
+            if action == "replay":
+                from maxage.api.webhook_sender import HttpxSender
+
+                sender = webhooks.sender = HttpxSender()
+            failed = 0
+            for id_ in targets:
+                try:
+                    if action == "drop":
+                        await webhooks.drop(id_)
+                        print(f"dropped {id_}")
+                        continue
+                    letter, error = await webhooks.replay(id_)
+                except DomainError as exc:
+                    print(f"maxage deadletters {action}: {exc.detail}", file=sys.stderr)
+                    failed += 1
+                    continue
+                if error:
+                    failed += 1
+                    print(f"{id_}: not delivered: {error}", file=sys.stderr)
+                else:
+                    print(f"delivered {id_} ({letter.collection}/{letter.change.id} "
+                          f"v{letter.change.version} to {letter.subscription})")  # fmt: skip
+            return 1 if failed else 0
+        finally:
+            if sender is not None:
+                await sender.aclose()
             await store.close()
 
     return asyncio.run(run())

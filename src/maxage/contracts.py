@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -192,6 +193,24 @@ def parse_indexes(raw: object, schema: Mapping[str, Any]) -> tuple[IndexSpec, ..
 # -- collections -----------------------------------------------------------------------
 
 
+WEBHOOK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+WEBHOOK_OPERATIONS = frozenset({"put", "delete"})
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """``[[collections.NAME.webhooks]]``: where each committed change is POSTed."""
+
+    name: str
+    url: str
+    operations: frozenset[str]  # of WEBHOOK_OPERATIONS
+    secret: bytes = field(repr=False)  # the HMAC key (from the environment: "env:VAR")
+    max_attempts: int = 8
+    backoff: float = 0.5  # the first retry's delay; doubled each time, with jitter
+    max_backoff: float = 30.0
+    timeout: float = 10.0
+
+
 @dataclass(frozen=True)
 class CollectionSpec:
     name: str
@@ -214,6 +233,8 @@ class CollectionSpec:
     # A named consumer (or webhook subscription) further behind the newest commit than
     # this is reported (maxage_consumer_over_limit); it never holds writers up.
     consumer_lag_limit: float = 3600.0
+    # Webhook subscriptions: each committed change POSTed to each (service/webhooks.py).
+    webhooks: tuple[WebhookSpec, ...] = ()
 
     def index(self, name: str) -> IndexSpec | None:
         return next((i for i in self.indexes if i.name == name), None)
@@ -310,6 +331,7 @@ _COLLECTION_KEYS = {
     "indexes",
     "flush_interval",
     "consumer_lag_limit",
+    "webhooks",
 }
 
 # write-back's default flush window, and the widest one a config may declare.
@@ -515,6 +537,7 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         raise fail("consumer_lag_limit", str(exc)) from None
     if lag_limit <= 0:
         raise fail("consumer_lag_limit", "must be > 0")
+    webhooks = _parse_webhooks(table.get("webhooks", []), fail)
 
     ttl = None
     if "ttl" in table:
@@ -591,9 +614,75 @@ def _parse_collection(source: str, cname: str, table: object, base_dir: Path) ->
         indexes,
         flush_interval,
         lag_limit,
+        webhooks,
     )
     try:
         spec.validate_patch({})  # derive and compile the merge-patch schema now, not at a PATCH
     except SchemaError as exc:  # pragma: no cover - a derived schema is valid by construction
         raise fail(schema_field, f"cannot derive its merge-patch schema: {exc}") from None
     return spec
+
+
+_WEBHOOK_KEYS = {"name", "url", "operations", "secret", "max_attempts", "backoff", "timeout"}
+
+
+def _parse_webhooks(raw: object, fail: Any) -> tuple[WebhookSpec, ...]:
+    """``[[collections.NAME.webhooks]]`` tables. The URL is the operator's alone (nothing
+    from a request or a document ever goes into it); the secret may name an environment
+    variable (``"env:VAR"``) so it stays out of the file."""
+    if not isinstance(raw, list):
+        raise fail("webhooks", "must be [[collections.NAME.webhooks]] tables")
+    out: list[WebhookSpec] = []
+    for i, item in enumerate(raw):
+        where = f"webhooks[{i}]"
+        if not isinstance(item, dict):
+            raise fail(where, "must be a table")
+        unknown = set(item) - _WEBHOOK_KEYS
+        if unknown:
+            raise fail(
+                f"{where}.{sorted(unknown)[0]}", f"unknown field; expected {sorted(_WEBHOOK_KEYS)}"
+            )
+        name = item.get("name")
+        if not isinstance(name, str) or not WEBHOOK_NAME.match(name):
+            raise fail(f"{where}.name", "is required: 1-63 of a-z 0-9 _ -, starting with a letter")
+        if any(w.name == name for w in out):
+            raise fail(f"{where}.name", f"a second webhook named {name!r}")
+        url = item.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://[^/\s?#]+(/[^\s]*)?$", url):
+            raise fail(f"{where}.url", "is required: an http:// or https:// URL")
+        ops = item.get("operations", sorted(WEBHOOK_OPERATIONS))
+        if not isinstance(ops, list) or not ops or not set(ops) <= WEBHOOK_OPERATIONS:
+            raise fail(f"{where}.operations", "must be a non-empty list of 'put', 'delete'")
+        secret = _webhook_secret(item.get("secret"), f"{where}.secret", fail)
+        attempts = item.get("max_attempts", 8)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
+            raise fail(f"{where}.max_attempts", "must be an integer 1..100")
+        durations = {}
+        for key, default, top in (("backoff", 0.5, 60.0), ("timeout", 10.0, 120.0)):
+            try:
+                durations[key] = parse_duration(item.get(key, default))
+            except ValueError as exc:
+                raise fail(f"{where}.{key}", str(exc)) from None
+            if not 0 < durations[key] <= top:
+                raise fail(f"{where}.{key}", f"must be > 0 and at most {top:g}s")
+        out.append(
+            WebhookSpec(
+                name, url, frozenset(ops), secret, attempts, durations["backoff"],
+                max(30.0, durations["backoff"]), durations["timeout"],
+            )
+        )  # fmt: skip
+    return tuple(out)
+
+
+def _webhook_secret(raw: object, where: str, fail: Any) -> bytes:
+    if not isinstance(raw, str) or not raw:
+        raise fail(where, "is required: 'env:VARIABLE' (recommended) or the secret itself")
+    if raw.startswith("env:"):
+        var = raw[4:]
+        value = os.environ.get(var, "")
+        if not value:
+            raise fail(where, f"the environment variable {var!r} is not set (or empty)")
+        raw = value
+    if len(raw) < 16:
+        raise fail(where, "a signing secret must be at least 16 characters")
+    return raw.encode()

@@ -123,9 +123,12 @@ def test_one_reader_per_name_on_every_process(tmp_path: Path, db: tuple[str, str
     lines: list[str] = []
 
     def follow() -> None:
-        with a.client(timeout=30) as c, c.stream(
-            "GET", "/v1/events/changes", params={"consumer": "solo", "follow": "true"}
-        ) as r:
+        with (
+            a.client(timeout=30) as c,
+            c.stream(
+                "GET", "/v1/events/changes", params={"consumer": "solo", "follow": "true"}
+            ) as r,
+        ):
             assert r.status_code == 200
             for line in r.iter_lines():
                 lines.append(line)

@@ -41,6 +41,7 @@ _TYPES = [
     ProblemType("forbidden", 403, "Forbidden", "no: use a key with the scope named in `scope`"),
     ProblemType("not_found", 404, "Not found", "no"),
     ProblemType("key_not_found", 404, "API key not found", "no"),
+    ProblemType("deadletter_not_found", 404, "Dead letter not found", "no"),
     ProblemType("collection_not_found", 404, "Collection not found", "no"),
     ProblemType(
         "consumer_not_found", 404, "Consumer not found", "no: read the feed with consumer=NAME"
@@ -92,6 +93,12 @@ _TYPES = [
     ),
     ProblemType("rate_limited", 429, "Rate limited", "yes, after Retry-After seconds"),
     ProblemType("internal_error", 500, "Internal error", "yes, with backoff"),
+    ProblemType(
+        "replay_failed",
+        502,
+        "Replay failed",
+        "yes, once the webhook receiver accepts deliveries (the dead letter is kept)",
+    ),
     ProblemType("store_unavailable", 503, "Store unavailable", "yes, with backoff"),
     ProblemType("draining", 503, "Server draining", "yes, on another instance"),
     ProblemType("overloaded", 503, "Overloaded", "yes, after Retry-After seconds, with backoff"),

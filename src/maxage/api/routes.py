@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from maxage.api import changes, collections, documents, keys, ops
+from maxage.api import changes, collections, deadletters, documents, keys, ops
 from maxage.api.types import HTTPProblem, Receive, Request, Send
 from maxage.contracts import CollectionSpec
 
@@ -71,6 +71,19 @@ ROUTES: tuple[Route, ...] = (
         (b"application/x-ndjson", b"text/event-stream"),
     ),
     Route("/v1/{collection}/changes/ack", {"POST": changes.ack}, "changes_ack", "read"),
+    Route("/v1/_deadletters", {"GET": deadletters.list_letters}, "deadletters", "admin"),
+    Route(
+        "/v1/_deadletters/{id}",
+        {"GET": deadletters.get_letter, "DELETE": deadletters.drop_letter},
+        "deadletter",
+        "admin",
+    ),
+    Route(
+        "/v1/_deadletters/{id}:replay",
+        {"POST": deadletters.replay_letter},
+        "deadletter_replay",
+        "admin",
+    ),
     Route("/v1/_keys", {"GET": keys.list_keys, "POST": keys.create}, "keys", "admin"),
     Route("/v1/_keys/{id}", {"PATCH": keys.rescope, "DELETE": keys.revoke}, "key", "admin"),
     Route("/livez", {"GET": ops.livez}, "livez"),

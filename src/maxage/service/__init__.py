@@ -37,11 +37,12 @@ from maxage.service.service import Service, TierHolder
 from maxage.service.writes import PreparedWrite, WriteIntent, WriteKind, prepare
 
 # What the API needs of the store's vocabulary, without reaching below the service.
-from maxage.store.base import StoredResponse, StoreError
+from maxage.store.base import DeadLetter, StoredResponse, StoreError
 
 __all__ = [
     "ANYONE",
     "LAGGING",
+    "DeadLetter",
     "DocumentNotFound",
     "DomainError",
     "Forbidden",

@@ -122,6 +122,20 @@ def collect(service: Service, out: Exposition) -> None:
     if service.writeback.enabled:
         _writeback(service.writeback, out)
     _consumers(service.consumers.lags, out)
+    webhooks = service.webhooks
+    if webhooks.subscriptions:
+        out.family(
+            "maxage_webhook_deliveries_total",
+            "counter",
+            "Webhook delivery outcomes by this process: delivered, failed (one attempt), "
+            "deadlettered, replayed.",
+        )
+        for (collection, name, outcome), n in sorted(webhooks.stats.outcomes.items()):
+            out.sample(
+                "maxage_webhook_deliveries_total",
+                n,
+                labels(collection=collection, subscription=name, outcome=outcome),
+            )
 
 
 def _consistency(monitor: ConsistencyMonitor, out: Exposition) -> None:

@@ -29,6 +29,7 @@ from maxage.service.idempotency import Idempotency
 from maxage.service.limits import Limits
 from maxage.service.listing import Listing
 from maxage.service.reads import Reads
+from maxage.service.webhooks import Webhooks
 from maxage.service.writeback import WriteBack
 from maxage.service.writes import Writes
 from maxage.store.base import Store
@@ -115,6 +116,7 @@ class Service:
         )
         self.changes = ChangeFeed(store, poll_interval)
         self.consumers = Consumers(store, clock, collections)
+        self.webhooks = Webhooks(store, clock, collections)
         self.access = Access(
             store, cache, clock, l1_holder, collections, enabled=auth, bound=auth_bound
         )
@@ -145,11 +147,13 @@ class Service:
         self._purger = asyncio.ensure_future(self.idempotency.purge_forever())
         await self.writeback.start()
         await self.consumers.start()
+        await self.webhooks.start()
 
     async def stop(self) -> None:
         # First, while the primary is open: everything write-back acknowledged is flushed.
         await self.writeback.stop()
         await self.consumers.stop()
+        await self.webhooks.stop()
         if self._purger is not None:
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
