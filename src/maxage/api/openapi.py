@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from maxage.api.operations import (
+    ADMIN_ITEMS,
     COLLECTION_ITEMS,
+    DEADLETTER_SCHEMA,
     KEY_SCHEMA,
     OPS,
     collection_context,
     errors,
-    key_item,
-    keys_item,
     ops_item,
 )
 from maxage.api.problems import CATALOG, problem_type_uri
@@ -147,6 +147,9 @@ def _secure(item: dict[str, Any], route: Route, spec: CollectionSpec | None, aut
             continue
         if route.access == "admin":
             scope = "admin"
+        elif route.access == "read":
+            assert spec is not None
+            scope = f"read:{spec.name}"
         else:
             assert spec is not None
             scope = f"{'read' if method in _READS else 'write'}:{spec.name}"
@@ -166,6 +169,7 @@ def build(
     operation are not listed. ``auth``: the server requires API keys (``--auth keys``)."""
     schemas = _base_schemas()
     schemas["ApiKey"] = KEY_SCHEMA
+    schemas["DeadLetter"] = DEADLETTER_SCHEMA
     paths: dict[str, Any] = {}
     for spec in collections.values():
         context = collection_context(spec, settings, schemas)
@@ -175,8 +179,8 @@ def build(
                 built = paths[route.label(spec)] = item(context)
                 _secure(built, route, spec, auth)
     for route in routes:
-        if route.operation in ("keys", "key"):
-            make = keys_item if route.operation == "keys" else key_item
+        make = ADMIN_ITEMS.get(route.operation)
+        if make is not None:
             built = paths[route.template] = make(collections)
             _secure(built, route, None, auth)
         elif route.operation in OPS:

@@ -748,3 +748,125 @@ def key_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
             "responses": {"204": {"description": "Revoked."}, **errors(404, 406, 503)},
         },
     }
+
+
+DEADLETTER_SCHEMA = {
+    "type": "object",
+    "required": ["id", "collection", "subscription", "change", "attempts", "error", "failedAt"],
+    "properties": {
+        "id": {"type": "string"},
+        "collection": {"type": "string"},
+        "subscription": {"type": "string", "description": "The webhook's name."},
+        "change": {
+            "type": "object",
+            "required": ["cursor", "id", "version", "op", "committedAt"],
+            "properties": {
+                "cursor": {"type": "string"},
+                "id": {"type": "string"},
+                "version": {"type": "integer"},
+                "op": {"type": "string", "enum": ["put", "delete"]},
+                "committedAt": {"type": "string", "format": "date-time"},
+            },
+        },
+        "attempts": {"type": "integer"},
+        "error": {"type": "string", "description": "The last failure (HTTP status or error)."},
+        "failedAt": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def deadletters_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
+    """``/v1/_deadletters``: webhook deliveries that exhausted their attempts (``admin``)."""
+    letter = {"$ref": "#/components/schemas/DeadLetter"}
+    listed = {
+        "type": "object",
+        "properties": {
+            "data": {"type": "array", "items": letter},
+            "next_after": {"type": "string", "description": "Pass as after; empty at the end."},
+        },
+    }
+    return {
+        "get": {
+            "operationId": "list_deadletters",
+            "summary": "List dead letters, oldest first.",
+            "parameters": [
+                *COMMON,
+                {
+                    "name": "collection",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": sorted(collections)},
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+            ],
+            "responses": {"200": _json_response("Dead letters.", listed), **errors(400, 404, 503)},
+        }
+    }
+
+
+def deadletter_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
+    """``/v1/_deadletters/{id}``: inspect or drop one."""
+    letter = {"$ref": "#/components/schemas/DeadLetter"}
+    return {
+        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "get": {
+            "operationId": "get_deadletter",
+            "summary": "One dead letter.",
+            "parameters": COMMON,
+            "responses": {
+                "200": _json_response("The dead letter.", letter),
+                **errors(400, 404, 503),
+            },
+        },
+        "delete": {
+            "operationId": "drop_deadletter",
+            "summary": "Drop a dead letter without delivering it.",
+            "parameters": COMMON,
+            "responses": {"204": {"description": "Dropped."}, **errors(400, 404, 503)},
+        },
+    }
+
+
+def deadletter_replay_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
+    """``/v1/_deadletters/{id}:replay``: deliver it once more, now."""
+    done = {
+        "type": "object",
+        "required": ["delivered", "deadletter"],
+        "properties": {
+            "delivered": {"type": "boolean"},
+            "deadletter": {"$ref": "#/components/schemas/DeadLetter"},
+        },
+    }
+    return {
+        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "post": {
+            "operationId": "replay_deadletter",
+            "summary": "Deliver a dead letter again (same Webhook-Id); dropped once the "
+            "receiver answers 2xx, kept otherwise (502 replay_failed).",
+            "parameters": COMMON,
+            "responses": {
+                "200": _json_response("Delivered.", done),
+                **errors(400, 404, 502, 503),
+            },
+        },
+    }
+
+
+ADMIN_ITEMS = {
+    "keys": keys_item,
+    "key": key_item,
+    "deadletters": deadletters_item,
+    "deadletter": deadletter_item,
+    "deadletter_replay": deadletter_replay_item,
+}
