@@ -26,7 +26,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from maxage import __version__, logs
-from maxage.contracts import ConfigError, load_config
+from maxage.contracts import (
+    DEFAULT_BATCH_OPERATIONS,
+    MAX_BATCH_OPERATIONS,
+    ConfigError,
+    load_config,
+)
 from maxage.faults.mutants import MUTANTS
 from maxage.hooks import Hooks, SlowStoreHooks
 from maxage.units import DURATION_HELP, SIZE_HELP, duration_arg, positive_duration_arg, size_arg
@@ -255,6 +260,14 @@ def _add_serve(sub: Any) -> None:
         default=1024**2,
         metavar="SIZE",
         help=f"largest accepted request body; {SIZE_HELP} (default: 1MiB)",
+    )
+    serve.add_argument(
+        "--max-batch-operations",
+        type=int,
+        default=DEFAULT_BATCH_OPERATIONS,
+        metavar="N",
+        help=f"most operations in one POST /v1/{{collection}}:batch, 1..{MAX_BATCH_OPERATIONS}; "
+        "the body limit applies too (default: %(default)s)",
     )
     serve.add_argument(
         "--deadline",
@@ -568,6 +581,8 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--fault-injection is refused on a non-loopback bind")
     if args.max_concurrency < 1:
         raise UsageError("--max-concurrency must be >= 1")
+    if not 1 <= args.max_batch_operations <= MAX_BATCH_OPERATIONS:
+        raise UsageError(f"--max-batch-operations must be 1..{MAX_BATCH_OPERATIONS}")
     auth = args.auth
     if auth == "auto":
         auth = "none" if args.host in LOOPBACK else "keys"
@@ -587,6 +602,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "cache_bytes": args.cache_bytes,
         "settings": {
             "body_limit": args.body_limit,
+            "max_batch_operations": args.max_batch_operations,
             "deadline": args.deadline,
             "access_log": args.access_log,
             "idempotency_keep": args.idempotency_ttl,
@@ -886,6 +902,7 @@ def asgi_app() -> Any:
         idempotency_keep=settings.idempotency_keep,
         default_page_size=settings.default_page_size,
         max_page_size=settings.max_page_size,
+        max_batch_operations=settings.max_batch_operations,
         auth=raw.get("auth") == "keys",
         auth_bound=float(raw.get("auth_staleness", 1.0)),
         rate_limits=config.rate_limits,

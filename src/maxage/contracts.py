@@ -37,6 +37,10 @@ from maxage import schema as schema_lib
 from maxage import units
 
 COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# Operations in one batch write (``--max-batch-operations``): the default, and the most a
+# server may allow (every store holds that many in one transaction).
+DEFAULT_BATCH_OPERATIONS = 100
+MAX_BATCH_OPERATIONS = 1000
 
 
 class ConfigError(Exception):

@@ -389,3 +389,19 @@ def test_a_follow_stream_ends_when_its_key_is_revoked(api: Api) -> None:
         assert not ended.is_set()
         assert admin.delete(f"/v1/_keys/{key['id']}").status_code == 204
         assert ended.wait(10), "the stream outlived its key"
+
+
+def test_batch_needs_the_collections_write_scope(api: Api) -> None:
+    body = {"operations": [{"op": "create", "data": {"t": 1}}]}
+    with api.client() as anonymous:
+        problem(anonymous.post("/v1/posts:batch", json=body), 401, "unauthenticated")
+    for scope in ("read:posts", "read:*", "write:notes"):
+        _, secret = new_key(api.db, scope)
+        with api.client(secret) as c:
+            refused = problem(c.post("/v1/posts:batch", json=body), 403, "forbidden")
+            assert refused["scope"] == "write:posts", scope
+    for scope in ("write:posts", "write:*"):
+        _, secret = new_key(api.db, scope)
+        with api.client(secret) as c:
+            r = c.post("/v1/posts:batch", json=body)
+            assert r.status_code == 200, (scope, r.text)

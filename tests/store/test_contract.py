@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
+from maxage.contracts import MAX_BATCH_OPERATIONS
 from maxage.core.clock import ManualClock
 from maxage.service.idempotency import decide
 from maxage.store.base import (
+    BatchItem,
+    BatchResult,
+    BatchWriteRequest,
+    Change,
     ChangeOp,
     Claim,
     ClaimState,
@@ -218,3 +224,170 @@ async def test_committed_at_is_the_first_newer_version(store: Store, clock: Manu
     assert await store.committed_at("c", "a", 3) is None
     assert await store.committed_at("other", "a", 0) is None
     assert await store.committed_at("c", "zz", 0) is None
+
+
+# -- batches: one transaction for many documents ------------------------------------------
+
+
+async def log_after(store: Store, cursor: int, n: int) -> list[Change]:
+    """The first ``n`` changes after ``cursor``. On PostgreSQL another transaction of the
+    cluster (other tests') may hold the frontier back for a moment: poll until they show."""
+    deadline = time.monotonic() + 10
+    while True:
+        changes = list((await store.changes_after(cursor, 10 * MAX_BATCH_OPERATIONS)).changes)
+        if len(changes) >= n or time.monotonic() > deadline:
+            return changes[:n]
+        await asyncio.sleep(0.01)
+
+
+def _render_batch(batch: BatchResult) -> StoredResponse:
+    return StoredResponse(200, (), b",".join(r.document.id.encode() for r in batch.results))
+
+
+async def test_batch_applies_items_in_order_with_one_change_row_each(
+    store: Store, clock: ManualClock
+) -> None:
+    await store.write(WriteRequest("c", "old", put(b'{"v":1}'), clock.now()))
+    await store.write(WriteRequest("c", "gone", put(b'{"v":1}'), clock.now()))
+    before = await store.last_seq()
+    clock.advance(1)
+    batch = await store.write_batch(
+        BatchWriteRequest(
+            "c",
+            [
+                BatchItem("new", put(b'{"v":"n"}')),
+                BatchItem("old", put(b'{"v":2}')),
+                BatchItem("gone", delete),
+            ],
+            clock.now(),
+        )
+    )
+    assert [(r.document.id, r.document.version, r.created) for r in batch.results] == [
+        ("new", 1, True),
+        ("old", 2, False),
+        ("gone", 2, False),
+    ]
+    assert batch.results[2].document.deleted and batch.response is None
+    changes = await log_after(store, before, 3)
+    assert [(c.id, c.version, c.op) for c in changes] == [
+        ("new", 1, ChangeOp.PUT),
+        ("old", 2, ChangeOp.PUT),
+        ("gone", 2, ChangeOp.DELETE),
+    ]
+    assert [c.seq for c in changes] == [r.seq for r in batch.results]
+    assert [c.seq for c in changes] == sorted({c.seq for c in changes})
+    assert all(c.committed_at == clock.now() for c in changes)
+    old = await store.get("c", "old")
+    assert old is not None and old.data == b'{"v":2}'
+    assert await store.get("c", "gone") is None
+
+
+async def test_batch_failing_item_writes_nothing(store: Store, clock: ManualClock) -> None:
+    await store.write(WriteRequest("c", "a", put(b'{"v":1}'), clock.now()))
+
+    def refuse(current: Document | None) -> bytes | None:
+        raise ValueError("precondition failed")
+
+    with pytest.raises(ValueError, match="precondition failed"):
+        await store.write_batch(
+            BatchWriteRequest(
+                "c",
+                [
+                    BatchItem("a", put(b'{"v":2}')),
+                    BatchItem("b", put(b"{}")),
+                    BatchItem("z", refuse),
+                ],
+                clock.now(),
+            )
+        )
+    a = await store.get("c", "a")
+    assert a is not None and (a.version, a.data) == (1, b'{"v":1}')
+    assert await store.get("c", "b") is None
+    # Nothing reached the change log.
+    assert await store.committed_at("c", "a", 1) is None
+    assert await store.committed_at("c", "b", 0) is None
+    # The store is usable afterwards, and the chain continues where it was.
+    again = await store.write(WriteRequest("c", "a", put(b'{"v":3}'), clock.now()))
+    assert again.document.version == 2
+
+
+async def test_batch_completes_its_idempotency_claim(store: Store, clock: ManualClock) -> None:
+    now = clock.now()
+    assert (await claim(store, "b1", "fp", "me", now, 30, 3600)).state is ClaimState.ACQUIRED
+    batch = await store.write_batch(
+        BatchWriteRequest(
+            "c",
+            [BatchItem("x", put(b"{}")), BatchItem("y", put(b"{}"))],
+            now,
+            IdempotencyCompletion("b1", "me", _render_batch),
+        )
+    )
+    assert batch.response == StoredResponse(200, (), b"x,y")
+    replay = await claim(store, "b1", "fp", "other", now, 30, 3600)
+    assert replay.state is ClaimState.DONE and replay.response == batch.response
+    # A lost claim aborts the whole batch.
+    assert (await claim(store, "b2", "fp", "a", now, 5, 3600)).state is ClaimState.ACQUIRED
+    clock.advance(10)
+    assert (await claim(store, "b2", "fp", "b", clock.now(), 5, 3600)).state is ClaimState.ACQUIRED
+    with pytest.raises(IdempotencyLost):
+        await store.write_batch(
+            BatchWriteRequest(
+                "c",
+                [BatchItem("z", put(b"{}"))],
+                clock.now(),
+                IdempotencyCompletion("b2", "a", _render_batch),
+            )
+        )
+    assert await store.get("c", "z") is None
+    assert await store.committed_at("c", "z", 0) is None
+
+
+async def test_concurrent_batches_in_opposite_orders_all_commit(
+    store: Store, clock: ManualClock
+) -> None:
+    """Locks are taken in one global order: crossing batches and single writes never
+    deadlock, and every document keeps one unbroken version chain."""
+    ids = [f"d{i}" for i in range(8)]
+
+    def batch(order: list[str]) -> BatchWriteRequest:
+        return BatchWriteRequest("c", [BatchItem(i, put(b"{}")) for i in order], clock.now())
+
+    writes = []
+    for n in range(6):
+        writes.append(store.write_batch(batch(ids if n % 2 else ids[::-1])))
+        writes.append(store.write(WriteRequest("c", ids[n], put(b"{}"), clock.now())))
+    await asyncio.gather(*writes)
+    changes = await log_after(store, 0, 6 * 8 + 6)
+    for i in ids:
+        versions = [c.version for c in changes if c.id == i]
+        assert sorted(versions) == list(range(1, len(versions) + 1))
+        assert versions == sorted(versions)  # the log is in each document's version order
+    assert len(changes) == 6 * 8 + 6
+
+
+async def test_batch_limit(store: Store, clock: ManualClock) -> None:
+    items = [BatchItem(f"i{n}", put(b"{}")) for n in range(MAX_BATCH_OPERATIONS + 1)]
+    with pytest.raises(ValueError):
+        await store.write_batch(BatchWriteRequest("c", items, clock.now()))
+    full = await store.write_batch(BatchWriteRequest("c", items[:-1], clock.now()))
+    assert len(full.results) == MAX_BATCH_OPERATIONS
+    changes = await log_after(store, 0, MAX_BATCH_OPERATIONS)
+    assert [c.id for c in changes] == [i.id for i in items[:-1]]
+
+
+async def test_change_bodies_are_the_data_at_each_version(store: Store, clock: ManualClock) -> None:
+    one = await store.write(WriteRequest("c", "a", put(b'{"v":1}'), clock.now()))
+    two = await store.write(WriteRequest("c", "a", put(b'{"v":2}'), clock.now()))
+    batch = await store.write_batch(
+        BatchWriteRequest(
+            "c", [BatchItem("b", put(b'{"w":1}')), BatchItem("a", delete)], clock.now()
+        )
+    )
+    seqs = [one.seq, two.seq, *(r.seq for r in batch.results)]
+    assert await store.change_bodies(seqs) == {
+        one.seq: b'{"v":1}',
+        two.seq: b'{"v":2}',
+        batch.results[0].seq: b'{"w":1}',
+        batch.results[1].seq: None,
+    }
+    assert await store.change_bodies([]) == {}

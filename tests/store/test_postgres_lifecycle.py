@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from maxage.core.clock import ManualClock
-from maxage.store.base import StoreError
+from maxage.store.base import BatchItem, BatchWriteRequest, StoreError
 from maxage.store.postgres import MIGRATIONS, PostgresStore
 from tests.support.services import (
     drop_postgres_schema,
@@ -43,3 +43,62 @@ async def test_unreachable_server_is_a_store_error(clock: ManualClock) -> None:
 def test_schema_name_is_validated(clock: ManualClock) -> None:
     with pytest.raises(ValueError):
         PostgresStore("postgresql://x", clock=clock, schema='x"; DROP')
+
+
+async def test_upgrade_to_positioned_seqs(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 3 on a log written before it (seq = xid, no bodies): the old rows stay
+    readable and ordered below every new one, a put's body falls back to the document
+    while it is at that version, and a writer of the old version is refused."""
+    import asyncpg
+
+    import maxage.store.postgres as pg_module
+
+    dsn = await require_postgres()
+    schema = unique_name("u")
+    monkeypatch.setattr(pg_module, "MIGRATIONS", MIGRATIONS[:4])
+    old = PostgresStore(dsn, clock=clock, schema=schema)
+    await old.open()
+    await old.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        for id, version, data in (("a", 1, b'{"v":1}'), ("a", 2, b'{"v":2}'), ("b", 1, b"{}")):
+            async with conn.transaction():  # what the older version wrote: seq = its xid
+                await conn.execute(
+                    f"INSERT INTO {schema}.documents VALUES ('c', $1, $2, $3, 0, 0, false)"
+                    " ON CONFLICT (collection, id) DO UPDATE SET version = $2, data = $3",
+                    id,
+                    version,
+                    data,
+                )
+                await conn.execute(
+                    f"INSERT INTO {schema}.changes VALUES (pg_current_xact_id()::text::bigint,"
+                    " 'c', $1, $2, 'put', 0)",
+                    id,
+                    version,
+                )
+        monkeypatch.setattr(pg_module, "MIGRATIONS", MIGRATIONS)
+        new = PostgresStore(dsn, clock=clock, schema=schema)
+        await new.open()
+        try:
+            assert await new.schema_version() == MIGRATIONS[-1][0]
+            written = await new.write_batch(
+                BatchWriteRequest("c", [BatchItem("b", lambda _: b'{"w":2}')], clock.now())
+            )
+            changes = (await new.changes_after(0, 100)).changes
+            assert [(c.id, c.version) for c in changes] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+            assert changes[-1].seq == written.results[0].seq
+            bodies = await new.change_bodies([c.seq for c in changes])
+            assert [bodies[c.seq] for c in changes] == [None, b'{"v":2}', None, b'{"w":2}']
+            with pytest.raises(asyncpg.CheckViolationError):
+                async with conn.transaction():
+                    await conn.execute(
+                        f"INSERT INTO {schema}.changes VALUES (pg_current_xact_id()::text::bigint,"
+                        " 'c', 'a', 3, 'put', 0)"
+                    )
+        finally:
+            await new.close()
+    finally:
+        await conn.close()
+        await drop_postgres_schema(dsn, schema)

@@ -1,7 +1,9 @@
 """``GET /v1/{collection}/changes``: the change feed as NDJSON or server-sent events.
 
-``?after=<cursor>&limit=N[&follow=true]``. Each change is ``{"cursor", "id",
-"version", "op", "committedAt"}`` in commit order; resume with ``after=<cursor
+``?after=<cursor>&limit=N[&follow=true][&include=doc]``. Each change is
+``{"cursor", "id", "version", "op", "committedAt"}`` in commit order (with
+``include=doc`` also ``"data"``: the document's body at that version, null for
+a delete); resume with ``after=<cursor
 of the last change processed>`` (delivery is at-least-once across reconnects).
 Without ``follow`` the response ends when the log is drained (or ``limit`` is
 reached); with ``follow=true`` (or ``Accept: text/event-stream``) it stays open
@@ -50,6 +52,7 @@ class FeedQuery:
     follow: bool
     consumer: str | None = None  # a named consumer: the position is the server's
     auto_ack: bool = False
+    with_data: bool = False  # include=doc: each change carries the body at its version
 
 
 def _parse(req: Request) -> FeedQuery:
@@ -62,6 +65,7 @@ def _parse(req: Request) -> FeedQuery:
     consumer: str | None = None
     auto_ack = False
     given_after = False
+    with_data = False
     for key, value in query_items(req.query):
         if key == "consumer":
             consumer = value
@@ -86,12 +90,20 @@ def _parse(req: Request) -> FeedQuery:
                     "invalid_parameter", "follow must be true or false", parameter="follow"
                 )
             follow = value in ("true", "1")
+        elif key == "include":
+            if value != "doc":
+                raise HTTPProblem(
+                    "invalid_parameter",
+                    "include must be doc (each change carries the document's body)",
+                    parameter="include",
+                )
+            with_data = True
         else:
             raise unknown_parameter(key)
     if consumer is None:
         if auto_ack:
             raise HTTPProblem("invalid_parameter", "ack applies to consumer=NAME", parameter="ack")
-        return FeedQuery(after, limit, follow)
+        return FeedQuery(after, limit, follow, with_data=with_data)
     if given_after:
         raise HTTPProblem(
             "invalid_parameter",
@@ -99,7 +111,7 @@ def _parse(req: Request) -> FeedQuery:
             "not both",
             parameter="after",
         )
-    return FeedQuery(0, limit, follow, consumer, auto_ack)
+    return FeedQuery(0, limit, follow, consumer, auto_ack, with_data)
 
 
 async def stream(app: App, req: Request, match: Match, receive: Receive, send: Send) -> int:
@@ -116,7 +128,7 @@ async def stream(app: App, req: Request, match: Match, receive: Receive, send: S
     if name is not None:  # one reader per name: take its lease, read after its position
         owner, after = await app.awaited(req, consumers.open(spec, name, query.auto_ack))
     try:
-        where = (after, limit, follow, sse)
+        where = (after, limit, follow, sse, query.with_data)
         return await _stream(app, req, match, receive, send, where, name, owner)
     finally:
         if name is not None:
@@ -129,19 +141,19 @@ async def _stream(
     match: Match,
     receive: Receive,
     send: Send,
-    where: tuple[int, int, bool, bool],
+    where: tuple[int, int, bool, bool, bool],
     name: str | None,
     owner: str,
 ) -> int:
-    """The stream from ``after`` (``where``: after, limit, follow, sse); a named consumer's
+    """The stream from ``after`` (``where``: after, limit, follow, sse, with_data); a named consumer's
     reader (``name``, holding the lease as ``owner``) records what it was sent."""
     spec = match.spec
     assert spec is not None
-    after, limit, follow, sse = where
+    after, limit, follow, sse, with_data = where
     feed = app.service.changes
     consumers = app.service.consumers
     # The first read runs under the deadline so its errors can still be a problem response.
-    lines, cursor, drained = await app.awaited(req, feed.read(spec, after, limit))
+    lines, cursor, drained = await app.awaited(req, feed.read(spec, after, limit, with_data))
     headers = responses.base_headers(req)
     headers.append((responses.CT, EVENT_STREAM if sse else NDJSON))
     headers.append((responses.CC, b"no-cache"))
@@ -190,7 +202,7 @@ async def _stream(
                         await guard.authenticate(app.service, req, match)
                     except DomainError:
                         break
-            lines, cursor, drained = await feed.read(spec, cursor, limit - sent)
+            lines, cursor, drained = await feed.read(spec, cursor, limit - sent, with_data)
     finally:
         if watcher is not None:
             watcher.cancel()

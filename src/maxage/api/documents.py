@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from maxage.api import responses
 from maxage.api.http import (
@@ -23,7 +24,17 @@ from maxage.api.http import (
 )
 from maxage.api.types import HTTPProblem, Receive, Request, Send
 from maxage.contracts import CollectionSpec, ReadMode, WritePolicy
-from maxage.service import PreparedWrite, WriteIntent, WriteKind, prepare, resolve_mode
+from maxage.service import (
+    BatchResult,
+    IdempotencyCompletion,
+    PreparedWrite,
+    StoredResponse,
+    WriteIntent,
+    WriteKind,
+    WriteResult,
+    prepare,
+    resolve_mode,
+)
 from maxage.service.idempotency import fingerprint
 from maxage.service.increments import parse_increment, prepare_increment
 from maxage.service.writeback import Patch
@@ -32,6 +43,10 @@ from maxage.service.writes import check_id
 if TYPE_CHECKING:
     from maxage.api.app import App
     from maxage.api.routes import Match
+
+# What a committed write or batch returns (the store's results).
+R = TypeVar("R", WriteResult, BatchResult)
+P = TypeVar("P")
 
 # Bodies above this are decoded and validated in a worker thread (measured: docs/benchmarks.md).
 OFFLOAD_BYTES = 64 * 1024
@@ -142,15 +157,7 @@ async def write(app: App, req: Request, match: Match, receive: Receive, send: Se
         intent = WriteIntent(kind, match.id or None, data, if_match, create_only)
         return data, prepare(spec, intent)
 
-    # Decoding and validating a large body takes tens of milliseconds (40 ms for 0.9 MB):
-    # off the event loop, so other requests keep being served meanwhile.
-    try:
-        if len(body) > OFFLOAD_BYTES:
-            data, prepared = await asyncio.to_thread(parse_and_prepare)
-        else:
-            data, prepared = parse_and_prepare()
-    except RecursionError:
-        raise HTTPProblem("malformed_json", "the body is nested too deeply") from None
+    data, prepared = await judged(body, parse_and_prepare)
     if write_back:
         writeback = app.service.writeback
         if kind is WriteKind.PATCH:
@@ -192,9 +199,43 @@ async def commit(
 ) -> int:
     """One primary write, with its Idempotency-Key when the request has one."""
     writes = app.service.writes
+    return await committed(
+        app,
+        req,
+        receive,
+        send,
+        body,
+        prepared.response,
+        lambda completion: writes.commit(prepared, completion),
+    )
+
+
+async def judged(body: bytes, parse_and_prepare: Callable[[], P]) -> P:
+    """``parse_and_prepare()``: decoding and validating a large body takes tens of
+    milliseconds (40 ms for 0.9 MB), so above OFFLOAD_BYTES it runs off the event loop and
+    other requests keep being served meanwhile."""
+    try:
+        if len(body) > OFFLOAD_BYTES:
+            return await asyncio.to_thread(parse_and_prepare)
+        return parse_and_prepare()
+    except RecursionError:
+        raise HTTPProblem("malformed_json", "the body is nested too deeply") from None
+
+
+async def committed(
+    app: App,
+    req: Request,
+    receive: Receive,
+    send: Send,
+    body: bytes,
+    render: Callable[[R], StoredResponse],
+    commit: Callable[[IdempotencyCompletion[R] | None], Awaitable[R]],
+) -> int:
+    """Run ``commit`` (under the request's ``Idempotency-Key`` when it has one: the key
+    names this method, path, preconditions and body) and send what it rendered."""
     if req.idempotency_key is None:
-        result = await app.awaited(req, writes.commit(prepared), receive)
-        return await responses.stored(req, send, prepared.response(result), replayed=False)
+        result = await app.awaited(req, commit(None), receive)
+        return await responses.stored(req, send, render(result), replayed=False)
     key = parse_idempotency_key(req.idempotency_key)
     print_ = fingerprint(
         req.method.encode(), req.path.encode(), req.if_match or b"", req.if_none_match or b"", body
@@ -207,8 +248,8 @@ async def commit(
             f"{req.principal.key_id or '-'} {req.method} {req.path} {key}",
             print_,
             lease,
-            prepared.response,
-            lambda completion: writes.commit(prepared, completion),
+            render,
+            commit,
         ),
         receive,
     )

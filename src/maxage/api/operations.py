@@ -492,6 +492,130 @@ def changes_ack_item(c: Context) -> dict[str, Any]:
     }
 
 
+_IF_MATCH_MEMBER = {
+    "description": 'The version the document must currently have, or "*": it must exist.',
+    "oneOf": [{"type": "integer", "minimum": 1}, {"const": "*"}],
+}
+_ID_MEMBER = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[A-Za-z0-9._~-]+$"}
+
+
+def _operation(op: str, members: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["op", *required],
+        "properties": {"op": {"const": op}, **members},
+        "additionalProperties": False,
+    }
+
+
+def batch_item(c: Context) -> dict[str, Any]:
+    """``/v1/{collection}:batch``: many writes of one collection in one transaction."""
+    name, cap, settings = c.spec.name, c.cap, c.settings
+    data = {"$ref": f"#/components/schemas/{cap}Data"}
+    patch = c.patch_body["content"]["application/merge-patch+json"]["schema"]
+    operation = {
+        "oneOf": [
+            _operation("create", {"id": _ID_MEMBER, "data": data}, ["data"]),
+            _operation(
+                "replace",
+                {"id": _ID_MEMBER, "if_match": _IF_MATCH_MEMBER, "data": data},
+                ["id", "data"],
+            ),
+            _operation(
+                "patch",
+                {"id": _ID_MEMBER, "if_match": _IF_MATCH_MEMBER, "data": patch},
+                ["id", "data"],
+            ),
+            _operation("delete", {"id": _ID_MEMBER, "if_match": _IF_MATCH_MEMBER}, ["id"]),
+        ]
+    }
+    request = {
+        "type": "object",
+        "required": ["operations"],
+        "properties": {
+            "operations": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.max_batch_operations,
+                "items": operation,
+            }
+        },
+        "additionalProperties": False,
+    }
+    result = {
+        "type": "object",
+        "required": ["op", "status", "id", "version"],
+        "properties": {
+            "op": {"type": "string", "enum": ["create", "replace", "patch", "delete"]},
+            "status": {
+                "type": "integer",
+                "enum": [200, 201, 204],
+                "description": "What the operation's single write would have answered.",
+            },
+            "id": {"type": "string"},
+            "version": {"type": "integer", "minimum": 1},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "updatedAt": {"type": "string", "format": "date-time"},
+            "data": data,
+        },
+    }
+    response = {
+        "type": "object",
+        "required": ["results"],
+        "properties": {"results": {"type": "array", "items": result}},
+    }
+    doc, patch_example = data_examples(c.spec)
+    doc = {} if doc is None else doc  # a schema the example generator cannot satisfy
+    example = {
+        "operations": [
+            {"op": "create", "data": doc},
+            {"op": "replace", "id": "a1", "data": doc},
+            {"op": "patch", "id": "b2", "if_match": 3, "data": patch_example or {}},
+            {"op": "delete", "id": "c3"},
+        ]
+    }
+    at = EXAMPLE_TIME
+    answer = {
+        "results": [
+            {"op": "create", "status": 201, "id": "0190a0b4-8a00-7000-8000-000000000001",
+             "version": 1, "createdAt": at, "updatedAt": at, "data": doc},
+            {"op": "replace", "status": 200, "id": "a1", "version": 2, "createdAt": at,
+             "updatedAt": at, "data": doc},
+            {"op": "patch", "status": 200, "id": "b2", "version": 4, "createdAt": at,
+             "updatedAt": at, "data": doc},
+            {"op": "delete", "status": 204, "id": "c3", "version": 5},
+        ]
+    }  # fmt: skip
+    return {
+        "post": {
+            "operationId": f"batch_{name}",
+            "summary": f"Apply up to {settings.max_batch_operations} writes to {name} in one "
+            "transaction: all of them, in order, or none.",
+            "description": "Each operation is judged as its single write would be (schema, "
+            "require_if_match, if_match). When one is refused nothing is written, and the "
+            "problem carries that refusal's status and code, `operation` (its index) and "
+            "`errors` pointing into it, such as `/operations/2/data/price`; a 422 lists the "
+            "errors of every operation. An id may appear once per batch. `create` with an "
+            "`id` creates only (409 `document_exists` if it exists). The Idempotency-Key "
+            "covers the whole batch. Not on a write-back collection (400 "
+            "`write_back_unsupported`).",
+            "parameters": WRITE_PARAMS,
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": request, "example": example}},
+            },
+            "responses": {
+                "200": {
+                    "description": "Every operation committed; one result per operation, in order.",
+                    "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
+                    "content": {JSON: {"schema": response, "example": answer}},
+                },
+                **errors(400, 404, 406, 408, 409, 412, 413, 415, 422, 428, 503, 504),
+            },
+        }
+    }
+
+
 def changes_item(c: Context) -> dict[str, Any]:
     """``/v1/{collection}/changes``: the change feed."""
     name, common = c.spec.name, COMMON
@@ -537,6 +661,14 @@ def changes_item(c: Context) -> dict[str, Any]:
                     "in": "query",
                     "required": False,
                     "schema": {"type": "boolean"},
+                },
+                {
+                    "name": "include",
+                    "in": "query",
+                    "required": False,
+                    "description": "doc: each change also carries `data`, the document's body "
+                    "at that version (null for a delete).",
+                    "schema": {"type": "string", "enum": ["doc"]},
                 },
             ],
             "responses": {
@@ -659,6 +791,7 @@ COLLECTION_ITEMS = {
     "increment": increment_item,
     "changes_ack": changes_ack_item,
     "changes": changes_item,
+    "batch": batch_item,
 }
 
 

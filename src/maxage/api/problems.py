@@ -69,6 +69,12 @@ _TYPES = [
         "yes, with the same key, after the first request finishes",
     ),
     ProblemType(
+        "document_exists",
+        409,
+        "Document exists",
+        "no: replace it, or create under another id",
+    ),
+    ProblemType(
         "precondition_failed",
         412,
         "Precondition failed",

@@ -2,9 +2,12 @@
 document (:func:`maxage.api.openapi.build`), like starlette's ``Router.routes``.
 
 A template's segments are literals, ``{collection}`` (a configured collection),
-``{id}`` (any non-empty segment) or ``{id}:suffix`` (a non-empty id, then the
-literal suffix: an AIP-136 custom method like ``:increment``). A path matches the most specific route:
-``/v1/products/changes`` is the change feed, not the document ``changes``.
+``{collection}:<verb>`` (a collection, then a custom method), ``{id}`` (any
+non-empty segment) or ``{id}:suffix`` (a non-empty id, then the literal suffix);
+the suffixes are AIP-136 custom methods like ``:increment`` and ``:batch``. A path
+matches the most specific route: ``/v1/products/changes`` is the change feed, not
+the document ``changes``; ``/v1/products:batch`` is the batch, not a collection
+named so.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from maxage.api import changes, collections, deadletters, documents, keys, ops
+from maxage.api import batch, changes, collections, deadletters, documents, keys, ops
 from maxage.api.types import HTTPProblem, Receive, Request, Send
 from maxage.contracts import CollectionSpec
 
@@ -63,6 +66,7 @@ ROUTES: tuple[Route, ...] = (
         "data",
     ),
     Route("/v1/{collection}/{id}:increment", {"POST": documents.increment}, "increment", "data"),
+    Route("/v1/{collection}:batch", {"POST": batch.write}, "batch", "data"),
     Route(
         "/v1/{collection}/changes",
         {"GET": changes.stream},
@@ -111,6 +115,9 @@ class Match:
     handler: Handler
 
 
+_COLLECTION = "{collection}"
+
+
 def _specificity(route: Route) -> int:
     """Literal segments count 2, a ``{id}:suffix`` segment 1, a bare placeholder 0."""
     return sum(0 if s in ("{collection}", "{id}") else 1 if s.startswith("{") else 2
@@ -134,10 +141,14 @@ def match(
         spec: CollectionSpec | None = None
         id = ""
         for want, got in zip(route.segments, parts, strict=True):
-            if want == "{collection}":
-                spec = collections_.get(got)
+            if want.startswith(_COLLECTION):
+                verb = want[len(_COLLECTION) :]  # "" or ":<verb>"
+                if verb and not got.endswith(verb):
+                    break
+                name = got[: len(got) - len(verb)]
+                spec = collections_.get(name)
                 if spec is None:
-                    unknown_collection = unknown_collection or got
+                    unknown_collection = unknown_collection or name
                     break
             elif want == "{id}":
                 if not got:

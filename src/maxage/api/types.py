@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from maxage.contracts import DEFAULT_BATCH_OPERATIONS
 from maxage.service import ANYONE, Principal
 
 Scope = dict[str, Any]
@@ -26,6 +27,7 @@ class Settings:
     deadline: float = 10.0
     default_page_size: int = 20
     max_page_size: int = 100
+    max_batch_operations: int = DEFAULT_BATCH_OPERATIONS
     idempotency_keep: float = 24 * 3600.0
     access_log: str = "errors-and-slow"
     access_log_sample: float = 0.01

@@ -2,6 +2,7 @@
 
 * :mod:`.reads` — the one bounded-read rule (P2, P4), strong reads (P3), fills (P1)
 * :mod:`.writes` — preconditions and validation in the write transaction (P5)
+* :mod:`.batch` — batch writes: many operations, one transaction, all or none
 * :mod:`.idempotency` — the claim decision; stores only persist it
 * :mod:`.listing` — pages and tamper-evident page tokens
 * :mod:`.changes` — the change feed's reading side
@@ -20,7 +21,9 @@ from maxage.service.access import (
     read_scope,
     write_scope,
 )
+from maxage.service.batch import PreparedBatch, prepare_batch
 from maxage.service.errors import (
+    DocumentExists,
     DocumentNotFound,
     DomainError,
     IdempotencyKeyInUse,
@@ -28,6 +31,7 @@ from maxage.service.errors import (
     InvalidPageToken,
     InvalidParameter,
     MinVersionUnavailable,
+    OperationRefused,
     PreconditionFailed,
     ReadModeNotAllowed,
     ValidationFailed,
@@ -37,15 +41,25 @@ from maxage.service.service import Service, TierHolder
 from maxage.service.writes import PreparedWrite, WriteIntent, WriteKind, prepare
 
 # What the API needs of the store's vocabulary, without reaching below the service.
-from maxage.store.base import DeadLetter, StoredResponse, StoreError
+from maxage.store.base import (
+    BatchResult,
+    DeadLetter,
+    IdempotencyCompletion,
+    StoredResponse,
+    StoreError,
+    WriteResult,
+)
 
 __all__ = [
     "ANYONE",
     "LAGGING",
+    "BatchResult",
     "DeadLetter",
+    "DocumentExists",
     "DocumentNotFound",
     "DomainError",
     "Forbidden",
+    "IdempotencyCompletion",
     "IdempotencyKeyInUse",
     "IdempotencyKeyReused",
     "InvalidPageToken",
@@ -53,7 +67,9 @@ __all__ = [
     "KeyInfo",
     "KeyNotFound",
     "MinVersionUnavailable",
+    "OperationRefused",
     "PreconditionFailed",
+    "PreparedBatch",
     "PreparedWrite",
     "Principal",
     "ReadModeNotAllowed",
@@ -67,8 +83,10 @@ __all__ = [
     "ValidationFailed",
     "WriteIntent",
     "WriteKind",
+    "WriteResult",
     "freshness",
     "prepare",
+    "prepare_batch",
     "read_scope",
     "resolve_mode",
     "write_scope",

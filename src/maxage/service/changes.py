@@ -24,14 +24,19 @@ class ChangeFeed:
         self.poll_interval = poll_interval  # how long a follower waits between empty reads
 
     async def read(
-        self, spec: CollectionSpec, cursor: int, limit: int
+        self, spec: CollectionSpec, cursor: int, limit: int, with_data: bool = False
     ) -> tuple[Sequence[tuple[int, bytes]], int, bool]:
         """Up to ``limit`` changes of ``spec`` after ``cursor``: ``([(seq, line)], next
-        cursor, drained)``; ``drained`` means the log had nothing more just now."""
+        cursor, drained)``; ``drained`` means the log had nothing more just now.
+        ``with_data``: each line carries the document's body at that version."""
         batch = await self.store.changes_after(cursor, BATCH)
-        lines = [
-            (c.seq, representation.change(c)) for c in batch.changes if c.collection == spec.name
-        ][:limit]
+        mine = [c for c in batch.changes if c.collection == spec.name][:limit]
+        if with_data and mine:
+            # Bodies are immutable per version: a second read cannot disagree with the first.
+            bodies = await self.store.change_bodies([c.seq for c in mine])
+            lines = [(c.seq, representation.change_with_data(c, bodies.get(c.seq))) for c in mine]
+        else:
+            lines = [(c.seq, representation.change(c)) for c in mine]
         if len(lines) == limit and lines:
             # Cut at the limit: resume after the last change returned, not after the batch.
             return lines, lines[-1][0], False

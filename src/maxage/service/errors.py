@@ -57,6 +57,12 @@ class PreconditionFailed(DomainError):
         self.current_version = current_version
 
 
+class DocumentExists(DomainError):
+    """A create under a client-chosen id (batch ``create`` with ``id``) found a live document."""
+
+    code = "document_exists"
+
+
 class ValidationFailed(DomainError):
     code = "validation_failed"
 
@@ -71,3 +77,27 @@ class IdempotencyKeyInUse(DomainError):
 
 class IdempotencyKeyReused(DomainError):
     code = "idempotency_key_reused"
+
+
+class OperationRefused(DomainError):
+    """Operation ``index`` of a batch was refused, so nothing of the batch was written.
+
+    Its ``code`` (and so its status) is the refusal's own; ``errors`` point into the
+    operation (``/operations/<index>/<member>...``) and the refusal's other members
+    (``current_version``) are kept."""
+
+    def __init__(self, index: int, member: str, cause: DomainError) -> None:
+        base = f"/operations/{index}/{member}"
+        if isinstance(cause, ValidationFailed):
+            errors = [{"pointer": base + p, "detail": d} for p, d in cause.errors]
+        else:
+            errors = [{"pointer": base, "detail": cause.detail}]
+        extra = {k: v for k, v in cause.extra.items() if k != "errors"}
+        super().__init__(
+            f"operation {index}: {cause.detail}; nothing of the batch was written",
+            errors=errors,
+            operation=index,
+            **extra,
+        )
+        self.code = cause.code
+        self.cause = cause

@@ -31,11 +31,10 @@ from maxage.store.base import (
     IdempotencyCompletion,
     IdempotencyLost,
     IdempotencyRecord,
-    Renderer,
+    R,
     Store,
     StoredResponse,
     StoreError,
-    WriteResult,
 )
 
 log = logging.getLogger("maxage.service")
@@ -78,8 +77,8 @@ class Idempotency:
         scope: str,
         print_: str,
         lease: float,
-        render: Renderer,
-        effect: Callable[[IdempotencyCompletion], Awaitable[WriteResult]],
+        render: Callable[[R], StoredResponse],
+        effect: Callable[[IdempotencyCompletion[R]], Awaitable[R]],
     ) -> Replay:
         """Run ``effect`` at most once for ``scope``; return its (possibly replayed) response.
 

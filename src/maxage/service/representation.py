@@ -13,7 +13,9 @@ Shapes::
     list     {"data":[document...],"next_page_token",["total",]
               "meta":{"collectionVersion","cachedAt","shortened",
                       "maxAgeSeconds","consistency","source"}}
-    change   {"cursor","id","version","op","committedAt"}   (one NDJSON line / SSE event)
+    batch    {"results":[{"op","status","id","version"[,"createdAt","updatedAt","data"]},...]}
+    change   {"cursor","id","version","op","committedAt"[,"data"]}   (one NDJSON line / SSE
+             event; "data" with include=doc: the body at that version, null for a delete)
 """
 
 from __future__ import annotations
@@ -93,6 +95,22 @@ def write_response(spec: CollectionSpec, result: WriteResult, status: int) -> St
     return StoredResponse(status, tuple(headers), body)
 
 
+def batch_response(results: Sequence[tuple[str, int, WriteResult]]) -> StoredResponse:
+    """The response to a committed batch: per operation ``(op, status, result)``, in order,
+    the status its single write would have had and the document it left (for a delete,
+    its id and the version the delete is)."""
+    parts = []
+    for op, status, result in results:
+        doc = result.document
+        head = b'{"op":"%s","status":%d,' % (op.encode(), status)
+        if status == 204:
+            parts.append(head + b'"id":%s,"version":%d}' % (_encode(doc.id), doc.version))
+        else:
+            parts.append(head + document(doc)[1:] + b"}")
+    body = b'{"results":[' + b",".join(parts) + b"]}"
+    return StoredResponse(200, (("content-type", "application/json"),), body)
+
+
 def buffered(base: Document, data: bytes, pending: int, known_at: float, flush_by: float) -> bytes:
     """A write-back answer: ``base`` (the primary's document, current at ``known_at``) with
     this process's buffered writes applied (``data``). Its ``version`` is the base's: the
@@ -155,3 +173,10 @@ def change(c: Change) -> bytes:
             "committedAt": iso(c.committed_at),
         }
     )
+
+
+def change_with_data(c: Change, data: bytes | None) -> bytes:
+    """:func:`change` with ``"data"``: the document's body at that version (null for a
+    delete, or for a put recorded before change rows kept bodies whose document has
+    changed since)."""
+    return change(c)[:-1] + b',"data":%s}' % (data if data is not None else b"null")

@@ -17,12 +17,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from maxage.contracts import CollectionSpec, RateLimits
+from maxage.contracts import DEFAULT_BATCH_OPERATIONS, CollectionSpec, RateLimits
 from maxage.core.cache import Cache
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Generations, Holder, L1Holder, Tailer
 from maxage.service.access import Access
+from maxage.service.batch import check_max_operations
 from maxage.service.changes import ChangeFeed
 from maxage.service.consumers import Consumers
 from maxage.service.idempotency import Idempotency
@@ -70,6 +71,7 @@ class Service:
         idempotency_keep: float = 24 * 3600.0,
         default_page_size: int = 20,
         max_page_size: int = 100,
+        max_batch_operations: int = DEFAULT_BATCH_OPERATIONS,
         auth: bool = False,
         auth_bound: float = 1.0,
         rate_limits: RateLimits | None = None,
@@ -110,6 +112,8 @@ class Service:
         )
         self.writes = Writes(store, self.reads, self.tailer, hooks)
         self.writeback = WriteBack(store, self.reads, self.writes, clock, collections)
+        # How many operations one batch write may hold (docs/architecture.md, "Batch writes").
+        self.max_batch_operations = check_max_operations(max_batch_operations)
         self.idempotency = Idempotency(store, clock, idempotency_keep)
         self.listing = Listing(
             store, clock, self.reads, self.generations, default_page_size, max_page_size

@@ -23,7 +23,9 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import msgspec
 
@@ -32,6 +34,7 @@ from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Tailer, doc_key
 from maxage.service import representation
 from maxage.service.errors import (
+    DocumentExists,
     DocumentNotFound,
     InvalidParameter,
     PreconditionFailed,
@@ -40,6 +43,9 @@ from maxage.service.errors import (
 )
 from maxage.service.reads import Reads
 from maxage.store.base import (
+    BatchItem,
+    BatchResult,
+    BatchWriteRequest,
     Document,
     IdempotencyCompletion,
     Mutator,
@@ -92,11 +98,13 @@ class PreparedWrite:
     id: str
     mutate: Mutator
 
-    def response(self, result: WriteResult) -> StoredResponse:
-        status = _STATUS[self.kind]
+    def status(self, result: WriteResult) -> int:
         if self.kind is WriteKind.REPLACE and result.created:
-            status = 201
-        return representation.write_response(self.spec, result, status)
+            return 201
+        return _STATUS[self.kind]
+
+    def response(self, result: WriteResult) -> StoredResponse:
+        return representation.write_response(self.spec, result, self.status(result))
 
 
 def merge_patch(target: object, patch: object) -> object:
@@ -171,8 +179,12 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
     if kind is WriteKind.CREATE:
         encoded = _valid_document(spec, intent.data, "document")
 
+        chosen = intent.id is not None
+
         def create(current: Document | None) -> bytes | None:
             if current is not None:
+                if chosen:
+                    raise DocumentExists(f"{spec.name}/{doc_id} already exists")
                 raise PreconditionFailed("an id collision occurred; retry", current.version)
             return encoded
 
@@ -227,7 +239,9 @@ class Writes:
         self.hooks = hooks
 
     async def commit(
-        self, prepared: PreparedWrite, idempotency: IdempotencyCompletion | None = None
+        self,
+        prepared: PreparedWrite,
+        idempotency: IdempotencyCompletion[WriteResult] | None = None,
     ) -> WriteResult:
         """One primary transaction; then the caches learn of it (see the module docstring)."""
         spec = prepared.spec
@@ -242,6 +256,26 @@ class Writes:
         self.tailer.wake()
         self.reads.background(self._notify())
         return result
+
+    async def commit_batch(
+        self,
+        spec: CollectionSpec,
+        writes: Sequence[PreparedWrite],
+        idempotency: IdempotencyCompletion[BatchResult] | None = None,
+    ) -> BatchResult:
+        """One primary transaction for every write, in order (all or none); then the caches
+        learn of each, exactly as after :meth:`commit`."""
+        now = self.reads.clock.now()
+        items = [BatchItem(w.id, w.mutate) for w in writes]
+        batch = await self.store.write_batch(BatchWriteRequest(spec.name, items, now, idempotency))
+        for result in batch.results:
+            if self.hooks is None:
+                self._after_commit(spec, result, now)
+            else:
+                self.hooks.deliver_after_commit(partial(self._after_commit, spec, result, now))
+        self.tailer.wake()
+        self.reads.background(self._notify())
+        return batch
 
     def _after_commit(self, spec: CollectionSpec, result: WriteResult, started: float) -> None:
         doc = result.document

@@ -9,6 +9,13 @@ contract suite in ``tests/store/``. The rules an adapter keeps:
   change row ``(seq, collection, id, version, op, committed_at)`` and, when an
   idempotency completion is given, stores the rendered response, all before a
   single commit (DESIGN.md P5, P7).
+* **One transaction per batch.** ``write_batch()`` applies its items in order,
+  each exactly as ``write()`` would (read, ``mutate``, bump, one change row), in
+  one transaction: one item's ``mutate`` raising aborts all of them. Its change
+  rows are in the items' order, each with its own ``seq``; item ids are
+  distinct (the caller refuses repeats), and at most :data:`~maxage.contracts.MAX_BATCH_OPERATIONS`.
+* **Change rows carry the body.** A put's change row keeps the document's data
+  at that version (``change_bodies``: the change feed's ``include=doc``).
 * **Versions only rise.** A deleted document keeps its row (``deleted``) so a
   re-create continues the version chain; caches rely on it for tombstones.
 * **Change-log completeness.** ``changes_after(cursor)`` returns changes in commit
@@ -41,7 +48,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from maxage.contracts import IndexSpec
 
@@ -116,16 +123,38 @@ def decode_headers(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, _, v in (line.partition(":") for line in text.split("\n")))
 
 
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    results: tuple[WriteResult, ...]  # one per item, in the items' order
+    response: StoredResponse | None = None
+
+
 # Returns the new data bytes, or None to delete. Raises to abort the transaction.
 Mutator = Callable[[Document | None], bytes | None]
 Renderer = Callable[[WriteResult], StoredResponse]
 
 
+def mutated(
+    existing: Document | None, mutate: Mutator
+) -> tuple[Document | None, bytes | None, int]:
+    """What a write makes of the row its transaction read (``existing``, deleted or not):
+    ``(live document or None, new data or None to delete, the next version)``. ``mutate``
+    raising aborts the write; deleting what is not live is a LookupError."""
+    live = existing if existing is not None and not existing.deleted else None
+    new_data = mutate(live)
+    if new_data is None and live is None:
+        raise LookupError("no live document to delete")
+    return live, new_data, (existing.version if existing else 0) + 1
+
+
+R = TypeVar("R", WriteResult, BatchResult)
+
+
 @dataclass(frozen=True, slots=True)
-class IdempotencyCompletion:
+class IdempotencyCompletion(Generic[R]):
     scope: str
     owner: str
-    render: Renderer
+    render: Callable[[R], StoredResponse]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +163,23 @@ class WriteRequest:
     id: str
     mutate: Mutator
     now: float
-    idempotency: IdempotencyCompletion | None = None
+    idempotency: IdempotencyCompletion[WriteResult] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    id: str
+    mutate: Mutator
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWriteRequest:
+    """Items of one collection with distinct ids, applied in order in one transaction."""
+
+    collection: str
+    items: Sequence[BatchItem]
+    now: float
+    idempotency: IdempotencyCompletion[BatchResult] | None = None
 
 
 class ClaimState(enum.Enum):
@@ -295,6 +340,17 @@ class Store(Protocol):
         ...
 
     async def write(self, request: WriteRequest) -> WriteResult: ...
+
+    async def write_batch(self, request: BatchWriteRequest) -> BatchResult:
+        """Every item, in order, in one transaction; an item's ``mutate`` raising writes none."""
+        ...
+
+    async def change_bodies(self, seqs: Sequence[int]) -> dict[int, bytes | None]:
+        """The document data each change row recorded (None for a delete), by ``seq``.
+
+        A put recorded before change rows carried bodies falls back to the document
+        if it is still at that version, else None."""
+        ...
 
     async def changes_after(self, cursor: int, limit: int) -> ChangeBatch: ...
 

@@ -6,7 +6,8 @@ suite as SQLite and PostgreSQL (``tests/store/test_contract.py``):
 * **One transaction per write.** ``write()`` takes the document's lock, reads
   the row, runs ``mutate`` (raising aborts: nothing written), bumps the
   version, and commits the row, its one change row and the idempotency
-  completion together. Without a commit delay nothing is awaited between the
+  completion together. ``write_batch()`` does the same for every item at once
+  (locks in sorted order, every ``mutate`` before anything is written). Without a commit delay nothing is awaited between the
   read and the commit, so the write is atomic on its event loop.
 * **Late commits, as on PostgreSQL.** When ``hooks.commit_delay()`` is
   positive, the change row's ``seq`` is taken first and the commit becomes
@@ -27,16 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
-from maxage.contracts import IndexSpec
+from maxage.contracts import MAX_BATCH_OPERATIONS, IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
     Backlog,
+    BatchResult,
+    BatchWriteRequest,
     Change,
     ChangeBatch,
     ChangeOp,
@@ -51,6 +55,7 @@ from maxage.store.base import (
     IndexSync,
     ListQuery,
     ListResult,
+    Mutator,
     Op,
     Scalar,
     StoredResponse,
@@ -59,6 +64,7 @@ from maxage.store.base import (
     WriteResult,
     index_value,
     moved,
+    mutated,
 )
 
 
@@ -145,6 +151,7 @@ class MemoryStore:
         self._secrets: dict[str, bytes] = {}
         self._cursors: dict[tuple[str, str], CursorRecord] = {}
         self._letters: dict[int, DeadLetter] = {}
+        self._bodies: dict[int, bytes | None] = {}  # seq -> the data its change row recorded
         self.seq_tailer = hooks is not None and hooks.seq_tailer
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -200,57 +207,96 @@ class MemoryStore:
     async def write(self, request: WriteRequest) -> WriteResult:
         if self.hooks is not None:
             await self._enter("write")
-        key = (request.collection, request.id)
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        async with lock:
-            existing = self.docs.get(key)
-            live = existing if existing is not None and not existing.deleted else None
-            new_data = request.mutate(live)
-            version = (existing.version if existing is not None else 0) + 1
-            now = request.now
-            if new_data is None:
-                if live is None:
-                    raise LookupError("no live document to delete")
-                doc = Document(
-                    request.collection, request.id, version, live.data, live.created_at, now, True
-                )
-                op = ChangeOp.DELETE
-            else:
-                created_at = live.created_at if live is not None else now
-                doc = Document(request.collection, request.id, version, new_data, created_at, now)
-                op = ChangeOp.PUT
-            idem = request.idempotency
-            if idem is not None:
-                held = self._idem.get(idem.scope)
-                if held is None or held.owner != idem.owner or held.response is not None:
-                    raise IdempotencyLost(f"idempotency claim {idem.scope!r} was lost")
-            seq = self._next_seq
-            self._next_seq += 1
-            result = WriteResult(document=doc, created=live is None, seq=seq)
-            if idem is not None:
-                result = WriteResult(doc, result.created, seq, idem.render(result))
+        idem = request.idempotency
+        completion = None
+        if idem is not None:
+            render = idem.render
+            completion = (idem.scope, idem.owner, lambda results: render(results[0]))
+        results, response = await self._transaction(
+            request.collection, [(request.id, request.mutate)], request.now, completion
+        )
+        r = results[0]
+        return WriteResult(r.document, r.created, r.seq, response)
+
+    async def write_batch(self, request: BatchWriteRequest) -> BatchResult:
+        if len(request.items) > MAX_BATCH_OPERATIONS:
+            raise ValueError(f"a batch holds at most {MAX_BATCH_OPERATIONS} items")
+        if self.hooks is not None:
+            await self._enter("write_batch")
+        idem = request.idempotency
+        completion = None
+        if idem is not None:
+            render = idem.render
+            completion = (idem.scope, idem.owner, lambda rs: render(BatchResult(tuple(rs))))
+        results, response = await self._transaction(
+            request.collection, [(i.id, i.mutate) for i in request.items], request.now, completion
+        )
+        return BatchResult(tuple(results), response)
+
+    async def _transaction(
+        self,
+        collection: str,
+        items: Sequence[tuple[str, Mutator]],
+        now: float,
+        completion: tuple[str, str, Callable[[list[WriteResult]], StoredResponse]] | None,
+    ) -> tuple[list[WriteResult], StoredResponse | None]:
+        """Every item (distinct ids) under its document's lock, taken in sorted order so
+        crossing transactions never deadlock: all mutators run before anything is
+        written (one raising writes nothing); then the rows, change rows (consecutive
+        seqs, in the items' order) and the idempotency completion commit together."""
+        async with contextlib.AsyncExitStack() as held_locks:
+            for key in sorted({(collection, id) for id, _ in items}):
+                lock = self._locks.get(key)
+                if lock is None:
+                    lock = self._locks[key] = asyncio.Lock()
+                await held_locks.enter_async_context(lock)
+            staged: list[tuple[Document, ChangeOp, bool, bytes | None]] = []
+            for id, mutate in items:
+                live, new_data, version = mutated(self.docs.get((collection, id)), mutate)
+                if new_data is None:
+                    assert live is not None
+                    doc = Document(collection, id, version, live.data, live.created_at, now, True)
+                    staged.append((doc, ChangeOp.DELETE, False, None))
+                else:
+                    created_at = live.created_at if live is not None else now
+                    doc = Document(collection, id, version, new_data, created_at, now)
+                    staged.append((doc, ChangeOp.PUT, live is None, new_data))
+            if completion is not None:
+                claim = self._idem.get(completion[0])
+                if claim is None or claim.owner != completion[1] or claim.response is not None:
+                    raise IdempotencyLost(f"idempotency claim {completion[0]!r} was lost")
+            first = self._next_seq
+            self._next_seq += len(staged)
+            results = [
+                WriteResult(document=doc, created=created, seq=first + n)
+                for n, (doc, _, created, _) in enumerate(staged)
+            ]
+            response = completion[2](results) if completion is not None else None
             delay = self.hooks.commit_delay() if self.hooks is not None else 0.0
             if delay > 0:
-                self._uncommitted[seq] = None
+                seqs = [r.seq for r in results]
+                self._uncommitted.update(dict.fromkeys(seqs))
                 try:
                     await asyncio.sleep(delay)
                 finally:  # committed, or aborted by a cancellation: no longer running
-                    del self._uncommitted[seq]
-                self._commit_times[seq] = self.clock.now()
-            self.docs[key] = doc
-            change = Change(seq, request.collection, request.id, version, op, now)
-            if self._seqs and seq < self._seqs[-1]:
-                i = bisect.bisect_left(self._seqs, seq)
-                self._seqs.insert(i, seq)
-                self.changes.insert(i, change)
-            else:
-                self._seqs.append(seq)
-                self.changes.append(change)
-            if idem is not None:
-                self._idem[idem.scope].response = result.response
-            return result
+                    for seq in seqs:
+                        del self._uncommitted[seq]
+                committed = self.clock.now()
+                self._commit_times.update(dict.fromkeys(seqs, committed))
+            for result, (doc, op, _, data) in zip(results, staged, strict=True):
+                self.docs[(collection, doc.id)] = doc
+                change = Change(result.seq, collection, doc.id, doc.version, op, now)
+                self._bodies[result.seq] = data
+                if self._seqs and result.seq < self._seqs[-1]:
+                    i = bisect.bisect_left(self._seqs, result.seq)
+                    self._seqs.insert(i, result.seq)
+                    self.changes.insert(i, change)
+                else:
+                    self._seqs.append(result.seq)
+                    self.changes.append(change)
+            if completion is not None:
+                self._idem[completion[0]].response = response
+            return results, response
 
     # -- change log --------------------------------------------------------------------
 
@@ -274,6 +320,10 @@ class MemoryStore:
             snapshot_at = min(snapshot_at, held - 1e-6)
         new_cursor = changes[-1].seq if changes else cursor
         return ChangeBatch(changes, new_cursor, snapshot_at, complete=complete)
+
+    async def change_bodies(self, seqs: Sequence[int]) -> dict[int, bytes | None]:
+        await self._enter("change_bodies")
+        return {seq: self._bodies[seq] for seq in seqs if seq in self._bodies}
 
     async def last_seq(self) -> int:
         if self.hooks is not None:

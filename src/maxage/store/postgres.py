@@ -17,9 +17,11 @@ Write path (one transaction, READ COMMITTED)::
 Change-log completeness (DESIGN.md "Tailing", P7; the argument in full is in
 docs/adr/0003-postgres-change-log-completeness.md). A sequence value is taken
 before commit, so with ``seq`` from a sequence a poll ``seq > last`` can pass
-a row that commits later with a lower number. Here the change row's ``seq`` *is*
-its transaction's 64-bit id (``xid8``, never wraps, one change row per write
-transaction, so it is unique). PostgreSQL hands out transaction ids in
+a row that commits later with a lower number. Here the change row's ``seq`` is
+its transaction's 64-bit id (``xid8``, never wraps) times :data:`POSITIONS`
+plus the row's position in the transaction (0 for a single write; a batch's
+rows in order), so it is unique, and every comparison with ``xmin`` below is
+made with ``xmin * POSITIONS``. PostgreSQL hands out transaction ids in
 increasing order, and a snapshot's ``xmin`` is the oldest transaction id still
 running when the snapshot was taken: every transaction with an id below
 ``xmin`` has finished (committed or aborted) and every future transaction gets
@@ -56,11 +58,13 @@ from typing import Any, TypeVar
 import asyncpg
 
 from maxage import tracing
-from maxage.contracts import IndexSpec
+from maxage.contracts import MAX_BATCH_OPERATIONS, IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
     Backlog,
+    BatchResult,
+    BatchWriteRequest,
     Change,
     ChangeBatch,
     ChangeOp,
@@ -75,6 +79,7 @@ from maxage.store.base import (
     IndexSync,
     ListQuery,
     ListResult,
+    Mutator,
     Scalar,
     StoredResponse,
     StoreError,
@@ -85,6 +90,7 @@ from maxage.store.base import (
     decode_headers,
     encode_headers,
     moved,
+    mutated,
 )
 from maxage.store.query_sql import (
     INDEX_PREFIX,
@@ -212,7 +218,26 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        5,
+        "change rows carry the body; seq = xid * 1024 + position (batch writes)",
+        (
+            "ALTER TABLE {s}.changes ADD COLUMN data bytea",
+            # Rows from before keep seq = xid (all below the new ones). A process of the
+            # older version still running would write seq = xid above them and a tailer
+            # past it would skip it: its writes are refused instead.
+            """DO $$ DECLARE m bigint := pg_current_xact_id()::text::bigint; BEGIN
+                EXECUTE format('ALTER TABLE {s}.changes ADD CONSTRAINT changes_seq_positioned'
+                    ' CHECK (seq <= %s OR seq >= %s)', m, m * 1024);
+            END $$""",
+        ),
+    ),
 )
+
+# A transaction's change rows are numbered xid * POSITIONS + position (0 for a single
+# write), so seq order is xid order and, within a batch, the items' order.
+POSITIONS = 1024
+assert MAX_BATCH_OPERATIONS <= POSITIONS
 
 _DOC_COLUMNS = "collection, id, version, data, created_at, updated_at, deleted"
 
@@ -306,7 +331,8 @@ class PostgresStore:
         self._s = s
         self._sql_lock_doc = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
         self._sql_read_for_write = (
-            f"SELECT pg_current_xact_id()::text::bigint AS xid, d.* FROM (SELECT 1) AS one"
+            f"SELECT pg_current_xact_id()::text::bigint * {POSITIONS} AS seq, d.*"
+            f" FROM (SELECT 1) AS one"
             f" LEFT JOIN {s}.documents AS d ON d.collection = $1 AND d.id = $2"
         )
         self._sql_put = (
@@ -317,14 +343,30 @@ class PostgresStore:
             f" SET version = EXCLUDED.version, data = EXCLUDED.data, body = EXCLUDED.body,"
             f" created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
             f" deleted = false)"
-            f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at)"
-            f" VALUES ($7, $1, $2, $3, 'put', $6)"
+            f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at, data)"
+            f" VALUES ($7, $1, $2, $3, 'put', $6, $4)"
         )
         self._sql_delete = (
             f"WITH d AS (UPDATE {s}.documents SET version = $3, updated_at = $4, deleted = true"
             f" WHERE collection = $1 AND id = $2)"
             f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at)"
             f" VALUES ($5, $1, $2, $3, 'delete', $4)"
+        )
+        # A batch's locks in one global order: sorted by lock key (the subquery's order
+        # is the order the locks are taken in).
+        self._sql_lock_docs = (
+            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT"
+            " hashtextextended(t, 0) AS k FROM unnest($1::text[]) AS t ORDER BY k OFFSET 0) AS o"
+        )
+        self._sql_first_seq = f"SELECT pg_current_xact_id()::text::bigint * {POSITIONS}"
+        self._sql_read_batch = (
+            f"SELECT {_DOC_COLUMNS} FROM {s}.documents WHERE collection = $1 AND id = ANY($2)"
+        )
+        self._sql_bodies = (
+            f"SELECT c.seq, COALESCE(c.data, d.data) AS data FROM {s}.changes AS c"
+            f" LEFT JOIN {s}.documents AS d ON c.op = 'put' AND d.collection = c.collection"
+            f" AND d.id = c.id AND d.version = c.version AND NOT d.deleted"
+            f" WHERE c.seq = ANY($1::bigint[])"
         )
         # One statement, one snapshot: the frontier (xmin), the rows below it, and
         # the earliest committed_at of visible rows held back at or above it.
@@ -333,7 +375,8 @@ class PostgresStore:
             f" (SELECT min(h.committed_at) FROM {s}.changes AS h"
             f"   WHERE h.seq >= f.frontier AND h.seq > $1) AS held_since,"
             f" c.seq, c.collection, c.id, c.version, c.op, c.committed_at"
-            f" FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS frontier) AS f"
+            f" FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITIONS}"
+            f"   AS frontier) AS f"
             f" LEFT JOIN LATERAL (SELECT * FROM {s}.changes AS x"
             f"   WHERE x.seq > $1 AND x.seq < f.frontier ORDER BY x.seq LIMIT $2) AS c ON true"
             f" ORDER BY c.seq"
@@ -493,7 +536,7 @@ class PostgresStore:
     async def cursor_at(self, t: float) -> int:
         """A cursor below every change committed at or after ``t``.
 
-        ``seq`` is an xid, taken at most ``timeout`` after the write's ``committed_at``
+        ``seq // POSITIONS`` is an xid, taken at most ``timeout`` after the write's ``committed_at``
         stamp; so rows stamped before ``t - 2 * timeout`` got smaller xids than any
         row stamped at or after ``t``.
         """
@@ -664,8 +707,6 @@ class PostgresStore:
                 await conn.close(timeout=self.timeout)
 
     async def write(self, request: WriteRequest) -> WriteResult:
-        s = self._s
-
         async def txn(conn: Any) -> WriteResult:
             async with conn.transaction():
                 await conn.execute(
@@ -674,67 +715,118 @@ class PostgresStore:
                 # A new statement, so a new snapshot taken after the lock: it sees the
                 # previous writer's commit; and the xid is assigned only now.
                 row = await conn.fetchrow(self._sql_read_for_write, request.collection, request.id)
-                seq = int(row["xid"])
                 existing = _row_to_doc(row) if row["version"] is not None else None
-                live = existing if existing is not None and not existing.deleted else None
-                new_data = request.mutate(live)
-                version = (existing.version if existing else 0) + 1
-                now = request.now
-                if new_data is None:
-                    if live is None:
-                        raise LookupError("no live document to delete")
-                    await conn.execute(
-                        self._sql_delete, request.collection, request.id, version, now, seq
-                    )
-                    doc = Document(
-                        request.collection,
-                        request.id,
-                        version,
-                        live.data,
-                        live.created_at,
-                        now,
-                        True,
-                    )
-                else:
-                    created_at = live.created_at if live else now
-                    await conn.execute(
-                        self._sql_put,
-                        request.collection,
-                        request.id,
-                        version,
-                        new_data,
-                        created_at,
-                        now,
-                        seq,
-                    )
-                    doc = Document(
-                        request.collection, request.id, version, new_data, created_at, now
-                    )
-                result = WriteResult(document=doc, created=live is None, seq=seq)
+                result = await self._apply(
+                    conn,
+                    request.collection,
+                    request.id,
+                    existing,
+                    request.mutate,
+                    request.now,
+                    int(row["seq"]),
+                )
                 if request.idempotency is not None:
                     idem = request.idempotency
-                    held = await conn.fetchrow(
-                        f"SELECT owner, state FROM {s}.idempotency WHERE scope = $1 FOR UPDATE",
-                        idem.scope,
+                    response = await self._complete_idempotency(
+                        conn, idem.scope, idem.owner, idem.render(result)
                     )
-                    if held is None or held["owner"] != idem.owner or held["state"] != "in_flight":
-                        raise IdempotencyLost(f"idempotency claim {idem.scope!r} was lost")
-                    response = idem.render(result)
-                    await conn.execute(
-                        f"UPDATE {s}.idempotency SET state = 'done', status = $1, headers = $2,"
-                        " body = $3 WHERE scope = $4",
-                        response.status,
-                        encode_headers(response.headers),
-                        response.body,
-                        idem.scope,
-                    )
-                    result = WriteResult(doc, result.created, seq, response)
-                delay = self.hooks.commit_delay() if self.hooks is not None else 0.0
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                    result = WriteResult(result.document, result.created, result.seq, response)
+                await self._commit_delay()
                 return result
 
         return await self._run("write", txn)
+
+    async def write_batch(self, request: BatchWriteRequest) -> BatchResult:
+        """Like :meth:`write` for every item, in one transaction. The documents' locks are
+        taken in one global order (by lock key), so two batches, or a batch and single
+        writes, never deadlock; the xid is assigned after all of them are held."""
+        if len(request.items) > MAX_BATCH_OPERATIONS:
+            raise ValueError(f"a batch holds at most {MAX_BATCH_OPERATIONS} items")
+        collection = request.collection
+        ids = [item.id for item in request.items]
+
+        async def txn(conn: Any) -> BatchResult:
+            async with conn.transaction():
+                await conn.execute(
+                    self._sql_lock_docs, [self._doc_lock_key(collection, id) for id in ids]
+                )
+                first_seq = int(await conn.fetchval(self._sql_first_seq))
+                rows = await conn.fetch(self._sql_read_batch, collection, ids)
+                existing = {r["id"]: _row_to_doc(r) for r in rows}
+                results = []
+                for position, item in enumerate(request.items):
+                    results.append(
+                        await self._apply(
+                            conn,
+                            collection,
+                            item.id,
+                            existing.get(item.id),
+                            item.mutate,
+                            request.now,
+                            first_seq + position,
+                        )
+                    )
+                batch = BatchResult(tuple(results))
+                if request.idempotency is not None:
+                    idem = request.idempotency
+                    response = await self._complete_idempotency(
+                        conn, idem.scope, idem.owner, idem.render(batch)
+                    )
+                    batch = BatchResult(batch.results, response)
+                await self._commit_delay()
+                return batch
+
+        return await self._run("write_batch", txn)
+
+    async def _apply(
+        self,
+        conn: Any,
+        collection: str,
+        id: str,
+        existing: Document | None,
+        mutate: Mutator,
+        now: float,
+        seq: int,
+    ) -> WriteResult:
+        """Run ``mutate`` on the row the transaction read (``existing``, deleted or not);
+        write the next version and its change row ``seq``."""
+        live, new_data, version = mutated(existing, mutate)
+        if new_data is None:
+            assert live is not None
+            await conn.execute(self._sql_delete, collection, id, version, now, seq)
+            doc = Document(collection, id, version, live.data, live.created_at, now, True)
+        else:
+            created_at = live.created_at if live else now
+            await conn.execute(
+                self._sql_put, collection, id, version, new_data, created_at, now, seq
+            )
+            doc = Document(collection, id, version, new_data, created_at, now)
+        return WriteResult(document=doc, created=live is None, seq=seq)
+
+    async def _complete_idempotency(
+        self, conn: Any, scope: str, owner: str, response: StoredResponse
+    ) -> StoredResponse:
+        """Store ``response`` as the claim's outcome, if the claim is still ``owner``'s."""
+        s = self._s
+        held = await conn.fetchrow(
+            f"SELECT owner, state FROM {s}.idempotency WHERE scope = $1 FOR UPDATE", scope
+        )
+        if held is None or held["owner"] != owner or held["state"] != "in_flight":
+            raise IdempotencyLost(f"idempotency claim {scope!r} was lost")
+        await conn.execute(
+            f"UPDATE {s}.idempotency SET state = 'done', status = $1, headers = $2,"
+            " body = $3 WHERE scope = $4",
+            response.status,
+            encode_headers(response.headers),
+            response.body,
+            scope,
+        )
+        return response
+
+    async def _commit_delay(self) -> None:
+        delay = self.hooks.commit_delay() if self.hooks is not None else 0.0
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     # -- change log --------------------------------------------------------------------
 
@@ -776,6 +868,13 @@ class PostgresStore:
 
         return await self._run("changes", q)
 
+    async def change_bodies(self, seqs: Sequence[int]) -> dict[int, bytes | None]:
+        async def q(conn: Any) -> dict[int, bytes | None]:
+            rows = await conn.fetch(self._sql_bodies, list(seqs))
+            return {int(r["seq"]): None if r["data"] is None else bytes(r["data"]) for r in rows}
+
+        return await self._run("change_bodies", q)
+
     async def last_seq(self) -> int:
         """A cursor from which polling skips nothing: the last seq below the frontier.
 
@@ -788,6 +887,7 @@ class PostgresStore:
             sql = (
                 f"SELECT COALESCE(max(seq), 0) FROM {self._s}.changes"
                 " WHERE seq < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+                f" * {POSITIONS}"
             )
 
         async def q(conn: Any) -> int:

@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from maxage import tracing
-from maxage.contracts import IndexSpec
+from maxage.contracts import MAX_BATCH_OPERATIONS, IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
     Backlog,
+    BatchResult,
+    BatchWriteRequest,
     Change,
     ChangeBatch,
     ChangeOp,
@@ -46,6 +48,7 @@ from maxage.store.base import (
     IndexSync,
     ListQuery,
     ListResult,
+    Mutator,
     Scalar,
     StoredResponse,
     StoreError,
@@ -56,6 +59,7 @@ from maxage.store.base import (
     decode_headers,
     encode_headers,
     moved,
+    mutated,
 )
 from maxage.store.query_sql import (
     INDEX_PREFIX,
@@ -86,7 +90,8 @@ _SCHEMA = [
         id TEXT NOT NULL,
         version INTEGER NOT NULL,
         op TEXT NOT NULL,
-        committed_at REAL NOT NULL
+        committed_at REAL NOT NULL,
+        data BLOB
     )""",
     """CREATE TABLE IF NOT EXISTS idempotency (
         scope TEXT PRIMARY KEY,
@@ -153,6 +158,59 @@ def _row_to_doc(row: tuple[object, ...]) -> Document:
 
 
 _DOC_COLUMNS = "collection, id, version, data, created_at, updated_at, deleted"
+# Below SQLite's smallest default limit on bound parameters (999).
+_BODIES_PER_QUERY = 500
+
+
+def _write_one(
+    conn: sqlite3.Connection, collection: str, id: str, mutate: Mutator, now: float
+) -> WriteResult:
+    """Read the row, run ``mutate``, write the next version and its change row (in the
+    caller's transaction)."""
+    row = conn.execute(
+        f"SELECT {_DOC_COLUMNS} FROM documents WHERE collection=? AND id=?", (collection, id)
+    ).fetchone()
+    live, new_data, version = mutated(_row_to_doc(row) if row else None, mutate)
+    if new_data is None:
+        assert live is not None
+        conn.execute(
+            "UPDATE documents SET version=?, updated_at=?, deleted=1 WHERE collection=? AND id=?",
+            (version, now, collection, id),
+        )
+        doc = Document(collection, id, version, live.data, live.created_at, now, True)
+        op = ChangeOp.DELETE
+    else:
+        created_at = live.created_at if live else now
+        conn.execute(
+            "INSERT INTO documents (collection, id, version, data, created_at, updated_at,"
+            " deleted) VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (collection, id) DO UPDATE"
+            " SET version=excluded.version, data=excluded.data,"
+            " created_at=excluded.created_at, updated_at=excluded.updated_at, deleted=0",
+            (collection, id, version, new_data, created_at, now),
+        )
+        doc = Document(collection, id, version, new_data, created_at, now)
+        op = ChangeOp.PUT
+    cur = conn.execute(
+        "INSERT INTO changes (collection, id, version, op, committed_at, data)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (collection, id, version, op.value, now, new_data),
+    )
+    return WriteResult(document=doc, created=live is None, seq=int(cur.lastrowid or 0))
+
+
+def _complete_idempotency(
+    conn: sqlite3.Connection, scope: str, owner: str, response: StoredResponse
+) -> StoredResponse:
+    """Store ``response`` as the claim's outcome, if the claim is still ``owner``'s."""
+    held = conn.execute("SELECT owner, state FROM idempotency WHERE scope=?", (scope,)).fetchone()
+    if held is None or held[0] != owner or held[1] != "in_flight":
+        raise IdempotencyLost(f"idempotency claim {scope!r} was lost")
+    conn.execute(
+        "UPDATE idempotency SET state='done', status=?, headers=?, body=? WHERE scope=?",
+        (response.status, encode_headers(response.headers), response.body, scope),
+    )
+    return response
+
 
 _JSON_TYPES = {
     "string": "= 'text'",
@@ -297,6 +355,10 @@ class SQLiteStore:
         def migrate(conn: sqlite3.Connection) -> None:
             for stmt in _SCHEMA:
                 conn.execute(stmt)
+            # Files from before change rows carried the body (the feed's include=doc).
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(changes)")}
+            if "data" not in columns:
+                conn.execute("ALTER TABLE changes ADD COLUMN data BLOB")
 
         await self._write("migrate", migrate)
         self._opened = True
@@ -407,66 +469,34 @@ class SQLiteStore:
 
     async def write(self, request: WriteRequest) -> WriteResult:
         def txn(conn: sqlite3.Connection) -> WriteResult:
-            row = conn.execute(
-                f"SELECT {_DOC_COLUMNS} FROM documents WHERE collection=? AND id=?",
-                (request.collection, request.id),
-            ).fetchone()
-            existing = _row_to_doc(row) if row else None
-            live = existing if existing is not None and not existing.deleted else None
-            new_data = request.mutate(live)
-            version = (existing.version if existing else 0) + 1
-            now = request.now
-            if new_data is None:
-                if live is None:
-                    raise LookupError("no live document to delete")
-                conn.execute(
-                    "UPDATE documents SET version=?, updated_at=?, deleted=1 "
-                    "WHERE collection=? AND id=?",
-                    (version, now, request.collection, request.id),
-                )
-                doc = Document(
-                    request.collection, request.id, version, live.data, live.created_at, now, True
-                )
-                op = ChangeOp.DELETE
-            else:
-                created_at = live.created_at if live else now
-                conn.execute(
-                    "INSERT INTO documents (collection, id, version, data, created_at, updated_at,"
-                    " deleted) VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (collection, id) DO UPDATE"
-                    " SET version=excluded.version, data=excluded.data,"
-                    " created_at=excluded.created_at, updated_at=excluded.updated_at, deleted=0",
-                    (request.collection, request.id, version, new_data, created_at, now),
-                )
-                doc = Document(request.collection, request.id, version, new_data, created_at, now)
-                op = ChangeOp.PUT
-            cur = conn.execute(
-                "INSERT INTO changes (collection, id, version, op, committed_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (request.collection, request.id, version, op.value, now),
-            )
-            seq = int(cur.lastrowid or 0)
-            result = WriteResult(document=doc, created=live is None, seq=seq)
+            result = _write_one(conn, request.collection, request.id, request.mutate, request.now)
             if request.idempotency is not None:
                 idem = request.idempotency
-                held = conn.execute(
-                    "SELECT owner, state FROM idempotency WHERE scope=?", (idem.scope,)
-                ).fetchone()
-                if held is None or held[0] != idem.owner or held[1] != "in_flight":
-                    raise IdempotencyLost(f"idempotency claim {idem.scope!r} was lost")
-                response = idem.render(result)
-                conn.execute(
-                    "UPDATE idempotency SET state='done', status=?, headers=?, body=? WHERE scope=?",
-                    (
-                        response.status,
-                        encode_headers(response.headers),
-                        response.body,
-                        idem.scope,
-                    ),
-                )
-                result = WriteResult(doc, result.created, seq, response)
+                response = _complete_idempotency(conn, idem.scope, idem.owner, idem.render(result))
+                result = WriteResult(result.document, result.created, result.seq, response)
             return result
 
         return await self._write("write", txn)
+
+    async def write_batch(self, request: BatchWriteRequest) -> BatchResult:
+        if len(request.items) > MAX_BATCH_OPERATIONS:
+            raise ValueError(f"a batch holds at most {MAX_BATCH_OPERATIONS} items")
+
+        def txn(conn: sqlite3.Connection) -> BatchResult:
+            # seq is AUTOINCREMENT under the write lock: the rows get rising seqs in order.
+            batch = BatchResult(
+                tuple(
+                    _write_one(conn, request.collection, item.id, item.mutate, request.now)
+                    for item in request.items
+                )
+            )
+            if request.idempotency is not None:
+                idem = request.idempotency
+                response = _complete_idempotency(conn, idem.scope, idem.owner, idem.render(batch))
+                batch = BatchResult(batch.results, response)
+            return batch
+
+        return await self._write("write_batch", txn)
 
     # -- change log --------------------------------------------------------------------
 
@@ -491,6 +521,25 @@ class SQLiteStore:
             return ChangeBatch(changes, new_cursor, snapshot_at, complete=len(changes) < limit)
 
         return await self._read("changes", q)
+
+    async def change_bodies(self, seqs: Sequence[int]) -> dict[int, bytes | None]:
+        def q(conn: sqlite3.Connection) -> dict[int, bytes | None]:
+            bodies: dict[int, bytes | None] = {}
+            for start in range(0, len(seqs), _BODIES_PER_QUERY):
+                chunk = list(seqs[start : start + _BODIES_PER_QUERY])
+                rows = conn.execute(
+                    "SELECT c.seq, COALESCE(c.data, d.data) FROM changes AS c"
+                    " LEFT JOIN documents AS d ON c.op = 'put' AND d.collection = c.collection"
+                    " AND d.id = c.id AND d.version = c.version AND d.deleted = 0"
+                    f" WHERE c.seq IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                bodies.update(
+                    (int(seq), None if data is None else bytes(data)) for seq, data in rows
+                )
+            return bodies
+
+        return await self._read("change_bodies", q)
 
     async def last_seq(self) -> int:
         def q(conn: sqlite3.Connection) -> int:
