@@ -95,10 +95,9 @@ from maxage.store.base import (
 from maxage.store.query_sql import (
     INDEX_PREFIX,
     Dialect,
-    count_statement,
     index_name,
     index_statement,
-    page_statements,
+    page_statement,
 )
 
 T = TypeVar("T")
@@ -598,39 +597,29 @@ class PostgresStore:
         return await self._run("get", q)
 
     async def list_query(self, query: ListQuery) -> ListResult:
-        table = f"{self._s}.documents"
-        statements = page_statements(POSTGRES, query, _DOC_COLUMNS, table)
-        counting = count_statement(POSTGRES, query, table) if query.count else None
-        version_sql = f"SELECT COALESCE(max(seq), 0) FROM {self._s}.changes WHERE collection = $1"
+        st = page_statement(
+            POSTGRES, query, _DOC_COLUMNS, f"{self._s}.documents", f"{self._s}.changes"
+        )
 
         async def q(conn: Any) -> ListResult:
-            # One snapshot for the page, its count and its version.
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                docs: list[Document] = []
-                for st in statements:
-                    if len(docs) >= query.limit:
-                        break
-                    rows = await conn.fetch(st.sql, *st.args)
-                    docs.extend(_row_to_doc(r) for r in rows[: query.limit - len(docs)])
-                total = None
-                if counting is not None:
-                    total = int(await conn.fetchval(counting.sql, *counting.args))
-                version = int(await conn.fetchval(version_sql, query.collection))
-            return ListResult(docs, total, version)
+            # One statement: the page, its count and its version in one snapshot.
+            rows = await conn.fetch(st.sql, *st.args)
+            docs = [_row_to_doc(r) for r in rows[: query.limit] if r["id"] is not None]
+            total = rows[0]["list_total"]
+            return ListResult(docs, None if total is None else int(total), rows[0]["list_version"])
 
         return await self._run("list", q)
 
     async def explain(self, query: ListQuery, analyze: bool = False) -> str:
-        """PostgreSQL's plans of the page's statements, in order (tests, benchmarks)."""
-        statements = page_statements(POSTGRES, query, _DOC_COLUMNS, f"{self._s}.documents")
+        """PostgreSQL's plan of the page's statement (tests, benchmarks)."""
+        st = page_statement(
+            POSTGRES, query, _DOC_COLUMNS, f"{self._s}.documents", f"{self._s}.changes"
+        )
         how = "(ANALYZE, BUFFERS) " if analyze else ""
 
         async def q(conn: Any) -> str:
-            plans = []
-            for st in statements:
-                rows = await conn.fetch(f"EXPLAIN {how}{st.sql}", *st.args)
-                plans.append("\n".join(r[0] for r in rows))
-            return "\n\n".join(plans)
+            rows = await conn.fetch(f"EXPLAIN {how}{st.sql}", *st.args)
+            return "\n".join(r[0] for r in rows)
 
         return await self._run("explain", q)
 

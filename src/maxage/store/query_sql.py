@@ -97,21 +97,29 @@ def chosen_index(q: ListQuery) -> IndexSpec | None:
     return None
 
 
-def page_statements(d: Dialect, q: ListQuery, columns: str, table: str) -> list[Statement]:
+def page_statements(
+    d: Dialect, q: ListQuery, columns: str, table: str, shared: _Builder | None = None
+) -> list[Statement]:
     """The statements of one page, in order: read them in turn (one snapshot) until
-    ``q.limit`` documents are found."""
+    ``q.limit`` documents are found. With ``shared``, every statement binds into it
+    (one numbering, for :func:`page_statement`) and also selects ``part`` (its place)
+    and ``sortv`` (the sort value)."""
     desc = " DESC" if q.descending else ""
     cmp = "<" if q.descending else ">"
     via = chosen_index(q)
     source = table if via is None else table + d.hint(index_name(q.collection, via))
+    sortv = "NULL" if q.sort is None else d.expr(q.sort)
+    made: list[Statement] = []
 
     def part(extra: str, order: str, keyset: Callable[[_Builder], str] | None) -> Statement:
-        b = _Builder(d)
+        b = shared or _Builder(d)
         where = where_clause(d, q.collection, b, q.conditions) + extra
         if keyset is not None:
             where += " AND " + keyset(b)
-        sql = f"SELECT {columns} FROM {source} WHERE {where} ORDER BY {order} LIMIT {int(q.limit)}"
-        return Statement(sql, b.args)
+        what = columns if shared is None else f"{len(made)} AS part, {columns}, {sortv} AS sortv"
+        sql = f"SELECT {what} FROM {source} WHERE {where} ORDER BY {order} LIMIT {int(q.limit)}"
+        made.append(Statement(sql, b.args))
+        return made[-1]
 
     if q.sort is None:
         if q.after is None:
@@ -125,8 +133,11 @@ def page_statements(d: Dialect, q: ListQuery, columns: str, table: str) -> list[
     by_value = f"{e}{desc}, id{desc}"
     by_id = f"id{desc}"
     after = q.after
-    if after is None:
-        valued, missing = part(with_value, by_value, None), part(without, by_id, None)
+    if after is None:  # made in page order (``part`` numbers them)
+        if q.descending:
+            missing, valued = part(without, by_id, None), part(with_value, by_value, None)
+        else:
+            valued, missing = part(with_value, by_value, None), part(without, by_id, None)
     elif after[0] is None:
         last_id = after[1]
         missing = part(without, by_id, lambda b: f"id {cmp} {b.bind(last_id)}")
@@ -144,10 +155,32 @@ def page_statements(d: Dialect, q: ListQuery, columns: str, table: str) -> list[
     return [missing, valued] if q.descending else [valued, missing]
 
 
-def count_statement(d: Dialect, q: ListQuery, table: str) -> Statement:
-    b = _Builder(d)
+def count_statement(
+    d: Dialect, q: ListQuery, table: str, shared: _Builder | None = None
+) -> Statement:
+    b = shared or _Builder(d)
     where = where_clause(d, q.collection, b, q.conditions)
     return Statement(f"SELECT count(*) FROM {table} WHERE {where}", b.args)
+
+
+def page_statement(d: Dialect, q: ListQuery, columns: str, table: str, changes: str) -> Statement:
+    """A whole page in one statement, so in one snapshot without a transaction (one round
+    trip on PostgreSQL): rows ``list_version, list_total, part, <columns>, sortv`` in page
+    order; a page without documents is one row whose other columns are NULL. The parts of
+    :func:`page_statements` are joined by UNION ALL, each still a range scan of its index
+    (the sort on ``part, sortv, id`` orders at most two pages of rows)."""
+    b = _Builder(d)
+    parts = page_statements(d, q, columns, table, shared=b)
+    union = " UNION ALL ".join(f"({p.sql})" for p in parts)
+    total = f"({count_statement(d, q, table, shared=b).sql})" if q.count else "NULL::bigint"
+    version = f"(SELECT COALESCE(max(seq), 0) FROM {changes} WHERE collection = '{q.collection}')"
+    desc = " DESC" if q.descending else ""
+    sql = (
+        f"SELECT m.list_version, m.list_total, u.* FROM (SELECT {version} AS list_version,"
+        f" {total} AS list_total) AS m LEFT JOIN LATERAL ({union}) AS u ON true"
+        f" ORDER BY u.part, u.sortv{desc}, u.id{desc}"
+    )
+    return Statement(sql, b.args)
 
 
 def index_statement(d: Dialect, collection: str, index: IndexSpec, table: str, how: str) -> str:
