@@ -128,6 +128,34 @@ async def analyze_and_explain(schema: str) -> str:
         await store.close()
 
 
+async def store_latency(schema: str, n: int) -> tuple[float, float]:
+    """p50 and p99 ms of ``n`` sequential ``Store.list_query`` calls (random authors): the
+    primary's part of a list read, without HTTP or the server process's scheduling."""
+    spec = load_config(BUNDLED_CONFIG).collections["posts"]
+    author, status, published = (
+        spec.index("author.id"),
+        spec.index("status"),
+        spec.index("published_at"),
+    )
+    assert author and status and published
+    store = PostgresStore(DSN, clock=SystemClock(), schema=schema, max_size=1)
+    await store.open()
+    rng = random.Random(3)
+    took = []
+    try:
+        for _ in range(n):
+            who = parse_condition(author, f"a{rng.randrange(AUTHORS)}")
+            query = ListQuery("posts", (who, parse_condition(status, "published")), published,
+                              True, limit=21)  # fmt: skip
+            started = time.perf_counter()
+            await store.list_query(query)
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        await store.close()
+    took.sort()
+    return took[n // 2], took[int(n * 0.99)]
+
+
 async def drop(schema: str) -> None:
     import asyncpg
 
@@ -194,6 +222,10 @@ def main() -> int:
         p99 = results["primary, random authors, 4 connections"]["p99_ms"]
         print(f"\ncached / primary = {cached / primary:.1f}x")
         print(f"primary p99 over random authors = {p99:.2f} ms (target < 10 ms)")
+        p50, p99 = asyncio.run(store_latency(schema, 3000))
+        print(
+            f"Store.list_query alone, random authors, sequential: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        )
         print("\nEXPLAIN ANALYZE (author a7):\n" + plan)
     finally:
         asyncio.run(drop(schema))
