@@ -232,3 +232,16 @@ def update(c: httpx.Client, collection: str, doc_id: str, n: int) -> tuple[int, 
     acked = time.time()
     assert r.status_code == 200, r.text
     return int(r.headers["etag"].strip('"')), acked
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def primary(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """``(database URL, PostgreSQL schema)`` for a test that runs on both primaries: a
+    SQLite file in ``tmp_path``, or a fresh schema on the test PostgreSQL (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/db.sqlite", "unused"
+        return
+    dsn = pg_dsn()
+    schema = unique_name(request.node.module.__name__.rpartition(".")[2])
+    yield dsn, schema
+    asyncio.run(drop_postgres_schema(dsn, schema))

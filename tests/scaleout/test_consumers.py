@@ -5,19 +5,15 @@ consumer."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.scaleout.conftest import Server, metric, pg_dsn
-from tests.support.services import drop_postgres_schema, unique_name
+from tests.scaleout.conftest import Server, metric
 
 CONFIG = """
 [collections.events]
@@ -28,17 +24,6 @@ consumer_lag_limit = "2s"
 [collections.events.schema]
 type = "object"
 """
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/db.sqlite", "unused"
-        return
-    dsn = pg_dsn()
-    schema = unique_name("consumers")
-    yield dsn, schema
-    asyncio.run(drop_postgres_schema(dsn, schema))
 
 
 def _start(work: Path, db: tuple[str, str], *names: str) -> list[Server]:
@@ -68,8 +53,8 @@ def _ack(server: Server, name: str, cursor: str) -> httpx.Response:
         return c.post("/v1/events/changes/ack", json={"consumer": name, "cursor": cursor})
 
 
-def test_resume_after_disconnect_and_restart(tmp_path: Path, db: tuple[str, str]) -> None:
-    (a,) = _start(tmp_path, db, "a")
+def test_resume_after_disconnect_and_restart(tmp_path: Path, primary: tuple[str, str]) -> None:
+    (a,) = _start(tmp_path, primary, "a")
     _write(a, [f"d{i}" for i in range(10)])
     processed: list[str] = []
     # First session: sees all ten, processes (and acknowledges) four, goes away.
@@ -88,7 +73,7 @@ def test_resume_after_disconnect_and_restart(tmp_path: Path, db: tuple[str, str]
     assert too_far.status_code == 422 and too_far.json()["errors"][0]["pointer"] == "/cursor"
     # Restart (SIGTERM, a new process on the same primary) with more writes meanwhile.
     assert a.stop() == 0
-    (b,) = _start(tmp_path, db, "b")
+    (b,) = _start(tmp_path, primary, "b")
     _write(b, ["d10", "d11"])
     third = _read(b, "billing")
     assert [c["id"] for c in third] == ["d7", "d8", "d9", "d10", "d11"]
@@ -116,8 +101,8 @@ def test_resume_after_disconnect_and_restart(tmp_path: Path, db: tuple[str, str]
     b.stop()
 
 
-def test_one_reader_per_name_on_every_process(tmp_path: Path, db: tuple[str, str]) -> None:
-    a, b = _start(tmp_path, db, "a", "b")
+def test_one_reader_per_name_on_every_process(tmp_path: Path, primary: tuple[str, str]) -> None:
+    a, b = _start(tmp_path, primary, "a", "b")
     _write(a, ["x1"])
     opened = threading.Event()
     lines: list[str] = []

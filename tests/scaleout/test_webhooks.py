@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -216,3 +217,33 @@ def test_dead_letters_replay_and_restart_mid_retry(tmp_path: Path, receiver: Rec
     with b.client() as c:
         assert _letters(c) == []
     b.stop()
+
+
+def test_one_deliverer_across_processes_and_failover(tmp_path: Path, receiver: Receiver) -> None:
+    a = _server(tmp_path, receiver, attempts=3, name="a")
+    b = _server(tmp_path, receiver, attempts=3, name="b")
+    with a.client() as ca, b.client() as cb:
+        for i in range(10):
+            client = ca if i % 2 else cb
+            assert client.put(f"/v1/orders/m{i}", json={"n": i}).status_code == 201
+    _until("ten deliveries", lambda: len(receiver.accepted) >= 10)
+    time.sleep(1.0)  # any second deliverer would have sent duplicates by now
+    got = [(x["documentId"], x["version"]) for x in receiver.bodies()]
+    assert got == [(f"m{i}", 1) for i in range(10)]  # each once, in commit order
+    # Exactly one process delivered; after it dies (kill -9, its lease left to lapse) the
+    # other takes over from the cursor.
+    counts = {}
+    for s in (a, b):
+        with s.client() as c:
+            counts[s.name] = metric(c.get("/metrics").text, "maxage_webhook_deliveries_total",
+                                    collection="orders", subscription="billing",
+                                    outcome="delivered")  # fmt: skip
+    assert sorted(counts.values()) == [0, 10], counts
+    deliverer, other = (a, b) if counts["a"] == 10 else (b, a)
+    deliverer.stop(signal.SIGKILL, group=True)
+    with other.client() as c:
+        assert c.put("/v1/orders/after", json={"n": 1}).status_code == 201
+    _until("the survivor delivers", lambda: len(receiver.accepted) >= 11, timeout=60)
+    assert receiver.bodies()[-1]["documentId"] == "after"
+    assert len(receiver.accepted) == 11
+    other.stop()

@@ -8,18 +8,14 @@ before the last flush window began (and never more than was sent).
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.scaleout.conftest import Server, metric, pg_dsn
-from tests.support.services import drop_postgres_schema, unique_name
+from tests.scaleout.conftest import Server, metric
 
 FLUSH = 0.2  # flush_interval of the write-back collection, seconds
 CONFIG = f"""
@@ -50,18 +46,6 @@ type = "object"
 type = "integer"
 """
 INC = {"field": "/views", "by": 1}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """``(database URL, PostgreSQL schema)``: one SQLite file, or a fresh PG schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/db.sqlite", "unused"
-        return
-    dsn = pg_dsn()
-    schema = unique_name("writeback")
-    yield dsn, schema
-    asyncio.run(drop_postgres_schema(dsn, schema))
 
 
 def _server(work: Path, db: tuple[str, str], name: str) -> Server:
@@ -131,9 +115,9 @@ def _create(server: Server) -> None:
         assert c.put("/v1/counters/c", json={"views": 0}).status_code == 201
 
 
-def test_sigterm_of_two_processes_loses_nothing(tmp_path: Path, db: tuple[str, str]) -> None:
+def test_sigterm_of_two_processes_loses_nothing(tmp_path: Path, primary: tuple[str, str]) -> None:
     n, m = 8, 40
-    a, b = _start(tmp_path, db, "a", "b")
+    a, b = _start(tmp_path, primary, "a", "b")
     _create(a)
     with Clients([a, b], n, m) as clients:
         for t in clients.threads:
@@ -142,15 +126,15 @@ def test_sigterm_of_two_processes_loses_nothing(tmp_path: Path, db: tuple[str, s
     assert len(clients.acks) == n * m
     # Both stop with writes still buffered (the window is 200 ms): SIGTERM flushes them.
     assert a.stop() == 0 and b.stop() == 0
-    (c,) = _start(tmp_path, db, "c")
+    (c,) = _start(tmp_path, primary, "c")
     try:
         assert _views(c) == n * m
     finally:
         c.stop()
 
 
-def test_kill_9_loses_at_most_the_flush_window(tmp_path: Path, db: tuple[str, str]) -> None:
-    a, b = _start(tmp_path, db, "a", "b")
+def test_kill_9_loses_at_most_the_flush_window(tmp_path: Path, primary: tuple[str, str]) -> None:
+    a, b = _start(tmp_path, primary, "a", "b")
     _create(a)
     with Clients([a, b], 6, None) as clients:
         began, deadline = time.monotonic(), time.monotonic() + 60
@@ -162,7 +146,7 @@ def test_kill_9_loses_at_most_the_flush_window(tmp_path: Path, db: tuple[str, st
         a.stop(signal.SIGKILL, group=True)
         b.stop(signal.SIGKILL, group=True)
     acked = sorted(clients.acks)
-    (c,) = _start(tmp_path, db, "c")
+    (c,) = _start(tmp_path, primary, "c")
     try:
         views = _views(c)
     finally:

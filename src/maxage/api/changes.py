@@ -26,6 +26,7 @@ from maxage.api.http import (
     JSON,
     json_body,
     parse_cursor,
+    parse_limit,
     query_items,
     read_body,
     unknown_parameter,
@@ -79,11 +80,7 @@ def _parse(req: Request) -> FeedQuery:
             given_after = True
             after = parse_cursor(value, "after", "a cursor (a non-negative integer)")
         elif key == "limit":
-            limit = parse_cursor(value, "limit", f"1..{MAX_LIMIT}")
-            if not 1 <= limit <= MAX_LIMIT:
-                raise HTTPProblem(
-                    "invalid_parameter", f"limit must be 1..{MAX_LIMIT}", parameter="limit"
-                )
+            limit = parse_limit(value, MAX_LIMIT)
         elif key == "follow":
             if value not in ("true", "false", "1", "0"):
                 raise HTTPProblem(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from maxage.api import responses
-from maxage.api.http import JSON, parse_cursor, query_items, unknown_parameter
+from maxage.api.http import JSON, parse_cursor, parse_limit, query_items, unknown_parameter
 from maxage.api.types import HTTPProblem, Receive, Request, Send
 from maxage.service import DeadLetter
 from maxage.service.representation import iso
@@ -57,11 +57,7 @@ async def list_letters(app: App, req: Request, match: Match, receive: Receive, s
         elif key == "after":
             after = parse_cursor(value, "after", "a dead letter's id")
         elif key == "limit":
-            limit = parse_cursor(value, "limit", f"1..{MAX_LIMIT}")
-            if not 1 <= limit <= MAX_LIMIT:
-                raise HTTPProblem(
-                    "invalid_parameter", f"limit must be 1..{MAX_LIMIT}", parameter="limit"
-                )
+            limit = parse_limit(value, MAX_LIMIT)
         else:
             raise unknown_parameter(key)
     webhooks = app.service.webhooks

@@ -56,6 +56,14 @@ def parse_cursor(value: str, name: str, what: str) -> int:
     return int(value)
 
 
+def parse_limit(value: str, maximum: int) -> int:
+    """A ``limit`` query parameter: an integer 1..``maximum``."""
+    limit = parse_cursor(value, "limit", f"1..{maximum}")
+    if not 1 <= limit <= maximum:
+        raise HTTPProblem("invalid_parameter", f"limit must be 1..{maximum}", parameter="limit")
+    return limit
+
+
 def parse_if_match(header: bytes | None) -> int | None:
     """The version ``If-Match`` names; ``ANY_VERSION`` for ``*`` (the document must exist)."""
     if header is None:
