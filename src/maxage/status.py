@@ -73,6 +73,16 @@ class Point:
     staleness: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(
         default_factory=dict
     )  # collection -> (le bounds, cumulative counts per bound then +Inf)
+    # (collection, consumer) -> {"behind", "lag_s", "over_limit"}: named consumers and
+    # webhook subscriptions (maxage_consumer_*; every process reports the same figures)
+    consumers: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+
+
+_CONSUMER_FIGURES = {
+    "maxage_consumer_behind_changes": "behind",
+    "maxage_consumer_lag_seconds": "lag_s",
+    "maxage_consumer_over_limit": "over_limit",
+}
 
 
 def reduce(samples: Iterable[Sample], t: float) -> Point:
@@ -125,6 +135,9 @@ def reduce(samples: Iterable[Sample], t: float) -> Point:
         elif name == "maxage_consistency_violations_total":
             c = lab.get("collection", "")
             p.violations[c] = p.violations.get(c, 0.0) + v
+        elif name in _CONSUMER_FIGURES:
+            key = (lab.get("collection", ""), lab.get("consumer", ""))
+            p.consumers.setdefault(key, {})[_CONSUMER_FIGURES[name]] = v
         elif name == "maxage_consistency_staleness_seconds_bucket":
             per = stale.setdefault(lab.get("collection", ""), {})
             le = _le(lab["le"])
@@ -404,6 +417,16 @@ def api_model(
         )
     model["collections"] = cols
     model["monitor_on"] = bool(last.staleness) or bool(last.checked)
+    model["consumers"] = [
+        {
+            "collection": collection,
+            "consumer": name,
+            "behind": f.get("behind", 0.0),
+            "lag_s": _finite(f.get("lag_s")),
+            "over_limit": bool(f.get("over_limit")),
+        }
+        for (collection, name), f in sorted(last.consumers.items())
+    ]
     return model
 
 
@@ -638,6 +661,25 @@ def _api_body(model: dict[str, Any]) -> str:
         "primary's change log; a violation is a hit that served a version older than one committed more "
         "than S before it. Latest = a hit that served the newest version.</p>"
     )
+    if model.get("consumers"):
+        parts.append("<h2>Change-feed consumers and webhooks</h2>")
+        rows = [
+            f"<tr><td><b>{escape(c['consumer'])}</b></td><td>{escape(c['collection'])}</td>"
+            f"<td>{format_number(c['behind'])}</td><td>{escape(_fmt(c['lag_s'], ' s'))}</td>"
+            f"<td>{'<b>over the limit</b>' if c['over_limit'] else 'within the limit'}</td></tr>"
+            for c in model["consumers"]
+        ]
+        parts.append(
+            '<div class="tablewrap"><table><thead><tr><th>consumer</th><th>collection</th>'
+            "<th>changes behind</th><th>behind the newest commit</th><th>lag limit</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
+        )
+        parts.append(
+            '<p class="note">Named consumers (<code>?consumer=NAME</code>) and webhook '
+            "subscriptions (<code>_webhook.NAME</code>): changes after the acknowledged "
+            "position, and the time from the first unacknowledged commit to the newest. "
+            "They never hold writers up.</p>"
+        )
     figs = [f"<figure>{svg}</figure>" for svg in _traffic_charts(model)]
     s = model["series"]
     figs.append(

@@ -181,6 +181,18 @@ def test_lag_of_a_paused_consumer(tmp_path: Path) -> None:
     missed = [c for c in _read(a, "probe") if c["id"].startswith("q")]
     expected = _ts(missed[-1]["committedAt"]) - _ts(missed[0]["committedAt"])
     assert abs(seconds - expected) < 0.002 and seconds > 0.3 and over == 0
+    # The status page shows it too (from the same metrics, recorded every 2 s).
+    deadline = time.monotonic() + 20
+    while True:
+        with a.client() as c:
+            shown = c.get("/status.json").json().get("consumers", [])
+        mine = [x for x in shown if x["consumer"] == "slow"]
+        if mine and mine[0]["behind"] == 5:
+            break
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.2)
+    with a.client() as c:
+        assert "Change-feed consumers" in c.get("/status").text
     # Writers were never held up, and falling behind the limit (2 s) is reported.
     time.sleep(2.1)
     _write(a, ["late"])
