@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.artefacts import artefacts
 
-__all__ = ["PHONE", "artefacts", "browser", "console_errors"]
+__all__ = ["PHONE", "artefacts", "browser", "console_errors", "requested_urls"]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -41,13 +41,25 @@ def browser() -> Iterator[object]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-extensions", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):  # fmt: skip
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     driver.set_page_load_timeout(60)
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def requested_urls(driver: object) -> list[str]:
+    """Every URL the page requested so far (from the performance log's network events)."""
+    import json
+
+    urls = []
+    for entry in driver.get_log("performance"):  # type: ignore[attr-defined]
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
 
 
 def console_errors(driver: object) -> list[dict[str, object]]:

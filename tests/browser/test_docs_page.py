@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from tests.api.conftest import MaxageServer
-from tests.browser.conftest import PHONE, artefacts, console_errors
+from tests.browser.conftest import PHONE, artefacts, console_errors, requested_urls
 from tests.browser.test_status_page import fits_width, wait
 
 
@@ -61,5 +61,9 @@ def test_swagger_ui_renders_every_operation_and_tries_one(browser: object, tmp_p
         browser.save_screenshot(str(artefacts() / "docs-phone.png"))  # type: ignore[attr-defined]
         print(f"screenshots: {path}, {artefacts() / 'docs-phone.png'}")
         assert console_errors(browser) == []
+        # Offline: every request went to this server (or was inline data).
+        urls = requested_urls(browser)
+        assert any(u.endswith("/docs/swagger-ui-bundle.js") for u in urls), urls
+        assert all(u.startswith((s.url, "data:")) for u in urls), urls
     finally:
         s.kill()

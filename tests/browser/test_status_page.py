@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import MaxageServer
-from tests.browser.conftest import PHONE, artefacts, console_errors
+from tests.browser.conftest import PHONE, artefacts, console_errors, requested_urls
 from tests.cacheserver.conftest import CacheServer
 
 
@@ -133,6 +133,9 @@ def test_api_status_page_live_under_traffic(browser: object, api: MaxageServer) 
         browser.save_screenshot(str(shots / "status-serve-phone.png"))  # type: ignore[attr-defined]
         print(f"screenshots: {shots}/status-serve-desktop.png, {shots}/status-serve-phone.png")
         assert console_errors(browser) == []
+        urls = requested_urls(browser)  # offline: the page and its polls, nothing else
+        assert any(u.endswith("/status.json") for u in urls), urls
+        assert all(u.startswith((api.url, "data:")) for u in urls), urls
     finally:
         traffic.close()
     assert traffic.count > 0
