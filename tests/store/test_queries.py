@@ -186,3 +186,17 @@ async def test_the_planner_uses_the_index(store: Store, clock: ManualClock) -> N
     assert index_name("q", AUTHOR) in plan, plan
     plan = await explain(ListQuery("q", (), SCORE, True, (1.5, "d5"), limit=20))
     assert index_name("q", SCORE) in plan, plan
+
+
+async def test_a_long_string_is_not_indexed_and_never_fails_a_write(
+    store: Store, clock: ManualClock
+) -> None:
+    await store.sync_indexes({"q": INDEXES})
+    long = "x" * 3000 + "é" * 3000  # beyond any btree entry
+    await store.write(WriteRequest("q", "long", lambda _: json.dumps({"status": long}).encode(),
+                                   clock.now()))  # fmt: skip
+    await store.write(WriteRequest("q", "short", lambda _: b'{"status": "x"}', clock.now()))
+    got = await store.list_query(ListQuery("q", (Condition(STATUS, Op.PREFIX, ("x",)),)))
+    assert [d.id for d in got.documents] == ["short"]
+    ordered = await store.list_query(ListQuery("q", (), STATUS))
+    assert [d.id for d in ordered.documents] == ["short", "long"]  # no value: last

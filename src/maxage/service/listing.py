@@ -54,6 +54,7 @@ from maxage.service import representation
 from maxage.service.errors import InvalidPageToken, InvalidParameter, MinVersionUnavailable
 from maxage.service.reads import LAGGING, ReadResult, Reads, Source, freshness
 from maxage.store.base import (
+    MAX_INDEXED_CHARS,
     Condition,
     Document,
     ListQuery,
@@ -72,7 +73,7 @@ PAGE_BYTES = 4 * 1024 * 1024
 _TOKEN_VERSION = 2
 _ID_TOKEN_VERSION = 1  # tokens of id-ordered pages issued before list queries existed
 MAX_IN_VALUES = 100
-MAX_VALUE_CHARS = 1024
+MAX_VALUE_CHARS = MAX_INDEXED_CHARS  # a longer string is never indexed: it matches nothing
 MAX_FIELDS = 64
 _OP = re.compile(r"^(eq|ne|lt|lte|gt|gte|in|prefix)\.(.*)$", re.DOTALL)
 _INTEGER = re.compile(r"^-?(0|[1-9][0-9]{0,18})$")
@@ -120,6 +121,8 @@ def _scalar(index: IndexSpec, text: str) -> Scalar:
     name = index.name
     if len(text) > MAX_VALUE_CHARS:
         raise _fail(name, f"{name}: a value is at most {MAX_VALUE_CHARS} characters")
+    if "\x00" in text:
+        raise _fail(name, f"{name}: a value cannot contain the NUL character")
     if index.type == "string":
         return text
     if index.type == "boolean":

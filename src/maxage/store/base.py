@@ -301,16 +301,23 @@ def prefix_upper(prefix: str) -> str | None:
     return None
 
 
+# Longer strings are not indexed (no value, as if missing): a PostgreSQL btree entry must
+# fit in a third of a page (about 2,700 bytes: 500 characters of up to 4 UTF-8 bytes and
+# an id of at most 200).
+MAX_INDEXED_CHARS = 500
+
+
 def index_value(data: object, index: IndexSpec) -> Scalar | None:
     """The value ``index`` gives a decoded document, by the rule every adapter's index
-    expression follows (missing or of another type: None)."""
+    expression follows (missing, of another type, or a string longer than
+    :data:`MAX_INDEXED_CHARS`: None)."""
     node = data
     for segment in index.path:
         if not isinstance(node, dict) or segment not in node:
             return None
         node = node[segment]
     if index.type == "string":
-        return node if isinstance(node, str) else None
+        return node if isinstance(node, str) and len(node) <= MAX_INDEXED_CHARS else None
     if index.type == "boolean":
         return node if isinstance(node, bool) else None
     if isinstance(node, bool) or not isinstance(node, int | float):

@@ -62,6 +62,7 @@ from maxage.contracts import MAX_BATCH_OPERATIONS, IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
+    MAX_INDEXED_CHARS,
     Backlog,
     BatchResult,
     BatchWriteRequest,
@@ -251,6 +252,8 @@ def _expr(index: IndexSpec) -> str:
     ids and SQLite."""
     path = "'{" + ",".join(index.path) + "}'"
     value = f"CASE WHEN jsonb_typeof(body #> {path}) = '{_JSONB_TYPES[index.type]}'"
+    if index.type == "string":
+        value += f" AND length(body #>> {path}) <= {MAX_INDEXED_CHARS}"
     value += f" THEN (body #>> {path}){_CASTS[index.type]} END"
     return f'({value}) COLLATE "C"' if index.type == "string" else f"({value})"
 

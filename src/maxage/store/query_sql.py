@@ -23,7 +23,7 @@ from maxage.contracts import IndexSpec
 from maxage.store.base import Condition, ListQuery, Op, Scalar, prefix_upper
 
 # Bump when an expression changes: indexes get new names and are rebuilt by sync_indexes.
-EXPRESSION_VERSION = 1
+EXPRESSION_VERSION = 2
 INDEX_PREFIX = "mxq_"
 
 

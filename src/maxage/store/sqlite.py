@@ -31,6 +31,7 @@ from maxage.contracts import MAX_BATCH_OPERATIONS, IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
+    MAX_INDEXED_CHARS,
     Backlog,
     BatchResult,
     BatchWriteRequest,
@@ -226,10 +227,9 @@ def _expr(index: IndexSpec) -> str:
     SQLite's JSON functions take text."""
     path = "'$." + ".".join(index.path) + "'"
     j = "CAST(data AS TEXT)"
-    return (
-        f"CASE WHEN json_type({j}, {path}) {_JSON_TYPES[index.type]}"
-        f" THEN json_extract({j}, {path}) END"
-    )
+    value = f"json_extract({j}, {path})"
+    short = f" AND length({value}) <= {MAX_INDEXED_CHARS}" if index.type == "string" else ""
+    return f"CASE WHEN json_type({j}, {path}) {_JSON_TYPES[index.type]}{short} THEN {value} END"
 
 
 # A build reads the whole collection: not held to the per-call timeout of reads and writes.
