@@ -39,8 +39,9 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 _BAND_FILL = "#f3c9c0"
 _MARK = "#c0392b"
 
-W, H = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 58, 14, 34, 44
+# A phone shows a chart ~360 px wide: at this size its 12 px text stays above 8 px.
+W, H = 520, 250
+LEFT, RIGHT, TOP, BOTTOM = 60, 12, 38, 46
 
 
 def escape(text: object) -> str:
@@ -149,26 +150,24 @@ def _open(title: str, width: int, height: int) -> list[str]:
     return [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{t}" preserveAspectRatio="xMidYMid meet" '
-        f'font-family="system-ui,sans-serif" font-size="11">',
+        f'font-family="system-ui,sans-serif" font-size="12">',
         f"<title>{t}</title>",
-        f'<text x="{LEFT}" y="14" font-size="13" font-weight="600">{t}</text>',
+        f'<text x="{LEFT}" y="15" font-size="14" font-weight="600">{t}</text>',
     ]
 
 
-def _legend(names: Sequence[tuple[str, str, bool]], width: int) -> list[str]:
+def _legend(names: Sequence[tuple[str, str, bool]]) -> list[str]:
     """One row of swatches under the title (name, colour, dashed), right of the axis."""
     out = []
     x = float(LEFT)
     for name, color, dashed in names:
         dash = ' stroke-dasharray="4 3"' if dashed else ""
         out.append(
-            f'<g class="legend-item"><line x1="{x:.0f}" y1="25" x2="{x + 16:.0f}" y2="25" '
+            f'<g class="legend-item"><line x1="{x:.0f}" y1="27" x2="{x + 16:.0f}" y2="27" '
             f'stroke="{color}" stroke-width="2.5"{dash}/>'
-            f'<text x="{x + 20:.0f}" y="29">{escape(name)}</text></g>'
+            f'<text x="{x + 20:.0f}" y="31">{escape(name)}</text></g>'
         )
-        x += 28 + 6.2 * len(name)
-        if x > width - 60:
-            break
+        x += 30 + 6.8 * len(name)  # never dropped: a long legend runs to the edge
     return out
 
 
@@ -302,7 +301,7 @@ def line_chart(
             )
     if bands and any(b.label for b in bands):
         legend.append(("fault phase", _BAND_FILL, False))
-    parts += _legend(legend, width)
+    parts += _legend(legend)
     parts.append("</svg>")
     return "".join(parts)
 
@@ -404,6 +403,6 @@ def bar_chart(
             f'<text x="{x + 4:.1f}" y="{TOP + 11}" fill="{_MARK}">{escape(mark_label)}</text>'
         )
     if len(series) > 1 or mark_label:
-        parts += _legend(legend, width)
+        parts += _legend(legend)
     parts.append("</svg>")
     return "".join(parts)

@@ -474,6 +474,10 @@ h2{font-size:1.05rem;margin:1.4rem 0 .5rem}
 figure{margin:0;background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:.3rem}
 svg.chart{width:100%;height:auto;display:block}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
+@media (max-width:40rem){table.stack thead{display:none}
+table.stack tr{display:block;border-bottom:2px solid #dde1e6;padding:.2rem 0}
+table.stack td{display:flex;justify-content:space-between;gap:1rem;border:0;padding:.15rem .5rem;text-align:right}
+table.stack td::before{content:attr(data-label);font-weight:600;color:#555;text-align:left}}
 th,td{border-bottom:1px solid #e3e6ea;padding:.35rem .5rem;text-align:left;vertical-align:top}
 th{background:#eef1f5;font-weight:600}
 .tablewrap{overflow-x:auto}
@@ -599,6 +603,11 @@ def _traffic_charts(model: dict[str, Any]) -> list[str]:
     ]
 
 
+_COLUMNS = (
+    "collection", "bound S", "read modes", "writes", "TTL", "checked reads", "violations", "kept"
+)  # fmt: skip
+
+
 def _api_body(model: dict[str, Any]) -> str:
     lm = model["last_minute"] or {}
     totals = model["totals"]
@@ -646,15 +655,27 @@ def _api_body(model: dict[str, Any]) -> str:
         else:
             kept = f"{m['within'] * 100:.4g} % within S ({m['nines']:g} nines)"
         ttl = NONE if c["ttl_s"] is None else format_seconds(c["ttl_s"])
+        cells = (
+            (f"<b>{escape(c['name'])}</b>"),
+            escape(format_seconds(c["max_staleness_s"])),
+            escape(", ".join(c["read_modes"])),
+            escape(c["write_policy"]),
+            escape(ttl),
+            format_number(m["checked"]),
+            format_number(m["violations"]),
+            escape(kept),
+        )
         rows.append(
-            f"<tr><td><b>{escape(c['name'])}</b></td><td>{escape(format_seconds(c['max_staleness_s']))}</td>"
-            f"<td>{escape(', '.join(c['read_modes']))}</td><td>{escape(c['write_policy'])}</td><td>{escape(ttl)}</td>"
-            f"<td>{format_number(m['checked'])}</td><td>{format_number(m['violations'])}</td><td>{escape(kept)}</td></tr>"
+            "<tr>"
+            + "".join(
+                f'<td data-label="{h}">{v}</td>' for h, v in zip(_COLUMNS, cells, strict=True)
+            )
+            + "</tr>"
         )
     parts.append(
-        '<div class="tablewrap"><table><thead><tr><th>collection</th><th>bound S</th><th>read modes</th>'
-        "<th>writes</th><th>TTL</th><th>checked reads</th><th>violations</th><th>kept</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        '<div class="tablewrap"><table class="stack"><thead><tr>'
+        + "".join(f"<th>{h}</th>" for h in _COLUMNS)
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
     parts.append(
         '<p class="note">Checked reads: the in-service monitor re-checks one cache hit in N against the '
