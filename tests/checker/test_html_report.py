@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from maxage.checker.checks import check
 from maxage.checker.history import Op
@@ -66,3 +69,16 @@ def test_report_has_charts_and_the_violation_with_its_operations() -> None:
 def test_fault_phases() -> None:
     bands = fault_phases(history(), end=10.0)
     assert [(b.start, b.end, b.label) for b in bands] == [(2.0, 6.0, "drop 0.5")]
+
+
+def test_cli_refuses_unwritable_report_paths_and_the_removed_plot(tmp_path: Path) -> None:
+    """Before any run: a report that could not be written, and --plot, exit 2 and say why."""
+    for args, said in (
+        (["--html", str(tmp_path / "missing" / "r.html")], "--html"),
+        (["--json", str(tmp_path / "missing" / "r.json")], "--json"),
+        (["--plot", str(tmp_path / "p.png")], "--html FILE"),
+    ):
+        r = subprocess.run([sys.executable, "-m", "maxage", "check", *args], capture_output=True,
+                           text=True, timeout=60, check=False)  # fmt: skip
+        assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "p.png").exists()

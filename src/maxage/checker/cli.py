@@ -256,6 +256,10 @@ async def _main(args: argparse.Namespace) -> int:
         raise CheckError("--clients, --duration and --keys must be positive")
     if args.mutant and args.target:
         raise CheckError("--mutant starts its own server; it cannot be used with --target")
+    for flag, path in (("--json", args.json), ("--html", args.html), ("--history", args.history)):
+        folder = Path(path).resolve().parent if path else None
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            raise CheckError(f"{flag} {path}: cannot write there ({folder} is not a writable directory)")  # fmt: skip
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     server: Server | None = None
     target = args.target
@@ -420,6 +424,7 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
     if args.html:
         page = render_html(rep, ops, res, bounds, title=f"maxage check {target}")
         Path(args.html).write_text(page, encoding="utf-8")
+        print(f"report: {args.html}", file=sys.stderr)
     return 1 if res.violations else 0
 
 
