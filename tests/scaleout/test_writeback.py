@@ -35,6 +35,14 @@ minimum = 0
 [collections.counters.schema.properties.title]
 type = "string"
 
+[collections.likes]
+max_staleness = "1s"
+write_policy = "write-back"
+flush_interval = "3s"
+
+[collections.likes.schema]
+type = "object"
+
 [collections.plain]
 max_staleness = "1s"
 write_policy = "write-through"
@@ -249,3 +257,46 @@ def test_write_back_contract_on_one_process(tmp_path: Path) -> None:
             assert metric(text, "maxage_writeback_flush_interval_seconds", **labels) == FLUSH
     finally:
         assert a.stop() == 0
+
+
+def test_one_flush_transaction_and_a_document_deleted_meanwhile(
+    tmp_path: Path, primary: tuple[str, str]
+) -> None:
+    a, b = _start(tmp_path, primary, "a", "b")
+    try:
+        with a.client() as ca, b.client() as cb:
+            for doc in ("l1", "l2", "l3"):
+                assert ca.put(f"/v1/likes/{doc}", json={"n": 0}).status_code == 201
+            for doc in ("l1", "l2", "l3"):
+                for _ in range(2):
+                    inc = ca.post(f"/v1/likes/{doc}:increment", json={"field": "/n"})
+                    assert inc.status_code == 200, inc.text
+            # Another process deletes l2 while A still holds two increments of it.
+            assert cb.delete("/v1/likes/l2").status_code == 204
+            labels = {"collection": "likes"}
+            deadline = time.monotonic() + 30
+            while metric(ca.get("/metrics").text, "maxage_writeback_pending", **labels):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            text = ca.get("/metrics").text
+            # l1 and l3 committed (the batch aborted on l2 and each went on its own); the
+            # two increments of l2 were dropped, counted and logged.
+            assert metric(text, "maxage_writeback_flushed_total", **labels) == 4
+            assert metric(text, "maxage_writeback_dropped_total", **labels, reason="not_found") == 2
+            for doc in ("l1", "l3"):
+                got = cb.get(f"/v1/likes/{doc}", params={"consistency": "strong"}).json()
+                assert got["data"]["n"] == 2 and got["version"] == 2
+            assert cb.get("/v1/likes/l2").status_code == 404
+            # Without a casualty, the documents of a flush commit in one transaction.
+            for doc in ("l1", "l3"):
+                assert ca.post(f"/v1/likes/{doc}:increment", json={"field": "/n"}).status_code == 200
+            before = metric(text, "maxage_writeback_flushes_total", **labels)
+            while metric(ca.get("/metrics").text, "maxage_writeback_pending", **labels):
+                assert time.monotonic() < deadline + 30
+                time.sleep(0.1)
+            after = metric(ca.get("/metrics").text, "maxage_writeback_flushes_total", **labels)
+            assert after == before + 1
+        assert "dropped at the flush: not found" in a.stderr()
+    finally:
+        a.stop()
+        b.stop()

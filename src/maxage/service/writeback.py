@@ -4,9 +4,12 @@ in batches, coalesced per document, at most ``flush_interval`` after they were a
 Only operations whose effects commute are buffered: merge patches and increments
 (:mod:`maxage.service.increments`). Invariants:
 
-* **Deltas, not overwrites.** A flush is one primary transaction per document that
-  applies the buffered operations, in the order they were acknowledged, to the row
-  that transaction read (under the store's per-document lock). Increments from any
+* **Deltas, not overwrites.** A flush is one primary transaction per collection
+  (``Store.write_batch``, up to MAX_BATCH_OPERATIONS documents) that applies each
+  document's buffered operations, in the order they were acknowledged, to the row
+  that transaction read (under the store's per-document lock). If one document no
+  longer takes its writes (deleted meanwhile) the batch aborts as a whole and each
+  document is flushed in a transaction of its own. Increments from any
   number of processes therefore sum exactly; a patch applies to whatever the
   document is at the flush.
 * **The loss window.** A write is acknowledged only once it is in the buffer, and
@@ -42,7 +45,7 @@ from typing import Any
 
 import msgspec
 
-from maxage.contracts import CollectionSpec, ReadMode, WritePolicy
+from maxage.contracts import MAX_BATCH_OPERATIONS, CollectionSpec, ReadMode, WritePolicy
 from maxage.core.types import Clock
 from maxage.core.wake import wait_woken
 from maxage.invalidation.tailer import doc_key
@@ -51,7 +54,7 @@ from maxage.service.errors import DocumentNotFound, DomainError, ValidationFaile
 from maxage.service.increments import Increment, apply_increment
 from maxage.service.reads import ReadResult, Reads
 from maxage.service.writes import PreparedWrite, WriteKind, Writes, merge_patch
-from maxage.store.base import Document, Store, StoredResponse, WriteResult
+from maxage.store.base import Document, Mutator, Store, StoredResponse, WriteResult
 
 log = logging.getLogger("maxage.service")
 _encode = msgspec.json.Encoder().encode
@@ -188,7 +191,7 @@ class WriteBack:
             waiting = [e for e in self.entries.values() if e.ops or e.flushing or e.lock.locked()]
             if not waiting:
                 return
-            await asyncio.gather(*(self._flush(e) for e in waiting))
+            await self._flush_due(waiting)
             if not any(e.ops for e in self.entries.values()):
                 return
             if asyncio.get_running_loop().time() >= deadline:
@@ -202,8 +205,14 @@ class WriteBack:
             now = self.clock.now()
             due = [e for e in self.entries.values() if e.due <= now]
             if due:
+                # Early is allowed ("at most" flush_interval): the documents that fall due
+                # within half a window more join this flush's transaction.
+                soon = [e for e in self.entries.values()
+                        if now < e.due <= now + e.spec.flush_interval / 2]  # fmt: skip
+                due += soon
+            if due:
                 # Shielded: stop() cancels this loop, never a flush half-way.
-                await asyncio.gather(*(asyncio.shield(self._flush(e)) for e in due))
+                await asyncio.shield(self._flush_due(due))
             self._sweep(self.clock.now())
             self._wake.clear()  # before computing the next deadline: no wake-up is missed
             next_due = min((e.due for e in self.entries.values()), default=math.inf)
@@ -340,6 +349,105 @@ class WriteBack:
         if entry is not None and entry.ops:
             await asyncio.shield(self._flush(entry))
 
+    async def _flush_due(self, due: list[Buffered]) -> None:
+        """Flush ``due``: per collection, one transaction for up to MAX_BATCH_OPERATIONS
+        documents (``Store.write_batch``)."""
+        by_collection: dict[str, list[Buffered]] = {}
+        for entry in due:
+            by_collection.setdefault(entry.spec.name, []).append(entry)
+        chunks = [
+            entries[i : i + MAX_BATCH_OPERATIONS]
+            for entries in by_collection.values()
+            for i in range(0, len(entries), MAX_BATCH_OPERATIONS)
+        ]
+        await asyncio.gather(*(self._flush_batch(chunk) for chunk in chunks))
+
+    async def _flush_batch(self, entries: list[Buffered]) -> None:
+        """One transaction applying every buffered write of ``entries`` (one collection).
+        When one of them no longer applies (its document is gone, or every write of it was
+        dropped) the batch aborts as a whole, and each document is flushed on its own."""
+        async with self._slots, contextlib.AsyncExitStack() as held:
+            for entry in sorted(entries, key=lambda e: e.id):  # one lock order: no deadlock
+                await held.enter_async_context(entry.lock)
+            entries = [e for e in entries if e.ops]
+            if len(entries) == 1:
+                await self._flush_locked(entries[0])
+                return
+            if not entries:
+                return
+            spec = entries[0].spec
+            taken = [self._take(e) for e in entries]
+            dropped: list[list[tuple[str, int]]] = [[] for _ in entries]
+            started = self.clock.now()
+            prepared = [
+                PreparedWrite(spec, WriteKind.PATCH, e.id, self._mutator(e, ops, d))
+                for e, ops, d in zip(entries, taken, dropped, strict=True)
+            ]
+            try:
+                batch = await self.writes.commit_batch(spec, prepared)
+            except (NothingToFlush, DocumentNotFound):
+                for entry, ops in zip(entries, taken, strict=True):
+                    self._restore(entry, ops, retry_now=True)
+                for entry in entries:
+                    await self._flush_locked(entry)
+                return
+            except BaseException as exc:
+                for entry, ops in zip(entries, taken, strict=True):
+                    self._restore(entry, ops)
+                _bump(self.stats.failures, spec.name)
+                if not isinstance(exc, Exception):
+                    raise
+                log.warning("write-back flush of %d %s documents failed (kept): %s",
+                            len(entries), spec.name, exc)  # fmt: skip
+                return
+            finally:
+                self.stats.flush_seconds += self.clock.now() - started
+            _bump(self.stats.flushes, spec.name)
+            for entry, ops, d, result in zip(entries, taken, dropped, batch.results, strict=True):
+                self._settle(entry, ops, d, result.document, started)
+
+    def _take(self, entry: Buffered) -> list[tuple[Op, int]]:
+        """Move the entry's buffered writes to ``flushing`` (still shown by its reads)."""
+        ops = entry.ops
+        entry.flushing, entry.ops, entry.due = ops, [], math.inf
+        return ops
+
+    def _restore(self, entry: Buffered, ops: list[tuple[Op, int]], retry_now: bool = False) -> None:
+        """A flush that did not commit: its writes go back, in order, ahead of newer ones."""
+        entry.ops = ops + entry.ops
+        entry.flushing = []
+        entry.due = (
+            self.clock.now() if retry_now else min(entry.due, self.clock.now() + RETRY_AFTER)
+        )
+
+    def _mutator(
+        self, entry: Buffered, ops: list[tuple[Op, int]], dropped: list[tuple[str, int]]
+    ) -> Mutator:
+        spec, id = entry.spec, entry.id
+
+        def mutate(current: Document | None) -> bytes | None:
+            return self._apply(spec, id, current, ops, dropped)
+
+        return mutate
+
+    def _settle(
+        self,
+        entry: Buffered,
+        ops: list[tuple[Op, int]],
+        dropped: list[tuple[str, int]],
+        doc: Document,
+        started: float,
+    ) -> None:
+        """After a committed flush: the document as committed is the new base."""
+        spec = entry.spec
+        entry.flushing = []
+        entry.base, entry.base_at = doc, started
+        entry.floor = doc.version
+        entry.rebuild()
+        _bump(self.stats.flushed, spec.name, sum(n for _, n in ops) - sum(n for _, n in dropped))
+        if dropped:
+            self._dropped(spec, entry.id, dropped)
+
     async def _flush(self, entry: Buffered) -> None:
         async with self._slots, entry.lock:
             await self._flush_locked(entry)
@@ -348,14 +456,10 @@ class WriteBack:
         if not entry.ops:
             return
         spec = entry.spec
-        ops = entry.ops
-        entry.flushing, entry.ops, entry.due = ops, [], math.inf
+        ops = self._take(entry)
         dropped: list[tuple[str, int]] = []
         started = self.clock.now()
-
-        def mutate(current: Document | None) -> bytes | None:
-            return self._apply(spec, entry.id, current, ops, dropped)
-
+        mutate = self._mutator(entry, ops, dropped)
         try:
             result = await self.writes.commit(
                 PreparedWrite(spec, WriteKind.PATCH, entry.id, mutate)
@@ -372,9 +476,7 @@ class WriteBack:
             return
         except BaseException as exc:  # StoreError, mostly
             # Kept, in order, ahead of what arrived meanwhile; retried shortly.
-            entry.ops = ops + entry.ops
-            entry.flushing = []
-            entry.due = min(entry.due, self.clock.now() + RETRY_AFTER)
+            self._restore(entry, ops)
             _bump(self.stats.failures, spec.name)
             if not isinstance(exc, Exception):
                 raise
@@ -382,14 +484,8 @@ class WriteBack:
             return
         finally:
             self.stats.flush_seconds += self.clock.now() - started
-        entry.flushing = []
-        entry.base, entry.base_at = result.document, started
-        entry.floor = result.document.version
-        entry.rebuild()
         _bump(self.stats.flushes, spec.name)
-        _bump(self.stats.flushed, spec.name, sum(n for _, n in ops) - sum(n for _, n in dropped))
-        if dropped:
-            self._dropped(spec, entry.id, dropped)
+        self._settle(entry, ops, dropped, result.document, started)
 
     @staticmethod
     def _apply(
