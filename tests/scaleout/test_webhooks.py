@@ -150,6 +150,9 @@ def test_failures_then_success_deliver_everything_in_order(
         ("o1", 3, "put"), ("o2", 3, "put"), ("o2", 4, "delete"),
     ]  # fmt: skip
     assert len({b["id"] for b in got}) == 7 and receiver.refused == 3
+    # Each carries the document's data at that version (null for a delete).
+    assert [b["data"] for b in got if b["documentId"] == "o1"] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert got[-1]["data"] is None
     with a.client() as c:
         assert _letters(c) == []
         text = c.get("/metrics").text

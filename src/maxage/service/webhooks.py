@@ -89,7 +89,9 @@ def webhook_id(change: Change, subscription: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "maxage:" + name))
 
 
-def payload(change: Change, subscription: str) -> bytes:
+def payload(change: Change, subscription: str, data: bytes | None) -> bytes:
+    """The delivery body; ``data`` is the document's data at that version as the change
+    row recorded it (null for a delete)."""
     return _encode(
         {
             "id": webhook_id(change, subscription),
@@ -100,6 +102,7 @@ def payload(change: Change, subscription: str) -> bytes:
             "version": change.version,
             "op": change.op.value,
             "committedAt": iso(change.committed_at),
+            "data": msgspec.Raw(data) if data is not None else None,
         }
     )
 
@@ -238,7 +241,11 @@ class Webhooks:
     async def attempt(self, hook: WebhookSpec, change: Change) -> str:
         """One delivery attempt: "" when the receiver answered 2xx, else what went wrong."""
         assert self.sender is not None
-        body = payload(change, hook.name)
+        try:
+            data = (await self.store.change_bodies([change.seq])).get(change.seq)
+        except Exception as exc:  # the primary is down: a failed attempt like any other
+            return f"reading the change: {exc}"[:500]
+        body = payload(change, hook.name, data)
         headers = signed_headers(hook.secret, webhook_id(change, hook.name), int(time.time()), body)
         try:
             status = await self.sender.post(hook.url, body, headers, hook.timeout)
