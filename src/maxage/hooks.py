@@ -59,13 +59,21 @@ class Hooks:
 
     # -- service -----------------------------------------------------------------------
 
-    def deliver_after_commit(self, deliver: Callable[[], None]) -> None:
-        """The direct post-commit cache update (an optimisation; the tailer is the truth):
-        run it now, later, twice, or not at all."""
+    def deliver_after_commit(self, key: str, deliver: Callable[[], None]) -> None:
+        """The direct post-commit cache update of the write of ``key`` (an optimisation;
+        the tailer is the truth): run it now, later, twice, or not at all."""
         deliver()
 
-    def before_fill(self) -> Awaitable[None] | None:
-        """Between a primary read and its cache fill (a pause makes the fill stale)."""
+    # -- change feed -------------------------------------------------------------------
+
+    def feed_resume(self, after: int) -> int:
+        """Mutants: the cursor a change-feed request reads after, given the client's
+        resume cursor ``after`` (off by one: a change replayed, or one skipped)."""
+        return after
+
+    def before_fill(self, key: str, version: int) -> Awaitable[None] | None:
+        """Between a primary read of ``key`` (which returned ``version``, 0 if absent) and
+        its cache fill (a pause makes the fill stale)."""
         return None
 
 

@@ -173,9 +173,15 @@ def test_fault_endpoint_validates_everything_before_applying(server: MaxageServe
     with server.client() as c:
         assert c.put("/_maxage/faults", json={"faults": {"drop": 0.5}, "seed": 3}).status_code == 200
         for bad in ({"faults": {"drop": 0.1}, "seed": "x"}, {"faults": {"drop": 0.1}, "params": {"nope": 1}},
-                    {"faults": {"drop": 2}}, {"faults": {"drop": 0.1}, "extra": 1}, [1, 2]):  # fmt: skip
+                    {"faults": {"drop": 2}}, {"faults": {"drop": 0.1}, "extra": 1}, [1, 2],
+                    {"targets": {"delay": ["notes/a"]}}, {"targets": {"drop": "notes/a"}},
+                    {"targets": {"drop": [1]}}, {"targets": ["drop"]}):  # fmt: skip
             r = c.put("/_maxage/faults", json=bad)
             assert r.status_code == 400, bad
         state = c.get("/_maxage/faults").json()
         assert state["faults"] == {"drop": 0.5} and state["seed"] == 3
+        assert state["targets"] == {} and state["holding"] == []
+        aimed = {"faults": {}, "targets": {"drop": ["notes/a"], "pause-fill": ["notes/b"]}}
+        assert c.put("/_maxage/faults", json=aimed).status_code == 200
+        assert c.get("/_maxage/faults").json()["targets"] == aimed["targets"]
         assert c.delete("/_maxage/faults").status_code == 200

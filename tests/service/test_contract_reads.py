@@ -47,7 +47,7 @@ class PauseHooks(Hooks):
     def __init__(self) -> None:
         self.pause: Callable[[], Awaitable[None]] | None = None
 
-    def before_fill(self) -> Awaitable[None] | None:
+    def before_fill(self, key: str, version: int) -> Awaitable[None] | None:
         return self.pause() if self.pause is not None else None
 
 

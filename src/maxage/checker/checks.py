@@ -1,4 +1,4 @@
-"""The checks of the contract (docs/architecture.md) P0-P6 and P8 over a recorded history.
+"""The checks of the contract (docs/architecture.md) P0-P8 over a recorded history.
 
 Every check is *sound* with respect to the checker's clock: ``invoke`` is taken
 before a request is sent and ``ret`` after its response arrived, so an
@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maxage.checker import lists
+from maxage.checker.feed import violations as feed_violations
 from maxage.checker.history import FAIL, FAULT, OK, UNKNOWN, Op
 from maxage.checker.revocation import AUTH_READ, REVOKE
 from maxage.checker.revocation import violations as revocation_violations
 
-PROPERTIES = ("P0", "P1", "P2", "P3", "P4", "P5", "P6", "P8")
+PROPERTIES = ("P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 TITLES = {
     "P0": "integrity",
     "P1": "no reads from the future",
@@ -35,6 +36,7 @@ TITLES = {
     "P4": "session",
     "P5": "write safety",
     "P6": "convergence",
+    "P7": "change-log integrity",
     "P8": "revocation",
 }
 
@@ -297,6 +299,8 @@ def check(ops: Sequence[Op], bounds: dict[str, float], *, lin_budget: int = 200_
     _check_pages(ops, res)
     for message, pair in revocation_violations(ops):
         res.add("P8", message, *pair)
+    for message, feed_ops in feed_violations(ops):
+        res.add("P7", message, *feed_ops)
     for m in models.values():
         bound = bounds.get(m.collection, 0.0)
         unknown_deletes = [w for w in m.writes if w.kind == "delete" and w.outcome == UNKNOWN]

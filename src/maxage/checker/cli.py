@@ -27,17 +27,15 @@ import httpx
 
 from maxage.checker import revocation
 from maxage.checker.checks import check
+from maxage.checker.feed import FeedReader
 from maxage.checker.history import FAULT, HistoryWriter, Op
 from maxage.checker.html_report import render_html
+from maxage.checker.races import Schedule
+from maxage.checker.races import control as control_call
 from maxage.checker.report import build_report, render_text
 from maxage.checker.workload import Client, Collection, DiscoveryError, Workload, discover
 from maxage.progress import Progress
 from maxage.units import DURATION_HELP, duration_arg, has_unit, positive_duration_arg
-
-FAULT_PROBABILITY = {
-    "drop": 0.5, "duplicate": 0.3, "delay": 0.3, "reorder": 0.5, "pause-fill": 0.3,
-    "stall-tailer": 1.0, "invalidation-error": 0.5, "slow-primary": 0.2, "slow-commit": 0.5,
-}  # fmt: skip
 
 
 class CheckError(Exception):
@@ -118,10 +116,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="steps of the per-key linearizability search before 'unknown'",
     )
     p.add_argument(
-        "--stop-on-violation",
+        "--keep-going",
         action="store_true",
-        help="end the workload at the first violation found by a periodic check",
+        help="run for the whole --duration and report every violation (default: stop at the "
+        "first one, found by a check after every targeted round and every 2 s)",
     )
+    p.add_argument(
+        "--stop-on-violation", action="store_true", help=argparse.SUPPRESS
+    )  # the default
     p.add_argument(
         "--fault-probability",
         type=float,
@@ -277,18 +279,16 @@ async def _main(args: argparse.Namespace) -> int:
 async def _drive(args: argparse.Namespace, target: str, seed: int, server: Server | None) -> int:
     """Discover, drive the workload with faults and the revocation probe, heal, read every
     key, check, report. (Long: one run's phases in order, sharing the run's state.)"""
+    # the clients, the targeted rounds' concurrent probes, a feed stream per collection
     limits = httpx.Limits(
-        max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4
+        max_connections=args.clients + 32, max_keepalive_connections=args.clients + 32
     )
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx.AsyncClient(
         base_url=target, limits=limits, timeout=10.0, headers=headers
     ) as http:
-        try:
-            spec = (await http.get("/openapi.json")).json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise CheckError(f"cannot read {target}/openapi.json: {exc}") from None
+        spec = await _openapi(http, target)
         try:
             cols, notes = discover(spec)
         except (DiscoveryError, KeyError, TypeError) as exc:
@@ -312,7 +312,7 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
         # fault control
         control: dict[str, Any] | None = None
         try:
-            r = await http.get("/_maxage/faults")
+            r = await control_call(http, "GET")
             if r.status_code == 200:
                 control = r.json()
         except httpx.HTTPError:
@@ -337,20 +337,20 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
             raise CheckError(
                 f"mutant {control['mutant']} is not applicable to the {control.get('store')} store"
             )
-        if control and "stall-tailer" in faults and not control.get("store"):
-            pass
         if control:
-            await http.delete("/_maxage/faults")
+            await control_call(http, "DELETE")
 
         history = HistoryWriter(args.history)
         ops: list[Op] = []
-        found = asyncio.Event()
 
         def record(op: Op) -> None:
             ops.append(op)
             history.write(op)
 
         wl = Workload(http, cols, {}, seed, record)
+        watch = Watch(
+            wl, ops, bounds, stop=not args.keep_going, quiet=args.quiet, budget=args.duration
+        )
         for c in cols:
             wl.keys[c.name] = [f"chk-{wl.run_tag}-{k}" for k in range(args.keys)]
         seeder = Client(wl, 0)
@@ -360,14 +360,12 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
         end = wl.now() + args.duration
         clients = [Client(wl, i + 1) for i in range(args.clients)]
         tasks = [asyncio.create_task(cl.run(end)) for cl in clients]
-        fault_task = (
-            asyncio.create_task(
-                _fault_schedule(wl, http, faults, seed, bounds, end, args.fault_probability)
-            )
-            if faults
-            else None
-        )
-        progress = asyncio.create_task(_progress(wl, ops, args, bounds, found))
+        schedule = Schedule(wl, http, cols, faults, seed, args.fault_probability,
+                            on_round=watch.wake.set)  # fmt: skip
+        fault_task = asyncio.create_task(schedule.run(end)) if faults else None
+        progress = asyncio.create_task(watch.run())
+        feed = FeedReader(http, wl, cols, seed)
+        feed_task = asyncio.create_task(feed.follow())
         prober = (
             asyncio.create_task(
                 revocation.probe(http, wl, cols[0], wl.keys[cols[0].name][0], end, seed)
@@ -390,34 +388,48 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
                 fault_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fault_task
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+            for task in (progress, feed_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         # heal, wait out the bound, then read every key (P6)
         server_faults: dict[str, Any] | None = None
         if control:
             heal = Op(wl.new_id(), 0, FAULT, invoke=wl.now())
-            server_faults = (await http.delete("/_maxage/faults")).json()
+            server_faults = (await control_call(http, "DELETE")).json()
             heal.ret = wl.now()
             heal.detail = "heal"
             record(heal)
-        settle = min(args.converge_timeout, max(bounds.values(), default=0.0) + 0.5)
-        await asyncio.sleep(settle)
-        final = Client(wl, args.clients + 1)
-        for c in cols:
-            for k in wl.keys[c.name]:
-                await final.read(c, k, "strong", phase="final")
-                for mode in ("bounded", "bounded", "bounded", "session"):
-                    if mode in c.modes:
-                        await final.read(c, k, mode, phase="final")
+        if watch.caught_at is None:
+            settle = min(args.converge_timeout, max(bounds.values(), default=0.0) + 0.5)
+            await asyncio.sleep(settle)
+            final = Client(wl, args.clients + 1)
+            probed = schedule.keys() if faults else {}
+            for c in cols:
+                for k in wl.keys[c.name] + probed.get(c.name, []):
+                    await final.read(c, k, "strong", phase="final")
+                    for mode in ("bounded", "bounded", "bounded", "session"):
+                        if mode in c.modes:
+                            await final.read(c, k, mode, phase="final")
+        else:
+            notes.append("stopped at the first violation: convergence (P6) was not checked")
+        await feed.drain()
         history.close()
         elapsed = time.monotonic() - started
+        created = {c.name: wl.keys[c.name] + (schedule.keys().get(c.name, []) if faults else [])
+                   for c in cols}  # fmt: skip
+        notes.append(
+            await _clean_up(http, created, own=server is not None, faults=control is not None)
+        )
     if not args.quiet and sys.stderr.isatty():
         print(f"maxage check: checking {len(ops):,} operations…", file=sys.stderr, flush=True)
     res = await asyncio.to_thread(check, ops, bounds, lin_budget=args.lin_budget)
     rep = build_report(ops, res, bounds=bounds, seed=seed, duration=elapsed, faults_requested=faults,
                        server_faults=server_faults, target=target, mutant=args.mutant,
                        notes=notes)  # fmt: skip
+    rep["targeted"] = schedule.tally.to_json() if faults else None
+    rep["stopped_at_s"] = watch.caught_at
+    rep["feed"] = feed.counts()
     print(render_text(rep))
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2, default=str))
@@ -428,77 +440,108 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
     return 1 if res.violations else 0
 
 
-async def _fault_schedule(
-    wl: Workload,
-    http: httpx.AsyncClient,
-    faults: list[str],
-    seed: int,
-    bounds: dict[str, float],
-    end: float,
-    probability: float | None = None,
-) -> None:
-    rng = random.Random(f"faults:{seed}")
-    positive = [b for b in bounds.values() if b > 0]
-    unit = max(0.3, min(positive, default=1.0))
-    phase = 0
-    while wl.now() < end:
-        phase += 1
-        if rng.random() < 0.2:
-            chosen: dict[str, float] = {}
-        else:
-            chosen = {f: _prob(f, probability) for f in faults if rng.random() < 0.6}
-            if not chosen:
-                f = rng.choice(faults)
-                chosen = {f: _prob(f, probability)}
-        ev = Op(wl.new_id(), 0, FAULT, invoke=wl.now(), faults=chosen)
+async def _openapi(http: httpx.AsyncClient, target: str) -> dict[str, Any]:
+    """The target's OpenAPI document (the contracts: bounds and modes). A busy server's
+    ``503`` is retried for up to 10 s, as its ``Retry-After`` asks."""
+    deadline = time.monotonic() + 10.0
+    while True:
         try:
-            await http.put("/_maxage/faults", json={"faults": chosen, "seed": seed * 1000 + phase})
-        except httpx.HTTPError as exc:
-            ev.detail = f"control failed: {exc}"
-        ev.ret = wl.now()
-        wl.record(ev)
-        await asyncio.sleep(min(max(0.2, end - wl.now()), rng.uniform(0.5, 3.0) * unit))
+            r = await http.get("/openapi.json")
+            if r.status_code == 503 and time.monotonic() < deadline:
+                await asyncio.sleep(min(1.0, float(r.headers.get("retry-after", "0.2") or 0.2)))
+                continue
+            if r.status_code != 200:
+                raise CheckError(f"cannot read {target}/openapi.json: status {r.status_code}")
+            spec = r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise CheckError(f"cannot read {target}/openapi.json: {exc}") from None
+        if not isinstance(spec, dict):
+            raise CheckError(f"{target}/openapi.json is not an OpenAPI document")
+        return spec
 
 
-def _prob(fault: str, override: float | None) -> float:
-    if override is None or fault == "stall-tailer":
-        return FAULT_PROBABILITY[fault]
-    return max(0.0, min(1.0, override))
+async def _clean_up(
+    http: httpx.AsyncClient, created: dict[str, list[str]], *, own: bool, faults: bool
+) -> str:
+    """Delete the documents the run created on a target without fault injection (a real
+    deployment); say what happened to them (the note of the report)."""
+    n = sum(len(ids) for ids in created.values())
+    if own:
+        return f"the checker's own server and database (with its {n} documents) are removed"
+    if faults:
+        return (f"left the {n} documents the checker created on the target (ids chk-<run>-*, "
+                "and those made by POST): it runs with fault injection, so it is a test server")  # fmt: skip
+    deleted = failed = 0
+    for name, ids in created.items():
+        for id in ids:
+            try:
+                r = await http.delete(f"/v1/{name}/{id}")
+            except httpx.HTTPError:
+                failed += 1
+                continue
+            if r.status_code in (204, 404):
+                deleted += r.status_code == 204
+            else:
+                failed += 1
+    return (f"cleaned up: deleted the {deleted} documents the checker created that still existed"
+            f"{f' ({failed} deletes failed)' if failed else ''}; their rows stay in the primary "
+            "marked deleted, and the change log keeps their changes")  # fmt: skip
 
 
-async def _progress(
-    wl: Workload,
-    ops: list[Op],
-    args: argparse.Namespace,
-    bounds: dict[str, float],
-    found: asyncio.Event,
-) -> None:
-    """The progress line (on a terminal only: maxage.progress) and, with
-    --stop-on-violation, a check of the history so far every 2 s."""
-    meter = Progress("maxage check", budget=args.duration, enabled=False if args.quiet else None)
-    active = ""
-    seen = 0
-    tick = 0
-    try:
-        while True:
-            await asyncio.sleep(0.5)
-            tick += 1
-            for o in ops[seen:]:
-                if o.kind == FAULT:
-                    active = ",".join(o.faults) or "-"
-            seen = len(ops)
-            if args.stop_on_violation and tick % 4 == 0:
-                snapshot = list(ops)
-                res = await asyncio.to_thread(check, snapshot, bounds, lin_budget=10_000)
-                if res.violations:
-                    wl.stop = True
-                    found.set()
-            reads = sum(1 for o in ops if o.kind == "read")
-            meter.update(
-                len(ops), f"reads {reads:,}, writes {len(ops) - reads:,}, faults {active or '-'}"
-            )
-    finally:
-        meter.close()
+class Watch:
+    """The progress line (on a terminal only: maxage.progress) and, unless --keep-going,
+    the check that ends the workload at the first violation (after every targeted
+    round, and every 2 s)."""
+
+    def __init__(
+        self,
+        wl: Workload,
+        ops: list[Op],
+        bounds: dict[str, float],
+        *,
+        stop: bool,
+        quiet: bool,
+        budget: float,
+    ) -> None:
+        self.wl = wl
+        self.ops = ops
+        self.bounds = bounds
+        self.stop = stop
+        self.quiet = quiet
+        self.budget = budget
+        self.wake = asyncio.Event()
+        self.caught_at: float | None = None  # workload time the first violation was found
+
+    async def run(self) -> None:
+        meter = Progress("maxage check", budget=self.budget, enabled=False if self.quiet else None)
+        active = ""
+        seen = checked = 0
+        checked_at = self.wl.now()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await self.wake.wait()
+                due = self.wake.is_set() or self.wl.now() - checked_at >= 2.0
+                self.wake.clear()
+                ops = self.ops
+                for o in ops[seen:]:
+                    if o.kind == FAULT:
+                        active = ",".join(o.faults) or "-"
+                seen = len(ops)
+                if self.stop and due and len(ops) > checked:
+                    checked, checked_at = len(ops), self.wl.now()
+                    res = await asyncio.to_thread(check, list(ops), self.bounds, lin_budget=10_000)
+                    if res.violations:
+                        self.caught_at = round(self.wl.now(), 3)
+                        self.wl.stop = True
+                reads = sum(1 for o in ops if o.kind == "read")
+                meter.update(
+                    len(ops),
+                    f"reads {reads:,}, writes {len(ops) - reads:,}, faults {active or '-'}",
+                )
+        finally:
+            meter.close()
 
 
 __all__ = ["CheckError", "Collection", "configure_parser", "run"]

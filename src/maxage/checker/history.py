@@ -28,7 +28,7 @@ FAULT = "fault"
 class Op:
     id: int
     client: int
-    kind: str  # read | create | post | put | patch | delete | fault
+    kind: str  # read | create | post | put | patch | delete | fault | change (a feed line)
     collection: str = ""
     key: str = ""
     mode: str | None = None  # bounded | strong | session (reads)
@@ -54,14 +54,20 @@ class Op:
     # of the page when more pages follow (None: the page covers every id)
     page: dict[str, list[Any]] | None = None
     covered_to: str | None = None
+    cursor: int | None = None  # a change-feed line's cursor (kind ``change``)
+    after: int | None = None  # the cursor its feed connection resumed after
 
     @property
     def is_write(self) -> bool:
         return self.kind in WRITE_KINDS
 
     def brief(self) -> dict[str, Any]:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, False, {}, "")}
-        d["id"] = self.id
+        # only the empty values: 0 (client 0, cursor 0) is a value, and 0 == False
+        d = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if not (v is None or v is False or v == "" or v == {})
+        }
         return d
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from maxage.checker.checks import PROPERTIES, TITLES, Result
+from maxage.checker.feed import CHANGE
 from maxage.checker.history import FAULT, Op
 from maxage.checker.revocation import counts as revocation_counts
 
@@ -33,7 +34,7 @@ def build_report(
     mutant: str | None = None,
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    real = [o for o in ops if o.kind != FAULT]
+    real = [o for o in ops if o.kind not in (FAULT, CHANGE)]
     kinds = Counter(o.kind + ("-replay" if o.replay else "") for o in real)
     outcomes = Counter(o.outcome for o in real)
     modes = Counter(o.mode for o in real if o.kind == "read")
@@ -111,6 +112,7 @@ def render_text(rep: dict[str, Any]) -> str:
         f"acknowledged revoke, {rep['revocation']['refused_401']} refused (401)",
         f"faults          phases {_kv(rep['faults']['phases_enabled']) or '-'}",
         f"                injected {_kv({k: v for k, v in rep['faults']['injected'].items() if v}) or '-'}",
+        *_targeted_lines(rep),
         f"linearizability {rep['linearizability']['linearizable']}/{rep['linearizability']['keys']} keys; "
         f"unknowns {rep['unknown_count']}",
         "staleness (time since a newer version was acknowledged; versions behind):",
@@ -121,6 +123,10 @@ def render_text(rep: dict[str, Any]) -> str:
             f"  {mode:8s} n={st['reads']:<7d} p50={s['p50']:.3f}s p99={s['p99']:.3f}s "
             f"max={s['max']:.3f}s stale={s['stale_reads']}  behind {_kv(st['versions_behind'])}"
         )
+    feed = rep.get("feed")
+    if feed:
+        lines.append(f"change feed     {feed['changes']} changes over {feed['connections']} "
+                     f"connections (each dropped and resumed); errors {feed['errors']}")  # fmt: skip
     lines.append("properties:")
     for p, v in rep["violations"].items():
         mark = "ok" if v["count"] == 0 else f"VIOLATED x{v['count']}"
@@ -129,10 +135,25 @@ def render_text(rep: dict[str, Any]) -> str:
             lines.append(f"      - {first['message']}")
             for op in first["ops"][:3]:
                 lines.append(f"          {_op_line(op)}")
+    if rep.get("stopped_at_s") is not None:
+        lines.append(f"stopped at the first violation, found {rep['stopped_at_s']:.1f}s into "
+                     "the workload (--keep-going collects all)")  # fmt: skip
     for note in rep["notes"]:
         lines.append(f"note: {note}")
     lines.append(f"verdict: {rep['verdict'].upper()}")
     return "\n".join(lines)
+
+
+def _targeted_lines(rep: dict[str, Any]) -> list[str]:
+    t = rep.get("targeted")
+    if not t or not t["rounds"]:
+        return []
+    return [
+        f"targeted        {t['rounds']} rounds ({', '.join(t['scenarios'])}): {t['holds']} fills "
+        f"held past a newer invalidation ({t['hold_misses']} missed), {t['lost_deliveries']} "
+        f"lost deliveries, {t['stalled_writes']} writes under a stalled tailer; "
+        f"{t['reads_past_bound']} reads past the bound ({t['lagging']} lagging)"
+    ]
 
 
 def _op_line(op: dict[str, Any]) -> str:

@@ -261,6 +261,8 @@ class Client:
         op.body_hash = data_hash(data)
         op.token = data.get(col.token_field) if isinstance(data, dict) else None
         op.tier = meta.get("source")
+        if "detail=lagging" in resp.headers.get("cache-status", ""):
+            op.detail = "lagging"  # the holder was behind the bound: the primary answered
         try:
             op.age = float(resp.headers.get("age", "nan"))
         except ValueError:

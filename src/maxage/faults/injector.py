@@ -16,6 +16,18 @@ order), ``pause-fill`` (a pause between the primary read and the cache fill),
 write transaction sleeps between inserting its change row and COMMIT, so change
 rows commit out of ``seq`` order).
 
+Targets aim a fault at named cache keys (``"targets": {fault: ["collection/id", ...]}``),
+so a checker can open a race window on purpose instead of waiting for one:
+
+* ``pause-fill`` on a key *holds* a fill of that key until an invalidation of the
+  key at a newer version has been applied to one of this worker's holders (the
+  invalidation that the fill should have been beaten by arrives first), at most
+  ``hold_max`` seconds; ``GET /_maxage/faults`` lists the keys being held;
+* ``drop`` on a key skips the direct post-commit cache update of its writes (the
+  tailer still applies them);
+* ``invalidation-error`` on a key fails the first delivery of each of its
+  versions to each holder once (the tailer retries it).
+
 State. Several workers share one state: :meth:`FaultController.replace` writes
 it to a file in a private directory (mode 0700, created by the server's parent
 process, never through a symlink) that every worker re-reads at most every
@@ -36,7 +48,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from maxage.faults.mutants import CaughtUpHolder
+from maxage.faults.mutants import FEED_SHIFT, CaughtUpHolder
 from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Holder
 from maxage.store.base import ChangeBatch
@@ -56,7 +68,9 @@ FAULTS = (
 )
 POSTGRES_ONLY = frozenset({"slow-commit"})
 SYNC_EVERY = 0.05  # seconds between re-reads of the shared state file
-STATE_KEYS = frozenset({"faults", "seed", "params", "reseed"})
+STATE_KEYS = frozenset({"faults", "seed", "params", "reseed", "targets"})
+TARGETABLE = ("pause-fill", "drop", "invalidation-error")
+MAX_TARGET_KEYS = 1000
 
 
 class InjectedFault(ConnectionError):
@@ -99,10 +113,14 @@ class FaultController:
             "slow_max": min(1.0, bound / 2),
             "commit_min": 0.05,
             "commit_max": 0.3,
+            "hold_max": 5.0,
         }
         self.supported = [f for f in FAULTS if postgres or f not in POSTGRES_ONLY]
         self.counts: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self.tasks: set[asyncio.Future[Any]] = set()
+        self.targets: dict[str, frozenset[str]] = {}
+        self._failed_once: set[tuple[str, str, int]] = set()  # (holder, key, version)
+        self._held: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._mtime = -1
         self._next_sync = 0.0
         self._counts_dirty = False
@@ -117,6 +135,59 @@ class FaultController:
         self.counts[name] += 1
         self._counts_dirty = True
         return True
+
+    def targeted(self, name: str, key: str) -> bool:
+        """Is ``key`` a target of fault ``name``? (Counted as an injection when it is.)"""
+        self.sync()
+        keys = self.targets.get(name)
+        if not keys or key not in keys:
+            return False
+        self.counts[name] += 1
+        self._counts_dirty = True
+        return True
+
+    def fail_once(self, holder: str, key: str, version: int) -> bool:
+        """A targeted ``invalidation-error``: True the first time ``(holder, key, version)``
+        is delivered, so the delivery fails once and its retry succeeds."""
+        if (holder, key, version) in self._failed_once or not self.targeted(
+            "invalidation-error", key
+        ):
+            return False
+        self._failed_once.add((holder, key, version))
+        return True
+
+    async def hold(self, key: str, version: int) -> None:
+        """A targeted ``pause-fill``: wait until an invalidation of ``key`` above
+        ``version`` has been applied here (see :meth:`applied`), or ``hold_max``."""
+        released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._held.setdefault(key, [])
+        waiting.append((version, released))
+        self._write_holding()
+        try:
+            async with asyncio.timeout(self.params["hold_max"]):
+                await released
+        except TimeoutError:
+            pass
+        finally:
+            waiting.remove((version, released))
+            if not waiting:
+                del self._held[key]
+            self._write_holding()
+
+    def applied(self, key: str, version: int) -> None:
+        """An invalidation of ``key`` at ``version`` was applied: release the fills of
+        ``key`` held below it."""
+        for held, released in self._held.get(key, ()):
+            if held < version and not released.done():
+                released.set_result(None)
+
+    def _release_untargeted(self) -> None:
+        keys = self.targets.get("pause-fill", frozenset())
+        for key, waiting in self._held.items():
+            if key not in keys:
+                for _, released in waiting:
+                    if not released.done():
+                        released.set_result(None)
 
     def uniform(self, low: float, param: str) -> float:
         return self.rng.uniform(low, self.params[param])
@@ -157,6 +228,21 @@ class FaultController:
     def _counts_path(self) -> Path:
         return self.path.with_name(f"{self.path.stem}.counts.{os.getpid()}.json")
 
+    def _holding_path(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}.holding.{os.getpid()}.json")
+
+    def _write_holding(self) -> None:
+        with contextlib.suppress(OSError):
+            _write_atomic(self._holding_path(), json.dumps(sorted(self._held)).encode())
+
+    def total_holding(self) -> list[str]:
+        """The keys whose fills some worker is holding now (targeted ``pause-fill``)."""
+        keys: set[str] = set()
+        for p in self.path.parent.glob(f"{self.path.stem}.holding.*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                keys.update(str(k) for k in json.loads(_read_nofollow(p)))
+        return sorted(keys)
+
     def validate(self, state: object) -> dict[str, Any]:
         """The state as it will be applied; ValueError naming the first problem."""
         if not isinstance(state, dict):
@@ -194,7 +280,29 @@ class FaultController:
             "seed": seed,
             "params": values,
             "reseed": bool(state.get("reseed")),
+            "targets": self._validate_targets(state.get("targets") or {}),
         }
+
+    def _validate_targets(self, targets: object) -> dict[str, list[str]]:
+        if not isinstance(targets, dict):
+            raise ValueError("targets must be an object of fault -> list of keys")
+        bad = [k for k in targets if k not in TARGETABLE or k not in self.supported]
+        if bad:
+            raise ValueError(
+                f"faults {bad} cannot be targeted; targetable: {', '.join(TARGETABLE)}"
+            )
+        out: dict[str, list[str]] = {}
+        total = 0
+        for name, keys in targets.items():
+            if not isinstance(keys, list) or not all(
+                isinstance(k, str) and 0 < len(k) <= 1024 for k in keys
+            ):
+                raise ValueError(f"targets.{name} must be a list of keys (collection/id)")
+            total += len(keys)
+            out[name] = keys
+        if total > MAX_TARGET_KEYS:
+            raise ValueError(f"at most {MAX_TARGET_KEYS} target keys")
+        return out
 
     def _apply(self, state: Mapping[str, Any]) -> None:
         was_stalled = "stall-tailer" in self.active
@@ -204,6 +312,11 @@ class FaultController:
             self.seed = seed
             self.rng = random.Random(seed)
         self.params.update(state.get("params") or {})
+        targets = {k: frozenset(v) for k, v in (state.get("targets") or {}).items() if v}
+        if targets != self.targets:
+            self.targets = targets
+            self._failed_once.clear()
+            self._release_untargeted()
         if "stall-tailer" in self.active and not was_stalled:
             self.counts["stall-tailer"] += 1
             self._counts_dirty = True
@@ -232,6 +345,8 @@ class FaultController:
             "params": self.params,
             "seed": self.seed,
             "supported": list(self.supported),
+            "targets": {k: sorted(v) for k, v in self.targets.items()},
+            "holding": self.total_holding(),
             "counts": self.total_counts(),
             "worker_counts": self.counts,
             "mutant": self.mutant,
@@ -265,11 +380,12 @@ class FaultyHolder:
 
     async def apply(self, key: str, version: int) -> None:
         ctl = self.ctl
-        if ctl.roll("invalidation-error"):
+        if ctl.fail_once(self.name, key, version) or ctl.roll("invalidation-error"):
             raise InjectedFault(f"injected invalidation error for {key} v{version}")
         if ctl.roll("delay"):
             await asyncio.sleep(ctl.uniform(0.0, "delay_max"))
         await self.inner.apply(key, version)
+        ctl.applied(key, version)
         if ctl.roll("duplicate"):
             ctl.later(ctl.uniform(0.0, "duplicate_max"), self.inner.apply(key, version))
 
@@ -283,6 +399,7 @@ class FaultHooks(Hooks):
         self.seq_tailer = mutant == "seq-tailer" and ctl.postgres
         self._drop_failed = mutant == "error-path-drop"
         self._caught_up = mutant == "no-watermark"
+        self._feed_shift = FEED_SHIFT.get(mutant or "", 0)
         # Cutting a batch is safe only where seq order is commit order (SQLite).
         self._cut_safe = not ctl.postgres
 
@@ -294,6 +411,9 @@ class FaultHooks(Hooks):
         if not self.ctl.roll("slow-commit"):
             return 0.0
         return self.ctl.uniform(self.ctl.params["commit_min"], "commit_max")
+
+    def feed_resume(self, after: int) -> int:
+        return max(0, after + self._feed_shift) if after else after
 
     def tailer_stalled(self) -> bool:
         self.ctl.sync()
@@ -327,9 +447,9 @@ class FaultHooks(Hooks):
             inner = CaughtUpHolder(inner)
         return cast(T, FaultyHolder(inner, self.ctl))
 
-    def deliver_after_commit(self, deliver: Callable[[], None]) -> None:
+    def deliver_after_commit(self, key: str, deliver: Callable[[], None]) -> None:
         ctl = self.ctl
-        if ctl.roll("drop"):
+        if ctl.targeted("drop", key) or ctl.roll("drop"):
             return
         if ctl.roll("delay"):
             asyncio.get_running_loop().call_later(ctl.uniform(0.0, "delay_max"), deliver)
@@ -338,7 +458,9 @@ class FaultHooks(Hooks):
         if ctl.roll("duplicate"):
             asyncio.get_running_loop().call_later(ctl.uniform(0.0, "duplicate_max"), deliver)
 
-    def before_fill(self) -> Awaitable[None] | None:
+    def before_fill(self, key: str, version: int) -> Awaitable[None] | None:
+        if version and self.ctl.targeted("pause-fill", key):
+            return self.ctl.hold(key, version)
         if self.ctl.roll("pause-fill"):
             return asyncio.sleep(self.ctl.uniform(0.0, "pause_max"))
         return None

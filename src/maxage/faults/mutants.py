@@ -6,6 +6,10 @@ tests can show they catch the bug the guard prevents (TEST ONLY).
 * ``no-watermark`` — holders always claim to be caught up (reads ignore the watermark)
 * ``error-path-drop`` — a failed invalidation is forgotten instead of retried
 * ``seq-tailer`` — PostgreSQL: tail the log by ``seq > cursor`` (skips late commits)
+* ``feed-replay`` — the change feed resumes *at* the client's cursor instead of after
+  it: every reconnect delivers the last change again (P7)
+* ``feed-skip`` — the change feed resumes one past the client's cursor: a reconnect
+  loses the change right after it (P7)
 
 Each is planted through a public seam: the cache class the composition root
 constructs (:func:`cache_class`), or a hook of :class:`maxage.faults.FaultHooks`.
@@ -20,7 +24,16 @@ from maxage.core.cache import Cache
 from maxage.core.types import EvictionReason, SetOutcome
 from maxage.invalidation.tailer import Holder
 
-MUTANTS = ("no-version-guard", "no-tombstone", "no-watermark", "error-path-drop", "seq-tailer")
+MUTANTS = (
+    "no-version-guard",
+    "no-tombstone",
+    "no-watermark",
+    "error-path-drop",
+    "seq-tailer",
+    "feed-replay",
+    "feed-skip",
+)
+FEED_SHIFT = {"feed-replay": -1, "feed-skip": 1}  # how the feed mutants move a resume cursor
 
 
 class NoVersionGuardCache(Cache):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from maxage.contracts import CollectionSpec
+from maxage.hooks import Hooks
 from maxage.service import representation
 from maxage.store.base import Store
 
@@ -19,9 +20,15 @@ BATCH = 1000
 
 
 class ChangeFeed:
-    def __init__(self, store: Store, poll_interval: float) -> None:
+    def __init__(self, store: Store, poll_interval: float, hooks: Hooks | None = None) -> None:
         self.store = store
         self.poll_interval = poll_interval  # how long a follower waits between empty reads
+        self.hooks = hooks
+
+    def resume(self, after: int) -> int:
+        """The cursor a request's first read starts after: the client's ``after`` (the
+        feed mutants move it, through the test hooks)."""
+        return after if self.hooks is None else self.hooks.feed_resume(after)
 
     async def read(
         self, spec: CollectionSpec, cursor: int, limit: int, with_data: bool = False

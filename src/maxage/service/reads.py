@@ -273,7 +273,9 @@ class Reads:
         doc = await self.store.get(spec.name, id)
         loaded = Loaded(doc, started)
         if self.hooks is not None:
-            pause = self.hooks.before_fill()
+            pause = self.hooks.before_fill(
+                doc_key(spec.name, id), doc.version if doc is not None else 0
+            )
             if pause is not None:
                 await pause
         return loaded

@@ -118,7 +118,7 @@ class Service:
         self.listing = Listing(
             store, clock, self.reads, self.generations, default_page_size, max_page_size
         )
-        self.changes = ChangeFeed(store, poll_interval)
+        self.changes = ChangeFeed(store, poll_interval, hooks)
         self.consumers = Consumers(store, clock, collections)
         self.webhooks = Webhooks(store, clock, collections)
         self.access = Access(

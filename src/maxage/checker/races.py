@@ -1,0 +1,345 @@
+"""The fault schedule: targeted rounds that open each race window on purpose, between
+random fault phases.
+
+A random fault phase enables a seeded subset of the faults with a probability each
+and lets the workload run into them. A cache bug shows only when a fault lands in
+its window *and* a bounded read arrives more than the bound later, before anything
+else repairs the entry, so by luck that takes long. A **targeted round** builds the
+windows itself, on probe keys of its own (``chk-<run>-race-<n>``), for every
+collection with a positive bound ``S`` read from ``/openapi.json``; every wait is
+derived from ``S`` (a read "past the bound" starts ``S + margin(S)`` after the
+acknowledgement it must see), nothing from the config or the server:
+
+* **hold** (``pause-fill``): a strong read of a key is held by the server between its
+  primary read and its fill (a targeted ``pause-fill``) until the invalidation of a
+  write that the checker sends meanwhile (a delete of one key, a put of another) has
+  been applied: the invalidation arrives before the fill it should have beaten. The
+  fill must be refused (version guard, tombstone). With ``drop`` enabled, the hold
+  keys' direct cache updates are dropped, so only the tailer's invalidation reaches
+  the cache (and a bounded read misses, where a collection has no strong mode);
+* **lost** (``invalidation-error`` and ``drop``): a key cached at ``v`` is written; the
+  direct cache update is dropped and the first delivery of the new version fails.
+  The tailer must retry it (and hold its watermark until it succeeds);
+* **stall** (``stall-tailer`` and ``drop``): a key cached at ``v`` is written with the
+  direct update dropped while the tailer is held just past the bound. Reads must see
+  that the holder lags and go to the primary.
+
+The round then reads every probe key past the bound: during the stall for the
+stalled keys, and after it, once the holder has caught up (its reads are no longer
+``lagging``), for the others. A broken guard serves the old version from the cache,
+which the P2 check flags. One round takes about ``max S + margin`` plus a few round
+trips, so every guard above is tested within seconds, for any bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from maxage.checker.history import FAULT, OK, Op
+from maxage.checker.workload import Client, Collection, Workload
+
+FAULT_PROBABILITY = {
+    "drop": 0.5, "duplicate": 0.3, "delay": 0.3, "reorder": 0.5, "pause-fill": 0.3,
+    "stall-tailer": 1.0, "invalidation-error": 0.5, "slow-primary": 0.2, "slow-commit": 0.5,
+}  # fmt: skip
+SETTLE = 0.1  # seconds for a new fault state to reach every worker (they re-read it every 50 ms)
+HELD_WAIT = 2.0  # longest wait for the server to report the probe reads held
+PROBE_CLIENT = 10_000  # the client id of the targeted rounds' requests
+
+
+async def control(
+    http: httpx.AsyncClient, method: str, state: dict[str, Any] | None = None
+) -> httpx.Response:
+    """A call of the target's fault control (``/_maxage/faults``); a busy server's ``503``
+    (load shedding) is retried for up to 5 s, since a lost call would leave a window
+    unopened or a fault on. Raises httpx.HTTPError when the target cannot be reached."""
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while True:
+        r = await http.request(method, "/_maxage/faults", json=state)
+        if r.status_code != 503 or asyncio.get_running_loop().time() > deadline:
+            return r
+        await asyncio.sleep(0.1)
+
+
+def margin(bound: float) -> float:
+    """How long after ``bound`` a read "past the bound" starts (clock granularity and
+    the request's own latency, which P2 does not credit)."""
+    return 0.05 + 0.05 * bound
+
+
+@dataclass
+class Probe:
+    """One collection's probe keys for targeted rounds."""
+
+    col: Collection
+    hold_delete: str
+    hold_put: str
+    lost: str
+    stalled: str
+
+    @property
+    def ids(self) -> tuple[str, str, str, str]:
+        return (self.hold_delete, self.hold_put, self.lost, self.stalled)
+
+    def cache_key(self, id: str) -> str:
+        return f"{self.col.name}/{id}"
+
+
+@dataclass
+class Tally:
+    """What the targeted rounds did (the report's ``targeted`` section)."""
+
+    rounds: int = 0
+    holds: int = 0  # fills held until the newer write's invalidation was applied
+    hold_misses: int = 0  # the write came too late or the read was not held
+    lost: int = 0  # writes whose direct update was dropped and first delivery failed
+    stalls: int = 0  # writes made while the tailer was held past the bound
+    reads_past_bound: int = 0  # probe reads started more than S after the write
+    lagging: int = 0  # of those, answered by the primary because the holder lagged
+    scenarios: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rounds": self.rounds,
+            "scenarios": self.scenarios,
+            "holds": self.holds,
+            "hold_misses": self.hold_misses,
+            "lost_deliveries": self.lost,
+            "stalled_writes": self.stalls,
+            "reads_past_bound": self.reads_past_bound,
+            "lagging": self.lagging,
+        }
+
+
+class Schedule:
+    """Targeted rounds alternating with random fault phases until ``end``."""
+
+    def __init__(
+        self,
+        wl: Workload,
+        http: httpx.AsyncClient,
+        cols: Sequence[Collection],
+        faults: Sequence[str],
+        seed: int,
+        probability: float | None = None,
+        on_round: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.wl = wl
+        self.http = http
+        self.faults = list(faults)
+        self.seed = seed
+        self.probability = probability
+        self.on_round = on_round
+        self.rng = random.Random(f"faults:{seed}")
+        self.client = Client(wl, PROBE_CLIENT)
+        bounded = [c for c in cols if c.max_staleness > 0 and "bounded" in c.modes]
+        tag = wl.run_tag
+        self.probes = [
+            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dpls")) for i, c in enumerate(bounded)
+        ]
+        enabled = set(faults)
+        self.hold = "pause-fill" in enabled
+        self.lost = {"invalidation-error", "drop"} <= enabled
+        self.stall = {"stall-tailer", "drop"} <= enabled
+        self.tally = Tally(scenarios=[
+            name for name, on in (("hold", self.hold), ("lost", self.lost), ("stall", self.stall))
+            if on
+        ])  # fmt: skip
+        positive = [c.max_staleness for c in cols if c.max_staleness > 0]
+        self.unit = max(0.3, min(positive, default=1.0))
+        self.longest = max((p.col.max_staleness for p in self.probes), default=0.0)
+        self.phase = 0
+
+    @property
+    def targeted(self) -> bool:
+        return bool(self.probes) and (self.hold or self.lost or self.stall)
+
+    def keys(self) -> dict[str, list[str]]:
+        """The probe keys per collection (read again after healing, for P6)."""
+        return {p.col.name: list(p.ids) for p in self.probes}
+
+    async def run(self, end: float) -> None:
+        wl = self.wl
+        round_time = self.longest + margin(self.longest) + 1.0
+        while not wl.stop and wl.now() < end:
+            if self.targeted and end - wl.now() > round_time:
+                await self.round()
+                self.on_round()
+            if wl.stop or wl.now() >= end:
+                break
+            await self.random_phase(end)
+
+    # -- random phases ---------------------------------------------------------------
+
+    async def random_phase(self, end: float) -> None:
+        rng = self.rng
+        if rng.random() < 0.2:
+            chosen: dict[str, float] = {}
+        else:
+            chosen = {f: self._probability(f) for f in self.faults if rng.random() < 0.6}
+            if not chosen:
+                f = rng.choice(self.faults)
+                chosen = {f: self._probability(f)}
+        await self._set(chosen, {}, settle=False)
+        wl = self.wl
+        await asyncio.sleep(min(max(0.2, end - wl.now()), rng.uniform(0.5, 3.0) * self.unit))
+
+    def _probability(self, fault: str) -> float:
+        if self.probability is None or fault == "stall-tailer":
+            return FAULT_PROBABILITY[fault]
+        return max(0.0, min(1.0, self.probability))
+
+    async def _set(
+        self, faults: dict[str, float], targets: dict[str, list[str]], *, settle: bool = True
+    ) -> None:
+        """Replace the server's fault state (recorded as a fault event)."""
+        wl = self.wl
+        self.phase += 1
+        shown = dict(faults)
+        shown.update({f"{name}@targets": float(len(keys)) for name, keys in targets.items()})
+        ev = Op(wl.new_id(), 0, FAULT, invoke=wl.now(), faults=shown)
+        state = {"faults": faults, "seed": self.seed * 1000 + self.phase, "targets": targets}
+        try:
+            r = await control(self.http, "PUT", state)
+            if r.status_code != 200:
+                ev.detail = f"control answered {r.status_code}"
+        except httpx.HTTPError as exc:
+            ev.detail = f"control failed: {exc}"
+        ev.ret = wl.now()
+        wl.record(ev)
+        if settle:
+            await asyncio.sleep(SETTLE)
+
+    # -- targeted rounds -------------------------------------------------------------
+
+    async def round(self) -> None:
+        """One targeted round over every probe (see the module docstring)."""
+        self.tally.rounds += 1
+        cl = self.client
+        probes = self.probes
+        # The hold keys' direct cache updates are dropped (when drop is enabled): only the
+        # tailer's invalidation reaches the cache, so a held read misses even without a
+        # strong mode, and the invalidation that releases its fill is the only guard.
+        held = [p.cache_key(k) for p in probes for k in (p.hold_delete, p.hold_put)]
+        hold_drops = held if self.hold and "drop" in self.faults else []
+        # no random fault may close a window early
+        await self._set({}, {"drop": hold_drops} if hold_drops else {})
+        # A fresh version of every probe key; the lost and stalled ones cached at it.
+        await _all(cl.write("put", p.col, k) for p in probes for k in p.ids)
+        await _all(cl.read(p.col, k, "bounded") for p in probes for k in (p.lost, p.stalled))
+        targets: dict[str, list[str]] = {}
+        if self.hold:
+            targets["pause-fill"] = held
+        if self.lost:
+            targets["invalidation-error"] = [p.cache_key(p.lost) for p in probes]
+        dropped = hold_drops + ([p.cache_key(p.lost) for p in probes] if self.lost else [])
+        dropped += [p.cache_key(p.stalled) for p in probes] if self.stall else []
+        if dropped:
+            targets["drop"] = dropped
+        await self._set({}, targets)
+        acked = await self._hold_and_lose(probes)
+        if self.stall:
+            await self._stall(probes, {k: v for k, v in targets.items() if k == "drop"})
+        await self._set({}, {})
+        # Past the bound, once the holder has caught up: a refused fill or a retried
+        # delivery leaves the new version; a broken guard leaves the old one in L1.
+        await _all(
+            self._read_past(p.col, k, at, fresh=True)
+            for p in probes
+            for k, at in acked.get(p.col.name, {}).items()
+        )
+
+    async def _hold_and_lose(self, probes: Sequence[Probe]) -> dict[str, dict[str, float]]:
+        """The hold and lost windows; returns per collection the acknowledgement time of
+        each key's write."""
+        cl = self.client
+        held: list[tuple[Probe, str, asyncio.Task[Op]]] = []
+        if self.hold:
+            for p in probes:
+                mode = "strong" if "strong" in p.col.modes else "bounded"
+                for k in (p.hold_delete, p.hold_put):
+                    held.append((p, k, asyncio.create_task(cl.read(p.col, k, mode))))
+            await self._until_held({p.cache_key(k) for p, k, _ in held})
+        writes: list[tuple[Probe, str, Awaitable[Op]]] = []
+        for p in probes:
+            if self.hold:
+                writes.append((p, p.hold_delete, cl.write("delete", p.col, p.hold_delete)))
+                writes.append((p, p.hold_put, cl.write("put", p.col, p.hold_put)))
+            if self.lost:
+                writes.append((p, p.lost, cl.write("put", p.col, p.lost)))
+        done = await asyncio.gather(*(w for _, _, w in writes))
+        acked: dict[str, dict[str, float]] = {}
+        written: dict[tuple[str, str], int] = {}
+        for (p, k, _), op in zip(writes, done, strict=True):
+            if op.outcome == OK and op.version is not None:
+                acked.setdefault(p.col.name, {})[k] = op.ret
+                written[(p.col.name, k)] = op.version
+                if k == p.lost:
+                    self.tally.lost += 1
+        for p, k, task in held:
+            read = await task
+            new = written.get((p.col.name, k))
+            if new is not None and read.outcome == OK and (read.version or 0) < new:
+                self.tally.holds += 1
+            else:
+                self.tally.hold_misses += 1
+        return acked
+
+    async def _until_held(self, keys: set[str]) -> None:
+        """Wait until the server reports a fill of every key in ``keys`` held."""
+        deadline = self.wl.now() + HELD_WAIT
+        while self.wl.now() < deadline:
+            try:
+                state = (await control(self.http, "GET")).json()
+            except (httpx.HTTPError, ValueError):
+                return
+            if keys <= set(state.get("holding", ())):
+                return
+            await asyncio.sleep(0.01)
+
+    async def _stall(self, probes: Sequence[Probe], targets: dict[str, list[str]]) -> None:
+        """Hold the tailer just past the bound of each collection: write its stalled key
+        (direct update dropped) and read it past the bound while the tailer is stalled."""
+        await self._set({"stall-tailer": 1.0}, targets)
+        cl = self.client
+        done = await _all(cl.write("put", p.col, p.stalled) for p in probes)
+        self.tally.stalls += sum(1 for op in done if op.outcome == OK)
+        await _all(
+            self._read_past(p.col, p.stalled, op.ret, fresh=False)
+            for p, op in zip(probes, done, strict=True)
+            if op.outcome == OK
+        )
+
+    async def _read_past(self, col: Collection, key: str, acked: float, *, fresh: bool) -> None:
+        """A bounded read of ``key`` starting ``S + margin`` after ``acked``; with ``fresh``,
+        repeated while the holder lags (its answer proves nothing about the cache) for at
+        most ``max(1 s, S)``."""
+        wl = self.wl
+        bound = col.max_staleness
+        at = acked + bound + margin(bound)
+        give_up = at + max(1.0, bound)
+        while True:
+            delay = at - wl.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            op = await self.client.read(col, key, "bounded")
+            self.tally.reads_past_bound += 1
+            if op.detail != "lagging":
+                return
+            self.tally.lagging += 1
+            if not fresh or wl.now() > give_up or wl.stop:
+                return
+            at = wl.now() + max(0.02, bound / 10)
+
+
+async def _all(aws: Any) -> list[Op]:
+    return list(await asyncio.gather(*aws))
+
+
+__all__ = ["FAULT_PROBABILITY", "Probe", "Schedule", "Tally", "control", "margin"]
