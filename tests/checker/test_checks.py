@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from maxage.checker.checks import check
-from maxage.checker.history import FAIL, OK, Op
+from maxage.checker.history import FAIL, OK, UNKNOWN, Op
 
 B = {"c": 1.0}
 
@@ -143,3 +143,17 @@ def test_a_torn_page_is_flagged() -> None:
 def test_a_session_page_below_its_floor_is_flagged() -> None:
     ops = [*base(), page(3, "session", 5.0, 5.1, {"k": [2, "t2", "h2"]}, min_version=6)]
     assert props(ops) == {"P4"}
+
+
+def test_a_document_made_by_a_post_whose_answer_was_lost_is_its_writers() -> None:
+    """A POST that timed out may have committed: a read (of a list page, say) that finds
+    its token under the id the server chose is that POST's effect, not foreign data."""
+    lost = Op(1, 1, "post", "c", "", invoke=0.0, ret=5.0, outcome=UNKNOWN, token="t1")
+    ops = [lost, Op(2, 2, "read", "c", "srv-id", mode="bounded", invoke=6.0, ret=6.1,
+                    version=1, token="t1", body_hash="h1", status=200)]  # fmt: skip
+    assert props(ops) == set()
+    other = Op(3, 1, "put", "c", "k", invoke=0.0, ret=0.1, outcome=OK, version=1, token="t3",
+               body_hash="h3", status=200)  # fmt: skip
+    wrong = Op(4, 2, "read", "c", "srv-id", mode="bounded", invoke=6.0, ret=6.1, version=1,
+               token="t3", body_hash="h3", status=200)  # fmt: skip
+    assert "P0" in props([other, wrong])

@@ -28,7 +28,7 @@ import httpx
 from maxage.checker import revocation
 from maxage.checker.checks import check
 from maxage.checker.feed import FeedReader
-from maxage.checker.history import FAULT, HistoryWriter, Op
+from maxage.checker.history import FAULT, OK, HistoryWriter, Op
 from maxage.checker.html_report import render_html
 from maxage.checker.races import Schedule
 from maxage.checker.races import control as control_call
@@ -36,6 +36,8 @@ from maxage.checker.report import build_report, render_text
 from maxage.checker.workload import Client, Collection, DiscoveryError, Workload, discover
 from maxage.progress import Progress
 from maxage.units import DURATION_HELP, duration_arg, has_unit, positive_duration_arg
+
+FEED_PATIENCE = 10.0  # seconds the final feed reading waits for an acknowledged change
 
 
 class CheckError(Exception):
@@ -413,7 +415,9 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
                             await final.read(c, k, mode, phase="final")
         else:
             notes.append("stopped at the first violation: convergence (P6) was not checked")
-        await feed.drain()
+        acked = {(o.collection, o.key, o.version) for o in ops
+                 if o.is_write and o.outcome == OK and o.version is not None and o.key}  # fmt: skip
+        await feed.drain(acked, patience=FEED_PATIENCE if watch.caught_at is None else 1.0)
         history.close()
         elapsed = time.monotonic() - started
         created = {c.name: wl.keys[c.name] + (schedule.keys().get(c.name, []) if faults else [])
