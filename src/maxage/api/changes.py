@@ -150,7 +150,9 @@ async def _stream(
     feed = app.service.changes
     consumers = app.service.consumers
     # The first read runs under the deadline so its errors can still be a problem response.
-    lines, cursor, drained = await app.awaited(req, feed.read(spec, feed.resume(after), limit, with_data))
+    lines, cursor, drained = await app.awaited(
+        req, feed.read(spec, feed.resume(after), limit, with_data)
+    )
     headers = responses.base_headers(req)
     headers.append((responses.CT, EVENT_STREAM if sse else NDJSON))
     headers.append((responses.CC, b"no-cache"))
