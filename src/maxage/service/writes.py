@@ -273,7 +273,8 @@ class Writes:
             if self.hooks is None:
                 self._after_commit(spec, result, now)
             else:
-                self.hooks.deliver_after_commit(partial(self._after_commit, spec, result, now))
+                key = doc_key(spec.name, result.document.id)
+                self.hooks.deliver_after_commit(key, partial(self._after_commit, spec, result, now))
         self.tailer.wake()
         self.reads.background(self._notify())
         return batch
