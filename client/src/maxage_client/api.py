@@ -164,7 +164,7 @@ def _encode(value: object) -> bytes:
 
 
 def _query(
-    params: Mapping[str, QueryValue] | None, extra: Mapping[str, QueryValue]
+    params: Mapping[str, QueryValue] | None, extra: Mapping[str, QueryValue | None]
 ) -> httpx.QueryParams:
     """Query parameters as given (repeated for a list); ``True``/``False`` as ``true``/``false``;
     ``None`` values left out."""
@@ -265,7 +265,7 @@ def _change(line: bytes) -> Change:
 
 
 def _changes_request(after: str | None, limit: int | None, follow: bool) -> httpx.QueryParams:
-    return _query({"after": after, "limit": limit, "follow": True if follow else None}, {})  # type: ignore[dict-item]
+    return _query(None, {"after": after, "limit": limit, "follow": True if follow else None})
 
 
 def _read_mode_fallback(exc: APIError) -> bool:
@@ -558,7 +558,7 @@ class Collection:
     ) -> Page:
         """One page. ``params`` and keyword arguments are sent as query parameters as they
         are (filters, sort, fields...: whatever the server's lists accept)."""
-        q = _query(params, {"page_size": page_size, "page_token": page_token, **query})  # type: ignore[dict-item]
+        q = _query(params, {"page_size": page_size, "page_token": page_token, **query})
         r = self.client.send(Prepared("GET", _path(self.name), params=q), timeout)
         return _page(self.name, r)
 
@@ -805,7 +805,7 @@ class AsyncCollection:
         timeout: float | None = None,
         **query: QueryValue,
     ) -> Page:
-        q = _query(params, {"page_size": page_size, "page_token": page_token, **query})  # type: ignore[dict-item]
+        q = _query(params, {"page_size": page_size, "page_token": page_token, **query})
         r = await self.client.send(Prepared("GET", _path(self.name), params=q), timeout)
         return _page(self.name, r)
 
