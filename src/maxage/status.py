@@ -648,7 +648,9 @@ def _api_body(model: dict[str, Any]) -> str:
     rows = []
     for c in model["collections"]:
         m = c["monitor"]
-        if m["within"] is None:
+        if c["max_staleness_s"] <= 0 and m["within"] is None:
+            kept = "every read from the primary (S = 0): nothing cached to check"
+        elif m["within"] is None:
             kept = "no checked reads yet" if model["monitor_on"] else "monitor off"
         elif m["at_least"]:
             kept = f"no violation in {format_number(m['checked'])} checked reads: ≥ {m['nines']:g} nines within S (95 %)"

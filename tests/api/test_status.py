@@ -80,6 +80,7 @@ def test_status_page_is_self_contained_html(monitored: MaxageServer) -> None:
     self_contained(page)
     assert page.count("<svg") >= 5  # rate, latency, hit ratio, errors, tailer lag (+ histograms)
     assert "Tailer lag against the bound" in page and "tightest bound 5s" in page
+    assert "every read from the primary (S = 0)" in page  # inventory
     assert 'name="viewport"' in page  # phone width
 
 
