@@ -65,3 +65,12 @@ def test_the_client_installs_without_the_server_dependencies(tmp_path: Path) -> 
     )  # fmt: skip
     assert used.returncode == 0, used.stderr
     assert used.stdout.split() == ["unavailable", "False"]
+
+
+def test_the_server_and_the_client_are_released_together() -> None:
+    """One version for both distributions (the server depends on the client it ships with)."""
+    import maxage_client
+
+    import maxage
+
+    assert maxage_client.__version__ == maxage.__version__

@@ -46,7 +46,7 @@ from maxage_client.problems import (
 from maxage_client.session import Session
 from maxage_client.transport import RetryPolicy, request_context
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # always maxage.__version__ (tests/test_client_packaging.py)
 
 __all__ = [
     "APIError",
