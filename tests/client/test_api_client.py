@@ -383,3 +383,45 @@ def test_following_the_change_feed(server: ServerProcess) -> None:
             if change.id == post.id:
                 break
         assert (change.id, change.version, change.op) == (post.id, 1, "put")
+
+
+def test_a_batch_commits_together_or_not_at_all(server: ServerProcess) -> None:
+    with Client(server.url) as api:
+        posts = api.collection("posts")
+        a, b = posts.create({"title": "a"}), posts.create({"title": "b"})
+        done = posts.batch([
+            {"op": "create", "data": {"title": "c"}},
+            {"op": "patch", "id": a.id, "data": {"title": "a2"}, "if_match": 1},
+            {"op": "delete", "id": b.id},
+        ])  # fmt: skip
+        assert [(r.op, r.status, r.version) for r in done] == [
+            ("create", 201, 1),
+            ("patch", 200, 2),
+            ("delete", 204, 2),
+        ]
+        assert done[1].document is not None and done[1].document.data["title"] == "a2"
+        assert done[2].document is None
+        with pytest.raises(PreconditionFailed) as refused:
+            posts.batch([
+                {"op": "patch", "id": done[0].id, "data": {"title": "c2"}},
+                {"op": "patch", "id": a.id, "data": {"title": "a3"}, "if_match": 1},
+            ])  # fmt: skip
+        assert refused.value.problem.get("operation") == 1
+        assert posts.get(done[0].id, consistency="strong").version == 1  # nothing was written
+
+
+def test_a_named_consumer_resumes_after_what_it_acknowledged(server: ServerProcess) -> None:
+    name = "reader-" + uuid.uuid4().hex[:8]
+    with Client(server.url) as api:
+        posts = api.collection("posts")
+        seen = list(posts.changes(consumer=name))
+        if seen:
+            posts.ack(name, seen[-1].cursor)
+        post = posts.create({"title": "for the consumer"})
+        fresh = list(posts.changes(consumer=name, params={"include": "doc"}))
+        assert [(c.id, c.version, c.data) for c in fresh] == [
+            (post.id, 1, {"title": "for the consumer"})
+        ]
+        posts.ack(name, fresh[-1].cursor)
+        posts.ack(name, fresh[-1].cursor)  # again: positions only rise, a retry is harmless
+        assert list(posts.changes(consumer=name)) == []

@@ -15,6 +15,7 @@ share in :mod:`maxage_client.transport`.
 from maxage_client.api import (
     AsyncClient,
     AsyncCollection,
+    BatchResult,
     Change,
     Client,
     Collection,
@@ -52,6 +53,7 @@ __all__ = [
     "APIError",
     "AsyncClient",
     "AsyncCollection",
+    "BatchResult",
     "Change",
     "Client",
     "Collection",

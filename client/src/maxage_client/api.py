@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -135,6 +135,18 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One operation's outcome in a batch: what its single write would have answered."""
+
+    op: str
+    status: int
+    id: str
+    version: int
+    document: Document | None
+    """The document as written (``None`` for a delete)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One committed change of the change feed; resume after ``cursor``."""
 
@@ -143,6 +155,8 @@ class Change:
     version: int
     op: str
     committed_at: str
+    data: Any = None
+    """The document at that version (``include="doc"``; ``None`` for a delete)."""
 
 
 # -- requests and answers (shared by both clients) ---------------------------------------
@@ -261,11 +275,39 @@ def _etag_version(response: httpx.Response) -> int:
 
 def _change(line: bytes) -> Change:
     c = json.loads(line)
-    return Change(str(c["cursor"]), c["id"], int(c["version"]), c["op"], c.get("committedAt", ""))
+    return Change(
+        str(c["cursor"]),
+        c["id"],
+        int(c["version"]),
+        c["op"],
+        c.get("committedAt", ""),
+        c.get("data"),
+    )
 
 
-def _changes_request(after: str | None, limit: int | None, follow: bool) -> httpx.QueryParams:
-    return _query(None, {"after": after, "limit": limit, "follow": True if follow else None})
+def _changes_request(
+    after: str | None,
+    limit: int | None,
+    follow: bool,
+    consumer: str | None,
+    params: Mapping[str, QueryValue] | None,
+) -> httpx.QueryParams:
+    extra: dict[str, QueryValue | None] = {"after": after, "limit": limit, "consumer": consumer}
+    extra["follow"] = True if follow else None
+    return _query(params, extra)
+
+
+def _batch_results(collection: str, response: httpx.Response) -> list[BatchResult]:
+    out = []
+    for r in json.loads(response.content)["results"]:
+        doc = None
+        if "data" in r:
+            doc = Document(
+                collection, r["id"], int(r["version"]), r["data"],
+                r.get("createdAt", ""), r.get("updatedAt", ""),
+            )  # fmt: skip
+        out.append(BatchResult(r["op"], int(r["status"]), r["id"], int(r["version"]), doc))
+    return out
 
 
 def _read_mode_fallback(exc: APIError) -> bool:
@@ -547,6 +589,35 @@ class Collection:
         )
         return self.client._remember(_document(self.name, r))
 
+    def batch(
+        self,
+        operations: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> list[BatchResult]:
+        """``POST /v1/{collection}:batch``: the operations (``{"op": "create" | "replace" |
+        "patch" | "delete", "id", "data", "if_match"}``) commit together, in order, or none
+        does (the refused operation's problem, with ``operation`` its index)."""
+        body = {"operations": list(operations)}
+        r = self._send_write("POST", None, body, JSON_TYPE, {}, idempotency_key, timeout, ":batch")
+        results = _batch_results(self.name, r)
+        for res in results:
+            self.client.session.record(self.name, res.id, res.version)
+        return results
+
+    def ack(self, consumer: str, cursor: str, *, timeout: float | None = None) -> None:
+        """Acknowledge that ``consumer`` processed everything up to ``cursor`` (a cursor it
+        was sent); it resumes after it. Safe to retry: positions only rise."""
+        body = _encode({"consumer": consumer, "cursor": cursor})
+        p = Prepared(
+            "POST",
+            _path(self.name) + "/changes/ack",
+            headers={"content-type": JSON_TYPE},
+            content=body,
+        )
+        self.client.send(p, timeout)
+
     def list(
         self,
         *,
@@ -594,19 +665,28 @@ class Collection:
             yield from page.items
 
     def changes(
-        self, *, after: str | None = None, limit: int | None = None, follow: bool = False
+        self,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        follow: bool = False,
+        consumer: str | None = None,
+        params: Mapping[str, QueryValue] | None = None,
     ) -> Iterator[Change]:
         """The change feed (NDJSON) after ``after``; with ``follow`` it waits for new changes
-        until the caller stops iterating. Not retried: resume after the last ``cursor``."""
+        until the caller stops iterating. Not retried: resume after the last ``cursor``.
+        ``consumer`` reads as a named consumer from the position the server keeps for it
+        (acknowledge with :meth:`ack`, or ``params={"ack": "auto"}``); ``params`` adds any
+        other parameter of the feed (``{"include": "doc"}``: each change with its document)."""
         c = self.client
-        params = _changes_request(after, limit, follow)
+        query = _changes_request(after, limit, follow, consumer, params)
         headers = {"accept": NDJSON_TYPE}
         timeout = None if follow else httpx.USE_CLIENT_DEFAULT
         try:
             with c._http.stream(
                 "GET",
                 _path(self.name) + "/changes",
-                params=params,
+                params=query,
                 headers=headers,
                 timeout=timeout,
             ) as r:
@@ -796,6 +876,37 @@ class AsyncCollection:
         )
         return self.client._remember(_document(self.name, r))
 
+    async def batch(
+        self,
+        operations: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> list[BatchResult]:
+        """``POST /v1/{collection}:batch``: the operations (``{"op": "create" | "replace" |
+        "patch" | "delete", "id", "data", "if_match"}``) commit together, in order, or none
+        does (the refused operation's problem, with ``operation`` its index)."""
+        body = {"operations": list(operations)}
+        r = await self._send_write(
+            "POST", None, body, JSON_TYPE, {}, idempotency_key, timeout, ":batch"
+        )
+        results = _batch_results(self.name, r)
+        for res in results:
+            self.client.session.record(self.name, res.id, res.version)
+        return results
+
+    async def ack(self, consumer: str, cursor: str, *, timeout: float | None = None) -> None:
+        """Acknowledge that ``consumer`` processed everything up to ``cursor`` (a cursor it
+        was sent); it resumes after it. Safe to retry: positions only rise."""
+        body = _encode({"consumer": consumer, "cursor": cursor})
+        p = Prepared(
+            "POST",
+            _path(self.name) + "/changes/ack",
+            headers={"content-type": JSON_TYPE},
+            content=body,
+        )
+        await self.client.send(p, timeout)
+
     async def list(
         self,
         *,
@@ -840,17 +951,23 @@ class AsyncCollection:
                 yield doc
 
     async def changes(
-        self, *, after: str | None = None, limit: int | None = None, follow: bool = False
+        self,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        follow: bool = False,
+        consumer: str | None = None,
+        params: Mapping[str, QueryValue] | None = None,
     ) -> AsyncIterator[Change]:
         c = self.client
-        params = _changes_request(after, limit, follow)
+        query = _changes_request(after, limit, follow, consumer, params)
         headers = {"accept": NDJSON_TYPE}
         timeout = None if follow else httpx.USE_CLIENT_DEFAULT
         try:
             async with c._http.stream(
                 "GET",
                 _path(self.name) + "/changes",
-                params=params,
+                params=query,
                 headers=headers,
                 timeout=timeout,
             ) as r:
