@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.scaleout.conftest import Server, metric
+from tests.scaleout.test_writeback import CALM
 
 CONFIG = """
 [collections.events]
@@ -28,10 +29,11 @@ type = "object"
 
 def _start(work: Path, db: tuple[str, str], *names: str) -> list[Server]:
     (work / "maxage.toml").write_text(CONFIG)
-    servers = [
-        Server(work, db=db[0], cache=None, schema=db[1], fault_injection=False, name=n).start()
-        for n in names
-    ]
+    servers = []
+    for n in names:
+        server = Server(work, db=db[0], cache=None, schema=db[1], fault_injection=False, name=n)
+        server.env.update(CALM)
+        servers.append(server.start())
     return [s.ready() for s in servers]
 
 

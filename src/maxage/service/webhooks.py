@@ -50,7 +50,7 @@ from maxage.core.wake import wait_woken
 from maxage.service.consumers import WEBHOOK_PREFIX
 from maxage.service.errors import DomainError
 from maxage.service.representation import iso
-from maxage.store.base import Change, DeadLetter, Store
+from maxage.store.base import Change, CursorRecord, DeadLetter, Store
 
 log = logging.getLogger("maxage.service")
 _encode = msgspec.json.Encoder().encode
@@ -129,6 +129,8 @@ class Webhooks:
         self.owner = uuid.uuid4().hex
         self.stats = WebhookStats()
         self._tasks: list[asyncio.Future[None]] = []
+        # (collection, subscription) -> (position, lease_until) while this process delivers
+        self._held: dict[tuple[str, str], tuple[int, float]] = {}
         self._wake = asyncio.Event()
         self._random = random.Random()
 
@@ -157,43 +159,58 @@ class Webhooks:
     async def _run(self, spec: CollectionSpec, hook: WebhookSpec) -> None:
         while True:
             try:
-                busy = await self._round(spec, hook)
+                wait = await self._round(spec, hook)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the primary is down: try again shortly
                 log.warning("webhook %s/%s: %s", spec.name, hook.name, exc)
-                busy = False
-            if not busy:
+                self._held.pop((spec.name, hook.name), None)
+                wait = IDLE_POLL
+            if wait > 0:
                 self._wake.clear()
-                await wait_woken(self._wake, IDLE_POLL)
+                await wait_woken(self._wake, wait)
 
-    async def _renew(self, spec: CollectionSpec, hook: WebhookSpec) -> bool:
+    def _hold(self, spec: CollectionSpec, hook: WebhookSpec, cur: CursorRecord | None) -> bool:
+        """Remember the lease and position a claim or move returned; False when lost."""
+        key = (spec.name, hook.name)
+        if cur is None or cur.lease_owner != self.owner:
+            self._held.pop(key, None)
+            return False
+        self._held[key] = (cur.position, cur.lease_until)
+        return True
+
+    async def _renew(
+        self, spec: CollectionSpec, hook: WebhookSpec, position: int | None = None
+    ) -> bool:
         cur = await self.store.move_cursor(
-            spec.name, WEBHOOK_PREFIX + hook.name, self.clock.now(), owner=self.owner, lease=LEASE
-        )
-        return cur is not None
+            spec.name, WEBHOOK_PREFIX + hook.name, self.clock.now(), position=position,
+            owner=self.owner, lease=LEASE,
+        )  # fmt: skip
+        return self._hold(spec, hook, cur)
 
-    async def _round(self, spec: CollectionSpec, hook: WebhookSpec) -> bool:
-        """Deliver what follows the cursor; True when there may be more right away."""
-        name = WEBHOOK_PREFIX + hook.name
-        cur = await self.store.claim_cursor(
-            spec.name, name, self.owner, self.clock.now(), LEASE, ack_delivered=False
-        )
-        if cur.lease_owner != self.owner:
-            return False  # another process delivers this subscription
-        batch = await self.store.changes_after(cur.position, BATCH)
+    async def _round(self, spec: CollectionSpec, hook: WebhookSpec) -> float:
+        """Deliver what follows the cursor; how long to wait before the next round (0:
+        there may be more right away; LEASE / 3 while another process delivers)."""
+        key = (spec.name, hook.name)
+        held = self._held.get(key)
+        if held is None or self.clock.now() > held[1] - LEASE / 2:
+            # Claimed (a write) only when the lease needs it, not on every idle poll.
+            cur = await self.store.claim_cursor(
+                spec.name, WEBHOOK_PREFIX + hook.name, self.owner, self.clock.now(), LEASE,
+                ack_delivered=False,
+            )  # fmt: skip
+            if not self._hold(spec, hook, cur):
+                return LEASE / 3  # another process delivers this subscription
+        position = self._held[key][0]
+        batch = await self.store.changes_after(position, BATCH)
         for change in batch.changes:
             if change.collection != spec.name or change.op.value not in hook.operations:
                 continue
-            done = await self._deliver(spec, hook, change)
-            if done is None:
-                return False  # lost the lease: someone else delivers from the cursor
-        if batch.changes:
-            await self.store.move_cursor(
-                spec.name, name, self.clock.now(), position=batch.cursor, owner=self.owner,
-                lease=LEASE,
-            )  # fmt: skip
-        return not batch.complete
+            if await self._deliver(spec, hook, change) is None:
+                return IDLE_POLL  # lost the lease: someone else delivers from the cursor
+        if batch.changes and not await self._renew(spec, hook, batch.cursor):
+            return IDLE_POLL
+        return 0.0 if not batch.complete else IDLE_POLL
 
     async def _deliver(
         self, spec: CollectionSpec, hook: WebhookSpec, change: Change
@@ -207,10 +224,7 @@ class Webhooks:
             error = await self.attempt(hook, change)
             if not error:
                 self.stats.bump(spec, hook, "delivered")
-                await self.store.move_cursor(
-                    spec.name, name, self.clock.now(), position=change.seq, owner=self.owner,
-                    lease=LEASE,
-                )  # fmt: skip
+                await self._renew(spec, hook, change.seq)
                 return True
             self.stats.bump(spec, hook, "failed")
             if attempt < hook.max_attempts:
@@ -221,6 +235,7 @@ class Webhooks:
         letter = DeadLetter(0, spec.name, hook.name, change, hook.max_attempts, error,
                             self.clock.now())  # fmt: skip
         await self.store.add_deadletter(letter, cursor=(name, change.seq))
+        self._held[(spec.name, hook.name)] = (change.seq, self._held[(spec.name, hook.name)][1])
         self.stats.bump(spec, hook, "deadlettered")
         log.warning(
             "webhook %s/%s: %s/%s v%d dead-lettered after %d attempts: %s",
