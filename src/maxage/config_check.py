@@ -151,6 +151,13 @@ def fmt_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _policy(spec: CollectionSpec) -> str:
+    """The write policy, with its loss window when write-back."""
+    if spec.write_policy is WritePolicy.WRITE_BACK:
+        return f"write-back (flush {fmt_seconds(spec.flush_interval)})"
+    return str(spec.write_policy.value)
+
+
 def contract_table(config: Config) -> str:
     """The effective contract of each collection, one row each, then limits and CORS."""
     header = ("collection", "max_staleness", "read modes", "default", "write policy",
@@ -164,7 +171,7 @@ def contract_table(config: Config) -> str:
         required = spec.schema.get("required") or []
         fields = f"{len(props)} ({len(required)} required)"
         rows.append((name, fmt_seconds(spec.max_staleness), modes, spec.default_mode.value,
-                     spec.write_policy.value, ttl, "required" if spec.require_if_match else "-",
+                     _policy(spec), ttl, "required" if spec.require_if_match else "-",
                      fields, "allowed" if _allows_extra(spec.schema) else "refused"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
