@@ -149,7 +149,10 @@ def test_each_scope_opens_exactly_its_routes(api: Api) -> None:
                 if method == "POST":
                     kw = {"json": {"t": 2}}
                 elif method == "PATCH":
-                    kw = {"content": b'{"t":3}', "headers": {"content-type": "application/merge-patch+json"}}
+                    kw = {
+                        "content": b'{"t":3}',
+                        "headers": {"content-type": "application/merge-patch+json"},
+                    }
                 r = c.request(method, path, **kw)  # type: ignore[arg-type]
                 if (method, path) in allowed:
                     assert r.status_code < 400, (scope, method, path, r.text)
@@ -166,7 +169,10 @@ def test_keys_over_http_and_revocation(api: Api) -> None:
         assert set(made) >= {"id", "secret", "scopes", "name"} and made["scopes"] == ["read:posts"]
         listed = admin.get("/v1/_keys").json()["data"]
         assert made["id"] in {k["id"] for k in listed}
-        assert all("secret" not in k for k in listed) and made["secret"] not in admin.get("/v1/_keys").text
+        assert (
+            all("secret" not in k for k in listed)
+            and made["secret"] not in admin.get("/v1/_keys").text
+        )
         doc = admin.post("/v1/posts", json={"t": 1}).json()["id"]
         with api.client(made["secret"]) as reader:
             for _ in range(3):  # the second and third reads are cache hits, key cached too
@@ -190,7 +196,10 @@ def test_rescope_is_never_stale(api: Api) -> None:
             assert c.post("/v1/posts", json={"t": 1}).status_code == 201
             r = admin.patch(f"/v1/_keys/{key['id']}", json={"scopes": ["read:posts"]})
             assert r.status_code == 200 and r.json()["scopes"] == ["read:posts"]
-            assert problem(c.post("/v1/posts", json={"t": 1}), 403, "forbidden")["scope"] == "write:posts"
+            assert (
+                problem(c.post("/v1/posts", json={"t": 1}), 403, "forbidden")["scope"]
+                == "write:posts"
+            )
 
 
 def test_idempotency_keys_are_scoped_per_api_key(api: Api) -> None:
@@ -203,7 +212,10 @@ def test_idempotency_keys_are_scoped_per_api_key(api: Api) -> None:
         assert first.status_code == other.status_code == 201
         assert first.json()["id"] != other.json()["id"]
         assert "idempotent-replayed" not in other.headers
-        assert a.post("/v1/posts", json={"t": 1}, headers=headers).headers["idempotent-replayed"] == "true"
+        assert (
+            a.post("/v1/posts", json={"t": 1}, headers=headers).headers["idempotent-replayed"]
+            == "true"
+        )
 
 
 def _free_port() -> int:
@@ -243,7 +255,9 @@ def test_auto_is_keys_off_loopback_and_none_on_it(tmp_path: Path) -> None:
 
 
 def test_a_busy_port_is_refused(tmp_path: Path) -> None:
-    first = launch("serve", "--port", "0", "--db", f"sqlite:///{tmp_path}/a.sqlite", workdir=tmp_path)
+    first = launch(
+        "serve", "--port", "0", "--db", f"sqlite:///{tmp_path}/a.sqlite", workdir=tmp_path
+    )
     try:
         port = first.port
         out = subprocess.run(
@@ -357,7 +371,9 @@ def test_rate_limits_fall_back_per_process_when_redis_is_away(tmp_path: Path) ->
             statuses = [c.get("/v1/posts").status_code for _ in range(5)]
             assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:], statuses
             text = c.get("/metrics").text
-            fallbacks = [ln for ln in text.splitlines() if ln.startswith("maxage_rate_limit_fallbacks_total")]
+            fallbacks = [
+                ln for ln in text.splitlines() if ln.startswith("maxage_rate_limit_fallbacks_total")
+            ]
             assert fallbacks and float(fallbacks[0].split()[-1]) >= 5
         assert server.stop() == 0
     finally:
@@ -374,9 +390,10 @@ def test_a_follow_stream_ends_when_its_key_is_revoked(api: Api) -> None:
         status: list[int] = []
 
         def follow() -> None:
-            with api.client(key["secret"]) as c, c.stream(
-                "GET", "/v1/posts/changes", params={"follow": "true"}, timeout=30
-            ) as r:
+            with (
+                api.client(key["secret"]) as c,
+                c.stream("GET", "/v1/posts/changes", params={"follow": "true"}, timeout=30) as r,
+            ):
                 status.append(r.status_code)
                 opened.set()
                 for _ in r.iter_bytes():

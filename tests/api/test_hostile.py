@@ -164,14 +164,26 @@ def test_accept_without_json_is_406(server: MaxageServer) -> None:
         assert c.get(f"/v1/notes/{doc}").headers["cache-status"].endswith("detail=l1")  # hot
         r = c.get(f"/v1/notes/{doc}", headers={"accept": "text/html"})
         assert r.status_code == 406 and r.json()["code"] == "not_acceptable"
-        for accept in ("application/json", "*/*", "application/*", "text/html, application/json;q=0.5"):
+        for accept in (
+            "application/json",
+            "*/*",
+            "application/*",
+            "text/html, application/json;q=0.5",
+        ):
             assert c.get(f"/v1/notes/{doc}", headers={"accept": accept}).status_code == 200
-        assert c.get("/v1/notes/changes", headers={"accept": "application/x-ndjson"}).status_code == 200
+        assert (
+            c.get("/v1/notes/changes", headers={"accept": "application/x-ndjson"}).status_code
+            == 200
+        )
 
 
-def test_fault_endpoint_validates_everything_before_applying(server: MaxageServer, tmp_path: Path) -> None:
+def test_fault_endpoint_validates_everything_before_applying(
+    server: MaxageServer, tmp_path: Path
+) -> None:
     with server.client() as c:
-        assert c.put("/_maxage/faults", json={"faults": {"drop": 0.5}, "seed": 3}).status_code == 200
+        assert (
+            c.put("/_maxage/faults", json={"faults": {"drop": 0.5}, "seed": 3}).status_code == 200
+        )
         for bad in ({"faults": {"drop": 0.1}, "seed": "x"}, {"faults": {"drop": 0.1}, "params": {"nope": 1}},
                     {"faults": {"drop": 2}}, {"faults": {"drop": 0.1}, "extra": 1}, [1, 2],
                     {"targets": {"delay": ["notes/a"]}}, {"targets": {"drop": "notes/a"}},

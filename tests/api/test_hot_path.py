@@ -111,7 +111,9 @@ async def test_fixed_cases(world: World) -> None:
     assert hot[1][b"cache-status"] == b"maxage; fwd=bypass; detail=lagging; stored"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     ops=st.lists(
         st.tuples(

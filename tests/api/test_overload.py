@@ -68,7 +68,9 @@ def test_workers_end_when_the_main_process_is_killed(tmp_path: Path) -> None:
         os.kill(main, signal.SIGKILL)
         deadline = time.monotonic() + 20
         while any(_alive(w) for w in workers):
-            assert time.monotonic() < deadline, [(w, Path(f"/proc/{w}/stat").read_text()[:80]) for w in workers if _alive(w)]
+            assert time.monotonic() < deadline, [
+                (w, Path(f"/proc/{w}/stat").read_text()[:80]) for w in workers if _alive(w)
+            ]
             time.sleep(0.05)
         with __import__("contextlib").suppress(httpx.HTTPError):
             httpx.get(s.url + "/livez", timeout=1)

@@ -48,3 +48,21 @@ def test_status_needs_the_token_when_set() -> None:
             assert ok.status_code == 200 and ok.json()["cache"]["entries"] == 0
     finally:
         s.kill()
+
+
+def test_docs_page_and_its_assets() -> None:
+    s = CacheServer()
+    try:
+        with s.client() as c:
+            page = c.get("/docs")
+            js = c.get("/docs/swagger-ui-bundle.js")
+            css = c.get("/docs/swagger-ui.css")
+            missing = c.get("/docs/nope.js")
+            posted = c.post("/docs")
+    finally:
+        s.kill()
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="put_key"' in page.text or "/v1/keys/{key}" in page.text  # the no-JS list
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert missing.status_code == 404 and posted.status_code == 405

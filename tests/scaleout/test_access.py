@@ -130,7 +130,9 @@ def test_revoke_through_a_is_refused_by_b_on_the_next_request(pair: Pair) -> Non
 
 def test_rate_limits_hold_across_processes(pair: Pair) -> None:
     with _client(pair.a, pair.admin) as a, _client(pair.b, pair.admin) as b:
-        statuses = [c.put("/v1/items/limited", json={"n": 1}).status_code for c in (a, b, a, b, a, b)]
+        statuses = [
+            c.put("/v1/items/limited", json={"n": 1}).status_code for c in (a, b, a, b, a, b)
+        ]
         assert statuses[:4] == [201, 200, 200, 200] and statuses[4:] == [429, 429], statuses
         r = b.put("/v1/items/limited", json={"n": 1})
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1

@@ -294,7 +294,9 @@ def test_one_flush_transaction_and_a_document_deleted_meanwhile(
             assert cb.get("/v1/likes/l2").status_code == 404
             # Without a casualty, the documents of a flush commit in one transaction.
             for doc in ("l1", "l3"):
-                assert ca.post(f"/v1/likes/{doc}:increment", json={"field": "/n"}).status_code == 200
+                assert (
+                    ca.post(f"/v1/likes/{doc}:increment", json={"field": "/n"}).status_code == 200
+                )
             before = metric(text, "maxage_writeback_flushes_total", **labels)
             while metric(ca.get("/metrics").text, "maxage_writeback_pending", **labels):
                 assert time.monotonic() < deadline + 30

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from maxage import __version__, status, tracing
-from maxage.api import docs_page, exposition, guard, openapi, responses, routes
+from maxage import __version__, docs_page, status, tracing
+from maxage.api import exposition, guard, openapi, responses, routes
 from maxage.api.http import accepts, scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.responses import AGE, CC, CL, CSTATUS, CT, ETAG, HIT_L1, JSON, RID

@@ -9,8 +9,8 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from maxage import status
-from maxage.api import docs_page, guard, responses
+from maxage import docs_page, status
+from maxage.api import guard, responses
 from maxage.api.http import read_body
 from maxage.api.types import HTTPProblem, Receive, Request, Send
 from maxage.service import DomainError, StoreError

@@ -7,6 +7,7 @@ operation; only a read-through miss returns a coroutine (see ``protocol``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import math
 import time
@@ -16,7 +17,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 
-from maxage import __version__, status
+from maxage import __version__, docs_page, status
 from maxage.core import MISSING, Cache, Entry, SetOutcome
 from maxage.core.cache import MAX_VERSION, Invalidation, VersionExhausted
 from maxage.etags import if_none_match
@@ -57,6 +58,7 @@ _ALLOW_GET: Final = b"allow: GET, HEAD\r\n"
 _WWW_AUTH: Final = b'www-authenticate: Bearer realm="maxage"\r\n'
 
 _encode = msgspec.json.Encoder().encode
+_DOCS_PAGE = functools.cache(lambda: docs_page.render(msgspec.json.decode(OPENAPI_JSON)))
 
 
 class Meta(NamedTuple):
@@ -426,6 +428,11 @@ class CacheApp:
             if not self.ready:
                 return problem("not_ready", "draining for shutdown", "/readyz")
             return 200, _JSON, b'{"status":"ready"}'
+        if path == b"/docs" or path.startswith(b"/docs/"):
+            req.route = "docs"
+            if not read:
+                return _not_allowed(method, path, _ALLOW_GET)
+            return self._docs(req, path)
         if path == b"/openapi.json":
             req.route = "openapi"
             if not read:
@@ -436,6 +443,21 @@ class CacheApp:
                 return _not_allowed(method, path, _ALLOW_POST)
             return self._advance_clock(url[q + 1 :] if q >= 0 else b"")
         return problem("route_not_found", "no such route", _path(url))
+
+    def _docs(self, req: CacheRequest, path: bytes) -> Handled:
+        """``/docs`` (Swagger UI over this server's OpenAPI document) and its two assets."""
+        if path == b"/docs":
+            return 200, _HTML, _DOCS_PAGE()
+        name = path[len(b"/docs/") :].decode("latin-1")
+        body = docs_page.asset(name) if name in docs_page.ASSETS else None
+        if body is None:
+            return problem("route_not_found", "no such route", _path(req.url))
+        head = (
+            b"content-type: "
+            + docs_page.ASSETS[name]
+            + b"\r\ncache-control: public, max-age=86400\r\n"
+        )
+        return 200, head, body
 
     def render_metrics(self) -> bytes:
         return metrics_mod.render(self.metrics, self.cache.stats_snapshot)

@@ -36,7 +36,8 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 
 
 ROUTES: Final = (
-    "get", "put", "delete", "invalidate", "metrics", "health", "openapi", "status", "other"
+    "get", "put", "delete", "invalidate", "metrics", "health", "openapi", "status", "docs",
+    "other",
 )  # fmt: skip
 
 # The OpenTelemetry HTTP attributes of each route (``http.request.method``, ``http.route``):
@@ -51,6 +52,7 @@ OTEL_ROUTES: Final = {
     "health": ("GET", "/livez|/readyz"),
     "openapi": ("GET", "/openapi.json"),
     "status": ("GET", "/status|/status.json"),
+    "docs": ("GET", "/docs|/docs/{asset}"),
     "other": ("_OTHER", ""),
 }
 

@@ -223,6 +223,12 @@ DOC: Final[dict[str, Any]] = {
                 "responses": {"200": {"description": "HTML"}},
             }
         },
+        "/docs": {
+            "get": {
+                "summary": "This document in Swagger UI (served by the cache server itself)",
+                "responses": {"200": {"description": "HTML"}},
+            }
+        },
         "/status.json": {
             "get": {
                 "summary": "The status page's data (and its rendered main section as html)",

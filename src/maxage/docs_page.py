@@ -1,10 +1,11 @@
-"""The ``/docs`` page: Swagger UI (from the ``openapi-ui-bundles`` package, served by
+"""The ``/docs`` page of both servers: Swagger UI (from the ``openapi-ui-bundles`` package, served by
 maxage itself: no network access needed) rendering ``/openapi.json`` with try-it, over
 a server-rendered list of every operation that is what a browser without JavaScript
 shows (docs/adr/0009-api-docs-viewer.md).
 
 The page is rendered once per server from the OpenAPI document it serves; the assets
-are read from the installed package once, on first request.
+are read from the installed package once, on first request. HTTP-free (each server
+serves the bytes its own way), so ``maxage serve`` and ``maxage cache-server`` share it.
 """
 
 from __future__ import annotations
