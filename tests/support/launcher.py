@@ -52,8 +52,13 @@ def python_m(*args: str, module: str = "maxage") -> list[str]:
 
 
 def server_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The runner's environment without inherited ``MAXAGE_*`` variables, plus ``env``."""
+    """The runner's environment without inherited ``MAXAGE_*`` variables, plus ``env``.
+
+    Loop-lag shedding is off unless a test turns it on (``env`` or ``--max-loop-lag``): it
+    answers 503 when the event loop runs late, which on a loaded test machine is the
+    machine, not the server under test."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("MAXAGE_")}
+    full["MAXAGE_MAX_LOOP_LAG"] = "0"
     full.update(env or {})
     return full
 

@@ -288,6 +288,12 @@ class Client:
         if resp is not None:
             lists.parse(op, col.token_field, resp)
         self._note(op)  # the collection version, under the key ""
+        if op.outcome == OK and op.page:
+            # What a page showed is seen: the session's later reads of those documents
+            # ask for at least those versions (P4 counts list observations as reads).
+            for key, (version, _token, _hash) in op.page.items():
+                if version > self.seen.get((col.name, key), 0):
+                    self.seen[(col.name, key)] = version
         self.wl.record(op)
         return op
 
