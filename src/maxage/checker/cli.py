@@ -1,4 +1,7 @@
-"""``maxage check``: drive a target with concurrent clients and faults, then check P0-P6.
+"""``maxage check``: drive a target with concurrent clients and faults (random phases and
+targeted rounds, :mod:`maxage.checker.races`), follow its change feed
+(:mod:`maxage.checker.feed`), then check P0-P8; stop at the first violation unless
+``--keep-going``.
 
 Without ``--target`` it starts ``maxage serve --fault-injection`` itself on a
 temporary SQLite database with a generated config in which ``ttl`` is much
@@ -72,7 +75,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default="all",
         help="comma-separated faults, 'all' (default) or 'none'; the target lists the ones it "
         "supports at /_maxage/faults (drop, duplicate, delay, reorder, pause-fill, stall-tailer, "
-        "invalidation-error, slow-primary; slow-commit on PostgreSQL)",
+        "invalidation-error, slow-primary; slow-commit on PostgreSQL); targeted rounds aim "
+        "pause-fill, invalidation-error + drop and stall-tailer + drop at the race windows",
     )
     p.add_argument("--json", metavar="REPORT_FILE", help="write the report as JSON")
     p.add_argument("--history", metavar="FILE", help="write the history (JSONL)")
