@@ -76,6 +76,11 @@ class Hooks:
         its cache fill (a pause makes the fill stale)."""
         return None
 
+    def join_any_flight(self) -> bool:
+        """Mutant (``early-flight``): a read uses any joined load, even one that started
+        before its session's write or more than the bound before the read."""
+        return False
+
 
 class SlowStoreHooks(Hooks):
     """TEST ONLY: stall every document read and write by ``delay`` seconds before it

@@ -294,8 +294,19 @@ def build(ops: Iterable[Op]) -> tuple[dict[tuple[str, str], KeyModel], Result, d
     return models, res, tokens
 
 
-def check(ops: Sequence[Op], bounds: dict[str, float], *, lin_budget: int = 200_000) -> Result:
-    """Run every check; ``bounds`` maps a collection to its max staleness."""
+def check(
+    ops: Sequence[Op],
+    bounds: dict[str, float],
+    *,
+    lin_budget: int = 200_000,
+    age_slack: float | None = None,
+) -> Result:
+    """Run every check; ``bounds`` maps a collection to its max staleness.
+
+    ``age_slack``: also check each read's ``age`` (the server's claim that the version
+    it returned was current ``age`` seconds before it answered), to within that many
+    seconds; None skips it (an HTTP ``Age`` header is rounded down to whole seconds).
+    """
     ops = [*ops, *lists.expand(ops)]  # a list page is checked as the reads it implies
     models, res, _ = build(o for o in ops if o.kind not in (REVOKE, AUTH_READ))
     _check_pages(ops, res)
@@ -321,6 +332,17 @@ def check(ops: Sequence[Op], bounds: dict[str, float], *, lin_budget: int = 200_
             v = r.version or 0
             if r.phase == "final":
                 continue  # P6 below
+            if age_slack is not None and r.age is not None and not absent:
+                # The answer claims to be current as of (server time - age), and the
+                # server's time is at or after the read's invoke: a newer version
+                # acknowledged before invoke - age means the age was understated (an
+                # HTTP cache downstream would keep it past the bound).
+                claimed = r.invoke - r.age - age_slack
+                newer = m.max_acked_before(claimed)
+                if newer > v:
+                    res.add("P2", f"Age {r.age:.3f}s understated: version {newer} was acknowledged "
+                            f"before the returned version {v} was claimed current", r,
+                            *_writer(m, newer))  # fmt: skip
             if r.mode == "bounded":
                 lower = m.max_acked_before(r.invoke - bound)
                 if absent:

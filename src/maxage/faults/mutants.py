@@ -11,18 +11,38 @@ tests can show they catch the bug the guard prevents (TEST ONLY).
 * ``feed-skip`` — the change feed resumes one past the client's cursor: a reconnect
   loses the change right after it (P7)
 
+Models of real cache bugs, planted by ``maxage sim``'s composition (``SIM_MUTANTS``;
+the live server does not offer them yet):
+
+* ``ttl-from-set`` — an entry's age and TTL run from the set, not from the primary read
+* ``cancel-leader`` — a single-flight whose leader, when cancelled, cancels the shared load
+* ``early-flight`` — a read uses any joined load, even one that started before its
+  session's write (or more than the bound before the read)
+* ``early-watermark`` — a holder reports an invalidation applied before it is, so the
+  watermark moves past it
+* ``unguarded-l2-fill`` — the shared tier's fill is a plain overwrite (no version, no
+  tombstone)
+
 Each is planted through a public seam: the cache class the composition root
-constructs (:func:`cache_class`), or a hook of :class:`maxage.faults.FaultHooks`.
+constructs (:func:`cache_class`), a hook of :class:`maxage.hooks.Hooks`, a holder
+wrapper, the single-flight the reads use, or the shared tier class.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from maxage.core.cache import Cache
-from maxage.core.types import EvictionReason, SetOutcome
+from maxage.core.singleflight import SingleFlight
+from maxage.core.types import Clock, EvictionReason, SetOutcome
 from maxage.invalidation.tailer import Holder
+from maxage.tiers.memory import MemoryTier
+
+T = TypeVar("T")
 
 MUTANTS = (
     "no-version-guard",
@@ -34,6 +54,15 @@ MUTANTS = (
     "feed-skip",
 )
 FEED_SHIFT = {"feed-replay": -1, "feed-skip": 1}  # how the feed mutants move a resume cursor
+# maxage sim runs the cache mutants (not the feed's: it reads no change feed) and its own
+SIM_MUTANTS = (
+    *(m for m in MUTANTS if m not in FEED_SHIFT),
+    "ttl-from-set",
+    "cancel-leader",
+    "early-flight",
+    "early-watermark",
+    "unguarded-l2-fill",
+)
 
 
 class NoVersionGuardCache(Cache):
@@ -78,26 +107,108 @@ class NoTombstoneCache(Cache):
             return False
 
 
+class TtlFromSetCache(Cache):
+    """Mutant: an entry is stamped with the time of the set instead of the start of the
+    primary read that produced it, so its age (and TTL) is understated by the fill's delay."""
+
+    __slots__ = ()
+
+    def set_if_newer(
+        self,
+        key: str,
+        version: int,
+        body: bytes,
+        *,
+        started_at: float,
+        ttl: float | None = None,
+        meta: object = None,
+        tags: Any = (),
+    ) -> SetOutcome:
+        return super().set_if_newer(
+            key, version, body, started_at=self._now(), ttl=ttl, meta=meta, tags=tags
+        )
+
+
 def cache_class(mutant: str | None) -> type[Cache]:
     """The in-process cache class to construct for ``mutant`` (the real one otherwise)."""
     if mutant == "no-version-guard":
         return NoVersionGuardCache
     if mutant == "no-tombstone":
         return NoTombstoneCache
+    if mutant == "ttl-from-set":
+        return TtlFromSetCache
     return Cache
+
+
+class LeaderCancelsFlight(SingleFlight[T]):
+    """Mutant: the caller that starts a load awaits it unshielded, so cancelling that
+    caller (a client that went away) cancels the load every other waiter shares."""
+
+    __slots__ = ()
+
+    async def do(
+        self, key: str, fn: Callable[[], Awaitable[T]], *, timeout: float | None = None
+    ) -> T:
+        if key in self._flights:
+            return await super().do(key, fn, timeout=timeout)
+        task = asyncio.ensure_future(self._run(fn, timeout))
+        self._flights[key] = task
+        task.add_done_callback(functools.partial(self._forget, key))
+        return await task
+
+
+class ApplyLaterHolder:
+    """Mutant wrapper: ``apply`` starts the invalidation and returns at once, so the
+    tailer moves the watermark past a change that has not been applied yet (and a
+    failure of it is never retried)."""
+
+    def __init__(self, inner: Holder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.tasks: set[asyncio.Future[None]] = set()
+
+    @property
+    def watermark(self) -> float:
+        return self.inner.watermark
+
+    @watermark.setter
+    def watermark(self, value: float) -> None:
+        self.inner.watermark = value
+
+    async def apply(self, key: str, version: int) -> None:
+        task = asyncio.ensure_future(self.inner.apply(key, version))
+        self.tasks.add(task)
+        task.add_done_callback(_forget_task(self.tasks))
+
+
+def _forget_task(tasks: set[asyncio.Future[None]]) -> Callable[[asyncio.Future[None]], None]:
+    def done(task: asyncio.Future[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the mutant forgets failures
+
+    return done
+
+
+class UnguardedMemoryTier(MemoryTier):
+    """Mutant shared tier: a fill is a plain overwrite; versions and tombstones ignored."""
+
+    def _judge(self, key: str, version: int, now: float) -> SetOutcome:
+        return SetOutcome.STORED
 
 
 class CaughtUpHolder:
     """Mutant wrapper: the watermark always reads as now; the tailer's writes are kept
     (and ignored by reads)."""
 
-    def __init__(self, inner: Holder) -> None:
+    def __init__(self, inner: Holder, clock: Clock | None = None) -> None:
         self.inner = inner
         self.name = inner.name
+        self._now = time.time if clock is None else clock.now
 
     @property
     def watermark(self) -> float:
-        return time.time()
+        return self._now()
 
     @watermark.setter
     def watermark(self, value: float) -> None:
@@ -107,6 +218,6 @@ class CaughtUpHolder:
         await self.inner.apply(key, version)
 
 
-def check(mutant: str | None) -> None:
-    if mutant is not None and mutant not in MUTANTS:
-        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(MUTANTS)}")
+def check(mutant: str | None, known: tuple[str, ...] = MUTANTS) -> None:
+    if mutant is not None and mutant not in known:
+        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(known)}")

@@ -112,6 +112,7 @@ class Tailer:
         self.polls = 0
         self.poll_errors = 0
         self.last_poll_at = 0.0
+        self.since = float("inf")  # set by start(): see there
         # Test hooks: a stalled tailer (watermark freezes), a cut or reordered batch, and
         # the ``error-path-drop`` mutant (forget failed invalidations, move on).
         self.hooks = hooks
@@ -129,6 +130,9 @@ class Tailer:
         """
         start = self.clock.now()
         self.cursor = await self.store.last_seq()
+        # Every change committed after this moment is above the cursor, so it will reach
+        # every holder: an in-process holder, empty at start-up, knows nothing older.
+        self.since = self.clock.now()
         for st in self.states:
             st.holder.watermark = start
         if shared and replay > 0:

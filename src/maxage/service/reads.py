@@ -154,6 +154,8 @@ class Reads:
         self.stats = ReadStats()
         self.flights: SingleFlight[Loaded] = SingleFlight()
         self.max_fill_age = max_fill_age(cache)
+        # From when L1 has been sent every change (Service.start sets it from the tailer).
+        self.l1_since = float("inf")
         self.tasks: set[asyncio.Future[object]] = set()
 
     # -- the rule ----------------------------------------------------------------------
@@ -201,7 +203,11 @@ class Reads:
         self._sample(key, entry.version, now, bound)
         # Copied into L1 only while young enough for L1's tombstones to judge it (the
         # fill guard's rule): an older copy could outlive the tombstone of a newer write.
-        if now - max(entry.filled_at, watermark) <= self.max_fill_age:
+        # And only if known current after L1's tailer started: a change committed before
+        # then never reaches L1 (it starts at the end of the log), so after a restart an
+        # older copy would be served under L1's watermark forever (found by maxage sim).
+        known = entry.filled_at if entry.filled_at > watermark else watermark
+        if known >= self.l1_since and now - known <= self.max_fill_age:
             remaining = None if entry.expires_at is None else entry.expires_at - entry.filled_at
             self.cache.set_if_newer(
                 key,
@@ -252,11 +258,12 @@ class Reads:
         loaded = await self.flights.do(key, lambda: self._load(spec, id), timeout=self.load_timeout)
         doc = loaded.doc
         too_old = doc.version < min_version if doc is not None else min_version > 0
-        if started - loaded.started_at > bound or too_old:
+        careless = self.hooks is not None and self.hooks.join_any_flight()
+        if (started - loaded.started_at > bound or too_old) and not careless:
             # The shared flight started too early for this read (or before the session's write).
             loaded = await self._load(spec, id)
             doc = loaded.doc
-        if min_version and doc is not None and doc.version < min_version:
+        if min_version and doc is not None and doc.version < min_version and not careless:
             # P4: never an older version labelled "session". The primary does not have it
             # (yet, or at all): say so instead of answering with what it has.
             have = doc.version if doc is not None else 0

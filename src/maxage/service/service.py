@@ -144,6 +144,7 @@ class Service:
         shared = [self.l2_holder] if self.l2_holder is not None else []
         replay = max((c.cache_ttl for c in self.collections.values()), default=0.0)
         await self.tailer.start(replay=replay, shared=shared)
+        self.reads.l1_since = self.tailer.since
         try:
             await self.store.listen(self.tailer.wake)
         except Exception as exc:  # notifications only speed things up; polling is the truth

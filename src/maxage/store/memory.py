@@ -145,7 +145,7 @@ class MemoryStore:
         self._seqs: list[int] = []  # seq of each entry of ``changes`` (for bisect)
         self._next_seq = 1
         self._uncommitted: dict[int, None] = {}  # seq -> running late commit (ordered)
-        self._commit_times: dict[int, float] = {}  # seq -> this clock at commit (late ones)
+        self._commit_times: dict[int, float] = {}  # seq -> this clock at commit (held rows)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._idem: dict[str, _Idem] = {}
         self._secrets: dict[str, bytes] = {}
@@ -281,8 +281,9 @@ class MemoryStore:
                 finally:  # committed, or aborted by a cancellation: no longer running
                     for seq in seqs:
                         del self._uncommitted[seq]
+            if self._uncommitted:  # committed above the frontier: held back until it moves
                 committed = self.clock.now()
-                self._commit_times.update(dict.fromkeys(seqs, committed))
+                self._commit_times.update(dict.fromkeys((r.seq for r in results), committed))
             for result, (doc, op, _, data) in zip(results, staged, strict=True):
                 self.docs[(collection, doc.id)] = doc
                 change = Change(result.seq, collection, doc.id, doc.version, op, now)
@@ -316,7 +317,7 @@ class MemoryStore:
         if complete and j < len(self._seqs):
             # committed rows held back behind a running transaction: claim nothing past
             # the earliest of their commits until they are returned
-            held = min(self._commit_times.get(s, snapshot_at) for s in self._seqs[j:])
+            held = min(self._commit_times[s] for s in self._seqs[j:])
             snapshot_at = min(snapshot_at, held - 1e-6)
         new_cursor = changes[-1].seq if changes else cursor
         return ChangeBatch(changes, new_cursor, snapshot_at, complete=complete)

@@ -1,0 +1,115 @@
+"""A seeded, deterministic asyncio event loop on virtual time.
+
+Invariant: given its seed and the same program, a :class:`SimLoop` runs every
+callback in the same order at the same virtual time, run after run, on any
+machine, however loaded. Nothing waits on the wall clock:
+
+* ``time()`` is virtual. When no callback is ready, time jumps to the earliest
+  timer (``asyncio.sleep``, ``asyncio.timeout`` and ``call_later`` all run on
+  it); a loop with nothing ready and no timer is a deadlock and raises.
+* Every iteration runs the callbacks that are ready in an order drawn from the
+  seed (a shuffle), so which ready task runs next is chosen by the seed, not by
+  the order in which they became ready.
+* Every timer fires up to ``jitter`` seconds late, drawn from the seed, so
+  timers set for nearly the same moment fire in a seeded order too.
+
+There is no I/O: the simulated primary and shared tier are in memory, and
+their latency is a timer. Only the thread that runs the loop may use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+from collections.abc import Callable
+from typing import Any
+
+
+
+class SimDeadlock(RuntimeError):
+    """Nothing is ready and no timer is set: the simulated program cannot progress."""
+
+
+class SimLoop(asyncio.BaseEventLoop):
+    """The event loop of one simulation (see the module docstring).
+
+    Timers live in a heap of ``(when, seq, handle)`` tuples (compared in C, and in
+    creation order at equal times) instead of asyncio's heap of handles.
+    """
+
+    def __init__(self, seed: int, *, jitter: float = 0.0) -> None:
+        super().__init__()
+        self.rng = random.Random(seed)
+        self.jitter = jitter
+        self.now = 0.0
+        self.iterations = 0
+        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._timer_seq = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        if self.jitter:
+            when += self.rng.random() * self.jitter
+        timer = asyncio.TimerHandle(when, callback, args, self, context)
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, timer))
+        return timer
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        return None  # a cancelled timer is skipped when it comes due
+
+    def _process_events(self, event_list: Any) -> None:
+        return None
+
+    def _write_to_self(self) -> None:
+        return None
+
+    def _run_once(self) -> None:
+        ready = self._ready  # type: ignore[attr-defined]
+        timers = self._timers
+        if not ready:
+            while timers and timers[0][2]._cancelled:
+                heapq.heappop(timers)
+            if not timers:
+                if self._stopping:  # type: ignore[attr-defined]
+                    return
+                raise SimDeadlock("nothing is ready and no timer is set")
+            when = timers[0][0]
+            if when > self.now:
+                self.now = when
+        now = self.now
+        while timers and timers[0][0] <= now:
+            handle = heapq.heappop(timers)[2]
+            if not handle._cancelled:
+                ready.append(handle)
+        self.iterations += 1
+        if len(ready) == 1:
+            handle = ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+            return
+        handles = list(ready)
+        ready.clear()
+        self.rng.shuffle(handles)
+        for handle in handles:
+            if not handle._cancelled:
+                handle._run()
+
+
+class VirtualClock:
+    """A node's wall clock: ``base`` + the loop's virtual time + a skew of its own."""
+
+    __slots__ = ("base", "loop", "skew")
+
+    def __init__(self, loop: SimLoop, base: float, skew: float = 0.0) -> None:
+        self.loop = loop
+        self.base = base
+        self.skew = skew
+
+    def now(self) -> float:
+        return self.base + self.loop.now + self.skew

@@ -1,0 +1,481 @@
+"""Runs a simulation in epochs, checks each with the checker's own checks, reports, shrinks.
+
+A run is a sequence of independent **epochs**. Each epoch is a fresh deployment
+(:class:`maxage.sim.world.World`) on a fresh :class:`SimLoop` seeded from
+``(seed, epoch)``, with fresh document ids, running a workload of
+``epoch_ops`` steps drawn from the same seed; then the faults heal, the bound
+passes, every key is read on every node (P6), and the epoch's history is
+checked by :func:`maxage.checker.checks.check` (P0-P6: the same checks as
+``maxage check``). Epochs keep each check small (the per-key linearizability
+search stays cheap) and make a failing epoch reproducible on its own: its
+steps and its seed are all it needs, which is what shrinking relies on.
+
+Determinism: with ``ops`` set, the same seed, config, nodes, clients, faults and
+mutant give the same history, byte for byte (its sha256 is reported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from maxage.checker.checks import PROPERTIES, TITLES, Result, Violation, check
+from maxage.checker.history import Op
+from maxage.contracts import CollectionSpec, load_config
+from maxage.sim.faults import FAULTS, FaultPlan, parse_faults
+from maxage.sim.loop import SimLoop
+from maxage.sim.world import ClientState, Step, World
+
+EPOCH_OPS = 1000
+KEYS = 4  # documents per collection per epoch: few, so reads race with writes
+_encode = msgspec.json.Encoder().encode
+_FIELDS = tuple(Op.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """What a run (and a replay of one epoch) is a function of."""
+
+    specs: Mapping[str, CollectionSpec]
+    nodes: int = 3
+    clients: int = 8
+    faults: frozenset[str] = frozenset(FAULTS)
+    mutant: str | None = None
+    epoch_ops: int = EPOCH_OPS
+    keys: int = KEYS
+
+    @property
+    def bound(self) -> float:
+        """The time scale of faults and think times: the smallest positive bound."""
+        positive = [s.max_staleness for s in self.specs.values() if s.max_staleness > 0]
+        return min(positive, default=0.1)
+
+
+@dataclass
+class EpochOutcome:
+    ops: list[Op]
+    result: Result
+    faults: dict[str, int]
+    steps: list[Step]
+
+    @property
+    def violations(self) -> list[Violation]:
+        return self.result.violations
+
+
+def epoch_seed(seed: int, epoch: int, what: str) -> random.Random:
+    return random.Random(f"maxage-sim:{seed}:{epoch}:{what}")
+
+
+def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
+    """The epoch's steps, drawn from ``(seed, epoch)``."""
+    rng = epoch_seed(seed, epoch, "steps")
+    names = sorted(cfg.specs)
+    modes = {n: sorted(m.value for m in cfg.specs[n].read_modes) for n in names}
+    think = cfg.bound / 10
+    disconnect = "disconnect" in cfg.faults
+    steps = []
+    for _ in range(cfg.epoch_ops):
+        collection = rng.choice(names)
+        r = rng.random()
+        mode = None
+        if_match = False
+        if r < 0.62:
+            kind = "read"
+            mode = rng.choice(modes[collection])
+        elif r < 0.84:
+            kind = "put"
+            if_match = rng.random() < 0.3
+        elif r < 0.93:
+            kind = "create"
+        else:
+            kind = "delete"
+            if_match = rng.random() < 0.5
+        give_up = None
+        if disconnect and rng.random() < 0.03:
+            give_up = rng.random() * cfg.bound / 10
+        steps.append(
+            Step(
+                client=rng.randrange(cfg.clients),
+                think=round(rng.expovariate(1.0) * think, 6),
+                node=rng.randrange(cfg.nodes),
+                kind=kind,
+                collection=collection,
+                key=rng.randrange(cfg.keys),
+                mode=mode,
+                if_match=if_match,
+                give_up=give_up if give_up is None else round(give_up, 6),
+            )
+        )
+    return steps
+
+
+def bounds_of(cfg: SimConfig, plan: FaultPlan) -> dict[str, float]:
+    """The bound each collection is checked against: ``S`` plus the stated clock skew."""
+    return {n: s.max_staleness + plan.skew for n, s in cfg.specs.items()}
+
+
+def run_epoch(cfg: SimConfig, seed: int, epoch: int, steps: Sequence[Step]) -> EpochOutcome:
+    """One epoch on a fresh deployment and loop; its history, checked."""
+    bound = cfg.bound
+    loop = SimLoop(epoch_seed(seed, epoch, "loop").randrange(1 << 62), jitter=bound / 1000)
+    plan = FaultPlan(cfg.faults, bound)
+    try:
+        asyncio.set_event_loop(loop)
+        world = World(
+            cfg.specs,
+            loop=loop,
+            nodes=cfg.nodes,
+            plan=plan,
+            mutant=cfg.mutant,
+            key_prefix=f"e{epoch}",
+        )
+        per_client: list[list[Step]] = [[] for _ in range(cfg.clients)]
+        for step in steps:
+            per_client[step.client % cfg.clients].append(step)
+
+        async def main() -> None:
+            for node in world.nodes:
+                await node.start()
+            nemesis = loop.create_task(world.nemesis())
+            await asyncio.gather(
+                *(world.client(ClientState(i), s) for i, s in enumerate(per_client) if s)
+            )
+            await world.heal()
+            nemesis.cancel()
+            await world.final_reads()
+            world.shutdown()
+
+        loop.run_until_complete(main())
+        _drain(loop)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    ops = world.ops
+    result = check(ops, bounds_of(cfg, plan), age_slack=2 * plan.skew + 1e-9)
+    return EpochOutcome(ops, result, plan.counts, list(steps))
+
+
+def _drain(loop: SimLoop) -> None:
+    """Cancel what is left (background fills, timers' tasks) and let it finish."""
+    for _ in range(10):
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        if not pending:
+            return
+        for t in pending:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+def replay(
+    config: str | Path,
+    *,
+    seed: int,
+    epoch: int,
+    steps: Sequence[Step],
+    nodes: int = 3,
+    clients: int = 8,
+    faults: str = "all",
+    mutant: str | None = None,
+) -> EpochOutcome:
+    """Run the given steps as epoch ``epoch`` of seed ``seed`` (a shrunk reproduction)."""
+    cfg = SimConfig(
+        load_config(config).collections,
+        nodes=nodes,
+        clients=clients,
+        faults=parse_faults(faults),
+        mutant=mutant,
+    )
+    return run_epoch(cfg, seed, epoch, steps)
+
+
+# -- shrinking -------------------------------------------------------------------------
+
+
+def shrink(
+    cfg: SimConfig,
+    seed: int,
+    epoch: int,
+    steps: Sequence[Step],
+    prop: str,
+    budget: float,
+) -> list[Step]:
+    """The shortest failing step list found within ``budget`` seconds: the shortest
+    failing prefix (bisection), then delta debugging (ddmin) over what is left."""
+    deadline = time.monotonic() + budget
+
+    def fails(candidate: Sequence[Step]) -> bool:
+        outcome = run_epoch(cfg, seed, epoch, candidate)
+        return any(v.prop == prop for v in outcome.violations)
+
+    current = list(steps)
+    lo, hi = 0, len(current)  # fails(current[:hi]) is known
+    while lo + 1 < hi and time.monotonic() < deadline:
+        mid = (lo + hi) // 2
+        if fails(current[:mid]):
+            hi = mid
+        else:
+            lo = mid
+    current = current[:hi]
+    n = 2
+    while len(current) >= 2 and time.monotonic() < deadline:
+        chunk = math.ceil(len(current) / n)
+        subsets = [current[i : i + chunk] for i in range(0, len(current), chunk)]
+        reduced = False
+        for i in range(len(subsets)):
+            if time.monotonic() >= deadline:
+                break
+            complement = [s for j, sub in enumerate(subsets) if j != i for s in sub]
+            if fails(subsets[i]):
+                current, n, reduced = subsets[i], 2, True
+                break
+            if len(subsets) > 2 and fails(complement):
+                current, n, reduced = complement, max(n - 1, 2), True
+                break
+        if not reduced:
+            if n >= len(current):
+                break
+            n = min(len(current), 2 * n)
+    return current
+
+
+def reproduction(
+    config: str, cfg: SimConfig, faults_text: str, seed: int, epoch: int, steps: Sequence[Step],
+    prop: str,
+) -> str:  # fmt: skip
+    """Python that replays the shrunk steps (paste it into a test)."""
+    lines = [
+        "from maxage.sim import Step, replay",
+        "",
+        f"outcome = replay({config!r}, seed={seed}, epoch={epoch}, nodes={cfg.nodes}, "
+        f"clients={cfg.clients}, faults={faults_text!r}, mutant={cfg.mutant!r}, steps=[",
+    ]
+    lines += [f"    {step!r}," for step in steps]
+    lines.append("])")
+    lines.append(f"assert any(v.prop == {prop!r} for v in outcome.violations)")
+    return "\n".join(lines)
+
+
+# -- a whole run -----------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    operations: int = 0
+    final_reads: int = 0
+    race_exposed: int = 0
+    epochs: int = 0
+    faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
+    violations: list[tuple[int, Violation]] = field(default_factory=list)
+    unknowns: int = 0
+    reads: dict[str, int] = field(default_factory=dict)
+    within: dict[str, int] = field(default_factory=dict)
+    stale: dict[str, int] = field(default_factory=dict)
+    max_staleness: dict[str, float] = field(default_factory=dict)
+    by_tier: dict[str, int] = field(default_factory=dict)
+    first_failure: EpochOutcome | None = None
+    failed_epoch: int | None = None
+
+    def add(self, epoch: int, outcome: EpochOutcome, bounds: Mapping[str, float]) -> None:
+        self.epochs += 1
+        res = outcome.result
+        self.race_exposed += res.race_exposed
+        self.unknowns += len(res.unknowns)
+        for op in outcome.ops:
+            if op.phase == "final":
+                self.final_reads += 1
+            else:
+                self.operations += 1
+            if op.kind == "read" and op.status == 200:
+                tier = op.tier or "-"
+                self.by_tier[tier] = self.by_tier.get(tier, 0) + 1
+        for k, v in outcome.faults.items():
+            self.faults[k] = self.faults.get(k, 0) + v
+        for mode, secs in res.staleness_seconds.items():
+            bound = min(bounds.values(), default=0.0)
+            self.reads[mode] = self.reads.get(mode, 0) + len(secs)
+            self.within[mode] = self.within.get(mode, 0) + sum(1 for s in secs if s <= bound)
+            self.stale[mode] = self.stale.get(mode, 0) + sum(1 for s in secs if s > 0)
+            if secs:
+                self.max_staleness[mode] = max(self.max_staleness.get(mode, 0.0), max(secs))
+        for v in res.violations:
+            self.violations.append((epoch, v))
+        if res.violations and self.first_failure is None:
+            self.first_failure = outcome
+            self.failed_epoch = epoch
+
+
+def op_line(op: Op) -> bytes:
+    """The history's JSONL line of ``op`` (the fields of ``Op.brief``, encoded once)."""
+    d = {}
+    for name in _FIELDS:
+        v = getattr(op, name)
+        if v not in (None, False, {}, ""):
+            d[name] = v
+    d["id"] = op.id
+    return _encode(d) + b"\n"
+
+
+def run(
+    cfg: SimConfig,
+    seed: int,
+    *,
+    ops: int | None,
+    duration: float | None,
+    history: IO[bytes] | None = None,
+    keep_going: bool = False,
+    progress: Callable[[Totals], None] | None = None,
+) -> tuple[Totals, str, float, float]:
+    """Epochs until ``ops`` steps ran (or ``duration`` wall seconds passed); returns the
+    totals, the history's sha256, wall and CPU seconds."""
+    digest = hashlib.sha256()
+    t0, c0 = time.perf_counter(), time.process_time()
+    totals = Totals()
+    for epoch, steps in _epochs(cfg, seed, ops):
+        outcome = run_epoch(cfg, seed, epoch, steps)
+        plan = FaultPlan(cfg.faults, cfg.bound)
+        totals.add(epoch, outcome, bounds_of(cfg, plan))
+        for op in outcome.ops:
+            line = op_line(op)
+            digest.update(line)
+            if history is not None:
+                history.write(line)
+        if progress is not None:
+            progress(totals)
+        if totals.violations and not keep_going:
+            break
+        if duration is not None and time.perf_counter() - t0 >= duration:
+            break
+    return totals, digest.hexdigest(), time.perf_counter() - t0, time.process_time() - c0
+
+
+def _epochs(cfg: SimConfig, seed: int, ops: int | None) -> Iterator[tuple[int, list[Step]]]:
+    epoch = 0
+    left = ops
+    while left is None or left > 0:
+        steps = workload(cfg, seed, epoch)
+        if left is not None:
+            steps = steps[:left]
+            left -= len(steps)
+        yield epoch, steps
+        epoch += 1
+
+
+def report(
+    cfg: SimConfig,
+    totals: Totals,
+    *,
+    seed: int,
+    config: str,
+    faults_text: str,
+    sha: str,
+    wall: float,
+    cpu: float,
+) -> dict[str, Any]:
+    by_prop: dict[str, list[Violation]] = {p: [] for p in PROPERTIES}
+    for _, v in totals.violations:
+        by_prop.setdefault(v.prop, []).append(v)
+    plan = FaultPlan(cfg.faults, cfg.bound)
+    nines = {}
+    for mode, n in sorted(totals.reads.items()):
+        within = totals.within.get(mode, 0)
+        frac = within / n if n else math.nan
+        nines[mode] = {
+            "reads": n,
+            "within_bound": within,
+            "fraction": frac,
+            "nines": (math.inf if within == n else -math.log10(1 - frac)) if n else math.nan,
+            "stale_reads": totals.stale.get(mode, 0),
+            "max_staleness_s": totals.max_staleness.get(mode, 0.0),
+        }
+    per_cpu_minute = totals.race_exposed / cpu * 60 if cpu > 0 else math.nan
+    return {
+        "seed": seed,
+        "config": config,
+        "nodes": cfg.nodes,
+        "clients": cfg.clients,
+        "mutant": cfg.mutant,
+        "faults_requested": faults_text,
+        "collections": {
+            n: {"max_staleness_s": s.max_staleness} for n, s in sorted(cfg.specs.items())
+        },
+        "skew_bound_s": plan.skew,
+        "epochs": totals.epochs,
+        "operations": totals.operations,
+        "final_reads": totals.final_reads,
+        "race_exposed": totals.race_exposed,
+        "reads_by_tier": dict(sorted(totals.by_tier.items())),
+        "faults": dict(sorted(totals.faults.items())),
+        "violation_count": len(totals.violations),
+        "violations": {
+            p: {
+                "title": TITLES.get(p, p),
+                "count": len(vs),
+                "first": [v.to_json() for v in vs[:3]],
+            }
+            for p, vs in by_prop.items()
+        },
+        "unknown_count": totals.unknowns,
+        "staleness": nines,
+        "history_sha256": sha,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "race_exposed_per_cpu_minute": round(per_cpu_minute),
+        "verdict": "violation" if totals.violations else "ok",
+    }
+
+
+def render(rep: dict[str, Any]) -> str:
+    def kv(d: Mapping[str, Any]) -> str:
+        return " ".join(f"{k}={v}" for k, v in d.items() if v) or "-"
+
+    lines = [
+        f"maxage sim: {rep['config']}  seed {rep['seed']}  {rep['nodes']} nodes, "
+        f"{rep['clients']} clients" + (f"  MUTANT {rep['mutant']}" if rep["mutant"] else ""),
+        f"operations      {rep['operations']} in {rep['epochs']} epochs "
+        f"(+{rep['final_reads']} reads after healing)",
+        f"race-exposed    {rep['race_exposed']} reads "
+        f"({rep['race_exposed_per_cpu_minute']:,} per CPU-minute)",
+        f"reads by tier   {kv(rep['reads_by_tier'])}",
+        f"faults          {kv(rep['faults'])}",
+        f"clock skew      within ±{rep['skew_bound_s'] * 1000:.1f} ms (checked against S + that)",
+    ]
+    for mode, st in rep["staleness"].items():
+        lines.append(
+            f"  {mode:8s} n={st['reads']:<8d} within S {st['within_bound']}  "
+            f"stale {st['stale_reads']}  max {st['max_staleness_s']:.3f}s"
+        )
+    lines.append("properties:")
+    for p, v in rep["violations"].items():
+        mark = "ok" if v["count"] == 0 else f"VIOLATED x{v['count']}"
+        lines.append(f"  {p} {v['title']:26s} {mark}")
+        for first in v["first"][:1]:
+            lines.append(f"      - {first['message']}")
+    lines.append(f"history sha256  {rep['history_sha256']}")
+    lines.append(f"wall {rep['wall_s']:.2f}s  cpu {rep['cpu_s']:.2f}s")
+    lines.append(f"verdict: {rep['verdict'].upper()}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "EpochOutcome",
+    "SimConfig",
+    "Step",
+    "replay",
+    "report",
+    "run",
+    "run_epoch",
+    "shrink",
+    "workload",
+]
+
+

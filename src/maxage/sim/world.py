@@ -1,0 +1,621 @@
+"""One simulated deployment: K nodes of the real service sharing one primary and one shared
+tier, driven by clients through the service's own read and write calls.
+
+Every node is built as ``maxage serve`` builds a worker: the real ``core.Cache``
+(L1), the real :class:`maxage.service.Service` with its reads, writes, tailer
+and holders, the real fill guard; only the primary (:class:`MemoryStore`), the
+shared tier (:class:`MemoryTier`) and the network between them are simulated.
+Each node reaches them through :class:`NodePrimary` and :class:`NodeTier`,
+which add the latency, partitions and lost notifications the seed chooses.
+
+The workload is a list of :class:`Step` (one client operation each, with the
+think time before it); running the same steps with the same seed gives the same
+history, byte for byte. Every operation is recorded as the checker records it
+(:class:`maxage.checker.history.Op`), with times on the one virtual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from maxage.checker.history import FAIL, OK, UNKNOWN, Op
+from maxage.contracts import CollectionSpec, ReadMode
+from maxage.core.cache import Cache
+from maxage.core.types import SetOutcome
+from maxage.faults.mutants import LeaderCancelsFlight, UnguardedMemoryTier, cache_class
+from maxage.service import (
+    DocumentNotFound,
+    MinVersionUnavailable,
+    PreconditionFailed,
+    Service,
+    StoreError,
+    WriteIntent,
+    WriteKind,
+    prepare,
+)
+from maxage.sim.faults import FaultPlan, SimHooks, StoreHooks, cancel_all
+from maxage.sim.loop import SimLoop, VirtualClock
+from maxage.store.base import (
+    ChangeBatch,
+    Claim,
+    ClaimDecision,
+    Document,
+    StoreStats,
+    WriteRequest,
+    WriteResult,
+)
+from maxage.store.memory import MemoryStore
+from maxage.tiers.base import TierEntry
+from maxage.tiers.memory import MemoryTier
+
+BASE_TIME = 1_700_000_000.0  # virtual time 0 on every clock (an epoch-like wall time)
+CACHE_BYTES = 64 << 20
+NETWORK_EPSILON = 1e-6  # seconds: the least time a response takes to reach its client
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One client operation of a workload (what a shrunk reproduction lists)."""
+
+    client: int
+    think: float  # seconds the client waits before sending it
+    node: int  # the node it is sent to (the next live one if that one is down)
+    kind: str  # read | put | create | delete
+    collection: str
+    key: int
+    mode: str | None = None  # reads: bounded | strong | session
+    if_match: bool = False  # writes: send the client's last seen version as If-Match
+    give_up: float | None = None  # the client disconnects after this many seconds
+
+
+def accept_anything(spec: CollectionSpec) -> CollectionSpec:
+    """The collection with a schema that accepts any document: the simulator's documents
+    are ``{"tok", "n"}`` whatever the config's schema (validation is not a cache concern)."""
+    return dataclasses.replace(spec, validator=lambda document: [])
+
+
+class NodePrimary:
+    """A node's connection to the shared primary: latency both ways, notifications."""
+
+    def __init__(self, world: World, node: Node) -> None:
+        self.world = world
+        self.node = node
+        self.store = world.store
+        self.stats: StoreStats = world.store.stats
+
+    async def _wait(self) -> None:
+        world = self.world
+        if world.latency:
+            delay = world.plan.latency(world.rng)
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def get(self, collection: str, id: str) -> Document | None:
+        await self._wait()
+        doc = await self.store.get(collection, id)
+        await self._wait()
+        return doc
+
+    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
+        return await self.store.list_page(collection, after_id, limit)
+
+    async def write(self, request: WriteRequest) -> WriteResult:
+        await self._wait()
+        result = await self.store.write(request)
+        await self._wait()
+        return result
+
+    async def changes_after(self, cursor: int, limit: int) -> ChangeBatch:
+        await self._wait()
+        batch = await self.store.changes_after(cursor, limit)
+        await self._wait()
+        return batch
+
+    async def last_seq(self) -> int:
+        return await self.store.last_seq()
+
+    async def cursor_at(self, t: float) -> int:
+        return await self.store.cursor_at(t)
+
+    async def committed_at(self, collection: str, id: str, version: int) -> float | None:
+        return await self.store.committed_at(collection, id, version)
+
+    async def notify(self) -> None:
+        self.world.notify(self.node)
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        self.node.wake = wake
+
+    async def claim_idempotency(
+        self,
+        scope: str,
+        fingerprint: str,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        keep_seconds: float,
+        decide: ClaimDecision,
+    ) -> Claim:
+        return await self.store.claim_idempotency(
+            scope, fingerprint, owner, now, lease_seconds, keep_seconds, decide
+        )
+
+    async def release_idempotency(self, scope: str, owner: str) -> None:
+        await self.store.release_idempotency(scope, owner)
+
+    async def purge_idempotency(self, now: float) -> int:
+        return await self.store.purge_idempotency(now)
+
+    async def secret(self, name: str) -> bytes:
+        return await self.store.secret(name)
+
+
+class NodeTier:
+    """A node's connection to the shared tier: latency both ways, and partitions."""
+
+    def __init__(self, world: World, node: Node) -> None:
+        self.world = world
+        self.node = node
+        self.tier = world.tier
+        self.stats = world.tier.stats
+
+    @property
+    def available(self) -> bool:
+        return not self.node.partitioned and self.tier.available
+
+    async def _wait(self) -> None:
+        world = self.world
+        if world.latency:
+            delay = world.plan.latency(world.rng)
+            if delay:
+                await asyncio.sleep(delay / 4)
+
+    async def get(self, key: str) -> TierEntry | None:
+        await self._wait()
+        entry = None if self.node.partitioned else await self.tier.get(key)
+        await self._wait()
+        return entry
+
+    async def set_if_newer(
+        self,
+        key: str,
+        version: int,
+        body: bytes,
+        meta: bytes,
+        *,
+        started_at: float,
+        ttl: float | None,
+    ) -> SetOutcome:
+        await self._wait()
+        if self.node.partitioned:
+            return SetOutcome.UNAVAILABLE
+        outcome = await self.tier.set_if_newer(
+            key, version, body, meta, started_at=started_at, ttl=ttl
+        )
+        await self._wait()
+        return outcome
+
+    async def invalidate(self, key: str, version: int) -> bool:
+        await self._wait()
+        if self.node.partitioned:
+            return False
+        done = await self.tier.invalidate(key, version)
+        await self._wait()
+        return done
+
+    async def rate_limit(
+        self, bucket: str, interval: float, capacity: float
+    ) -> tuple[bool, float, float] | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class Node:
+    """One server process: built from the real code, crashed and restarted by the seed."""
+
+    def __init__(self, world: World, index: int) -> None:
+        self.world = world
+        self.index = index
+        self.up = False
+        self.partitioned = False
+        self.service: Service | None = None
+        self.hooks: SimHooks | None = None
+        self.tasks: set[asyncio.Future[Any]] = set()  # everything a crash cancels
+        self.ops: dict[OpContext, None] = {}  # requests in progress
+        self.wake: Callable[[], None] | None = None
+        self.started: asyncio.Event = asyncio.Event()
+        self.restart_timer: asyncio.TimerHandle | None = None
+        self.restarting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        world = self.world
+        plan = world.plan
+        rng = world.rng
+        skew = (rng.random() * 2 - 1) * plan.skew
+        clock = VirtualClock(world.loop, BASE_TIME, skew)
+        self.tasks = set()
+        hooks = SimHooks(plan, rng, clock.now, world.mutant, self.tasks)
+        cls: type[Cache] = cache_class(world.mutant)
+        cache = cls(CACHE_BYTES, clock=clock, thread_safe=False, seed=rng.randrange(1 << 30))
+        service = Service(
+            world.specs,
+            NodePrimary(world, self),
+            cache,
+            clock,
+            l2=NodeTier(world, self),
+            hooks=hooks,
+        )
+        if world.mutant == "cancel-leader":
+            service.reads.flights = LeaderCancelsFlight()
+        self.hooks = hooks
+        self.service = service
+        await service.start()
+        self.up = True
+        self.started.set()
+
+    def crash(self) -> None:
+        """The process dies: its requests, its tailer and its timers are gone; L1 with it."""
+        self.up = False
+        self.started = asyncio.Event()
+        service, hooks = self.service, self.hooks
+        self.service = None
+        self.wake = None
+        for ctx in self.ops:
+            ctx.reason = "crash"  # the client hears nothing more from this process
+        if service is not None:
+            cancel_all(self.tasks)
+            cancel_all(service.reads.tasks)
+            if service.tailer._task is not None:
+                service.tailer._task.cancel()
+            if service._purger is not None:
+                service._purger.cancel()
+        if hooks is not None:
+            for handle in hooks.handles:
+                handle.cancel()
+
+
+@dataclass(slots=True, eq=False)
+class OpContext:
+    op: Op
+    reason: str | None = None  # why the client's request was cancelled: crash | disconnect
+
+
+class ClientState:
+    __slots__ = ("index", "seen", "seq")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.seq = 0
+        self.seen: dict[tuple[str, str], int] = {}
+
+
+class World:
+    """The deployment of one simulation run (see the module docstring)."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, CollectionSpec],
+        *,
+        loop: SimLoop,
+        nodes: int,
+        plan: FaultPlan,
+        mutant: str | None,
+        key_prefix: str,
+    ) -> None:
+        self.specs = {name: accept_anything(s) for name, s in specs.items()}
+        self.loop = loop
+        self.rng: random.Random = loop.rng
+        self.plan = plan
+        self.mutant = mutant
+        self.latency = "latency" in plan.enabled
+        self.key_prefix = key_prefix
+        primary_clock = VirtualClock(loop, BASE_TIME)
+        self.store = MemoryStore(
+            clock=primary_clock, hooks=StoreHooks(plan, loop.rng, mutant), seed=0
+        )
+        tier_class = UnguardedMemoryTier if mutant == "unguarded-l2-fill" else MemoryTier
+        self.tier = tier_class(clock=primary_clock)
+        self.nodes = [Node(self, i) for i in range(nodes)]
+        self.ops: list[Op] = []
+        self.next_id = 0
+        self.done = False
+        self.keys_used: dict[tuple[str, str], None] = {}
+
+    # -- the network -------------------------------------------------------------------
+
+    def notify(self, sender: Node) -> None:
+        """A commit's notification reaches the other nodes' tailers, late or not at all."""
+        plan, rng = self.plan, self.rng
+        for node in self.nodes:
+            if node is sender or not node.up or node.wake is None:
+                continue
+            if plan.roll("drop", rng):
+                continue
+            delay = plan.latency(rng) if self.latency else 0.0
+            self.loop.call_later(delay, node.wake)
+
+    # -- operations --------------------------------------------------------------------
+
+    def doc_id(self, step: Step) -> str:
+        return f"{self.key_prefix}k{step.key}"
+
+    def new_op(self, client: ClientState, step: Step, kind: str) -> Op:
+        op = Op(self.next_id, client.index, kind, step.collection, self.doc_id(step))
+        self.next_id += 1
+        op.invoke = self.loop.now
+        self.ops.append(op)
+        return op
+
+    async def live_node(self, index: int) -> Node:
+        nodes = self.nodes
+        for i in range(len(nodes)):
+            node = nodes[(index + i) % len(nodes)]
+            if node.up:
+                return node
+        node = nodes[index % len(nodes)]
+        await node.started.wait()
+        return node
+
+    async def run_step(self, client: ClientState, step: Step, phase: str = "run") -> Op:
+        """One client request. A crash of its node loses the response (the handler may go
+        on, as a paused process would, but the client hears nothing); a client that gives
+        up cancels the handler, as a disconnect does in the API."""
+        node = await self.live_node(step.node)
+        kind = step.kind
+        op = self.new_op(client, step, kind)
+        op.phase = phase
+        self.keys_used[(step.collection, op.key)] = None
+        ctx = OpContext(op)
+        if kind == "read":
+            op.mode = step.mode
+            coro = self._read(node, client, step, op)
+        else:
+            coro = self._write(node, client, step, op)
+        node.ops[ctx] = None
+        try:
+            if step.give_up is None:
+                await coro
+            else:
+                await self._abandonable(coro, step.give_up, ctx)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # nobody cancelled this request: a cancellation leaked into it
+            op.ret = self.loop.now
+            op.outcome, op.status = OK, 500
+            op.integrity = "internal error: CancelledError (the request was not cancelled)"
+        finally:
+            node.ops.pop(ctx, None)
+        # Every response takes some time to arrive (and the checker's linearizability
+        # search needs invoke < ret); widening an interval only makes the checks lenient.
+        op.ret = (op.ret if op.ret > op.invoke else op.invoke) + NETWORK_EPSILON
+        if ctx.reason is not None:
+            op.ret = self.loop.now + NETWORK_EPSILON
+            op.outcome = UNKNOWN if kind != "read" else FAIL
+            op.status = op.version = op.tier = op.age = op.integrity = None
+            op.detail = ctx.reason
+        return op
+
+    async def _abandonable(self, coro: Coroutine[Any, Any, None], after: float, ctx: OpContext) -> None:
+        task = self.loop.create_task(coro)
+        timer = self.loop.call_later(after, _give_up, task, ctx)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if ctx.reason is None or not task.cancelled():
+                raise
+        finally:
+            timer.cancel()
+
+    async def _read(self, node: Node, client: ClientState, step: Step, op: Op) -> None:
+        service = node.service
+        assert service is not None
+        spec = self.specs[step.collection]
+        mode = ReadMode(step.mode)
+        ckey = (step.collection, op.key)
+        min_version = client.seen.get(ckey, 0) if mode is ReadMode.SESSION else 0
+        if min_version:
+            op.min_version = min_version
+        try:
+            result = await service.reads.read(spec, op.key, mode, min_version)
+        except DocumentNotFound:
+            op.ret = self.loop.now
+            op.status = 404
+            return
+        except MinVersionUnavailable as exc:
+            op.ret = self.loop.now
+            op.status, op.outcome, op.detail = 409, FAIL, exc.detail
+            return
+        except (StoreError, TimeoutError) as exc:
+            op.ret = self.loop.now
+            op.status, op.outcome, op.detail = 503, FAIL, type(exc).__name__
+            return
+        except Exception as exc:
+            op.ret = self.loop.now
+            op.status, op.integrity = 500, f"internal error: {exc!r}"
+            return
+        op.ret = self.loop.now
+        op.status = 200
+        op.version = result.version
+        op.tier = result.source.value
+        op.age = result.age
+        body = _decode(result.body)
+        if (
+            body.get("version") != result.version
+            or body.get("meta", {}).get("version") != result.version
+            or body.get("id") != op.key
+        ):
+            op.integrity = (
+                f"body version {body.get('version')}, meta.version "
+                f"{body.get('meta', {}).get('version')}, id {body.get('id')!r} for version "
+                f"{result.version} of {op.key}"
+            )
+        data = body.get("data")
+        op.token = data.get("tok") if isinstance(data, dict) else None
+        if result.version > client.seen.get(ckey, 0):
+            client.seen[ckey] = result.version
+
+    async def _write(self, node: Node, client: ClientState, step: Step, op: Op) -> None:
+        service = node.service
+        assert service is not None
+        spec = self.specs[step.collection]
+        ckey = (step.collection, op.key)
+        kind = step.kind
+        if_match = None
+        if step.if_match or (kind == "delete" and spec.require_if_match):
+            if_match = client.seen.get(ckey, 0) or None
+            op.if_match = if_match
+        data = None
+        if kind != "delete":
+            client.seq += 1
+            op.token = f"c{client.index}-{client.seq}"
+            data = {"tok": op.token, "n": client.seq}
+        intent = WriteIntent(
+            WriteKind.DELETE if kind == "delete" else WriteKind.REPLACE,
+            op.key,
+            data,
+            if_match=if_match,
+            create_only=kind == "create",
+        )
+        try:
+            prepared = prepare(spec, intent)
+            result = await service.writes.commit(prepared)
+        except PreconditionFailed as exc:
+            op.ret = self.loop.now
+            op.status, op.outcome = 412, FAIL
+            op.version = exc.current_version
+            return
+        except DocumentNotFound:
+            op.ret = self.loop.now
+            op.status, op.outcome = 404, FAIL
+            return
+        except (StoreError, TimeoutError) as exc:
+            op.ret = self.loop.now
+            op.status, op.outcome, op.detail = 503, UNKNOWN, type(exc).__name__
+            return
+        except Exception as exc:
+            op.ret = self.loop.now
+            op.status, op.integrity = 500, f"internal error: {exc!r}"
+            return
+        op.ret = self.loop.now
+        doc = result.document
+        op.version = doc.version
+        op.status = 204 if kind == "delete" else (201 if result.created else 200)
+        if doc.version > client.seen.get(ckey, 0):
+            client.seen[ckey] = doc.version
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def client(self, state: ClientState, steps: Sequence[Step]) -> None:
+        sleep = asyncio.sleep
+        for step in steps:
+            if step.think > 0:
+                await sleep(step.think)
+            await self.run_step(state, step)
+
+    async def nemesis(self) -> None:
+        """The timed faults: a stalled tailer, a crash, a flushed or partitioned tier."""
+        plan, rng = self.plan, self.rng
+        timed = [f for f in ("stall-tailer", "crash", "tier-flush", "tier-partition")
+                 if f in plan.enabled]  # fmt: skip
+        if not timed:
+            return
+        bound = plan.bound
+        while not self.done:
+            await asyncio.sleep(rng.expovariate(1.0) * bound)
+            if self.done:
+                return
+            fault = rng.choice(timed)
+            node = rng.choice(self.nodes)
+            if fault == "stall-tailer" and node.hooks is not None and node.up:
+                node.hooks.stalled = True
+                hooks = node.hooks
+                self.loop.call_later(plan.long_delay(rng), _unstall, hooks)
+            elif fault == "crash" and node.up:
+                if sum(n.up for n in self.nodes) < 2 and len(self.nodes) > 1:
+                    continue
+                node.crash()
+                node.restart_timer = self.loop.call_later(rng.random() * bound, self._restart, node)
+            elif fault == "tier-flush":
+                self.tier.flush_entries()
+            elif fault == "tier-partition" and not node.partitioned:
+                node.partitioned = True
+                self.loop.call_later(rng.random() * bound, _heal_partition, node)
+            else:
+                continue
+            plan.counts[fault] += 1
+
+    def _restart(self, node: Node) -> None:
+        node.restart_timer = None
+        if not node.up:
+            node.restarting = self.loop.create_task(node.start())
+
+    async def heal(self) -> None:
+        """Faults stop; every node is up and reachable; the bound and every delay pass."""
+        self.done = True
+        self.plan.healed = True
+        for node in self.nodes:
+            node.partitioned = False
+            if node.restart_timer is not None:
+                node.restart_timer.cancel()
+                node.restart_timer = None
+            if node.restarting is not None and not node.restarting.done():
+                await node.restarting
+            if not node.up:
+                await node.start()
+        await asyncio.sleep(5 * self.plan.bound)
+
+    async def final_reads(self) -> None:
+        """P6: after healing, a strong read of every key, then a read on every node."""
+        checker = ClientState(-1)
+        for collection, doc_id in list(self.keys_used):
+            spec = self.specs[collection]
+            key = int(doc_id[len(self.key_prefix) + 1 :])
+            strong = Step(-1, 0.0, 0, "read", collection, key, ReadMode.STRONG.value)
+            await self.run_step(checker, strong, "final")
+            if ReadMode.BOUNDED in spec.read_modes:
+                for node in self.nodes:
+                    step = dataclasses.replace(
+                        strong, node=node.index, mode=ReadMode.BOUNDED.value
+                    )
+                    await self.run_step(checker, step, "final")
+
+    def shutdown(self) -> None:
+        for node in self.nodes:
+            if node.up:
+                node.crash()
+
+
+def _give_up(task: asyncio.Future[Any], ctx: OpContext) -> None:
+    if not task.done():
+        ctx.reason = "disconnect"
+        task.cancel()
+
+
+def _unstall(hooks: SimHooks) -> None:
+    hooks.stalled = False
+
+
+def _heal_partition(node: Node) -> None:
+    node.partitioned = False
