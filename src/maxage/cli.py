@@ -70,6 +70,7 @@ ENV_PREFIX = {
     "cache-server": "MAXAGE_CACHE_SERVER_",
     "check": "MAXAGE_CHECK_",
     "config": "MAXAGE_CONFIG_",
+    "sim": "MAXAGE_SIM_",
 }
 ENV_NAMES = {
     ("cache-server", "--token"): "MAXAGE_CACHE_TOKEN",
@@ -508,6 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
         configure_check(check)
     except ImportError:  # pragma: no cover
         check.set_defaults(unavailable=True)
+    sim = sub.add_parser(
+        "sim",
+        help="simulate K nodes of the real code with faults on virtual time; check the contract",
+        description="Deterministic simulation: the real service on a seeded event loop with "
+        "virtual time, a simulated primary and shared tier, faults from the seed; the history "
+        "is checked by maxage check's own checks (P0-P6).",
+    )
+    from maxage.sim.cli import configure_parser as configure_sim
+
+    configure_sim(sim)
     # Every option also reads an environment variable (listed in each command's help).
     for name, sub_parser in sub.choices.items():
         nested = [
@@ -547,6 +558,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from maxage.checker.cli import run as run_check
 
             return run_check(args)
+        if args.command == "sim":
+            from maxage.sim.cli import run_command as run_sim
+
+            return run_sim(args, default_config=str(BUNDLED_CONFIG))
         if args.command == "keys":
             return keys_command(args)
         if args.command == "deadletters":

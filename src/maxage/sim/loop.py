@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 
-
 class SimDeadlock(RuntimeError):
     """Nothing is ready and no timer is set: the simulated program cannot progress."""
 
