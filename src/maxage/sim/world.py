@@ -32,6 +32,7 @@ from maxage.core.types import SetOutcome
 from maxage.faults.mutants import LeaderCancelsFlight, UnguardedMemoryTier, cache_class
 from maxage.service import (
     DocumentNotFound,
+    DomainError,
     MinVersionUnavailable,
     PreconditionFailed,
     Service,
@@ -512,6 +513,10 @@ class World:
         except DocumentNotFound:
             op.ret = self.loop.now
             op.status, op.outcome = 404, FAIL
+            return
+        except DomainError as exc:  # refused before anything was written (428, 422, ...)
+            op.ret = self.loop.now
+            op.status, op.outcome, op.detail = 400, FAIL, type(exc).__name__
             return
         except (StoreError, TimeoutError) as exc:
             op.ret = self.loop.now
