@@ -4,10 +4,10 @@ seeded event loop with virtual time (see docs/consistency.md, "Deterministic sim
 * :mod:`.loop` — the seeded, virtual-time event loop
 * :mod:`.faults` — the faults, drawn from the seed
 * :mod:`.world` — the nodes (real code), the simulated network, the clients
-* :mod:`.run` — epochs, checks (the checker's own), report, shrinking
+* :mod:`.driver` — epochs, checks (the checker's own), report, shrinking
 """
 
-from maxage.sim.run import EpochOutcome, SimConfig, replay, run, run_epoch, shrink, workload
+from maxage.sim.driver import EpochOutcome, SimConfig, replay, run, run_epoch, shrink, workload
 from maxage.sim.world import Step
 
 __all__ = ["EpochOutcome", "SimConfig", "Step", "replay", "run", "run_epoch", "shrink", "workload"]

@@ -20,8 +20,8 @@ from typing import IO
 
 from maxage.contracts import ConfigError, load_config
 from maxage.faults.mutants import SIM_MUTANTS
+from maxage.sim.driver import SimConfig, Totals, render, report, reproduction, run, shrink
 from maxage.sim.faults import FAULTS, parse_faults
-from maxage.sim.run import SimConfig, Totals, render, report, reproduction, run, shrink
 from maxage.units import DURATION_HELP, positive_duration_arg
 
 
@@ -51,7 +51,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help=f"a wall-clock budget instead (not reproducible byte for byte); {DURATION_HELP}",
     )
     p.add_argument("--nodes", type=int, default=3, help="server nodes (default: 3)")
-    p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients (default: 32)")
     p.add_argument(
         "--faults",
         default="all",

@@ -20,6 +20,7 @@ their latency is a timer. Only the thread that runs the loop may use it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import random
 from collections.abc import Callable
@@ -28,6 +29,52 @@ from typing import Any
 
 class SimDeadlock(RuntimeError):
     """Nothing is ready and no timer is set: the simulated program cannot progress."""
+
+
+class SimHandle:
+    """A callback the loop will run (asyncio's ``Handle``, without its debug bookkeeping)."""
+
+    __slots__ = ("_args", "_callback", "_cancelled", "_context", "_loop", "_when")
+
+    def __init__(
+        self,
+        loop: SimLoop,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> None:
+        self._loop = loop
+        self._when = when
+        self._callback: Callable[..., object] | None = callback
+        self._args: tuple[Any, ...] | None = args
+        self._context = context if context is not None else contextvars.copy_context()
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self._callback = None
+            self._args = None
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def when(self) -> float:
+        return self._when
+
+    def get_context(self) -> contextvars.Context:
+        return self._context
+
+    def _run(self) -> None:
+        try:
+            self._context.run(self._callback, *self._args)  # type: ignore[arg-type, misc]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {"message": f"Exception in callback {self._callback!r}", "exception": exc}
+            )
 
 
 class SimLoop(asyncio.BaseEventLoop):
@@ -40,27 +87,37 @@ class SimLoop(asyncio.BaseEventLoop):
     def __init__(self, seed: int, *, jitter: float = 0.0) -> None:
         super().__init__()
         self.rng = random.Random(seed)
+        self.random = self.rng.random
         self.jitter = jitter
         self.now = 0.0
         self.iterations = 0
-        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._timers: list[tuple[float, int, SimHandle]] = []
         self._timer_seq = 0
 
     def time(self) -> float:
         return self.now
 
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> SimHandle:
+        handle = SimHandle(self, 0.0, callback, args, context)
+        self._ready.append(handle)  # type: ignore[attr-defined]
+        return handle
+
+    def call_later(  # type: ignore[override]
+        self, delay: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> SimHandle:
+        return self.call_at(self.now + delay, callback, *args, context=context)
+
     def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
-    ) -> asyncio.TimerHandle:
+    ) -> SimHandle:
         if self.jitter:
-            when += self.rng.random() * self.jitter
-        timer = asyncio.TimerHandle(when, callback, args, self, context)
+            when += self.random() * self.jitter
+        timer = SimHandle(self, when, callback, args, context)
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, timer))
         return timer
-
-    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
-        return None  # a cancelled timer is skipped when it comes due
 
     def _process_events(self, event_list: Any) -> None:
         return None
@@ -94,7 +151,10 @@ class SimLoop(asyncio.BaseEventLoop):
             return
         handles = list(ready)
         ready.clear()
-        self.rng.shuffle(handles)
+        random_ = self.random
+        for i in range(len(handles) - 1, 0, -1):  # Fisher-Yates on random(): cheaper
+            j = int(random_() * (i + 1))
+            handles[i], handles[j] = handles[j], handles[i]
         for handle in handles:
             if not handle._cancelled:
                 handle._run()

@@ -21,7 +21,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -42,7 +42,7 @@ from maxage.service import (
     prepare,
 )
 from maxage.sim.faults import FaultPlan, SimHooks, StoreHooks, cancel_all
-from maxage.sim.loop import SimLoop, VirtualClock
+from maxage.sim.loop import SimHandle, SimLoop, VirtualClock
 from maxage.store.base import (
     ChangeBatch,
     Claim,
@@ -58,13 +58,31 @@ from maxage.tiers.memory import MemoryTier
 
 BASE_TIME = 1_700_000_000.0  # virtual time 0 on every clock (an epoch-like wall time)
 CACHE_BYTES = 64 << 20
+_MODES = {m.value: m for m in ReadMode}
 NETWORK_EPSILON = 1e-6  # seconds: the least time a response takes to reach its client
-_decode = msgspec.json.Decoder().decode
-_encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class _Meta(msgspec.Struct):
+    version: int
+
+
+class _Data(msgspec.Struct):
+    tok: str | None = None
+
+
+class _Body(msgspec.Struct):
+    """The parts of a read's body the simulator checks (P0) and records (the token)."""
+
+    id: str
+    version: int
+    data: _Data
+    meta: _Meta
+
+
+_decode_body = msgspec.json.Decoder(_Body).decode
+
+
+class Step(NamedTuple):
     """One client operation of a workload (what a shrunk reproduction lists)."""
 
     client: int
@@ -246,7 +264,7 @@ class Node:
         self.ops: dict[OpContext, None] = {}  # requests in progress
         self.wake: Callable[[], None] | None = None
         self.started: asyncio.Event = asyncio.Event()
-        self.restart_timer: asyncio.TimerHandle | None = None
+        self.restart_timer: SimHandle | None = None
         self.restarting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -382,7 +400,9 @@ class World:
         """One client request. A crash of its node loses the response (the handler may go
         on, as a paused process would, but the client hears nothing); a client that gives
         up cancels the handler, as a disconnect does in the API."""
-        node = await self.live_node(step.node)
+        node = self.nodes[step.node % len(self.nodes)]
+        if not node.up:
+            node = await self.live_node(step.node)
         kind = step.kind
         op = self.new_op(client, step, kind)
         op.phase = phase
@@ -436,7 +456,7 @@ class World:
         service = node.service
         assert service is not None
         spec = self.specs[step.collection]
-        mode = ReadMode(step.mode)
+        mode = _MODES[str(step.mode)]
         ckey = (step.collection, op.key)
         min_version = client.seen.get(ckey, 0) if mode is ReadMode.SESSION else 0
         if min_version:
@@ -464,19 +484,18 @@ class World:
         op.version = result.version
         op.tier = result.source.value
         op.age = result.age
-        body = _decode(result.body)
-        if (
-            body.get("version") != result.version
-            or body.get("meta", {}).get("version") != result.version
-            or body.get("id") != op.key
-        ):
+        try:
+            body = _decode_body(result.body)
+        except msgspec.ValidationError as exc:
+            op.integrity = f"the response body is not a document: {exc}"
+            return
+        version = result.version
+        if body.version != version or body.meta.version != version or body.id != op.key:
             op.integrity = (
-                f"body version {body.get('version')}, meta.version "
-                f"{body.get('meta', {}).get('version')}, id {body.get('id')!r} for version "
-                f"{result.version} of {op.key}"
+                f"body version {body.version}, meta.version {body.meta.version}, "
+                f"id {body.id!r} for version {version} of {op.key}"
             )
-        data = body.get("data")
-        op.token = data.get("tok") if isinstance(data, dict) else None
+        op.token = body.data.tok
         if result.version > client.seen.get(ckey, 0):
             client.seen[ckey] = result.version
 
@@ -604,7 +623,7 @@ class World:
             await self.run_step(checker, strong, "final")
             if ReadMode.BOUNDED in spec.read_modes:
                 for node in self.nodes:
-                    step = dataclasses.replace(strong, node=node.index, mode=ReadMode.BOUNDED.value)
+                    step = strong._replace(node=node.index, mode=ReadMode.BOUNDED.value)
                     await self.run_step(checker, step, "final")
 
     def shutdown(self) -> None:
