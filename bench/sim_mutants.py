@@ -1,0 +1,46 @@
+"""Every mutant under `maxage sim`, for consecutive seeds on several configs: the wall and CPU
+time until the first violation (docs/consistency.md records a run).
+
+    .venv/bin/python bench/sim_mutants.py [--seeds 20] [--limit 10] CONFIG...
+
+Each (mutant, config, seed) runs `maxage sim`'s driver with the default options and stops at
+the first failing epoch; a run that finds nothing within --limit wall seconds is a miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from maxage.contracts import load_config
+from maxage.faults.mutants import SIM_MUTANTS
+from maxage.sim.driver import SimConfig, run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("configs", nargs="+")
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--limit", type=float, default=10.0)
+    p.add_argument("--mutants", default=",".join(SIM_MUTANTS))
+    args = p.parse_args()
+    logging.getLogger("maxage").setLevel(logging.CRITICAL)
+    print("mutant               config                 caught  worst wall  worst cpu  mean cpu")
+    for mutant in args.mutants.split(","):
+        for config in args.configs:
+            cfg = SimConfig(load_config(config).collections, mutant=mutant)
+            walls, cpus, caught = [], [], 0
+            for seed in range(args.seeds):
+                w0, c0 = time.perf_counter(), time.process_time()
+                totals, _, _, _ = run(cfg, seed, ops=None, duration=args.limit)
+                walls.append(time.perf_counter() - w0)
+                cpus.append(time.process_time() - c0)
+                caught += bool(totals.violations)
+            print(f"{mutant:20s} {config.rsplit('/', 1)[-1]:22s} {caught:3d}/{args.seeds}  "
+                  f"{max(walls):9.2f}s  {max(cpus):8.2f}s  {sum(cpus) / len(cpus):7.2f}s",
+                  flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
