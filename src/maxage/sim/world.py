@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from maxage.checker.history import FAIL, OK, UNKNOWN, Op
-from maxage.contracts import CollectionSpec, ReadMode
+from maxage.contracts import CollectionSpec, IndexSpec, ReadMode
 from maxage.core.cache import Cache
 from maxage.core.types import SetOutcome
 from maxage.faults.mutants import LeaderCancelsFlight, UnguardedMemoryTier, cache_class
@@ -48,6 +48,9 @@ from maxage.store.base import (
     Claim,
     ClaimDecision,
     Document,
+    IndexSync,
+    ListQuery,
+    ListResult,
     StoreStats,
     WriteRequest,
     WriteResult,
@@ -133,8 +136,14 @@ class NodePrimary:
         await self._wait()
         return doc
 
-    async def list_page(self, collection: str, after_id: str | None, limit: int) -> list[Document]:
-        return await self.store.list_page(collection, after_id, limit)
+    async def list_query(self, query: ListQuery) -> ListResult:
+        await self._wait()
+        result = await self.store.list_query(query)
+        await self._wait()
+        return result
+
+    async def sync_indexes(self, indexes: Mapping[str, Sequence[IndexSpec]]) -> IndexSync:
+        return await self.store.sync_indexes(indexes)
 
     async def write(self, request: WriteRequest) -> WriteResult:
         await self._wait()
