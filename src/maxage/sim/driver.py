@@ -82,7 +82,8 @@ def epoch_seed(seed: int, epoch: int, what: str) -> random.Random:
 def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
     """The epoch's steps, drawn from ``(seed, epoch)``."""
     random_ = epoch_seed(seed, epoch, "steps").random
-    expovariate = epoch_seed(seed, epoch, "think").expovariate
+    think_random = epoch_seed(seed, epoch, "think").random
+    log = math.log
     names = sorted(cfg.specs)
     modes = {n: _mode_table(cfg.specs[n]) for n in names}
     think = cfg.bound * THINK
@@ -114,7 +115,7 @@ def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
         steps.append(
             Step(
                 int(random_() * clients),
-                round(expovariate(1.0) * think, 6),
+                round(-log(1.0 - think_random()) * think, 6),  # exponential, mean think
                 int(random_() * nodes),
                 kind,
                 collection,

@@ -22,6 +22,8 @@ the real code must keep the contract under any mix of them.
 ``skew``                  each node's clock is off by a constant within ``±skew`` (stated
                           bound: the checks allow ``S + skew``)
 ``disconnect``            a client gives up on a request (cancelling its handler)
+``lull``                  every client pauses for one to two bounds (whatever a lost
+                          invalidation left behind is then older than the bound)
 ========================  ==================================================================
 """
 
@@ -55,6 +57,7 @@ FAULTS = (
     "tier-partition",
     "skew",
     "disconnect",
+    "lull",
 )
 
 #: per-opportunity probability of each fault (the timed ones: per nemesis turn)
@@ -68,7 +71,7 @@ PROBABILITY = {
     "slow-commit": 0.2,
     "disconnect": 0.03,
 }
-TIMED = ("stall-tailer", "crash", "tier-flush", "tier-partition")
+TIMED = ("stall-tailer", "crash", "tier-flush", "tier-partition", "lull")
 
 
 class InjectedFault(ConnectionError):

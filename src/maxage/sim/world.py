@@ -41,7 +41,7 @@ from maxage.service import (
     WriteKind,
     prepare,
 )
-from maxage.sim.faults import FaultPlan, SimHooks, StoreHooks, cancel_all
+from maxage.sim.faults import TIMED, FaultPlan, SimHooks, StoreHooks, cancel_all
 from maxage.sim.loop import SimHandle, SimLoop, VirtualClock
 from maxage.store.base import (
     ChangeBatch,
@@ -369,6 +369,8 @@ class World:
         self.next_id = 0
         self.done = False
         self.keys_used: dict[tuple[str, str], None] = {}
+        self.open = asyncio.Event()  # cleared during a lull
+        self.open.set()
 
     # -- the network -------------------------------------------------------------------
 
@@ -565,16 +567,18 @@ class World:
 
     async def client(self, state: ClientState, steps: Sequence[Step]) -> None:
         sleep = asyncio.sleep
+        open_ = self.open
         for step in steps:
             if step.think > 0:
                 await sleep(step.think)
+            if not open_.is_set():  # a lull: every client waits
+                await open_.wait()
             await self.run_step(state, step)
 
     async def nemesis(self) -> None:
-        """The timed faults: a stalled tailer, a crash, a flushed or partitioned tier."""
+        """The timed faults: a stalled tailer, a crash, a flushed or partitioned tier, a lull."""
         plan, rng = self.plan, self.rng
-        timed = [f for f in ("stall-tailer", "crash", "tier-flush", "tier-partition")
-                 if f in plan.enabled]  # fmt: skip
+        timed = [f for f in TIMED if f in plan.enabled]
         if not timed:
             return
         bound = plan.bound
@@ -598,6 +602,11 @@ class World:
             elif fault == "tier-partition" and not node.partitioned:
                 node.partitioned = True
                 self.loop.call_later(rng.random() * bound, _heal_partition, node)
+            elif fault == "lull" and self.open.is_set():
+                # no request for a while: whatever a lost invalidation left behind is
+                # older than the bound when the clients come back
+                self.open.clear()
+                self.loop.call_later((1 + rng.random()) * bound, self.open.set)
             else:
                 continue
             plan.counts[fault] += 1
@@ -611,6 +620,7 @@ class World:
         """Faults stop; every node is up and reachable; the bound and every delay pass."""
         self.done = True
         self.plan.healed = True
+        self.open.set()
         for node in self.nodes:
             node.partitioned = False
             if node.restart_timer is not None:
