@@ -21,12 +21,12 @@ import dataclasses
 import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
 from maxage.checker.history import FAIL, OK, UNKNOWN, Op
-from maxage.contracts import CollectionSpec, IndexSpec, ReadMode
+from maxage.contracts import CollectionSpec, ReadMode
 from maxage.core.cache import Cache
 from maxage.core.types import SetOutcome
 from maxage.faults.mutants import LeaderCancelsFlight, UnguardedMemoryTier, cache_class
@@ -44,13 +44,13 @@ from maxage.service import (
 from maxage.sim.faults import TIMED, FaultPlan, SimHooks, StoreHooks, cancel_all
 from maxage.sim.loop import SimHandle, SimLoop, VirtualClock
 from maxage.store.base import (
+    BatchResult,
+    BatchWriteRequest,
     ChangeBatch,
-    Claim,
-    ClaimDecision,
     Document,
-    IndexSync,
     ListQuery,
     ListResult,
+    Store,
     StoreStats,
     WriteRequest,
     WriteResult,
@@ -106,7 +106,8 @@ def accept_anything(spec: CollectionSpec) -> CollectionSpec:
 
 
 class NodePrimary:
-    """A node's connection to the shared primary: latency both ways, notifications."""
+    """A node's connection to the shared primary: latency both ways on document reads,
+    writes and the change log; notifications between nodes, late or lost."""
 
     def __init__(self, world: World, node: Node) -> None:
         self.world = world
@@ -114,21 +115,17 @@ class NodePrimary:
         self.store = world.store
         self.stats: StoreStats = world.store.stats
 
+    def __getattr__(self, name: str) -> Any:
+        """Every other part of the store protocol: the shared primary's, without latency
+        (idempotency claims, cursors, secrets, indexes: not what the simulation varies)."""
+        return getattr(self.store, name)
+
     async def _wait(self) -> None:
         world = self.world
         if world.latency:
             delay = world.plan.latency(world.rng)
             if delay:
                 await asyncio.sleep(delay)
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
-        return None
 
     async def get(self, collection: str, id: str) -> Document | None:
         await self._wait()
@@ -142,14 +139,23 @@ class NodePrimary:
         await self._wait()
         return result
 
-    async def sync_indexes(self, indexes: Mapping[str, Sequence[IndexSpec]]) -> IndexSync:
-        return await self.store.sync_indexes(indexes)
-
     async def write(self, request: WriteRequest) -> WriteResult:
         await self._wait()
         result = await self.store.write(request)
         await self._wait()
         return result
+
+    async def write_batch(self, request: BatchWriteRequest) -> BatchResult:
+        await self._wait()
+        result = await self.store.write_batch(request)
+        await self._wait()
+        return result
+
+    async def change_bodies(self, seqs: Sequence[int]) -> dict[int, bytes | None]:
+        await self._wait()
+        bodies = await self.store.change_bodies(seqs)
+        await self._wait()
+        return bodies
 
     async def changes_after(self, cursor: int, limit: int) -> ChangeBatch:
         await self._wait()
@@ -157,43 +163,11 @@ class NodePrimary:
         await self._wait()
         return batch
 
-    async def last_seq(self) -> int:
-        return await self.store.last_seq()
-
-    async def cursor_at(self, t: float) -> int:
-        return await self.store.cursor_at(t)
-
-    async def committed_at(self, collection: str, id: str, version: int) -> float | None:
-        return await self.store.committed_at(collection, id, version)
-
     async def notify(self) -> None:
         self.world.notify(self.node)
 
     async def listen(self, wake: Callable[[], None]) -> None:
         self.node.wake = wake
-
-    async def claim_idempotency(
-        self,
-        scope: str,
-        fingerprint: str,
-        owner: str,
-        now: float,
-        lease_seconds: float,
-        keep_seconds: float,
-        decide: ClaimDecision,
-    ) -> Claim:
-        return await self.store.claim_idempotency(
-            scope, fingerprint, owner, now, lease_seconds, keep_seconds, decide
-        )
-
-    async def release_idempotency(self, scope: str, owner: str) -> None:
-        await self.store.release_idempotency(scope, owner)
-
-    async def purge_idempotency(self, now: float) -> int:
-        return await self.store.purge_idempotency(now)
-
-    async def secret(self, name: str) -> bytes:
-        return await self.store.secret(name)
 
 
 class NodeTier:
@@ -288,7 +262,7 @@ class Node:
         cache = cls(CACHE_BYTES, clock=clock, thread_safe=False, seed=rng.randrange(1 << 30))
         service = Service(
             world.specs,
-            NodePrimary(world, self),
+            cast(Store, NodePrimary(world, self)),
             cache,
             clock,
             l2=NodeTier(world, self),
