@@ -193,7 +193,7 @@ class SimHooks(Hooks):
             faulty = ApplyLaterHolder(faulty)
         return cast(T, faulty)
 
-    def deliver_after_commit(self, deliver: Callable[[], None]) -> None:
+    def deliver_after_commit(self, key: str, deliver: Callable[[], None]) -> None:
         plan, rng = self.plan, self.rng
         if plan.roll("drop", rng):
             return
@@ -204,7 +204,7 @@ class SimHooks(Hooks):
         if plan.roll("duplicate", rng):
             self.call_later(plan.long_delay(rng), deliver)
 
-    def before_fill(self) -> Awaitable[None] | None:
+    def before_fill(self, key: str, version: int) -> Awaitable[None] | None:
         if self.plan.roll("pause-fill", self.rng):
             return asyncio.sleep(self.plan.long_delay(self.rng))
         return None
