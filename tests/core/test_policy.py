@@ -90,3 +90,20 @@ def test_shadows_sample_fewer_keys_in_a_big_cache() -> None:
         keys = [*sh.window, *sh.probation, *sh.protected]
         assert keys and all(not (hash(k) >> 32) & mask for k in keys)
         assert sh.weight == len(keys) <= sh.maximum
+
+
+def test_hits_the_read_buffer_drops_are_kept_on_the_entry() -> None:
+    """More hits between two writes than the read buffer holds: the replay sees the
+    last READ_BUFFER of them, the entry keeps count of the rest for the duel."""
+    from maxage.core.cache import READ_BUFFER
+
+    c = Cache(100 * (ENTRY_OVERHEAD + 8), clock=ManualClock(0.0), seed=1, thread_safe=False)
+    for i in range(50):
+        c.set_if_newer(f"k{i:07d}", 1, b"", started_at=0.0)
+    hits = READ_BUFFER + 300
+    for _ in range(hits):
+        e = c.get("k0000007")
+    assert e is not MISSING
+    assert e.unreplayed_hits == hits  # counted on the hit path, replayed later
+    c.set_if_newer("other", 1, b"", started_at=0.0)  # a write replays the buffer
+    assert e.unreplayed_hits == hits - READ_BUFFER  # what the full buffer dropped

@@ -32,11 +32,11 @@ An entry weighs ``len(body) + len(key) + ENTRY_OVERHEAD`` (plus
 ``INDEX_OVERHEAD`` with the prefix index), plus ``len(tag) + TAG_OVERHEAD``
 per tag (the tag index) and whatever the cache's ``meta_size`` callable says
 its ``meta`` costs. ``ENTRY_OVERHEAD`` was measured with ``tracemalloc``
-(CPython 3.11, 64-bit): the entry record (~96 B), its boxed floats, the
+(CPython 3.11, 64-bit): the entry record (~104 B), its boxed floats, the
 storage dict slot, the policy's node, the TTL heap item, the key's and body's
-object headers come to ~310-504 B per entry depending on the policy and TTL
-(W-TinyLFU with a TTL, the worst case, measured 504 B at 20,000 entries: the
-margin is thin); 512 B covers them
+object headers come to ~310-512 B per entry depending on the policy and TTL
+(W-TinyLFU with a TTL, the worst case, measured 512 B at 20,000 entries once
+the record gained its ``unreplayed_hits`` counter, issue 17); 528 B covers them
 (``tests/core/test_cache.py::test_entry_overhead_is_measured`` keeps it honest,
 and the ``*_OVERHEAD`` constants below have tests of their own).
 
@@ -96,7 +96,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol, cast
 
-from maxage.core.policy import Policy, make_policy
+from maxage.core.policy import Policy, TinyLfuPolicy, make_policy
 from maxage.core.types import MISSING, Clock, Entry, EvictionReason, Missing, SetOutcome
 
 __all__ = [
@@ -112,7 +112,7 @@ __all__ = [
     "VersionExhausted",
 ]
 
-ENTRY_OVERHEAD: Final = 512
+ENTRY_OVERHEAD: Final = 528
 """Bytes charged per entry on top of ``len(body) + len(key)`` (measured; see module doc)."""
 TAG_OVERHEAD: Final = 256
 """Bytes charged per tag of an entry on top of ``len(tag)``: the entry's tuple slot, the
@@ -454,8 +454,12 @@ class Cache:
         # Caffeine): the hit path pays one deque.append; the buffer is replayed
         # into the policy before every write and on misses. When reads outrun
         # writes by more than READ_BUFFER, the oldest recorded reads are dropped
-        # (the policy sees a sample of them; hits are still counted exactly).
+        # (the policy's recency sees a sample of them; hits are still counted
+        # exactly, and each entry counts its own, so W-TinyLFU folds the dropped
+        # ones into a key's frequency before the key duels: ADR 0002, issue 17).
         self._reads: deque[str] = deque(maxlen=READ_BUFFER)
+        if isinstance(self._policy, TinyLfuPolicy):
+            self._policy.take_hits = self._take_unreplayed_hits
         on_hits = getattr(self._policy, "on_hits", None)
         self._replay: Callable[[Iterable[str]], object] | None = on_hits
         self._on_hit: Callable[[str], object] = (
@@ -510,6 +514,7 @@ class Cache:
         if exp == _INF or exp > self._now():
             self.stats.hits += 1
             self._on_hit(key)
+            e.unreplayed_hits += 1
             return e
         self._drop(key, e, EvictionReason.TTL)
         return self._miss()
@@ -524,6 +529,7 @@ class Cache:
             if exp == _INF or exp > self._now():
                 self.stats.hits += 1
                 self._on_hit(key)
+                e.unreplayed_hits += 1
                 return e
             self._drop(key, e, EvictionReason.TTL)
             return self._miss()
@@ -989,10 +995,30 @@ class Cache:
     # -------------------------------------------------------------- internals
 
     def _drain(self) -> None:
-        """Replay buffered hits into the policy (before any write touches it)."""
+        """Replay buffered hits into the policy (before any write touches it).
+
+        Each replayed hit leaves its entry's ``unreplayed_hits``; what remains there
+        are the hits the full buffer dropped (``_take_unreplayed_hits``)."""
         if self._replay is not None:
+            data = self._data
+            for key in self._reads:
+                e = data.get(key)
+                if e is not None and e.unreplayed_hits:
+                    e.unreplayed_hits -= 1
             self._replay(self._reads)
         self._reads.clear()
+
+    def _take_unreplayed_hits(self, key: str) -> int:
+        """The hits on resident ``key`` the policy never saw (the read buffer was
+        full), cleared. The policy asks before ``key`` duels, i.e. in a write, after
+        ``_drain``: the buffer is empty then, so nothing is counted twice."""
+        e = self._data.get(key)
+        if e is None:
+            return 0
+        n = e.unreplayed_hits
+        if n:
+            e.unreplayed_hits = 0
+        return n
 
     def _live(self, key: str, now: float) -> Entry | None:
         """The entry for ``key`` unless absent or expired (an expired one is dropped)."""

@@ -48,7 +48,9 @@ A hit must stay near the cost of a dict lookup. For a batching policy (one
 with ``on_hits``) storage records a hit with one ``deque.append`` into a
 bounded, lossy read buffer, and replays the buffer before every write and on
 misses (Caffeine's read buffer; when reads outrun writes by more than the
-buffer, the oldest are dropped -- the policy sees a sample, stats stay exact).
+buffer, the oldest are dropped -- recency sees a sample, stats stay exact, and
+each entry keeps count of its dropped hits, which W-TinyLFU folds into the
+key's frequency before the key duels: ``TinyLfuPolicy.take_hits``).
 LRU's hit is ``OrderedDict.move_to_end`` directly. Policies do no locking:
 storage calls them with its lock held (or from one event loop), so the
 policy's structures are only ever touched by one thread at a time.
@@ -236,6 +238,7 @@ class TinyLfuPolicy:
         "adaptive",
         "maximum",
         "protected_max",
+        "take_hits",
         "window_max",
     )
 
@@ -271,6 +274,10 @@ class TinyLfuPolicy:
         # The climber once its shadows run (from the first sketch resize), else
         # None: the hot paths' one test before replaying a sampled key.
         self._sampler: WindowClimber | None = None
+        # Hits on a resident key that never reached on_hits (storage's read buffer
+        # was full), cleared by the call; folded into the sketch before the key
+        # duels. Storage sets it (Cache._take_unreplayed_hits).
+        self.take_hits: Callable[[str], int] = _no_hits
 
     @property
     def weight(self) -> int:
@@ -378,7 +385,24 @@ class TinyLfuPolicy:
             probation[cand] = cw
             seg[cand] = _PROBATION
             return _NONE if total <= self.maximum else self.evict([cand])
+        # Hits the read buffer dropped: the candidate's count toward its frequency;
+        # a victim with any was hit in probation, so it is promoted as that hit
+        # would have done (a second chance) and the next one duels.
+        take = self.take_hits
+        n = take(cand)
+        if n:
+            self._sketch.add(cand, n)
         victim = next(iter(probation))
+        n = take(victim)
+        while n:
+            self._sketch.add(victim, n)
+            self._promote(victim)
+            if not probation:
+                probation[cand] = cw
+                seg[cand] = _PROBATION
+                return self.evict([cand])
+            victim = next(iter(probation))
+            n = take(victim)
         # ``sketch.admits``, inlined.
         t = self._sketch.table
         bmask = self._sketch.block_mask
@@ -490,7 +514,17 @@ class TinyLfuPolicy:
                 cand = candidates.pop()
                 if cand not in probation:  # already lost a duel as a victim
                     continue
+                take = self.take_hits
+                n = take(cand)
+                if n:
+                    sk.add(cand, n)
                 victim = next(iter(probation))
+                n = take(victim) if victim != cand else 0
+                while n:  # as in ``admit``: a second chance for a victim with dropped hits
+                    sk.add(victim, n)
+                    self._promote(victim)
+                    victim = next(iter(probation))  # cand is still in probation
+                    n = take(victim) if victim != cand else 0
                 duel_won = victim != cand and admits(sk, cand, victim, randbits)
                 loser = victim if duel_won else cand
                 weight -= probation.pop(loser)
@@ -623,6 +657,11 @@ class TinyLfuPolicy:
             self._window_weight -= w
             self._probation[k] = w
             seg[k] = _PROBATION
+
+
+def _no_hits(key: str) -> int:
+    """``TinyLfuPolicy.take_hits`` without storage: no hit is ever dropped."""
+    return 0
 
 
 POLICIES: dict[str, Callable[[int, int | None], Policy]] = {

@@ -110,6 +110,15 @@ class FrequencySketch:
             t[b | 96 | ((c >> 15) & 31)],
         )
 
+    def add(self, key: str, n: int) -> None:
+        """``n`` increments of ``key`` at once (saturating), as if replayed one by one."""
+        t = self.table
+        for i in self._indexes(key):
+            t[i] = min(t[i] + n, COUNTER_MAX)
+        self.additions += n
+        if self.additions >= self.sample_size:
+            self.reset()
+
     def raise_to(self, key: str, freq: int) -> None:
         """Make ``frequency(key) >= freq`` (capped at ``COUNTER_MAX``); used when resizing."""
         t = self.table
