@@ -283,22 +283,22 @@ def line_chart(
             f'd="{"".join(d)}" {fill} stroke="{color}" stroke-width="{1.5 if s.step else 2}"'
             f'{dash} stroke-linejoin="round"/>'
         )
-    for ln in lines:
-        if ln.axis == "x":
-            x = f.px(ln.value)
-            parts.append(
-                f'<line class="mark" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{bottom}" '
-                f'stroke="{_MARK}" stroke-width="1.5" stroke-dasharray="6 3"/>'
-                f'<text x="{x + 4:.1f}" y="{TOP + 11}" fill="{_MARK}">{escape(ln.label)}</text>'
-            )
-        else:
-            y = f.py(ln.value)
-            parts.append(
-                f'<line class="mark" x1="{LEFT}" y1="{y:.1f}" x2="{width - RIGHT}" y2="{y:.1f}" '
-                f'stroke="{_MARK}" stroke-width="1.5" stroke-dasharray="6 3"/>'
-                f'<text x="{width - RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end" '
-                f'fill="{_MARK}">{escape(ln.label)}</text>'
-            )
+    for i, ln in enumerate(ln for ln in lines if ln.axis == "x"):
+        x = f.px(ln.value)
+        label_y = TOP + 12 + 14 * (i % 3)  # staggered: close marks keep readable labels
+        parts.append(
+            f'<line class="mark" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{bottom}" '
+            f'stroke="{_MARK}" stroke-width="1.5" stroke-dasharray="6 3"/>'
+            f'<text x="{x + 4:.1f}" y="{label_y}" fill="{_MARK}">{escape(ln.label)}</text>'
+        )
+    for ln in (ln for ln in lines if ln.axis != "x"):
+        y = f.py(ln.value)
+        parts.append(
+            f'<line class="mark" x1="{LEFT}" y1="{y:.1f}" x2="{width - RIGHT}" y2="{y:.1f}" '
+            f'stroke="{_MARK}" stroke-width="1.5" stroke-dasharray="6 3"/>'
+            f'<text x="{width - RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end" '
+            f'fill="{_MARK}">{escape(ln.label)}</text>'
+        )
     if bands and any(b.label for b in bands):
         legend.append(("fault phase", _BAND_FILL, False))
     parts += _legend(legend)
@@ -322,11 +322,11 @@ def _step_path(f: _Frame, points: Sequence[tuple[float, float]], log_y: bool) ->
     base = f.height - BOTTOM
     d: list[str] = []
     joined = False
-    for (x, y), nxt in zip(pts, [*pts[1:], None], strict=True):
+    ends = [x for x, _ in pts[1:]] + [pts[-1][0]] if pts else []
+    for (x, y), end in zip(pts, ends, strict=True):
         if log_y and y <= 0:
             joined = False
             continue
-        end = nxt[0] if nxt is not None else x
         if joined:
             d.append(f"V{f.py(y):.1f}H{f.px(end):.1f}")
         else:

@@ -56,10 +56,10 @@ def fault_phases(ops: Sequence[Op], end: float) -> list[Band]:
     """The stretches of time during which faults were enabled: each fault event starts a
     phase with its set of faults (an empty set or a heal ends the previous one)."""
     events = sorted((o for o in ops if o.kind == FAULT), key=lambda o: o.invoke)
+    stops = [e.invoke for e in events[1:]] + [end]
     bands = []
-    for ev, nxt in zip(events, [*events[1:], None], strict=True):
+    for ev, stop in zip(events, stops[: len(events)], strict=True):
         if ev.faults:
-            stop = nxt.invoke if nxt is not None else end
             label = ", ".join(f"{k} {v:g}" for k, v in sorted(ev.faults.items()))
             bands.append(Band(ev.invoke, stop, label))
     return bands
@@ -166,36 +166,56 @@ def render_html(
     bounds: Mapping[str, float],
     *,
     title: str = "maxage check",
+    timeline_note: str = "",
 ) -> str:
-    """The whole report page. ``rep``: :func:`maxage.checker.report.build_report`'s dict;
-    ``ops``: the history (fault events included); ``bounds``: seconds per collection."""
+    """The whole report page. ``rep``: :func:`maxage.checker.report.build_report`'s dict
+    (or another driver's with the keys it has: ``maxage sim``'s); ``ops``: the history
+    drawn over time (fault events included); ``res``: the violations and staleness of the
+    whole run; ``bounds``: seconds per collection; ``timeline_note``: what ``ops`` covers
+    when it is not the whole run."""
     verdict = str(rep.get("verdict", "ok"))
+    where = rep.get("target") or rep.get("config") or "-"
     sub = (
-        f"target {escape(rep.get('target', '-'))} · seed {escape(rep.get('seed', '-'))} · "
-        f"{escape(format_seconds(float(rep.get('duration_s', 0.0))))}"
+        f"{escape(where)} · seed {escape(rep.get('seed', '-'))}"
+        + (f" · {escape(format_seconds(float(rep['duration_s'])))}" if "duration_s" in rep else "")
         + (f" · MUTANT {escape(rep['mutant'])}" if rep.get("mutant") else "")
     )
     summary = [
-        ("verdict", f'<span class="verdict {escape(verdict)}">{escape(verdict.upper())}</span>'),
+        ("verdict", f'<span class="verdict {escape(verdict)}">{escape(verdict.upper())}</span>')
+    ]
+    kinds = rep.get("by_kind")
+    summary.append(
         (
             "operations",
-            escape(f"{rep.get('operations', len(ops))} ({_kv(rep.get('by_kind', {}))})"),
-        ),
-        ("outcomes", escape(_kv(rep.get("by_outcome", {})))),
-        ("reads by mode", escape(_kv(rep.get("reads_by_mode", {})))),
-        ("reads by tier", escape(_kv(rep.get("reads_by_tier", {})))),
+            escape(f"{rep.get('operations', len(ops))}" + (f" ({_kv(kinds)})" if kinds else "")),
+        )
+    )
+    faults = rep.get("faults", {})
+    shown = faults.get("phases_enabled", faults) if isinstance(faults, dict) else {}
+    for label, value in (
+        ("outcomes", rep.get("by_outcome")),
+        ("reads by mode", rep.get("reads_by_mode")),
+        ("reads by tier", rep.get("reads_by_tier")),
+        ("faults", {k: v for k, v in shown.items() if v} or None),
+    ):
+        if value is not None:
+            summary.append((label, escape(_kv(value))))
+    summary.append(
         (
             "collections",
             escape(", ".join(f"{k} (S = {format_seconds(v)})" for k, v in sorted(bounds.items()))),
-        ),
-        ("faults", escape(_kv(rep.get("faults", {}).get("phases_enabled", {})))),
-        (
-            "linearizability",
-            escape(
-                f"{rep.get('linearizability', {}).get('linearizable', '-')} of {rep.get('linearizability', {}).get('keys', '-')} keys"
-            ),
-        ),
-    ]
+        )
+    )
+    lin = rep.get("linearizability")
+    if lin:
+        summary.append(
+            ("linearizability", escape(f"{lin.get('linearizable')} of {lin.get('keys')} keys"))
+        )
+    for key in ("epochs", "nodes", "clients", "history_sha256"):
+        if key in rep:
+            summary.append((key.replace("_", " "), escape(rep[key])))
+    if timeline_note:
+        summary.append(("timeline", escape(timeline_note)))
     parts = [
         "<h2>Summary</h2>",
         '<div class="tablewrap"><table><tbody>'

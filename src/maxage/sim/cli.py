@@ -16,8 +16,10 @@ import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from maxage.checker.checks import Result
+from maxage.checker.html_report import render_html
 from maxage.contracts import ConfigError, load_config
 from maxage.faults.mutants import SIM_MUTANTS
 from maxage.sim.driver import SimConfig, Totals, render, report, reproduction, run, shrink
@@ -65,6 +67,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", metavar="REPORT_FILE", help="write the report as JSON")
     p.add_argument("--history", metavar="FILE", help="write the history (JSONL, as maxage check)")
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the report as one self-contained HTML page with charts (as maxage check)",
+    )
     p.add_argument(
         "--keep-going", action="store_true", help="do not stop at the first failing epoch"
     )
@@ -172,7 +179,23 @@ def _run(args: argparse.Namespace, config: str) -> int:
             }
     if args.json:
         Path(args.json).write_text(json.dumps(_finite(rep), indent=2) + "\n")
+    if args.html:
+        Path(args.html).write_text(_html(rep, cfg, totals), encoding="utf-8")
+        print(f"report: {args.html}", file=sys.stderr)
     return 1 if totals.violations else 0
+
+
+def _html(rep: dict[str, Any], cfg: SimConfig, totals: Totals) -> str:
+    """The checker's HTML report for the whole run; the timeline is one epoch's history
+    (the first failing one, else the last)."""
+    shown = totals.first_failure or totals.last
+    epoch = totals.failed_epoch if totals.first_failure is not None else totals.epochs - 1
+    res = Result(violations=[v for _, v in totals.violations], staleness_seconds=totals.staleness)
+    bounds = {n: s.max_staleness for n, s in cfg.specs.items()}
+    note = f"epoch {epoch} of {totals.epochs} (simulated seconds)" if shown else ""
+    return render_html(
+        rep, shown.ops if shown else [], res, bounds, title="maxage sim", timeline_note=note
+    )
 
 
 def _finite(value: object) -> object:

@@ -303,6 +303,9 @@ class Totals:
     by_tier: dict[str, int] = field(default_factory=dict)
     first_failure: EpochOutcome | None = None
     failed_epoch: int | None = None
+    # For the HTML report: every read's staleness per mode, and the last epoch.
+    staleness: dict[str, list[float]] = field(default_factory=dict)
+    last: EpochOutcome | None = None
 
     def add(self, epoch: int, outcome: EpochOutcome) -> None:
         self.epochs += 1
@@ -328,6 +331,9 @@ class Totals:
             self.stale[mode] = self.stale.get(mode, 0) + sum(1 for s in secs if s > 0)
             if secs:
                 self.max_staleness[mode] = max(self.max_staleness.get(mode, 0.0), max(secs))
+        for mode, secs in res.staleness_seconds.items():
+            self.staleness.setdefault(mode, []).extend(secs)
+        self.last = outcome
         for v in res.violations:
             self.violations.append((epoch, v))
         if res.violations and self.first_failure is None:
