@@ -22,6 +22,7 @@ from maxage.checker.checks import Result
 from maxage.checker.html_report import render_html
 from maxage.contracts import ConfigError, load_config
 from maxage.faults.mutants import SIM_MUTANTS
+from maxage.progress import Progress
 from maxage.sim.driver import SimConfig, Totals, render, report, reproduction, run, shrink
 from maxage.sim.faults import FAULTS, parse_faults
 from maxage.units import DURATION_HELP, positive_duration_arg
@@ -129,16 +130,17 @@ def _run(args: argparse.Namespace, config: str) -> int:
             history = open(args.history, "wb")  # noqa: SIM115
         except OSError as exc:
             raise SimUsageError(f"--history: {exc}") from None
-    last = [0.0]
+    meter = Progress(
+        "maxage sim",
+        total=ops,
+        budget=args.duration if ops is None else None,
+        enabled=False if args.quiet else None,
+    )
 
     def progress(t: Totals) -> None:
-        if args.quiet or t.operations - last[0] < 200_000:
-            return
-        last[0] = t.operations
-        print(
-            f"  {t.operations} operations, {t.race_exposed} race-exposed, "
-            f"{len(t.violations)} violations",
-            file=sys.stderr,
+        meter.update(
+            t.operations,
+            f"epoch {t.epochs}, {t.race_exposed:,} race-exposed, {len(t.violations)} violations",
         )
 
     with _quiet_logs():
@@ -153,6 +155,7 @@ def _run(args: argparse.Namespace, config: str) -> int:
                 progress=progress,
             )
         finally:
+            meter.close()
             if history is not None:
                 history.close()
         rep = report(
