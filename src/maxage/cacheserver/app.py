@@ -467,7 +467,7 @@ class CacheApp:
         every open page polls, and the walk is O(tags) on the event loop."""
         at, tags = self._top_tags
         now = time.monotonic()
-        if now - at >= TOP_TAGS_EVERY:
+        if now - at >= TOP_TAGS_EVERY or not tags:  # none yet: cheap to look again
             tags = self.cache.top_tags(TOP_TAGS)
             self._top_tags = (now, tags)
         return tags
