@@ -238,9 +238,10 @@ class Server:
             if m:
                 self.url = m.group(1)
                 return self.url
-        self.stop()
+        # Read what the server said before stop() closes the file.
         self.errors.seek(0)
         said = [line.strip() for line in self.errors.read().splitlines() if line.strip()]
+        self.stop()
         raise CheckError(
             "the server did not start" + (f": {said[-1]}" if said else " (no 'listening on' line)")
         )
