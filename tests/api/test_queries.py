@@ -9,6 +9,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -317,3 +318,87 @@ def test_cached_list_reads_are_never_older_than_the_bound(http: httpx.Client, ta
         t.join()
     assert not violations, violations[:5]
     assert len(acked) > 5 and sum(reads.values()) > 10
+
+
+INDEX_CONFIG = """
+[collections.notes]
+max_staleness = "1s"
+indexes = {indexes}
+[collections.notes.schema.properties]
+topic = {{ type = "string" }}
+rank = {{ type = "integer" }}
+"""
+
+
+async def _pg_indexes(dsn: str, schema: str) -> set[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexname LIKE 'mxq%'",
+            schema,
+        )
+        return {r["indexname"] for r in rows}
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_indexes_follow_the_config_across_restarts(tmp_path: Path, kind: str) -> None:
+    """A restart with another ``indexes`` builds the new index and drops the old one; the
+    data stays, and the grammar follows (the dropped field is refused, the new one works)."""
+    import sqlite3
+
+    config = tmp_path / "notes.toml"
+    env: dict[str, str] = {}
+    schema = unique_name("ix")
+    if kind == "sqlite":
+        db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        db = asyncio.run(require_postgres())
+        env["MAXAGE_PG_SCHEMA"] = schema
+
+    def indexes() -> set[str]:
+        if kind == "postgres":
+            return asyncio.run(_pg_indexes(db, schema))
+        with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'mxq%'")
+            return {r[0] for r in rows}
+
+    def serve(names: str) -> ServerProcess:
+        config.write_text(INDEX_CONFIG.format(indexes=names))
+        argv = python_m("serve", "--port", "0", "--config", str(config), "--db", db)
+        proc = ServerProcess(argv, workdir=tmp_path, env=env, name="serve")
+        proc.start().wait_listening(timeout=30)
+        _wait_ready(proc)
+        return proc
+
+    try:
+        first = serve('["topic"]')
+        try:
+            with first.client() as c:
+                for i in range(6):
+                    assert (
+                        c.post("/v1/notes", json={"topic": f"t{i % 2}", "rank": i}).status_code
+                        == 201
+                    )
+                assert len(c.get("/v1/notes", params={"topic": "t1"}).json()["data"]) == 3
+            built = indexes()
+            assert len(built) == 1
+        finally:
+            assert first.stop() == 0
+        second = serve('["rank"]')
+        try:
+            with second.client() as c:
+                r = c.get("/v1/notes", params={"topic": "t1"})
+                assert r.status_code == 400 and r.json()["parameter"] == "topic"
+                ranks = c.get("/v1/notes", params={"rank": "gte.3", "sort": "-rank"}).json()
+                assert [d["data"]["rank"] for d in ranks["data"]] == [5, 4, 3]
+            now = indexes()
+            assert len(now) == 1 and not now & built
+        finally:
+            assert second.stop() == 0
+    finally:
+        if kind == "postgres":
+            asyncio.run(drop_postgres_schema(db, schema))
