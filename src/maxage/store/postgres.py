@@ -663,7 +663,10 @@ class PostgresStore:
             for i in specs
         }
         expressions = {index_name(c, i): _expr(i) for c, specs in indexes.items() for i in specs}
-        conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+        except _CLOSE_ERRORS as exc:  # the driver, the network, or the connect timeout
+            raise StoreError(f"postgres sync_indexes could not connect: {exc}") from exc
         try:
             key = "maxage.indexes"
             await conn.execute(
