@@ -38,9 +38,17 @@ def _start(work: Path, db: tuple[str, str], *names: str) -> list[Server]:
 
 
 def _write(server: Server, ids: list[str]) -> None:
+    """PUT each id, then wait until the feed shows them: PostgreSQL holds back a commit
+    while an older transaction is in flight anywhere on the (shared) cluster."""
     with server.client() as c:
         for id in ids:
             assert c.put(f"/v1/events/{id}", json={"id": id}).status_code in (200, 201)
+        deadline = time.monotonic() + 10
+        while True:
+            shown = {json.loads(line)["id"] for line in c.get("/v1/events/changes").text.splitlines()}
+            if set(ids) <= shown or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
 
 
 def _read(server: Server, name: str, **params: str) -> list[dict[str, str]]:

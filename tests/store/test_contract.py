@@ -27,6 +27,7 @@ from maxage.store.base import (
     WriteRequest,
     WriteResult,
 )
+from tests.support.changes import changes_settled
 
 
 async def claim(
@@ -136,7 +137,7 @@ async def test_concurrent_writes_form_one_chain(store: Store, clock: ManualClock
     )
     versions = sorted(r.document.version for r in results)
     assert versions == list(range(1, 21))
-    batch = await store.changes_after(0, 100)
+    batch = await changes_settled(store, 20)
     assert sorted(c.version for c in batch.changes) == versions
 
 

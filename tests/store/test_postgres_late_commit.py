@@ -34,6 +34,7 @@ from maxage.store.base import (
     WriteResult,
 )
 from maxage.store.postgres import POSITIONS, PostgresStore
+from tests.support.changes import changes_settled
 
 
 class SeqTailer(Hooks):
@@ -211,7 +212,7 @@ async def test_concurrent_writes_keep_per_document_version_order(
     await asyncio.gather(
         *(pg.write(WriteRequest("c", f"d{i % 3}", put(b"{}"), clock.now())) for i in range(30))
     )
-    batch = await pg.changes_after(0, 100)
+    batch = await changes_settled(pg, 30)
     assert len(batch.changes) == 30 and batch.complete
     for doc in ("d0", "d1", "d2"):
         versions = [c.version for c in batch.changes if c.id == doc]
