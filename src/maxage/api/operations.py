@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from maxage.api.problems import CATALOG
 from maxage.contracts import CollectionSpec, ReadMode, WritePolicy
 from maxage.schema import example, openapi_schema
+from maxage.service.increments import MAX_SAFE
 
 if TYPE_CHECKING:
     from maxage.api.types import Settings
@@ -764,7 +765,12 @@ def increment_item(c: Context) -> dict[str, Any]:
                             "pattern": "^/",
                             "description": "JSON Pointer to a number; missing counts as 0.",
                         },
-                        "by": {"type": "number", "default": 1},
+                        "by": {
+                            "type": "number",
+                            "default": 1,
+                            "minimum": -MAX_SAFE,
+                            "maximum": MAX_SAFE,
+                        },
                     },
                 }
             }
@@ -909,6 +915,14 @@ DEADLETTER_SCHEMA = {
 }
 
 
+DEADLETTER_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+}
+
+
 def deadletters_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]:
     """``/v1/_deadletters``: webhook deliveries that exhausted their attempts (``admin``)."""
     letter = {"$ref": "#/components/schemas/DeadLetter"}
@@ -953,7 +967,7 @@ def deadletter_item(collections: Mapping[str, CollectionSpec]) -> dict[str, Any]
     """``/v1/_deadletters/{id}``: inspect or drop one."""
     letter = {"$ref": "#/components/schemas/DeadLetter"}
     return {
-        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "parameters": [DEADLETTER_ID],
         "get": {
             "operationId": "get_deadletter",
             "summary": "One dead letter.",
@@ -983,7 +997,7 @@ def deadletter_replay_item(collections: Mapping[str, CollectionSpec]) -> dict[st
         },
     }
     return {
-        "parameters": [{"$ref": "#/components/parameters/Id"}],
+        "parameters": [DEADLETTER_ID],
         "post": {
             "operationId": "replay_deadletter",
             "summary": "Deliver a dead letter again (same Webhook-Id); dropped once the "
