@@ -1,6 +1,6 @@
 """`maxage sim` throughput: race-exposed operations per CPU-minute (docs/benchmarks.md).
 
-    .venv/bin/python bench/sim_throughput.py [--ops 20000] [--rounds 5] [CONFIG...]
+    .venv/bin/python bench/maxage_sim/throughput.py [--ops 20000] [--rounds 5] [CONFIG...]
 
 Each round runs the simulator's driver (the real service on K=3 nodes, every fault on,
 the history hashed and checked by the checker's checks, as `maxage sim` does) for --ops
@@ -34,7 +34,7 @@ def rate(cfg: SimConfig, seed: int, ops: int) -> tuple[float, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("configs", nargs="*", default=[str(HERE / "sim" / "a-1s-500ms.toml")])
+    p.add_argument("configs", nargs="*", default=[str(HERE / "a-1s-500ms.toml")])
     p.add_argument("--ops", type=int, default=20_000)
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()

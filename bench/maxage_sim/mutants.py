@@ -1,7 +1,7 @@
 """Every mutant under `maxage sim`, for consecutive seeds on several configs: the wall and CPU
 time until the first violation (docs/consistency.md records a run).
 
-    .venv/bin/python bench/sim_mutants.py [--seeds 20] [--limit 10] bench/sim/*.toml
+    .venv/bin/python bench/maxage_sim/mutants.py [--seeds 20] [--limit 10] bench/maxage_sim/*.toml
 
 Each (mutant, config, seed) runs `maxage sim`'s driver with the default options and stops at
 the first failing epoch; a run that finds nothing within --limit wall seconds is a miss.
