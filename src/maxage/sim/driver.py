@@ -414,7 +414,9 @@ def report(
             "reads": n,
             "within_bound": within,
             "fraction": frac,
-            "nines": (math.inf if within == n else -math.log10(1 - frac)) if n else math.nan,
+            # all within: n reads show at least log10(n) nines
+            "nines": (math.log10(n) if within == n else -math.log10(1 - frac)) if n else math.nan,
+            "nines_at_least": within == n,
             "stale_reads": totals.stale.get(mode, 0),
             "max_staleness_s": totals.max_staleness.get(mode, 0.0),
         }

@@ -255,6 +255,8 @@ class Node:
         plan = world.plan
         rng = world.rng
         skew = (rng.random() * 2 - 1) * plan.skew
+        if skew:
+            plan.counts["skew"] += 1  # a node (re)started with a clock of its own
         clock = VirtualClock(world.loop, BASE_TIME, skew)
         self.tasks = set()
         hooks = SimHooks(plan, rng, clock.now, world.mutant, self.tasks)
@@ -418,6 +420,8 @@ class World:
         # search needs invoke < ret); widening an interval only makes the checks lenient.
         op.ret = (op.ret if op.ret > op.invoke else op.invoke) + NETWORK_EPSILON
         if ctx.reason is not None:
+            if ctx.reason == "disconnect":
+                self.plan.counts["disconnect"] += 1
             op.ret = self.loop.now + NETWORK_EPSILON
             op.outcome = UNKNOWN if kind != "read" else FAIL
             op.status = op.version = op.tier = op.age = op.integrity = None
