@@ -53,6 +53,14 @@ def test_torn_body_is_flagged() -> None:
     assert "P0" in props([*base(), r(3, "bounded", 2, 1.2, 1.3, "t2", "other")])
 
 
+def test_a_read_without_a_body_hash_is_not_compared() -> None:
+    """maxage sim's document reads record no hash; its list pages and writes do."""
+    unhashed = r(3, "bounded", 2, 1.2, 1.3, "t2", "h2")
+    unhashed.body_hash = None
+    assert props([*base(), unhashed, r(4, "bounded", 2, 1.4, 1.5, "t2", "h2")]) == set()
+    assert "P0" in props([*base(), unhashed, r(4, "bounded", 2, 1.4, 1.5, "t2", "other")])
+
+
 def test_phantom_data_is_flagged() -> None:
     assert "P0" in props([*base(), r(3, "bounded", 2, 1.2, 1.3, "nobody", "h2")])
 

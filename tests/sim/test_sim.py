@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,25 @@ def test_same_seed_same_history_byte_for_byte(configs: dict[str, Path], tmp_path
     ops = load(first)
     assert len(ops) == totals.operations + totals.final_reads
     assert not totals.violations
+    pages = [o for o in ops if o.kind == "list" and o.page is not None]
+    assert pages and all(o.version is not None for o in pages)  # the page fields came back
+
+
+def test_list_pages_are_read_in_every_mode_and_checked(configs: dict[str, Path]) -> None:
+    """A tenth of the reads are first pages through the service's listing, recorded as
+    maxage check records them; a page that omits a change older than the bound is a P2
+    violation of the reads it implies (the list cache without its generation bump)."""
+    cfg = sim_config(configs["a"])
+    outcome = run_epoch(cfg, 4, 0, workload(cfg, 4, 0))
+    pages = [o for o in outcome.ops if o.kind == "list" and o.status == 200]
+    assert {o.mode for o in pages} == {"bounded", "strong", "session"}
+    assert any(o.min_version for o in pages if o.mode == "session")
+    assert {o.tier for o in pages} >= {"l1", "primary"}  # cached pages were served
+    assert sum(len(o.page or {}) for o in pages) > len(pages)
+    assert not outcome.violations
+    broken = sim_config(configs["a"], mutant="no-list-invalidation")
+    caught = run_epoch(broken, 4, 0, workload(broken, 4, 0)).violations
+    assert caught and caught[0].prop == "P2" and caught[0].ops[0].detail == "in a list page"
 
 
 def test_history_is_the_same_in_another_process_with_another_hash_seed(
@@ -179,6 +199,23 @@ def test_a_failure_shrinks_to_a_reproduction_that_still_fails(configs: dict[str,
     real = replay(configs["b"], seed=3, epoch=epoch, steps=steps)
     assert not real.violations
     assert all(isinstance(s, Step) for s in steps)
+
+
+def test_a_client_sends_its_next_request_after_it_heard_the_last(
+    configs: dict[str, Path],
+) -> None:
+    """A write sent with no think time after an instant read starts after that read's
+    response: with both at one invoke time, P4 took the write for the earlier op."""
+    steps = [
+        Step(17, 0.009316, 0, "read", "other", 1, "strong"),
+        Step(0, 0.002668, 1, "create", "other", 1),
+        Step(17, 0.001011, 2, "read", "other", 1, "session"),
+        Step(17, 0.0, 1, "put", "other", 1),
+    ]
+    outcome = replay(configs["d"], seed=2026, epoch=142, steps=steps)
+    assert not outcome.violations, [v.message for v in outcome.violations]
+    ops = [o for o in outcome.ops if o.client == 17]
+    assert all(a.ret <= b.invoke for a, b in pairwise(ops))
 
 
 def _sim(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ client saw) promises only its collection version (:func:`session_violations`).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -40,13 +41,19 @@ def parse(op: Op, token_field: str, resp: httpx.Response) -> None:
     """Fill a ``list`` op from its response: ``page`` (id -> [version, token, data
     hash]), ``covered_to`` (the last id when more pages follow), ``version``
     (meta.collectionVersion), ``tier``."""
-    if resp.status_code != 200:
+    parse_body(op, token_field, resp.status_code, resp.content)
+
+
+def parse_body(op: Op, token_field: str, status: int, content: bytes) -> None:
+    """:func:`parse` given the response's status and body (``maxage sim`` records its
+    pages, read through the service's listing, with this too)."""
+    if status != 200:
         op.outcome = FAIL
-        op.detail = str(resp.status_code)
+        op.detail = str(status)
         return
     op.outcome = OK
     try:
-        body = resp.json()
+        body = json.loads(content)
         items = body["data"]
         meta = body["meta"]
         page: dict[str, list[Any]] = {}

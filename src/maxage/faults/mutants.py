@@ -22,6 +22,8 @@ the live server does not offer them yet):
   watermark moves past it
 * ``unguarded-l2-fill`` — the shared tier's fill is a plain overwrite (no version, no
   tombstone)
+* ``no-list-invalidation`` — an applied change does not raise its collection's list
+  generation, so cached list pages outlive the changes they omit
 
 Each is planted through a public seam: the cache class the composition root
 constructs (:func:`cache_class`), a hook of :class:`maxage.hooks.Hooks`, a holder
@@ -39,7 +41,7 @@ from typing import Any, TypeVar
 from maxage.core.cache import Cache
 from maxage.core.singleflight import SingleFlight
 from maxage.core.types import Clock, EvictionReason, SetOutcome
-from maxage.invalidation.tailer import Holder
+from maxage.invalidation.tailer import Generations, Holder, L1Holder
 from maxage.tiers.memory import MemoryTier
 
 T = TypeVar("T")
@@ -62,6 +64,7 @@ SIM_MUTANTS = (
     "early-flight",
     "early-watermark",
     "unguarded-l2-fill",
+    "no-list-invalidation",
 )
 
 
@@ -221,3 +224,11 @@ class CaughtUpHolder:
 def check(mutant: str | None, known: tuple[str, ...] = MUTANTS) -> None:
     if mutant is not None and mutant not in known:
         raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(known)}")
+
+
+def detach_generations(holder: Holder) -> Holder:
+    """Mutant ``no-list-invalidation``: the in-process holder raises a generation counter
+    nobody reads, so list pages stay cached under the generation they were filled at."""
+    if isinstance(holder, L1Holder):
+        holder.generations = Generations()
+    return holder

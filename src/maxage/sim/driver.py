@@ -30,6 +30,7 @@ import msgspec
 
 from maxage.checker.checks import PROPERTIES, TITLES, Result, Violation, check
 from maxage.checker.history import Op
+from maxage.checker.lists import LIST
 from maxage.contracts import CollectionSpec, load_config
 from maxage.sim.faults import FAULTS, FaultPlan, parse_faults
 from maxage.sim.loop import SimLoop
@@ -40,6 +41,7 @@ EPOCH_OPS = 1000
 SIMULATED = tuple(p for p in PROPERTIES if p != "P8")
 KEYS = 2  # documents per collection per epoch: few, so reads race with writes
 READS = 0.9  # the share of reads among the operations
+LISTS = 0.1  # the share of list reads (first pages) among the reads, as in maxage check
 THINK = 0.03  # mean think time between a client's operations, in bounds
 _encode = msgspec.json.Encoder().encode
 
@@ -98,7 +100,7 @@ def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
         mode = None
         if_match = False
         if r < READS:
-            kind = "read"
+            kind = LIST if random_() < LISTS else "read"
             table = modes[collection]  # weighted by MODE_WEIGHTS
             mode = table[int(random_() * len(table))]
         elif r < put:
@@ -301,6 +303,7 @@ class Totals:
     stale: dict[str, int] = field(default_factory=dict)
     max_staleness: dict[str, float] = field(default_factory=dict)
     by_tier: dict[str, int] = field(default_factory=dict)
+    lists_by_tier: dict[str, int] = field(default_factory=dict)  # list pages read (200)
     first_failure: EpochOutcome | None = None
     failed_epoch: int | None = None
     # For the HTML report: every read's staleness per mode, and the last epoch.
@@ -317,9 +320,10 @@ class Totals:
                 self.final_reads += 1
             else:
                 self.operations += 1
-            if op.kind == "read" and op.status == 200:
+            if op.status == 200 and op.kind in ("read", LIST):
+                counts = self.by_tier if op.kind == "read" else self.lists_by_tier
                 tier = op.tier or "-"
-                self.by_tier[tier] = self.by_tier.get(tier, 0) + 1
+                counts[tier] = counts.get(tier, 0) + 1
         for name, n in outcome.faults.items():
             self.faults[name] = self.faults.get(name, 0) + n
         # a read outside its promise is a violation of its mode's property
@@ -437,6 +441,7 @@ def report(
         "final_reads": totals.final_reads,
         "race_exposed": totals.race_exposed,
         "reads_by_tier": dict(sorted(totals.by_tier.items())),
+        "list_reads_by_tier": dict(sorted(totals.lists_by_tier.items())),
         "faults": dict(sorted(totals.faults.items())),
         "violation_count": len(totals.violations),
         "violations": {
@@ -469,6 +474,7 @@ def render(rep: dict[str, Any]) -> str:
         f"race-exposed    {rep['race_exposed']} reads "
         f"({rep['race_exposed_per_cpu_minute']:,} per CPU-minute)",
         f"reads by tier   {kv(rep['reads_by_tier'])}",
+        f"lists by tier   {kv(rep['list_reads_by_tier'])}",
         f"faults          {kv(rep['faults'])}",
         f"clock skew      within ±{rep['skew_bound_s'] * 1000:.1f} ms (checked against S + that)",
     ]

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from maxage.faults.mutants import ApplyLaterHolder, CaughtUpHolder
+from maxage.faults.mutants import ApplyLaterHolder, CaughtUpHolder, detach_generations
 from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Holder
 from maxage.store.base import ChangeBatch
@@ -186,6 +186,8 @@ class SimHooks(Hooks):
 
     def holder(self, holder: T) -> T:
         inner = cast(Holder, holder)
+        if self.mutant == "no-list-invalidation":
+            inner = detach_generations(inner)
         if self.mutant == "no-watermark":
             inner = CaughtUpHolder(inner, _Clock(self.clock_now))
         faulty: Holder = FaultyHolder(inner, self)

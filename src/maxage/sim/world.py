@@ -25,7 +25,8 @@ from typing import Any, NamedTuple, cast
 
 import msgspec
 
-from maxage.checker.history import FAIL, OK, UNKNOWN, Op
+from maxage.checker import lists
+from maxage.checker.history import FAIL, OK, UNKNOWN, Op, data_hash
 from maxage.contracts import CollectionSpec, ReadMode
 from maxage.core.cache import Cache
 from maxage.core.types import SetOutcome
@@ -63,6 +64,7 @@ BASE_TIME = 1_700_000_000.0  # virtual time 0 on every clock (an epoch-like wall
 CACHE_BYTES = 64 << 20
 _MODES = {m.value: m for m in ReadMode}
 NETWORK_EPSILON = 1e-6  # seconds: the least time a response takes to reach its client
+_FIRST_PAGE = (("page_size", str(lists.PAGE_SIZE)),)  # the page maxage check reads
 
 
 class _Meta(msgspec.Struct):
@@ -91,10 +93,10 @@ class Step(NamedTuple):
     client: int
     think: float  # seconds the client waits before sending it
     node: int  # the node it is sent to (the next live one if that one is down)
-    kind: str  # read | put | create | delete
+    kind: str  # read | list | put | create | delete
     collection: str
-    key: int
-    mode: str | None = None  # reads: bounded | strong | session
+    key: int  # not used by a list (it reads the collection's first page)
+    mode: str | None = None  # reads and lists: bounded | strong | session
     if_match: bool = False  # writes: send the client's last seen version as If-Match
     give_up: float | None = None  # the client disconnects after this many seconds
 
@@ -367,7 +369,8 @@ class World:
         return f"{self.key_prefix}k{step.key}"
 
     def new_op(self, client: ClientState, step: Step, kind: str) -> Op:
-        op = Op(self.next_id, client.index, kind, step.collection, self.doc_id(step))
+        key = "" if kind == lists.LIST else self.doc_id(step)
+        op = Op(self.next_id, client.index, kind, step.collection, key)
         self.next_id += 1
         op.invoke = self.loop.now
         self.ops.append(op)
@@ -393,11 +396,14 @@ class World:
         kind = step.kind
         op = self.new_op(client, step, kind)
         op.phase = phase
-        self.keys_used[(step.collection, op.key)] = None
         ctx = OpContext(op)
         if kind == "read":
+            self.keys_used[(step.collection, op.key)] = None
             op.mode = step.mode
             coro = self._read(node, client, step, op)
+        elif kind == lists.LIST:
+            op.mode = step.mode
+            coro = self._list(node, client, step, op)
         else:
             coro = self._write(node, client, step, op)
         node.ops[ctx] = None
@@ -423,8 +429,9 @@ class World:
             if ctx.reason == "disconnect":
                 self.plan.counts["disconnect"] += 1
             op.ret = self.loop.now + NETWORK_EPSILON
-            op.outcome = UNKNOWN if kind != "read" else FAIL
+            op.outcome = FAIL if kind in ("read", lists.LIST) else UNKNOWN
             op.status = op.version = op.tier = op.age = op.integrity = None
+            op.page = op.covered_to = None
             op.detail = ctx.reason
         return op
 
@@ -441,6 +448,17 @@ class World:
         finally:
             timer.cancel()
 
+    def _read_failed(self, op: Op, exc: Exception) -> None:
+        """A read's (or a page's) error, as the API answers it: 409 below ``min_version``,
+        503 when the primary failed, else an internal error (500, a P0 violation)."""
+        op.ret = self.loop.now
+        if isinstance(exc, MinVersionUnavailable):
+            op.status, op.outcome, op.detail = 409, FAIL, exc.detail
+        elif isinstance(exc, (StoreError, TimeoutError)):
+            op.status, op.outcome, op.detail = 503, FAIL, type(exc).__name__
+        else:
+            op.status, op.integrity = 500, f"internal error: {exc!r}"
+
     async def _read(self, node: Node, client: ClientState, step: Step, op: Op) -> None:
         service = node.service
         assert service is not None
@@ -456,17 +474,8 @@ class World:
             op.ret = self.loop.now
             op.status = 404
             return
-        except MinVersionUnavailable as exc:
-            op.ret = self.loop.now
-            op.status, op.outcome, op.detail = 409, FAIL, exc.detail
-            return
-        except (StoreError, TimeoutError) as exc:
-            op.ret = self.loop.now
-            op.status, op.outcome, op.detail = 503, FAIL, type(exc).__name__
-            return
         except Exception as exc:
-            op.ret = self.loop.now
-            op.status, op.integrity = 500, f"internal error: {exc!r}"
+            self._read_failed(op, exc)
             return
         op.ret = self.loop.now
         op.status = 200
@@ -488,6 +497,37 @@ class World:
         if result.version > client.seen.get(ckey, 0):
             client.seen[ckey] = result.version
 
+    async def _list(self, node: Node, client: ClientState, step: Step, op: Op) -> None:
+        """The collection's first page through the service's listing (the code the API's
+        ``GET /v1/{collection}?page_size=100`` runs), recorded as ``maxage check`` records
+        a page (:mod:`maxage.checker.lists`); a session page asks for the highest
+        collection version this client saw."""
+        service = node.service
+        assert service is not None
+        spec = self.specs[step.collection]
+        mode = _MODES[str(step.mode)]
+        collection = step.collection
+        min_version = client.seen.get((collection, ""), 0) if mode is ReadMode.SESSION else 0
+        if min_version:
+            op.min_version = min_version
+        listing = service.listing
+        try:
+            request = listing.parse(spec, _FIRST_PAGE)
+            result = await listing.read(spec, request, mode, min_version)
+        except Exception as exc:
+            self._read_failed(op, exc)
+            return
+        op.ret = self.loop.now
+        op.status = 200
+        lists.parse_body(op, "tok", 200, result.body)
+        seen = client.seen
+        if op.version is not None and op.version > seen.get((collection, ""), 0):
+            seen[(collection, "")] = op.version
+        # what a page showed is seen, as by maxage check's clients (P4 counts it)
+        for key, shown in (op.page or {}).items():
+            if shown[0] > seen.get((collection, key), 0):
+                seen[(collection, key)] = shown[0]
+
     async def _write(self, node: Node, client: ClientState, step: Step, op: Op) -> None:
         service = node.service
         assert service is not None
@@ -503,6 +543,7 @@ class World:
             client.seq += 1
             op.token = f"c{client.index}-{client.seq}"
             data = {"tok": op.token, "n": client.seq}
+            op.body_hash = data_hash(data)  # what a list page showing it must hold (P0)
         intent = WriteIntent(
             WriteKind.DELETE if kind == "delete" else WriteKind.REPLACE,
             op.key,
@@ -547,8 +588,9 @@ class World:
         sleep = asyncio.sleep
         open_ = self.open
         for step in steps:
-            if step.think > 0:
-                await sleep(step.think)
+            # at least the time the last response took to arrive (its ret): a client's
+            # next request never starts before it heard the last one (P4 orders by invoke)
+            await sleep(step.think if step.think >= NETWORK_EPSILON else NETWORK_EPSILON)
             if not open_.is_set():  # a lull: every client waits
                 await open_.wait()
             await self.run_step(state, step)
