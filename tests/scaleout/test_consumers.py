@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 
 from tests.scaleout.conftest import Server, metric
-from tests.scaleout.test_writeback import CALM
 
 CONFIG = """
 [collections.events]
@@ -32,7 +31,6 @@ def _start(work: Path, db: tuple[str, str], *names: str) -> list[Server]:
     servers = []
     for n in names:
         server = Server(work, db=db[0], cache=None, schema=db[1], fault_injection=False, name=n)
-        server.env.update(CALM)
         servers.append(server.start())
     return [s.ready() for s in servers]
 

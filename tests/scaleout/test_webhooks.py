@@ -21,7 +21,6 @@ import httpx
 import pytest
 
 from tests.scaleout.conftest import Server, metric
-from tests.scaleout.test_writeback import CALM
 from tests.support.launcher import python_m, server_env
 
 SECRET = "whsec-test-0123456789abcdef"
@@ -101,7 +100,6 @@ def _server(work: Path, receiver: Receiver, attempts: int, name: str = "a") -> S
     s = Server(work, db=f"sqlite:///{work}/db.sqlite", cache=None, schema="unused",
                fault_injection=False, name=name)  # fmt: skip
     s.env["ORDERS_HOOK_SECRET"] = SECRET
-    s.env.update(CALM)
     return s.start().ready()
 
 
