@@ -13,11 +13,8 @@ pays per request, so the ratio includes its saving too (as a real client's would
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,7 +22,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BIN, free_port, server
+from run import serve_config, server
 
 CONFIG = """
 [collections.docs]
@@ -89,16 +86,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--db", default="", help="primary URL (default: a fresh SQLite file)")
     args = ap.parse_args()
-    if shutil.which("taskset"):
-        os.sched_setaffinity(0, {1})  # the server has CPU 0
-    tmp = Path(tempfile.mkdtemp(prefix="maxage-batch-"))
-    (tmp / "c.toml").write_text(CONFIG)
-    db = args.db or f"sqlite:///{tmp}/db.sqlite"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(BIN / "maxage"), "serve", "--port", str(port), "--db", db,
-           "--config", str(tmp / "c.toml"), "--access-log", "off", "--monitor-sample", "0",
-           "--max-batch-operations", str(max(args.size, 1))]  # fmt: skip
+    cmd, port, url, db = serve_config(
+        CONFIG, args.db, "--max-batch-operations", str(max(args.size, 1))
+    )
     rates: dict[str, list[float]] = {"single": [], "batch": []}
     total = 0
     with server(cmd, port):

@@ -14,11 +14,8 @@ The client is Python, so it caps both numbers alike: the ratio understates the g
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,7 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BIN, free_port, server
+from run import serve_config, server
 
 CONFIG = """
 [collections.wt]
@@ -77,15 +74,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--db", default="", help="primary URL (default: a fresh SQLite file)")
     args = ap.parse_args()
-    if shutil.which("taskset"):
-        os.sched_setaffinity(0, {1})  # the server has CPU 0
-    tmp = Path(tempfile.mkdtemp(prefix="maxage-inc-"))
-    (tmp / "c.toml").write_text(CONFIG)
-    db = args.db or f"sqlite:///{tmp}/db.sqlite"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(BIN / "maxage"), "serve", "--port", str(port), "--db", db,
-           "--config", str(tmp / "c.toml"), "--access-log", "off", "--monitor-sample", "0"]  # fmt: skip
+    cmd, port, url, db = serve_config(CONFIG, args.db)
     rates: dict[str, list[float]] = {"wt": [], "wb": []}
     total = {"wt": 0, "wb": 0}
     with server(cmd, port):

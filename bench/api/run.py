@@ -40,6 +40,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def serve_config(config: str, db: str, *extra: str) -> tuple[list[str], int, str, str]:
+    """``maxage serve`` on ``config`` (TOML text) and ``db`` (a fresh SQLite file when
+    empty) on a free port, with access logs and the monitor off: (command, port, base
+    URL, primary URL). Moves the calling benchmark to CPU 1 (``server`` runs on CPU 0)."""
+    if shutil.which("taskset"):
+        os.sched_setaffinity(0, {1})
+    tmp = Path(tempfile.mkdtemp(prefix="maxage-bench-"))
+    (tmp / "c.toml").write_text(config)
+    db = db or f"sqlite:///{tmp}/db.sqlite"
+    port = free_port()
+    cmd = [str(BIN / "maxage"), "serve", "--port", str(port), "--db", db,
+           "--config", str(tmp / "c.toml"), "--access-log", "off", "--monitor-sample", "0", *extra]  # fmt: skip
+    return cmd, port, f"http://127.0.0.1:{port}", db
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
     end = time.time() + timeout
     while time.time() < end:
