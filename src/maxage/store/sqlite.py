@@ -234,6 +234,16 @@ def _expr(index: IndexSpec) -> str:
 
 # A build reads the whole collection: not held to the per-call timeout of reads and writes.
 _INDEX_BUILD_TIMEOUT = 3600.0
+# How long start-up waits for the write lock another process holds (seconds).
+_STARTUP_LOCK_WAIT = 120.0
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """Whether a store error is SQLite's lock contention, which waiting resolves."""
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.OperationalError) and (
+        "locked" in str(cause) or "busy" in str(cause)
+    )
 
 
 def _value(index: IndexSpec, value: Scalar) -> object:
@@ -288,9 +298,13 @@ class SQLiteStore:
             conn = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            try:
+                conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error:
+                conn.close()
+                raise
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
@@ -360,7 +374,20 @@ class SQLiteStore:
             if "data" not in columns:
                 conn.execute("ALTER TABLE changes ADD COLUMN data BLOB")
 
-        await self._write("migrate", migrate)
+        # Another process on the same file may hold the write lock longer than one call's
+        # busy timeout (its own start-up, an index build): start-up waits for it.
+        deadline = time.monotonic() + _STARTUP_LOCK_WAIT
+        pause = 0.05
+        while True:
+            try:
+                # Each attempt ends by SQLite's busy timeout, not by the call's.
+                await self._write("migrate", migrate, timeout=_STARTUP_LOCK_WAIT)
+                break
+            except StoreError as exc:
+                if not _is_locked(exc) or time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
         self._opened = True
 
     async def close(self) -> None:
