@@ -116,12 +116,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help=f"longest wait for convergence after healing; {DURATION_HELP} (default: 60s)",
     )
     p.add_argument(
-        "--lin-budget",
-        type=int,
-        default=200_000,
-        help="steps of the per-key linearizability search before 'unknown'",
-    )
-    p.add_argument(
         "--keep-going",
         action="store_true",
         help="run for the whole --duration and report every violation (default: stop at the "
@@ -432,7 +426,7 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
         )
     if not args.quiet and sys.stderr.isatty():
         print(f"maxage check: checking {len(ops):,} operations…", file=sys.stderr, flush=True)
-    res = await asyncio.to_thread(check, ops, bounds, lin_budget=args.lin_budget)
+    res = await asyncio.to_thread(check, ops, bounds)
     rep = build_report(ops, res, bounds=bounds, seed=seed, duration=elapsed, faults_requested=faults,
                        server_faults=server_faults, target=target, mutant=args.mutant,
                        notes=notes)  # fmt: skip
@@ -540,7 +534,7 @@ class Watch:
                 seen = len(ops)
                 if self.stop and due and len(ops) > checked:
                     checked, checked_at = len(ops), self.wl.now()
-                    res = await asyncio.to_thread(check, list(ops), self.bounds, lin_budget=10_000)
+                    res = await asyncio.to_thread(check, list(ops), self.bounds)
                     if res.violations:
                         self.caught_at = round(self.wl.now(), 3)
                         self.wl.stop = True
