@@ -896,7 +896,8 @@ def asgi_app() -> Any:
     if raw.get("cache"):
         from maxage.tiers.redis import RedisTier
 
-        l2 = RedisTier(raw["cache"], clock=clock)
+        tier_class = faults.redis_tier_class if faults is not None else RedisTier
+        l2 = tier_class(raw["cache"], clock=clock)
     monitor = None
     sample_every = int(raw.get("monitor_sample", 100))
     if sample_every > 0:
@@ -922,6 +923,8 @@ def asgi_app() -> Any:
         auth_bound=float(raw.get("auth_staleness", 1.0)),
         rate_limits=config.rate_limits,
     )
+    if faults is not None:
+        faults.plant(service)
     sender = None
     if any(spec.webhooks for spec in config.collections.values()):
         from maxage.api.webhook_sender import HttpxSender

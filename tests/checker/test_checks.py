@@ -117,6 +117,29 @@ def test_p8_flags_a_request_accepted_after_the_revoke_was_acknowledged() -> None
     assert [v.prop for v in found] == ["P8"] and found[0].ops == [revoke, late]
 
 
+def test_p8_flags_a_read_accepted_after_a_scope_change_took_its_scope_away() -> None:
+    """A scope change that took away ``read:c`` cuts reads of ``c`` only, from its
+    acknowledgement on; the earliest acknowledgement of a key's revoke counts."""
+    from maxage.checker.checks import check as run_checks
+    from maxage.checker.history import Op as HOp
+    from maxage.checker.revocation import AUTH_READ, RESCOPE, REVOKE
+
+    cut = HOp(1, 0, RESCOPE, "c", "k1", invoke=0.5, ret=1.0, status=200)
+    other = HOp(2, 9, AUTH_READ, "d", "k1", invoke=1.5, ret=1.6, status=200)  # still allowed
+    refused = HOp(3, 9, AUTH_READ, "c", "k1", invoke=1.5, ret=1.6, status=403)
+    assert run_checks([cut, other, refused], {"c": 1.0, "d": 1.0}).violations == []
+    late = HOp(4, 9, AUTH_READ, "c", "k1", invoke=1.2, ret=1.3, status=200)
+    found = run_checks([cut, other, late], {"c": 1.0, "d": 1.0}).violations
+    assert [v.prop for v in found] == ["P8"] and found[0].ops == [cut, late]
+    first = HOp(5, 0, REVOKE, "d", "k1", invoke=1.0, ret=2.0, status=204)
+    again = HOp(6, 0, REVOKE, "d", "k1", invoke=1.0, ret=3.0, status=204)
+    use = HOp(7, 9, AUTH_READ, "d", "k1", invoke=2.5, ret=2.6, status=200)
+    found = run_checks([again, first, use], {"c": 1.0, "d": 1.0}).violations
+    assert [v.ops for v in found] == [[first, use]]
+    # within the stated slack (clock skew), not a violation
+    assert run_checks([again, first, use], {"d": 1.0}, revocation_slack=0.6).violations == []
+
+
 def page(i: int, mode: str, t0: float, t1: float, shown: dict[str, list[object]], *,
          covered_to: str | None = None, version: int = 5, min_version: int | None = None) -> Op:  # fmt: skip
     return Op(i, 3, "list", "c", mode=mode, invoke=t0, ret=t1, outcome=OK, status=200,

@@ -13,12 +13,14 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from maxage.checker import revocation
 from maxage.checker.checks import check
 from maxage.checker.history import load
 from maxage.contracts import load_config
@@ -170,6 +172,29 @@ def test_the_checker_flags_what_the_simulation_records(configs: dict[str, Path])
     assert {v.prop for v in again.violations} & {"P2", "P6"}
 
 
+def test_api_keys_are_used_revoked_and_rescoped_through_the_real_access_code(
+    configs: dict[str, Path],
+) -> None:
+    """P8 is simulated: keys are accepted, then refused on every node once their revoke
+    (401) or the scope change that took their read away (403) was acknowledged; a key
+    cache that invalidations do not reach accepts a revoked key (P8, the checker's own
+    check), and nothing else is flagged."""
+    cfg = sim_config(configs["a"])
+    kinds: Counter[tuple[str, int | None]] = Counter()
+    for epoch in range(3):
+        outcome = run_epoch(cfg, 8, epoch, workload(cfg, 8, epoch))
+        assert not outcome.violations, [v.message for v in outcome.violations]
+        kinds.update((o.kind, o.status) for o in outcome.ops if o.kind in revocation.KINDS)
+    assert kinds[("auth-read", 200)] > 50 and kinds[("auth-read", 403)] > 0
+    assert kinds[("revoke", 204)] > 0 and kinds[("rescope", 200)] > 0
+    assert kinds[("auth-read", 401)] > 0
+    broken = sim_config(configs["a"], mutant="key-cache-no-invalidation")
+    totals, _, _, _ = run(broken, 8, ops=10_000, duration=None)
+    caught = [v for _, v in totals.violations]
+    assert caught and {v.prop for v in caught} == {"P8"}
+    assert caught[0].ops[0].kind in ("revoke", "rescope") and caught[0].ops[1].status == 200
+
+
 @pytest.mark.parametrize("mutant", SIM_MUTANTS)
 def test_every_mutant_is_caught_for_20_seeds(mutant: str, configs: dict[str, Path]) -> None:
     names = sorted(configs)
@@ -185,14 +210,21 @@ def test_every_mutant_is_caught_for_20_seeds(mutant: str, configs: dict[str, Pat
     assert not missed, f"{mutant} not caught for (seed, config) {missed}"
 
 
-def test_a_failure_shrinks_to_a_reproduction_that_still_fails(configs: dict[str, Path]) -> None:
+def test_a_failure_shrinks_to_a_one_minimal_reproduction_that_still_fails(
+    configs: dict[str, Path],
+) -> None:
+    """The shrunk steps fail; without any single one of them the epoch passes."""
     cfg = sim_config(configs["b"], mutant="no-version-guard")
     totals, _, _, _ = run(cfg, 3, ops=20_000, duration=None)
     failure, epoch = totals.first_failure, totals.failed_epoch
     assert failure is not None and epoch is not None
     prop = failure.violations[0].prop
-    steps = shrink(cfg, 3, epoch, failure.steps, prop, budget=15.0)
-    assert 0 < len(steps) < len(failure.steps) / 5
+    shrunk = shrink(cfg, 3, epoch, failure.steps, prop, budget=60.0)
+    steps = shrunk.steps
+    assert shrunk.minimal and 0 < len(steps) < len(failure.steps) / 5
+    for i in range(len(steps)):
+        without = run_epoch(cfg, 3, epoch, steps[:i] + steps[i + 1 :])
+        assert not any(v.prop == prop for v in without.violations), (i, steps[i])
     # what the reproduction says, replayed from the config file
     outcome = replay(configs["b"], seed=3, epoch=epoch, steps=steps, mutant="no-version-guard")
     assert any(v.prop == prop for v in outcome.violations)

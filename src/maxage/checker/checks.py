@@ -24,7 +24,7 @@ from typing import Any
 from maxage.checker import lists
 from maxage.checker.feed import violations as feed_violations
 from maxage.checker.history import FAIL, FAULT, OK, UNKNOWN, Op
-from maxage.checker.revocation import AUTH_READ, REVOKE
+from maxage.checker.revocation import KINDS as REVOCATION_KINDS
 from maxage.checker.revocation import violations as revocation_violations
 
 PROPERTIES = ("P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
@@ -301,17 +301,21 @@ def check(
     bounds: dict[str, float],
     *,
     age_slack: float | None = None,
+    revocation_slack: float = 0.0,
 ) -> Result:
     """Run every check; ``bounds`` maps a collection to its max staleness.
+
+    ``revocation_slack``: P8 allows a request accepted that many seconds after the
+    acknowledgement (the stated clock skew between processes of a simulation).
 
     ``age_slack``: also check each read's ``age`` (the server's claim that the version
     it returned was current ``age`` seconds before it answered), to within that many
     seconds; None skips it (an HTTP ``Age`` header is rounded down to whole seconds).
     """
     ops = [*ops, *lists.expand(ops)]  # a list page is checked as the reads it implies
-    models, res, _ = build(o for o in ops if o.kind not in (REVOKE, AUTH_READ))
+    models, res, _ = build(o for o in ops if o.kind not in REVOCATION_KINDS)
     _check_pages(ops, res)
-    for message, pair in revocation_violations(ops):
+    for message, pair in revocation_violations(ops, revocation_slack):
         res.add("P8", message, *pair)
     for message, feed_ops in feed_violations(ops):
         res.add("P7", message, *feed_ops)

@@ -3,15 +3,17 @@ has readers use it continuously, revokes it, and records every request made with
 A request that *started* after the revoke's acknowledgement and was accepted (2xx) is
 a violation: by then no process of the deployment may accept the key.
 
-Ops: ``revoke`` (``key`` = the API key's id; ``ret`` = when the acknowledgement arrived)
-and ``auth-read`` (``key`` = the API key's id; ``status`` = the answer).
+Ops: ``revoke`` (``key`` = the API key's id; ``ret`` = when the acknowledgement arrived),
+``rescope`` (a scope change that took away ``read:<collection>``: ``key`` = the key's id,
+``collection`` = that collection; ``maxage sim`` makes them) and ``auth-read``
+(``key`` = the API key's id, ``collection`` = what it read; ``status`` = the answer).
+A request accepted after a scope change that took its scope away is a violation too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 
 import httpx
@@ -20,7 +22,9 @@ from maxage.checker.history import FAIL, OK, Op
 from maxage.checker.workload import Collection, Workload
 
 REVOKE = "revoke"
+RESCOPE = "rescope"
 AUTH_READ = "auth-read"
+KINDS = (REVOKE, RESCOPE, AUTH_READ)  # the ops only P8 reads
 READERS = 3
 AFTER_ACK = 0.3  # seconds the readers go on after the acknowledgement
 
@@ -84,32 +88,58 @@ async def _read(
             wl.record(op)
 
 
-def violations(ops: Sequence[Op]) -> list[tuple[str, list[Op]]]:
-    """(message, [revoke, accepted request]) for each request accepted after an ack."""
-    acks = {o.key: o for o in ops if o.kind == REVOKE and o.outcome == OK}
-    uses: dict[str, list[Op]] = defaultdict(list)
+def _cuts(ops: Sequence[Op]) -> dict[tuple[str, str | None], Op]:
+    """The earliest acknowledged cut of each key: ``(key id, None)`` its revoke,
+    ``(key id, collection)`` a scope change that took away ``read:<collection>``."""
+    cuts: dict[tuple[str, str | None], Op] = {}
     for o in ops:
-        if o.kind == AUTH_READ and o.key in acks:
-            uses[o.key].append(o)
+        if o.outcome != OK or o.kind not in (REVOKE, RESCOPE):
+            continue
+        cut = (o.key, None if o.kind == REVOKE else o.collection)
+        if cut not in cuts or o.ret < cuts[cut].ret:
+            cuts[cut] = o
+    return cuts
+
+
+def _cut_of(cuts: dict[tuple[str, str | None], Op], o: Op) -> Op | None:
+    """The acknowledged cut that forbids ``o`` (the earlier one if both do)."""
+    revoked, rescoped = cuts.get((o.key, None)), cuts.get((o.key, o.collection))
+    if revoked is None or (rescoped is not None and rescoped.ret < revoked.ret):
+        return rescoped
+    return revoked
+
+
+def violations(ops: Sequence[Op], slack: float = 0.0) -> list[tuple[str, list[Op]]]:
+    """(message, [cut, accepted request]) for each request accepted (2xx) that started
+    more than ``slack`` seconds after its key's revoke, or a scope change that took away
+    the scope the request needed, was acknowledged."""
+    cuts = _cuts(ops)
+    if not cuts:
+        return []
     out = []
-    for key_id, ack in acks.items():
-        for o in uses[key_id]:
-            if o.invoke > ack.ret and o.status is not None and 200 <= o.status < 300:
-                late = o.invoke - ack.ret
-                out.append(
-                    (
-                        f"key {key_id} accepted {late:.3f}s after its revoke was acknowledged",
-                        [ack, o],
-                    )
-                )
+    for o in ops:
+        if o.kind != AUTH_READ or o.status is None or not 200 <= o.status < 300:
+            continue
+        cut = _cut_of(cuts, o)
+        if cut is None or o.invoke <= cut.ret + slack:
+            continue
+        late = o.invoke - cut.ret
+        what = "its revoke" if cut.kind == REVOKE else f"losing read:{o.collection}"
+        out.append((f"key {o.key} accepted {late:.3f}s after {what} was acknowledged", [cut, o]))
     return out
 
 
 def counts(ops: Sequence[Op]) -> dict[str, int]:
-    acks = {o.key: o.ret for o in ops if o.kind == REVOKE and o.outcome == OK}
-    after = [o for o in ops if o.kind == AUTH_READ and o.key in acks and o.invoke > acks[o.key]]
+    cuts = _cuts(ops)
+    after = [
+        o
+        for o in ops
+        if o.kind == AUTH_READ and (cut := _cut_of(cuts, o)) is not None and o.invoke > cut.ret
+    ]
     return {
-        "revokes": len(acks),
+        "revokes": sum(1 for k, c in cuts if c is None),
+        "scope_changes": sum(1 for k, c in cuts if c is not None),
         "requests_with_revoked_keys": len(after),
         "refused_401": sum(1 for o in after if o.status == 401),
+        "refused_403": sum(1 for o in after if o.status == 403),
     }

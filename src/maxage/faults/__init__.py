@@ -2,8 +2,9 @@
 :class:`maxage.hooks.Hooks`; never active without ``maxage serve --fault-injection``.
 
 The composition root calls :func:`build` once per worker and passes the hooks to
-the store and the service, the cache class to its cache, and the controller to
-the API's fault-control route.
+the store and the service, the cache and Redis tier classes to its cache and
+tier, the controller to the API's fault-control route, and the built service to
+:func:`plant_service` (the mutants planted in the service itself).
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from pathlib import Path
 
 from maxage.core.cache import Cache
 from maxage.faults.injector import FAULTS, FaultController, FaultHooks, InjectedFault
-from maxage.faults.mutants import MUTANTS, cache_class, check
+from maxage.faults.mutants import (
+    MUTANTS,
+    PlantedService,
+    cache_class,
+    check,
+    plant_service,
+    redis_tier_class,
+)
+from maxage.tiers.redis import RedisTier
 
 
 @dataclass(frozen=True)
@@ -21,13 +30,29 @@ class Faults:
     hooks: FaultHooks
     control: FaultController
     cache_class: type[Cache]
+    redis_tier_class: type[RedisTier]
+    mutant: str | None
+
+    def plant(self, service: PlantedService) -> None:
+        """Plant the mutant's changes to the built service (none without a mutant)."""
+        plant_service(service, self.mutant)
 
 
 def build(state_file: Path, *, postgres: bool, bound: float, mutant: str | None) -> Faults:
     """``bound``: the smallest staleness bound of the config (scales the fault delays)."""
     check(mutant)
     control = FaultController(state_file, postgres=postgres, bound=bound, mutant=mutant)
-    return Faults(FaultHooks(control), control, cache_class(mutant))
+    return Faults(
+        FaultHooks(control), control, cache_class(mutant), redis_tier_class(mutant), mutant
+    )
 
 
-__all__ = ["FAULTS", "MUTANTS", "FaultController", "FaultHooks", "Faults", "InjectedFault", "build"]
+__all__ = [
+    "FAULTS",
+    "MUTANTS",
+    "FaultController",
+    "FaultHooks",
+    "Faults",
+    "InjectedFault",
+    "build",
+]

@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from maxage.faults.mutants import FEED_SHIFT, CaughtUpHolder
+from maxage.faults.mutants import FEED_SHIFT, HolderWrapper, plant_holder
 from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Holder
 from maxage.store.base import ChangeBatch
@@ -362,21 +362,12 @@ def _number(value: object, name: str) -> float:
     return float(value)
 
 
-class FaultyHolder:
+class FaultyHolder(HolderWrapper):
     """Wraps a tailer holder: delay, fail or duplicate its invalidation deliveries."""
 
     def __init__(self, inner: Holder, ctl: FaultController) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.ctl = ctl
-        self.name = inner.name
-
-    @property
-    def watermark(self) -> float:
-        return self.inner.watermark
-
-    @watermark.setter
-    def watermark(self, value: float) -> None:
-        self.inner.watermark = value
 
     async def apply(self, key: str, version: int) -> None:
         ctl = self.ctl
@@ -398,7 +389,7 @@ class FaultHooks(Hooks):
         mutant = ctl.mutant
         self.seq_tailer = mutant == "seq-tailer" and ctl.postgres
         self._drop_failed = mutant == "error-path-drop"
-        self._caught_up = mutant == "no-watermark"
+        self._join_any = mutant == "early-flight"
         self._feed_shift = FEED_SHIFT.get(mutant or "", 0)
         # Cutting a batch is safe only where seq order is commit order (SQLite).
         self._cut_safe = not ctl.postgres
@@ -442,10 +433,16 @@ class FaultHooks(Hooks):
         return batch
 
     def holder(self, holder: T) -> T:
-        inner = cast(Holder, holder)
-        if self._caught_up:
-            inner = CaughtUpHolder(inner)
-        return cast(T, FaultyHolder(inner, self.ctl))
+        ctl = self.ctl
+        return cast(
+            T,
+            plant_holder(
+                cast(Holder, holder), ctl.mutant, None, lambda inner: FaultyHolder(inner, ctl)
+            ),
+        )
+
+    def join_any_flight(self) -> bool:
+        return self._join_any
 
     def deliver_after_commit(self, key: str, deliver: Callable[[], None]) -> None:
         ctl = self.ctl

@@ -11,8 +11,8 @@ tests can show they catch the bug the guard prevents (TEST ONLY).
 * ``feed-skip`` — the change feed resumes one past the client's cursor: a reconnect
   loses the change right after it (P7)
 
-Models of real cache bugs, planted by ``maxage sim``'s composition (``SIM_MUTANTS``;
-the live server does not offer them yet):
+Models of real cache bugs (``maxage serve --mutant`` and ``maxage sim --mutant`` plant
+each through the same function of this module):
 
 * ``ttl-from-set`` — an entry's age and TTL run from the set, not from the primary read
 * ``cancel-leader`` — a single-flight whose leader, when cancelled, cancels the shared load
@@ -24,6 +24,9 @@ the live server does not offer them yet):
   tombstone)
 * ``no-list-invalidation`` — an applied change does not raise its collection's list
   generation, so cached list pages outlive the changes they omit
+* ``key-cache-no-invalidation`` — the key cache is not reached by invalidations: a
+  revoked (or re-scoped) key's cached grant outlives its change on every process but
+  the one that made it, while the watermark moves on (P8)
 
 Each is planted through a public seam: the cache class the composition root
 constructs (:func:`cache_class`), a hook of :class:`maxage.hooks.Hooks`, a holder
@@ -36,15 +39,17 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from maxage.core.cache import Cache
 from maxage.core.singleflight import SingleFlight
 from maxage.core.types import Clock, EvictionReason, SetOutcome
 from maxage.invalidation.tailer import Generations, Holder, L1Holder
 from maxage.tiers.memory import MemoryTier
+from maxage.tiers.redis import RedisTier
 
 T = TypeVar("T")
+KEY_RECORDS = "_keys/"  # the cache keys of API key records (service/access.py's KEYS)
 
 MUTANTS = (
     "no-version-guard",
@@ -54,18 +59,17 @@ MUTANTS = (
     "seq-tailer",
     "feed-replay",
     "feed-skip",
-)
-FEED_SHIFT = {"feed-replay": -1, "feed-skip": 1}  # how the feed mutants move a resume cursor
-# maxage sim runs the cache mutants (not the feed's: it reads no change feed) and its own
-SIM_MUTANTS = (
-    *(m for m in MUTANTS if m not in FEED_SHIFT),
     "ttl-from-set",
     "cancel-leader",
     "early-flight",
     "early-watermark",
     "unguarded-l2-fill",
     "no-list-invalidation",
+    "key-cache-no-invalidation",
 )
+FEED_SHIFT = {"feed-replay": -1, "feed-skip": 1}  # how the feed mutants move a resume cursor
+# maxage sim runs every mutant but the feed's (it reads no change feed)
+SIM_MUTANTS = tuple(m for m in MUTANTS if m not in FEED_SHIFT)
 
 
 class NoVersionGuardCache(Cache):
@@ -160,15 +164,13 @@ class LeaderCancelsFlight(SingleFlight[T]):
         return await task
 
 
-class ApplyLaterHolder:
-    """Mutant wrapper: ``apply`` starts the invalidation and returns at once, so the
-    tailer moves the watermark past a change that has not been applied yet (and a
-    failure of it is never retried)."""
+class HolderWrapper:
+    """A tailer holder around another one: the same name and watermark; subclasses change
+    ``apply`` (the fault injectors' and the mutants' wrappers)."""
 
     def __init__(self, inner: Holder) -> None:
         self.inner = inner
         self.name = inner.name
-        self.tasks: set[asyncio.Future[None]] = set()
 
     @property
     def watermark(self) -> float:
@@ -177,6 +179,19 @@ class ApplyLaterHolder:
     @watermark.setter
     def watermark(self, value: float) -> None:
         self.inner.watermark = value
+
+    async def apply(self, key: str, version: int) -> None:
+        await self.inner.apply(key, version)
+
+
+class ApplyLaterHolder(HolderWrapper):
+    """Mutant wrapper: ``apply`` starts the invalidation and returns at once, so the
+    tailer moves the watermark past a change that has not been applied yet (and a
+    failure of it is never retried)."""
+
+    def __init__(self, inner: Holder) -> None:
+        super().__init__(inner)
+        self.tasks: set[asyncio.Future[None]] = set()
 
     async def apply(self, key: str, version: int) -> None:
         task = asyncio.ensure_future(self.inner.apply(key, version))
@@ -200,6 +215,22 @@ class UnguardedMemoryTier(MemoryTier):
         return SetOutcome.STORED
 
 
+# The Redis tier's fill without its guard: ARGV as the real FILL script's.
+_UNGUARDED_REDIS_FILL = """
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2], 'm', ARGV[3], 'f', ARGV[4], 'x', ARGV[5])
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
+return 0
+"""
+
+
+def redis_tier_class(mutant: str | None) -> type[RedisTier]:
+    """The Redis tier class to construct for ``mutant`` (the real one otherwise)."""
+    if mutant != "unguarded-l2-fill":
+        return RedisTier
+    return type("UnguardedRedisTier", (RedisTier,), {"fill_script": _UNGUARDED_REDIS_FILL})
+
+
 class CaughtUpHolder:
     """Mutant wrapper: the watermark always reads as now; the tailer's writes are kept
     (and ignored by reads)."""
@@ -219,6 +250,53 @@ class CaughtUpHolder:
 
     async def apply(self, key: str, version: int) -> None:
         await self.inner.apply(key, version)
+
+
+class KeyBlindHolder(HolderWrapper):
+    """Mutant wrapper (``key-cache-no-invalidation``): invalidations of API key records
+    are skipped (an auth cache the change feed does not reach); everything else, the
+    watermark included, goes on as usual."""
+
+    async def apply(self, key: str, version: int) -> None:
+        if not key.startswith(KEY_RECORDS):
+            await self.inner.apply(key, version)
+
+
+def plant_holder(
+    holder: Holder, mutant: str | None, clock: Clock | None, faulty: Callable[[Holder], Holder]
+) -> Holder:
+    """A tailer holder as ``mutant`` breaks it, around ``faulty`` (the fault injector's
+    wrapper of delayed, failed and repeated deliveries): the one place both ``maxage
+    serve --fault-injection`` and ``maxage sim`` plant the holder mutants."""
+    inner = holder
+    if mutant == "no-list-invalidation":
+        inner = detach_generations(inner)
+    if mutant == "no-watermark":
+        inner = CaughtUpHolder(inner, clock)
+    if mutant == "key-cache-no-invalidation" and isinstance(holder, L1Holder):
+        inner = KeyBlindHolder(inner)
+    out = faulty(inner)
+    if mutant == "early-watermark":
+        out = ApplyLaterHolder(out)
+    return out
+
+
+class PlantedReads(Protocol):
+    flights: SingleFlight[Any]
+
+
+class PlantedService(Protocol):
+    """What :func:`plant_service` changes of a ``maxage.service.Service``."""
+
+    @property
+    def reads(self) -> PlantedReads: ...
+
+
+def plant_service(service: PlantedService, mutant: str | None) -> None:
+    """The mutants planted in a built :class:`Service` (``maxage serve`` and ``maxage
+    sim`` both call this once per process, before it starts)."""
+    if mutant == "cancel-leader":
+        service.reads.flights = LeaderCancelsFlight()
 
 
 def check(mutant: str | None, known: tuple[str, ...] = MUTANTS) -> None:

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -182,6 +182,8 @@ class Access:
         self.enabled = enabled
         self.bound = bound  # A: how stale a cached key record may be
         self.primary_lookups = 0
+        # where key ids and secrets come from (a simulation seeds it to stay reproducible)
+        self.token_bytes: Callable[[int], bytes] = secrets.token_bytes
         self.refused: dict[str, int] = {"unauthenticated": 0, "forbidden": 0}
 
     # -- requests ----------------------------------------------------------------------
@@ -260,8 +262,8 @@ class Access:
                 "the key's name is not valid",
                 [("/name", f"a string of at most {_NAME_MAX} characters")],
             )
-        key_id = secrets.token_hex(8)
-        secret = f"{SECRET_PREFIX}{key_id}_{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip('=')}"
+        key_id = self.token_bytes(8).hex()
+        secret = f"{SECRET_PREFIX}{key_id}_{base64.urlsafe_b64encode(self.token_bytes(32)).decode().rstrip('=')}"
         body = _encode(_Stored(name, list(valid), _hash(secret)))
 
         def create_only(current: Document | None) -> bytes | None:

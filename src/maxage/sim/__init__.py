@@ -7,7 +7,26 @@ seeded event loop with virtual time (see docs/consistency.md, "Deterministic sim
 * :mod:`.driver` — epochs, checks (the checker's own), report, shrinking
 """
 
-from maxage.sim.driver import EpochOutcome, SimConfig, replay, run, run_epoch, shrink, workload
+from maxage.sim.driver import (
+    EpochOutcome,
+    Shrunk,
+    SimConfig,
+    replay,
+    run,
+    run_epoch,
+    shrink,
+    workload,
+)
 from maxage.sim.world import Step
 
-__all__ = ["EpochOutcome", "SimConfig", "Step", "replay", "run", "run_epoch", "shrink", "workload"]
+__all__ = [
+    "EpochOutcome",
+    "Shrunk",
+    "SimConfig",
+    "Step",
+    "replay",
+    "run",
+    "run_epoch",
+    "shrink",
+    "workload",
+]

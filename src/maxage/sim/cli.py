@@ -167,17 +167,26 @@ def _run(args: argparse.Namespace, config: str) -> int:
         if totals.first_failure is not None and totals.failed_epoch is not None:
             first = totals.first_failure
             prop = first.violations[0].prop
-            steps = shrink(cfg, seed, totals.failed_epoch, first.steps, prop, args.shrink_budget)
+            shrunk = shrink(cfg, seed, totals.failed_epoch, first.steps, prop, args.shrink_budget)
+            steps = shrunk.steps
             repro = reproduction(config, cfg, args.faults, seed, totals.failed_epoch, steps, prop)
+            minimal = (
+                "1-minimal: without any one of them it passes"
+                if shrunk.minimal
+                else "not proven minimal within --shrink-budget"
+            )
             print(
                 f"\nmaxage sim: {prop} violated (seed {seed}, epoch {totals.failed_epoch}); "
-                f"shrunk from {len(first.steps)} to {len(steps)} steps. Reproduce it in a test:\n"
+                f"shrunk from {len(first.steps)} to {len(steps)} steps ({minimal}; "
+                f"{shrunk.runs} replays). Reproduce it in a test:\n"
             )
             print(repro)
             rep["reproduction"] = {
                 "epoch": totals.failed_epoch,
                 "property": prop,
                 "steps": len(steps),
+                "one_minimal": shrunk.minimal,
+                "replays": shrunk.runs,
                 "python": repro,
             }
     if args.json:

@@ -31,16 +31,20 @@ import msgspec
 from maxage.checker.checks import PROPERTIES, TITLES, Result, Violation, check
 from maxage.checker.history import Op
 from maxage.checker.lists import LIST
+from maxage.checker.revocation import AUTH_READ, RESCOPE, REVOKE
 from maxage.contracts import CollectionSpec, load_config
 from maxage.sim.faults import FAULTS, FaultPlan, parse_faults
 from maxage.sim.loop import SimLoop
 from maxage.sim.world import ClientState, Step, World
 
 EPOCH_OPS = 1000
-# P8 (revocation) needs API keys, which the simulation does not model (maxage check does)
-SIMULATED = tuple(p for p in PROPERTIES if p != "P8")
+SIMULATED = PROPERTIES
 KEYS = 2  # documents per collection per epoch: few, so reads race with writes
-READS = 0.9  # the share of reads among the operations
+API_KEYS = 3  # API keys per epoch, used by every client and node, revoked or re-scoped
+KEY_OPS = 0.05  # the share of API key operations (a use, a revoke, a scope change)
+KEY_USES = 0.85  # ... of which uses; then scope changes up to KEY_CUTS, then revokes
+KEY_CUTS = 0.93
+READS = 0.9  # the share of reads among the other operations
 LISTS = 0.1  # the share of list reads (first pages) among the reads, as in maxage check
 THINK = 0.03  # mean think time between a client's operations, in bounds
 _encode = msgspec.json.Encoder().encode
@@ -93,12 +97,28 @@ def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
     clients, nodes, keys = cfg.clients, cfg.nodes, cfg.keys
     put = READS + (1 - READS) * 0.6
     create = READS + (1 - READS) * 0.8
+    others = 1 - KEY_OPS
     steps = []
     for _ in range(cfg.epoch_ops):
         collection = names[int(random_() * len(names))]
         r = random_()
         mode = None
         if_match = False
+        if r >= others:  # an API key's use or change: P8
+            r = (r - others) / KEY_OPS
+            kind = AUTH_READ if r < KEY_USES else RESCOPE if r < KEY_CUTS else REVOKE
+            steps.append(
+                Step(
+                    int(random_() * clients),
+                    round(-log(1.0 - think_random()) * think, 6),
+                    int(random_() * nodes),
+                    kind,
+                    collection,
+                    int(random_() * API_KEYS),
+                )
+            )
+            continue
+        r /= others
         if r < READS:
             kind = LIST if random_() < LISTS else "read"
             table = modes[collection]  # weighted by MODE_WEIGHTS
@@ -165,6 +185,7 @@ def run_epoch(cfg: SimConfig, seed: int, epoch: int, steps: Sequence[Step]) -> E
         async def main() -> None:
             for node in world.nodes:
                 await node.start()
+            await world.make_keys(API_KEYS)
             nemesis = loop.create_task(world.nemesis())
             await asyncio.gather(
                 *(world.client(ClientState(i), s) for i, s in enumerate(per_client) if s)
@@ -182,7 +203,9 @@ def run_epoch(cfg: SimConfig, seed: int, epoch: int, steps: Sequence[Step]) -> E
         asyncio.set_event_loop(None)
         loop.close()
     ops = world.ops
-    result = check(ops, bounds_of(cfg, plan), age_slack=2 * plan.skew + 1e-9)
+    result = check(
+        ops, bounds_of(cfg, plan), age_slack=2 * plan.skew + 1e-9, revocation_slack=plan.skew
+    )
     return EpochOutcome(ops, result, plan.counts, list(steps))
 
 
@@ -222,6 +245,16 @@ def replay(
 # -- shrinking -------------------------------------------------------------------------
 
 
+@dataclass
+class Shrunk:
+    """A shrunk failing step list; ``minimal``: removing any one of its steps was tried
+    and makes the epoch pass (1-minimal), proven before the time cap."""
+
+    steps: list[Step]
+    minimal: bool
+    runs: int  # epochs run to find it
+
+
 def shrink(
     cfg: SimConfig,
     seed: int,
@@ -229,14 +262,20 @@ def shrink(
     steps: Sequence[Step],
     prop: str,
     budget: float,
-) -> list[Step]:
-    """The shortest failing step list found within ``budget`` seconds: the shortest
-    failing prefix (bisection), then delta debugging (ddmin) over what is left."""
+) -> Shrunk:
+    """A short failing step list found within ``budget`` seconds: the shortest failing
+    prefix (bisection), then delta debugging (ddmin) over what is left, then single
+    removals until none of them fails any more (1-minimal: every remaining step is
+    needed). An epoch is a function of its steps, so each candidate is run once."""
     deadline = time.monotonic() + budget
+    tried: dict[tuple[Step, ...], bool] = {}
 
     def fails(candidate: Sequence[Step]) -> bool:
-        outcome = run_epoch(cfg, seed, epoch, candidate)
-        return any(v.prop == prop for v in outcome.violations)
+        key = tuple(candidate)
+        if key not in tried:
+            outcome = run_epoch(cfg, seed, epoch, candidate)
+            tried[key] = any(v.prop == prop for v in outcome.violations)
+        return tried[key]
 
     current = list(steps)
     lo, hi = 0, len(current)  # fails(current[:hi]) is known
@@ -266,7 +305,18 @@ def shrink(
             if n >= len(current):
                 break
             n = min(len(current), 2 * n)
-    return current
+    # 1-minimal: a pass that removes nothing proves it (a removal can make another step
+    # unneeded, so a pass that removed something is followed by another)
+    while True:
+        removed = False
+        for i in reversed(range(len(current))):
+            if time.monotonic() >= deadline:
+                return Shrunk(current, False, len(tried))
+            candidate = current[:i] + current[i + 1 :]
+            if candidate and fails(candidate):
+                current, removed = candidate, True
+        if not removed:
+            return Shrunk(current, True, len(tried))
 
 
 def reproduction(
@@ -489,21 +539,7 @@ def render(rep: dict[str, Any]) -> str:
         lines.append(f"  {p} {v['title']:26s} {mark}")
         for first in v["first"][:1]:
             lines.append(f"      - {first['message']}")
-    lines.append("  P8 revocation                 not simulated (maxage check --api-key checks it)")
     lines.append(f"history sha256  {rep['history_sha256']}")
     lines.append(f"wall {rep['wall_s']:.2f}s  cpu {rep['cpu_s']:.2f}s")
     lines.append(f"verdict: {rep['verdict'].upper()}")
     return "\n".join(lines)
-
-
-__all__ = [
-    "EpochOutcome",
-    "SimConfig",
-    "Step",
-    "replay",
-    "report",
-    "run",
-    "run_epoch",
-    "shrink",
-    "workload",
-]

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from maxage.faults.mutants import ApplyLaterHolder, CaughtUpHolder, detach_generations
+from maxage.faults.mutants import HolderWrapper, plant_holder
 from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Holder
 from maxage.store.base import ChangeBatch
@@ -185,15 +185,15 @@ class SimHooks(Hooks):
         return batch
 
     def holder(self, holder: T) -> T:
-        inner = cast(Holder, holder)
-        if self.mutant == "no-list-invalidation":
-            inner = detach_generations(inner)
-        if self.mutant == "no-watermark":
-            inner = CaughtUpHolder(inner, _Clock(self.clock_now))
-        faulty: Holder = FaultyHolder(inner, self)
-        if self.mutant == "early-watermark":
-            faulty = ApplyLaterHolder(faulty)
-        return cast(T, faulty)
+        return cast(
+            T,
+            plant_holder(
+                cast(Holder, holder),
+                self.mutant,
+                _Clock(self.clock_now),
+                lambda inner: FaultyHolder(inner, self),
+            ),
+        )
 
     def deliver_after_commit(self, key: str, deliver: Callable[[], None]) -> None:
         plan, rng = self.plan, self.rng
@@ -219,21 +219,12 @@ class _Clock:
         self.now = now
 
 
-class FaultyHolder:
+class FaultyHolder(HolderWrapper):
     """A tailer holder whose deliveries fail, are late, or are repeated."""
 
     def __init__(self, inner: Holder, hooks: SimHooks) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.hooks = hooks
-        self.name = inner.name
-
-    @property
-    def watermark(self) -> float:
-        return self.inner.watermark
-
-    @watermark.setter
-    def watermark(self, value: float) -> None:
-        self.inner.watermark = value
 
     async def apply(self, key: str, version: int) -> None:
         hooks = self.hooks

@@ -27,21 +27,28 @@ import msgspec
 
 from maxage.checker import lists
 from maxage.checker.history import FAIL, OK, UNKNOWN, Op, data_hash
+from maxage.checker.revocation import AUTH_READ, REVOKE
+from maxage.checker.revocation import KINDS as KEY_KINDS
 from maxage.contracts import CollectionSpec, ReadMode
 from maxage.core.cache import Cache
 from maxage.core.types import SetOutcome
-from maxage.faults.mutants import LeaderCancelsFlight, UnguardedMemoryTier, cache_class
+from maxage.faults.mutants import UnguardedMemoryTier, cache_class, plant_service
 from maxage.service import (
     DocumentNotFound,
     DomainError,
+    Forbidden,
+    KeyNotFound,
     MinVersionUnavailable,
     PreconditionFailed,
     Service,
     StoreError,
+    Unauthenticated,
     WriteIntent,
     WriteKind,
     prepare,
+    read_scope,
 )
+from maxage.service.access import Access
 from maxage.sim.faults import TIMED, FaultPlan, SimHooks, StoreHooks, cancel_all
 from maxage.sim.loop import SimHandle, SimLoop, VirtualClock
 from maxage.store.base import (
@@ -65,6 +72,7 @@ CACHE_BYTES = 64 << 20
 _MODES = {m.value: m for m in ReadMode}
 NETWORK_EPSILON = 1e-6  # seconds: the least time a response takes to reach its client
 _FIRST_PAGE = (("page_size", str(lists.PAGE_SIZE)),)  # the page maxage check reads
+KEEP_SCOPE = "write:*"  # the scope no simulated scope change takes away
 
 
 class _Meta(msgspec.Struct):
@@ -93,9 +101,9 @@ class Step(NamedTuple):
     client: int
     think: float  # seconds the client waits before sending it
     node: int  # the node it is sent to (the next live one if that one is down)
-    kind: str  # read | list | put | create | delete
+    kind: str  # read | list | put | create | delete | auth-read | revoke | rescope
     collection: str
-    key: int  # not used by a list (it reads the collection's first page)
+    key: int  # the document (the API key, for the last three); not used by a list
     mode: str | None = None  # reads and lists: bounded | strong | session
     if_match: bool = False  # writes: send the client's last seen version as If-Match
     give_up: float | None = None  # the client disconnects after this many seconds
@@ -271,9 +279,10 @@ class Node:
             clock,
             l2=NodeTier(world, self),
             hooks=hooks,
+            auth=True,
+            auth_bound=world.auth_bound,
         )
-        if world.mutant == "cancel-leader":
-            service.reads.flights = LeaderCancelsFlight()
+        plant_service(service, world.mutant)
         self.hooks = hooks
         self.service = service
         await service.start()
@@ -349,6 +358,10 @@ class World:
         self.keys_used: dict[tuple[str, str], None] = {}
         self.open = asyncio.Event()  # cleared during a lull
         self.open.set()
+        self.auth_bound = plan.bound  # A, the nodes' authorization bound (P8)
+        self.api_keys: list[tuple[str, str]] = []  # (id, secret), made before the clients
+        self.taken: dict[str, set[str]] = {}  # key id -> collections whose read was taken
+        self.rescoping: dict[str, asyncio.Lock] = {}
 
     # -- the network -------------------------------------------------------------------
 
@@ -404,6 +417,9 @@ class World:
         elif kind == lists.LIST:
             op.mode = step.mode
             coro = self._list(node, client, step, op)
+        elif kind in KEY_KINDS:
+            op.key = self.api_keys[step.key % len(self.api_keys)][0]
+            coro = self._key_op(node, step, op)
         else:
             coro = self._write(node, client, step, op)
         node.ops[ctx] = None
@@ -581,6 +597,64 @@ class World:
         op.status = 204 if kind == "delete" else (201 if result.created else 200)
         if doc.version > client.seen.get(ckey, 0):
             client.seen[ckey] = doc.version
+
+    async def make_keys(self, count: int) -> None:
+        """``count`` API keys, made through node 0 before the clients start (ids and secrets
+        drawn from the seed), each allowed to read every collection."""
+        node = self.nodes[0]
+        assert node.service is not None
+        access = node.service.access
+        access.token_bytes = self.rng.randbytes
+        for _ in range(count):
+            info, secret = await access.create(self._scopes(frozenset()), "sim")
+            self.api_keys.append((info.id, secret))
+
+    def _scopes(self, taken: set[str] | frozenset[str]) -> list[str]:
+        # write:* is never taken away, so a key always has a scope
+        return [read_scope(c) for c in sorted(self.specs) if c not in taken] + [KEEP_SCOPE]
+
+    async def _key_op(self, node: Node, step: Step, op: Op) -> None:
+        """An API key used (the API's authentication and authorization of a read of the
+        collection) or changed by an admin (revoked, or its read of the collection taken
+        away) through the node's real :class:`Access`; recorded as ``maxage check``'s
+        revocation probe records it (status 200 = the request was accepted)."""
+        service = node.service
+        assert service is not None
+        access = service.access
+        key_id, secret = self.api_keys[step.key % len(self.api_keys)]
+        kind = step.kind
+        try:
+            if kind == AUTH_READ:
+                access.authorize(await access.authenticate(secret), read_scope(step.collection))
+                op.status = 200
+            elif kind == REVOKE:
+                await access.revoke(key_id)
+                op.status = 204
+            else:
+                await self._rescope(access, key_id, step.collection)
+                op.status = 200
+        except Unauthenticated:
+            op.status = 401
+        except Forbidden:
+            op.status = 403
+        except KeyNotFound:
+            op.status, op.outcome = 404, FAIL
+        except (StoreError, TimeoutError) as exc:
+            op.status, op.detail = 503, type(exc).__name__
+            op.outcome = FAIL if kind == AUTH_READ else UNKNOWN
+        except Exception as exc:
+            op.status, op.integrity = 500, f"internal error: {exc!r}"
+        op.ret = self.loop.now
+
+    async def _rescope(self, access: Access, key_id: str, collection: str) -> None:
+        """Take ``read:<collection>`` away from the key. One scope change of a key at a
+        time (as one admin makes them): each writes every scope taken so far, so a slower
+        earlier one can never give a scope back."""
+        lock = self.rescoping.setdefault(key_id, asyncio.Lock())
+        async with lock:
+            taken = self.taken.setdefault(key_id, set())
+            taken.add(collection)
+            await access.set_scopes(key_id, self._scopes(taken))
 
     # -- the run -----------------------------------------------------------------------
 

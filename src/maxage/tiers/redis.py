@@ -221,6 +221,8 @@ class RedisTier:
     guards its key (keep it above the service's maximum fill age).
     """
 
+    fill_script = _FILL  # the fill guard (a test-only mutant replaces it)
+
     def __init__(
         self,
         url: str,
@@ -261,7 +263,7 @@ class RedisTier:
             # deadline) instead of failing, so a burst does not open the breaker.
             pool = BlockingConnectionPool.from_url(url, timeout=timeout, **options)
             self._client = Redis(connection_pool=pool)
-        self._fill = self._client.register_script(_FILL)
+        self._fill = self._client.register_script(self.fill_script)
         self._invalidate = self._client.register_script(_INVALIDATE)
         self._gcra = self._client.register_script(_GCRA)
 
