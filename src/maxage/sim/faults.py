@@ -11,7 +11,9 @@ the real code must keep the contract under any mix of them.
 ``duplicate``             a delivery is applied again later
 ``delay``                 a delivery (post-commit update, or a holder's invalidation) is late
 ``reorder``               a tailer batch is applied in a shuffled order
-``pause-fill``            a pause between a primary read and its cache fill
+``pause-fill``            a pause between a primary read and its cache fill; or a shared-tier
+                          fill held until an invalidation of a newer version reached the
+                          tier (the race window of the tier's fill guard)
 ``stall-tailer``          a node's tailer stops polling for a while (its watermark freezes)
 ``invalidation-error``    applying an invalidation fails transiently (the tailer retries)
 ``slow-commit``           a write's commit is late, so change rows commit out of seq order

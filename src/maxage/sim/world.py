@@ -218,6 +218,9 @@ class NodeTier:
         ttl: float | None,
     ) -> SetOutcome:
         await self._wait()
+        world = self.world
+        if world.plan.roll("pause-fill", world.rng):
+            await world.fill_held(key, version)
         if self.node.partitioned:
             return SetOutcome.UNAVAILABLE
         outcome = await self.tier.set_if_newer(
@@ -231,6 +234,8 @@ class NodeTier:
         if self.node.partitioned:
             return False
         done = await self.tier.invalidate(key, version)
+        if done:
+            self.world.tier_invalidated(key, version)
         await self._wait()
         return done
 
@@ -356,6 +361,7 @@ class World:
         self.next_id = 0
         self.done = False
         self.keys_used: dict[tuple[str, str], None] = {}
+        self.held_fills: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.open = asyncio.Event()  # cleared during a lull
         self.open.set()
         self.auth_bound = plan.bound  # A, the nodes' authorization bound (P8)
@@ -375,6 +381,26 @@ class World:
                 continue
             delay = plan.latency(rng) if self.latency else 0.0
             self.loop.call_later(delay, node.wake)
+
+    async def fill_held(self, key: str, version: int) -> None:
+        """A shared-tier fill of ``version`` held until an invalidation of a newer version
+        of ``key`` has reached the tier (at most ``2S``): the invalidation arrives before
+        the fill it should have beaten, which only the tier's fill guard refuses."""
+        held: asyncio.Future[None] = self.loop.create_future()
+        waiting = self.held_fills.setdefault(key, [])
+        entry = (version, held)
+        waiting.append(entry)
+        timer = self.loop.call_later(self.plan.long_delay(self.rng), _release, held)
+        try:
+            await held
+        finally:
+            timer.cancel()
+            waiting.remove(entry)
+
+    def tier_invalidated(self, key: str, version: int) -> None:
+        for below, held in self.held_fills.get(key, ()):
+            if below < version:
+                _release(held)
 
     # -- operations --------------------------------------------------------------------
 
@@ -749,6 +775,11 @@ def _give_up(task: asyncio.Future[Any], ctx: OpContext) -> None:
     if not task.done():
         ctx.reason = "disconnect"
         task.cancel()
+
+
+def _release(held: asyncio.Future[None]) -> None:
+    if not held.done():
+        held.set_result(None)
 
 
 def _unstall(hooks: SimHooks) -> None:
