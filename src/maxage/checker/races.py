@@ -22,7 +22,12 @@ acknowledgement it must see), nothing from the config or the server:
   The tailer must retry it (and hold its watermark until it succeeds);
 * **stall** (``stall-tailer`` and ``drop``): a key cached at ``v`` is written with the
   direct update dropped while the tailer is held just past the bound. Reads must see
-  that the holder lags and go to the primary.
+  that the holder lags and go to the primary;
+* **join** (``pause-fill`` and ``drop``, collections with session reads): a *bounded*
+  read's load of a key is held as above; the checker writes the key and, with the
+  write, reads it with ``min_version`` = the version that write makes. The session
+  read may join the held load (it started before the write), but must not use its
+  older version (P4: the version, or 409 while it is not available).
 
 The round then reads every probe key past the bound: during the stall for the
 stalled keys, and after it, once the holder has caught up (its reads are no longer
@@ -82,10 +87,16 @@ class Probe:
     hold_put: str
     lost: str
     stalled: str
+    join: str
 
     @property
-    def ids(self) -> tuple[str, str, str, str]:
-        return (self.hold_delete, self.hold_put, self.lost, self.stalled)
+    def ids(self) -> tuple[str, str, str, str, str]:
+        return (self.hold_delete, self.hold_put, self.lost, self.stalled, self.join)
+
+    @property
+    def joinable(self) -> bool:
+        """A session read of this collection may join a held bounded load."""
+        return "session" in self.col.modes
 
     def cache_key(self, id: str) -> str:
         return f"{self.col.name}/{id}"
@@ -97,6 +108,7 @@ class Tally:
 
     rounds: int = 0
     holds: int = 0  # fills held until the newer write's invalidation was applied
+    joins: int = 0  # session reads sent right after a write while a load was held
     hold_misses: int = 0  # the write came too late or the read was not held
     lost: int = 0  # writes whose direct update was dropped and first delivery failed
     stalls: int = 0  # writes made while the tailer was held past the bound
@@ -110,6 +122,7 @@ class Tally:
             "scenarios": self.scenarios,
             "holds": self.holds,
             "hold_misses": self.hold_misses,
+            "joins": self.joins,
             "lost_deliveries": self.lost,
             "stalled_writes": self.stalls,
             "reads_past_bound": self.reads_past_bound,
@@ -141,7 +154,7 @@ class Schedule:
         bounded = [c for c in cols if c.max_staleness > 0 and "bounded" in c.modes]
         tag = wl.run_tag
         self.probes = [
-            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dpls")) for i, c in enumerate(bounded)
+            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsj")) for i, c in enumerate(bounded)
         ]
         enabled = set(faults)
         self.hold = "pause-fill" in enabled
@@ -226,7 +239,7 @@ class Schedule:
         # The hold keys' direct cache updates are dropped (when drop is enabled): only the
         # tailer's invalidation reaches the cache, so a held read misses even without a
         # strong mode, and the invalidation that releases its fill is the only guard.
-        held = [p.cache_key(k) for p in probes for k in (p.hold_delete, p.hold_put)]
+        held = [p.cache_key(k) for p in probes for k in self._held_keys(p)]
         hold_drops = held if self.hold and "drop" in self.faults else []
         # no random fault may close a window early
         await self._set({}, {"drop": hold_drops} if hold_drops else {})
@@ -255,15 +268,33 @@ class Schedule:
             for k, at in acked.get(p.col.name, {}).items()
         )
 
+    def _held_keys(self, p: Probe) -> tuple[str, ...]:
+        """The probe's keys whose loads a hold window holds."""
+        joins = (p.join,) if p.joinable and "drop" in self.faults else ()
+        return (p.hold_delete, p.hold_put, *joins)
+
+    async def _join(self, p: Probe) -> Op:
+        """The join window's write and, sent with it, a read of the version it will make
+        (``min_version`` = the key's version + 1); returns the write."""
+        cl = self.client
+        write = asyncio.create_task(cl.write("put", p.col, p.join))
+        self.tally.joins += 1
+        await cl.read(
+            p.col, p.join, "session", min_version=cl.seen.get((p.col.name, p.join), 0) + 1
+        )
+        return await write
+
     async def _hold_and_lose(self, probes: Sequence[Probe]) -> dict[str, dict[str, float]]:
-        """The hold and lost windows; returns per collection the acknowledgement time of
-        each key's write."""
+        """The hold, join and lost windows; returns per collection the acknowledgement time
+        of each key's write."""
         cl = self.client
         held: list[tuple[Probe, str, asyncio.Task[Op]]] = []
         if self.hold:
             for p in probes:
-                mode = "strong" if "strong" in p.col.modes else "bounded"
-                for k in (p.hold_delete, p.hold_put):
+                strong = "strong" if "strong" in p.col.modes else "bounded"
+                for k in self._held_keys(p):
+                    # a strong read never shares its load; the join window needs one shared
+                    mode = "bounded" if k == p.join else strong
                     held.append((p, k, asyncio.create_task(cl.read(p.col, k, mode))))
             await self._until_held({p.cache_key(k) for p, k, _ in held})
         writes: list[tuple[Probe, str, Awaitable[Op]]] = []
@@ -271,6 +302,8 @@ class Schedule:
             if self.hold:
                 writes.append((p, p.hold_delete, cl.write("delete", p.col, p.hold_delete)))
                 writes.append((p, p.hold_put, cl.write("put", p.col, p.hold_put)))
+                if p.join in self._held_keys(p):
+                    writes.append((p, p.join, self._join(p)))
             if self.lost:
                 writes.append((p, p.lost, cl.write("put", p.col, p.lost)))
         done = await asyncio.gather(*(w for _, _, w in writes))

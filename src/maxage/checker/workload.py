@@ -225,13 +225,25 @@ class Client:
             if op.version > self.seen.get(k, 0):
                 self.seen[k] = op.version
 
-    async def read(self, col: Collection, key: str, mode: str, phase: str = "run") -> Op:
+    async def read(
+        self,
+        col: Collection,
+        key: str,
+        mode: str,
+        phase: str = "run",
+        *,
+        min_version: int | None = None,
+    ) -> Op:
+        """``min_version`` (session reads): the version asked for, instead of the highest
+        this client saw."""
         op = Op(self.wl.new_id(), self.cid, "read", col.name, key, mode=mode, phase=phase)
         url = f"/v1/{col.name}/{key}"
         if mode == "strong" and col.default_mode != "strong":
             url += "?consistency=strong"
         elif mode == "session":
-            op.min_version = self.seen.get((col.name, key), 0)
+            op.min_version = (
+                self.seen.get((col.name, key), 0) if min_version is None else min_version
+            )
             url += f"?min_version={op.min_version}"
         resp = await self._send(op, "GET", url, {}, None)
         if resp is not None:
