@@ -468,3 +468,48 @@ def test_meta_overhead_is_measured() -> None:
     charged = sum(meta_size(m) for m in metas)
     assert used <= charged, (used / n, charged / n)
     assert 2 * used / n > META_OVERHEAD  # not wildly over either
+
+
+def test_unversioned_entries_of_one_content_type_share_their_meta() -> None:
+    from maxage.cacheserver.app import SHARED_META_TYPES, make_meta, meta_size
+
+    a, b = make_meta(b"text/plain", None, None), make_meta(b"text/plain", None, None)
+    assert a is b and a.head == b"content-type: text/plain\r\n" and a.etag is None
+    assert meta_size(a) == meta_size(make_meta(b"text/plain", None, 1.0))  # charged alike
+    assert make_meta(b"text/plain", 7, None) is not make_meta(b"text/plain", 7, None)
+    assert make_meta(b"text/plain", None, 5.0).fresh_until == 5.0  # not the shared one
+    # Past the bound every new content type gets its own Meta (no unbounded table).
+    for i in range(SHARED_META_TYPES + 1):
+        make_meta(b"x/%d" % i, None, None)
+    late = b"x/late"
+    assert make_meta(late, None, None) is not make_meta(late, None, None)
+    assert make_meta(late, None, None).head == b"content-type: x/late\r\n"
+
+
+def test_header_lookup_as_sent_agrees_with_the_lower_case_one() -> None:
+    from maxage.cacheserver import protocol
+
+    for name, attr in protocol._WANTED_AS_SENT.items():
+        assert attr == (protocol._WANTED.get(name.lower()) or ""), name
+
+
+def test_precomputed_header_lines_match_formatting() -> None:
+    from maxage.cacheserver import app, protocol
+
+    assert len(protocol._CONTENT_LENGTH_END) == len(app._AGE) == len(app._MAX_AGE)
+    for n in (0, 1, 99, 4095):
+        assert protocol._CONTENT_LENGTH_END[n] == b"content-length: %d\r\n\r\n" % n
+        assert app._AGE[n] == b"age: %d\r\n" % n
+        assert app._MAX_AGE[n] == b"cache-control: max-age=%d\r\n" % n
+
+
+@pytest.mark.parametrize(("advance", "age", "left"), [(5.0, 5, 9995), (6000.5, 6000, 3999)])
+def test_age_and_max_age_lines_small_and_large(advance: float, age: int, left: int) -> None:
+    app, _ = _app(0)
+    put = _request(b"PUT", b"/v1/keys/aged?ttl=10000")
+    put.body = b"v"  # type: ignore[attr-defined]
+    assert app(put)[0] == 201  # type: ignore[operator]
+    app.clock.advance(advance)  # type: ignore[attr-defined]
+    status, head, body = app(_request(b"GET", b"/v1/keys/aged"))  # type: ignore[operator]
+    assert (status, body) == (200, b"v")
+    assert b"age: %d\r\ncache-control: max-age=%d\r\n" % (age, left) in head

@@ -112,6 +112,17 @@ _WANTED: Final[dict[bytes, str]] = {
     b"traceparent": "traceparent",
     b"x-request-timeout": "request_timeout",
 }
+# The same lookup without ``bytes.lower()`` for the spellings clients send (``""``: a
+# header the server ignores); any other spelling falls back to ``_WANTED``.
+_WANTED_AS_SENT: Final[dict[bytes, str]] = {
+    **_WANTED,
+    **{name.title(): attr for name, attr in _WANTED.items()},
+    b"X-Request-ID": "request_id",
+    **dict.fromkeys((b"Host", b"host", b"User-Agent", b"user-agent", b"Accept", b"accept"), ""),
+}
+# ``content-length: N`` plus the blank line, for the small bodies of the hot path
+# (a list index instead of formatting an int per response).
+_CONTENT_LENGTH_END: Final = tuple(b"content-length: %d\r\n\r\n" % n for n in range(4096))
 # --access-log: (lowest status logged, shortest duration logged, sample rate).
 ACCESS_LOG_MODES: Final[dict[str, tuple[int, float, float]]] = {
     "all": (0, 0.0, 1.0),
@@ -489,8 +500,10 @@ class HttpProtocol(asyncio.Protocol):
         self.header_count += 1
         if self.header_bytes > self.max_header_bytes or self.header_count > MAX_HEADERS:
             raise _Reject(problem("headers_too_large", "request headers exceed the size limit"))
-        attr = _WANTED.get(name.lower())
-        if attr is not None:
+        attr = _WANTED_AS_SENT.get(name)
+        if attr is None:
+            attr = _WANTED.get(name.lower())
+        if attr:
             req = self.req
             prev = getattr(req, attr)
             if prev is None:
@@ -643,11 +656,12 @@ class HttpProtocol(asyncio.Protocol):
             and req.method != b"HEAD"
         ):
             # The hot path (GET hit, PUT stored): one concatenation, one write.
+            n = len(body)
             transport.write(
                 _STATUS[status]
                 + state.date_header
                 + headers
-                + b"content-length: %d\r\n\r\n" % len(body)
+                + (_CONTENT_LENGTH_END[n] if n < 4096 else b"content-length: %d\r\n\r\n" % n)
                 + body
             )
         else:

@@ -683,9 +683,12 @@ class Cache:
 
         Raises ``VersionExhausted`` (changing nothing) if that would pass
         ``MAX_VERSION``. Returns (outcome, version)."""
-        _check_body(body)
-        _check_ttl(ttl)
-        tag_tuple = _check_tags(tags)
+        # Validation inline for the common call, as in set_if_newer; the helpers raise.
+        if type(body) is not bytes:
+            _check_body(body)
+        if ttl is not None and not ttl >= 0:
+            _check_ttl(ttl)
+        tag_tuple = _check_tags(tags) if tags else ()
         with self._lock:
             if self._reads:
                 self._drain()
