@@ -92,7 +92,10 @@ ttl = "30s"
 type = "object"
 """
 
-CONFIGS = {"two-bounds": TWO_BOUNDS, "one-second": ONE_SECOND, "quick-and-lazy": QUICK_AND_LAZY}
+CONFIGS = {"two-bounds": TWO_BOUNDS, "one-second": ONE_SECOND, "quick-and-lazy": QUICK_AND_LAZY,
+           "server-cuts": ONE_SECOND}  # fmt: skip
+# the "server-cuts" runs: every change-feed connection is cut from the server's side
+CHECK_EXTRA = {"server-cuts": ("--feed-disconnects", "server")}
 FEED_MUTANTS = ["feed-replay", "feed-skip"]  # P7: caught by the checker's feed reader
 # the guards' mutants; the models of real cache bugs are in test_live_mutants.py
 CACHE_MUTANTS = ["no-version-guard", "no-tombstone", "no-watermark", "error-path-drop"]
@@ -171,6 +174,7 @@ CASES: list[tuple[str, str | None]] = [
       for mutant in [*CACHE_MUTANTS, None]),
     *(("one-second", mutant) for mutant in FEED_MUTANTS),
     *(("quick-and-lazy", mutant) for mutant in [*BUG_MUTANTS, None]),
+    *(("server-cuts", mutant) for mutant in [*FEED_MUTANTS, None]),
 ]  # fmt: skip
 
 
@@ -200,6 +204,7 @@ def runs(
             duration=duration,
             seed=CASES.index(case) + 1,
             serve_extra=SERVE_EXTRA.get(case, ()),
+            extra=CHECK_EXTRA.get(config, ()),
         )
 
     with ThreadPoolExecutor(PARALLEL) as pool:
@@ -235,13 +240,14 @@ def test_real_cache_bug_is_caught_within_the_budget(
     assert caught is not None and caught < BUDGET, run.explain()
 
 
-@pytest.mark.parametrize("config", ["one-second"])
+@pytest.mark.parametrize("config", ["one-second", "server-cuts"])
 @pytest.mark.parametrize("mutant", FEED_MUTANTS)
 def test_feed_mutant_is_caught_as_p7(
     runs: dict[tuple[str, str | None], Run], config: str, mutant: str
 ) -> None:
     """A feed that replays or skips a change when a client resumes is a P7 violation: the
-    checker drops its feed connections on purpose and resumes after its last cursor."""
+    checker's feed connections end on purpose (dropped by the reader, or on "server-cuts"
+    only cut from the server's side, mid-line) and it resumes after its last cursor."""
     run = runs[(config, mutant)]
     assert run.rc == 1, run.explain()
     assert run.report["violations"]["P7"]["count"] >= 1, run.explain()
@@ -249,7 +255,20 @@ def test_feed_mutant_is_caught_as_p7(
     assert caught is not None and caught < BUDGET, run.explain()
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("config", ["server-cuts"])
+def test_feed_resumes_after_server_side_cuts(
+    runs: dict[tuple[str, str | None], Run], config: str
+) -> None:
+    """Every feed connection cut by a proxy from the server's side, usually in the middle
+    of a line: the reader keeps complete lines, resumes after the last, and P7 holds."""
+    run = runs[(config, None)]
+    assert run.rc == 0, json.dumps(run.report.get("violations"), indent=1)[:4000] or run.explain()
+    feed = run.report["feed"]
+    assert feed["disconnects"] == "server" and feed["server_cuts"] >= 3, feed
+    assert feed["changes"] > 50 and feed["errors"] == 0, feed
+
+
+@pytest.mark.parametrize("config", ["one-second", "quick-and-lazy", "two-bounds"])
 def test_real_code_passes_on_the_same_configs(
     runs: dict[tuple[str, str | None], Run], config: str
 ) -> None:

@@ -30,7 +30,7 @@ import httpx
 
 from maxage.checker import revocation
 from maxage.checker.checks import check
-from maxage.checker.feed import FeedReader
+from maxage.checker.feed import DISCONNECTS, FeedReader
 from maxage.checker.history import FAULT, OK, HistoryWriter, Op
 from maxage.checker.html_report import render_html
 from maxage.checker.races import Schedule
@@ -129,6 +129,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="probability of each enabled fault per opportunity (default: per fault)",
+    )
+    p.add_argument(
+        "--feed-disconnects",
+        choices=DISCONNECTS,
+        default="both",
+        help="how the change-feed reader's connections end (P7 resumes after each): "
+        "'client' (the reader drops them), 'server' (a proxy cuts them from the server's "
+        "side, mid-line; http:// targets) or 'both' (default)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")  # fmt: skip
     p.add_argument(
@@ -365,7 +373,7 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
                             on_round=watch.wake.set)  # fmt: skip
         fault_task = asyncio.create_task(schedule.run(end)) if faults else None
         progress = asyncio.create_task(watch.run())
-        feed = FeedReader(http, wl, cols, seed)
+        feed = FeedReader(http, wl, cols, seed, args.feed_disconnects)
         feed_task = asyncio.create_task(feed.follow())
         prober = (
             asyncio.create_task(

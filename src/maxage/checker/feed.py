@@ -5,8 +5,12 @@ on purpose and resumes, and checks what it received against the writes it made.
 The reader. Per collection, from cursor 0, one connection after another, each of a
 seeded kind: a ``follow=true`` NDJSON stream or an SSE stream (resumed with
 ``Last-Event-ID``) that the reader drops after a few lines or a fraction of a second,
-or a plain page (``limit``) that ends by itself. Every connection resumes after the
-cursor of the last complete line received. After the run the reader reads the feed to
+a plain page (``limit``) that ends by itself, or (server-side disconnects) a follow
+stream through :class:`maxage.checker.proxy.CuttingProxy`, which the *server's* side
+cuts after a few hundred to a few thousand bytes, usually in the middle of a line.
+Every connection resumes after the cursor of the last complete line received.
+``disconnects`` chooses the kinds: ``client`` (the first three), ``server`` (cut
+streams only) or ``both`` (the default); server-side cuts need an ``http://`` target. After the run the reader reads the feed to
 its end until every acknowledged write has arrived, or for at most a patience (a
 change may wait behind an older transaction that still runs, on PostgreSQL): then it
 records a *drained* marker per collection.
@@ -40,6 +44,7 @@ from collections.abc import Iterator, Sequence
 import httpx
 
 from maxage.checker.history import OK, Op
+from maxage.checker.proxy import CuttingProxy
 from maxage.checker.workload import Collection, Workload
 
 CHANGE = "change"
@@ -47,38 +52,77 @@ DRAINED = "drained"
 FIRST_CONNECTION = 20_000  # client ids of the feed's connections (apart from the workload's)
 MAX_LINES = 30  # a stream is dropped after at most this many lines...
 MAX_SECONDS = 1.0  # ...or this long
+CUT_SECONDS = 3.0  # a stream the server's side should cut is dropped after this long
+DISCONNECTS = ("both", "client", "server")
 
 
 class FeedReader:
     """Follows the change feed of ``cols`` with forced disconnects (see the module doc)."""
 
     def __init__(
-        self, http: httpx.AsyncClient, wl: Workload, cols: Sequence[Collection], seed: int
+        self,
+        http: httpx.AsyncClient,
+        wl: Workload,
+        cols: Sequence[Collection],
+        seed: int,
+        disconnects: str = "both",
     ) -> None:
+        if disconnects not in DISCONNECTS:
+            raise ValueError(f"disconnects: expected one of {', '.join(DISCONNECTS)}")
         self.http = http
         self.wl = wl
         self.cols = list(cols)
         self.rng = random.Random(f"feed:{seed}")
+        self.disconnects = disconnects
         self.cursors = {c.name: 0 for c in cols}
         self.connections = 0
         self.lines = 0
+        self.cut_streams = 0  # streams that ended because the server's side was cut
         self.errors: list[str] = []
         self.seen: set[tuple[str, str, int]] = set()  # (collection, id, version) received
+        self.proxy: CuttingProxy | None = None
+        self._cut_http: httpx.AsyncClient | None = None
 
     async def follow(self) -> None:
         """Read every collection's feed until the workload stops (cancel to end)."""
-        await asyncio.gather(*(self._follow(c) for c in self.cols))
+        url = self.http.base_url
+        kinds = ["ndjson", "sse", "page"] if self.disconnects != "server" else []
+        if self.disconnects != "client":
+            if url.scheme == "http" and url.host:
+                self.proxy = await CuttingProxy(
+                    url.host, url.port or 80, random.Random(self.rng.random())
+                ).start()
+                self._cut_http = httpx.AsyncClient(
+                    base_url=self.proxy.url, headers=self.http.headers, timeout=10
+                )
+                kinds.append("cut")
+            else:
+                self.errors.append("server-side disconnects need an http:// target")
+                kinds = kinds or ["ndjson", "sse", "page"]
+        try:
+            await asyncio.gather(*(self._follow(c, kinds) for c in self.cols))
+        finally:
+            if self._cut_http is not None:
+                await self._cut_http.aclose()
+            if self.proxy is not None:
+                await self.proxy.close()
 
-    async def _follow(self, col: Collection) -> None:
+    async def _follow(self, col: Collection, kinds: Sequence[str]) -> None:
         while not self.wl.stop:
-            kind = self.rng.choice(("ndjson", "sse", "page"))
+            kind = self.rng.choice(kinds)
             try:
                 if kind == "page":
                     await self.page(col, self.rng.randint(1, 50))
                     await asyncio.sleep(self.rng.uniform(0.0, 0.3))
+                elif kind == "cut":
+                    assert self._cut_http is not None
+                    await self._stream(col, sse=self.rng.random() < 0.5, http=self._cut_http)
                 else:
                     await self._stream(col, sse=kind == "sse")
             except httpx.HTTPError as exc:
+                if kind == "cut":
+                    self.cut_streams += 1  # what a cut looks like to the client
+                    continue
                 self.errors.append(f"{col.name}: {type(exc).__name__}")
                 await asyncio.sleep(0.1)
 
@@ -123,20 +167,25 @@ class FeedReader:
         n = sum(1 for line in r.text.splitlines() if self._line(col, conn, after, line))
         return n < limit
 
-    async def _stream(self, col: Collection, *, sse: bool) -> None:
-        """A follow stream, dropped after a few lines or a fraction of a second."""
+    async def _stream(
+        self, col: Collection, *, sse: bool, http: httpx.AsyncClient | None = None
+    ) -> None:
+        """A follow stream, dropped after a few lines or a fraction of a second; through
+        ``http`` (the cutting proxy's client), read until the server's side is cut."""
         conn, after = self._connection(col)
+        cut = http is not None
         if sse:
             headers = {"accept": "text/event-stream", "last-event-id": str(after)}
             params = {}
         else:
             headers = {}
             params = {"after": str(after), "follow": "true"}
-        lines_left = self.rng.randint(1, MAX_LINES)
+        lines_left = 1 << 30 if cut else self.rng.randint(1, MAX_LINES)
+        seconds = CUT_SECONDS if cut else self.rng.uniform(0.05, MAX_SECONDS)
         with contextlib.suppress(TimeoutError):
             async with (
-                asyncio.timeout(self.rng.uniform(0.05, MAX_SECONDS)),
-                self.http.stream(
+                asyncio.timeout(seconds),
+                (http or self.http).stream(
                     "GET", f"/v1/{col.name}/changes", params=params, headers=headers
                 ) as r,
             ):
@@ -178,6 +227,9 @@ class FeedReader:
         return {
             "connections": self.connections,
             "changes": self.lines,
+            "disconnects": self.disconnects,
+            "server_cuts": self.proxy.cuts if self.proxy is not None else 0,
+            "cut_streams": self.cut_streams,
             "errors": len(self.errors),
             "first_errors": self.errors[:5],
         }
