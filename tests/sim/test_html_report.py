@@ -12,10 +12,13 @@ from tests.support.artefacts import artefacts
 
 
 def test_html_report_of_a_failing_run(configs: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """A failing run exits 1 and prints its seed and a reproduction; --html writes the
+    report (one run for both: a simulation in a process of its own takes seconds)."""
     page = tmp_path / "sim.html"
     bad = _sim("--config", str(configs["b"]), "--seed", "2", "--ops", "20000", "--mutant",
                "early-flight", "--shrink-budget", "1s", "--quiet", "--html", str(page))  # fmt: skip
     assert bad.returncode == 1, bad.stderr
+    assert "seed 2" in bad.stdout and "from maxage.sim import Step, replay" in bad.stdout
     html = page.read_text()
     assert "maxage sim report" in html and "verdict violation" in html
     assert re.search(r"epoch \d+ of \d+ \(simulated seconds\)", html)

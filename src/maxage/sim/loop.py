@@ -119,6 +119,14 @@ class SimLoop(asyncio.BaseEventLoop):
         heapq.heappush(self._timers, (when, self._timer_seq, timer))
         return timer
 
+    def sleep(self, delay: float) -> asyncio.Future[None]:
+        """``await loop.sleep(delay)`` is ``await asyncio.sleep(delay)`` (the same timer,
+        jitter included) without a coroutine of its own: a future the timer resolves.
+        (A cancelled waiter leaves the timer to fire on a cancelled future: harmless.)"""
+        future: asyncio.Future[None] = self.create_future()
+        self.call_at(self.now + delay, _wake, future)
+        return future
+
     def _process_events(self, event_list: Any) -> None:
         return None
 
@@ -158,6 +166,11 @@ class SimLoop(asyncio.BaseEventLoop):
         for handle in handles:
             if not handle._cancelled:
                 handle._run()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class VirtualClock:

@@ -130,12 +130,14 @@ class NodePrimary:
         (idempotency claims, cursors, secrets, indexes: not what the simulation varies)."""
         return getattr(self.store, name)
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future[None]:
+        """One leg of a call (awaited; a future, not a coroutine: this runs on every leg)."""
         world = self.world
         if world.latency:
             delay = world.plan.latency(world.rng)
             if delay:
-                await asyncio.sleep(delay)
+                return world.loop.sleep(delay)
+        return world.no_wait
 
     async def get(self, collection: str, id: str) -> Document | None:
         await self._wait()
@@ -193,13 +195,14 @@ class NodeTier:
     def available(self) -> bool:
         return not self.node.partitioned and self.tier.available
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future[None]:
         world = self.world
         # a shared tier answers in well under the primary's time: a leg is late 1 in 8
         if world.latency and world.rng.random() < 0.25:
             delay = world.plan.latency(world.rng)
             if delay:
-                await asyncio.sleep(delay / 4)
+                return world.loop.sleep(delay / 4)
+        return world.no_wait
 
     async def get(self, key: str) -> TierEntry | None:
         await self._wait()
@@ -362,6 +365,8 @@ class World:
         self.done = False
         self.keys_used: dict[tuple[str, str], None] = {}
         self.held_fills: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self.no_wait: asyncio.Future[None] = loop.create_future()  # a leg with no latency
+        self.no_wait.set_result(None)
         self.open = asyncio.Event()  # cleared during a lull
         self.open.set()
         self.auth_bound = plan.bound  # A, the nodes' authorization bound (P8)
@@ -685,7 +690,7 @@ class World:
     # -- the run -----------------------------------------------------------------------
 
     async def client(self, state: ClientState, steps: Sequence[Step]) -> None:
-        sleep = asyncio.sleep
+        sleep = self.loop.sleep
         open_ = self.open
         for step in steps:
             # at least the time the last response took to arrive (its ret): a client's
