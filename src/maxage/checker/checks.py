@@ -27,6 +27,7 @@ from maxage.checker.history import FAIL, FAULT, OK, UNKNOWN, Op
 from maxage.checker.revocation import KINDS as REVOCATION_KINDS
 from maxage.checker.revocation import violations as revocation_violations
 
+RACE_WINDOW = 50  # a read is race-exposed by one of the last this many writes of its key
 PROPERTIES = ("P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 TITLES = {
     "P0": "integrity",
@@ -94,6 +95,9 @@ class KeyModel:
     acks: list[tuple[float, int]] = field(default_factory=list)  # sorted (ack time, version)
     ack_times: list[float] = field(default_factory=list)
     ack_prefix_max: list[int] = field(default_factory=list)
+    # by version: the acknowledged versions, and the earliest ack of any version above each
+    acked_versions: list[int] = field(default_factory=list)
+    first_newer_ack: list[float] = field(default_factory=list)
 
     def info(self, v: int) -> VersionInfo:
         vi = self.versions.get(v)
@@ -111,6 +115,13 @@ class KeyModel:
         for _, v in self.acks:
             best = max(best, v)
             self.ack_prefix_max.append(best)
+        by_version = sorted((v, at) for at, v in self.acks)
+        self.acked_versions = [v for v, _ in by_version]
+        earliest = math.inf
+        self.first_newer_ack = [math.inf] * (len(by_version) + 1)
+        for i in range(len(by_version) - 1, -1, -1):
+            earliest = min(earliest, by_version[i][1])
+            self.first_newer_ack[i] = earliest
 
     def max_acked_before(self, t: float) -> int:
         """The highest version acknowledged strictly before ``t`` (0 if none)."""
@@ -119,12 +130,8 @@ class KeyModel:
 
     def superseded_at(self, v: int, t: float) -> float | None:
         """The first acknowledgement before ``t`` of a version newer than ``v``."""
-        for at, w in self.acks:
-            if at >= t:
-                return None
-            if w > v:
-                return at
-        return None
+        at = self.first_newer_ack[bisect.bisect_right(self.acked_versions, v)]
+        return at if at < t else None
 
     def absent_ok(self, lower: int, before: float, unknown_deletes: Sequence[Op]) -> bool:
         """May a 404 observe a state >= ``lower``: version 0 or a delete that had started?"""
@@ -326,12 +333,17 @@ def check(
             (w for w in m.writes if w.outcome != FAIL and not w.replay), key=lambda w: w.invoke
         )
         w_invokes = [w.invoke for w in writes_sorted]
+        w_rets = [w.ret for w in writes_sorted]
+        # the latest return among the RACE_WINDOW writes invoked last before each index
+        latest_ret = [-math.inf] + [
+            max(w_rets[max(0, i - RACE_WINDOW) : i]) for i in range(1, len(w_rets) + 1)
+        ]
         for r in m.reads:
             if r.outcome != OK:
                 continue
-            # race exposure: overlaps a write, or starts within the bound after one
-            i = bisect.bisect_right(w_invokes, r.ret)
-            if any(w.ret >= r.invoke - bound for w in writes_sorted[max(0, i - 50) : i]):
+            # race exposure: overlaps a write, or starts within the bound after one (of
+            # the RACE_WINDOW writes invoked last before the read returned)
+            if latest_ret[bisect.bisect_right(w_invokes, r.ret)] >= r.invoke - bound:
                 res.race_exposed += 1
             absent = r.status == 404
             v = r.version or 0

@@ -124,7 +124,7 @@ class SimLoop(asyncio.BaseEventLoop):
         jitter included) without a coroutine of its own: a future the timer resolves.
         (A cancelled waiter leaves the timer to fire on a cancelled future: harmless.)"""
         future: asyncio.Future[None] = self.create_future()
-        self.call_at(self.now + delay, _wake, future)
+        self.call_at(self.now + delay, _wake, future, context=_NO_CONTEXT)
         return future
 
     def _process_events(self, event_list: Any) -> None:
@@ -166,6 +166,9 @@ class SimLoop(asyncio.BaseEventLoop):
         for handle in handles:
             if not handle._cancelled:
                 handle._run()
+
+
+_NO_CONTEXT = contextvars.Context()  # resolving a future reads no context variable
 
 
 def _wake(future: asyncio.Future[None]) -> None:
