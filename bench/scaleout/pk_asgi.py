@@ -4,15 +4,13 @@ Each request fetches the benchmarked document's row from the maxage ``documents`
 table by primary key (one pooled asyncpg ``fetchrow``, the same query maxage's store
 runs) and answers ``BENCH_HEAD + data + BENCH_TAIL``: the same bytes maxage sends
 for that document. Env: ``BENCH_DSN``, ``BENCH_SCHEMA``, ``BENCH_COLLECTION``,
-``BENCH_ID``, ``BENCH_HEAD``, ``BENCH_TAIL``, ``BENCH_POOL`` (default 10, as maxage).
+``BENCH_ID``, ``BENCH_HEAD``, ``BENCH_TAIL``, and the pool's (``bare_pool.py``).
 """
 
-import asyncio
 import os
 
-import asyncpg
+from bare_pool import pool
 
-DSN = os.environ["BENCH_DSN"]
 SQL = (
     f'SELECT collection, id, version, data, created_at, updated_at, deleted FROM "{os.environ["BENCH_SCHEMA"]}".documents'
     " WHERE collection = $1 AND id = $2 AND NOT deleted"
@@ -20,19 +18,7 @@ SQL = (
 ARGS = (os.environ["BENCH_COLLECTION"], os.environ["BENCH_ID"])
 HEAD = os.environ["BENCH_HEAD"].encode()
 TAIL = os.environ["BENCH_TAIL"].encode()
-POOL_SIZE = int(os.environ.get("BENCH_POOL", "10"))
 NOT_FOUND = {"type": "http.response.start", "status": 404, "headers": []}
-_pool = None
-_lock = asyncio.Lock()
-
-
-async def pool():  # type: ignore[no-untyped-def]
-    global _pool
-    if _pool is None:
-        async with _lock:
-            if _pool is None:
-                _pool = await asyncpg.create_pool(DSN, min_size=1, max_size=POOL_SIZE)
-    return _pool
 
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]

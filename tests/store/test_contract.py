@@ -141,6 +141,25 @@ async def test_concurrent_writes_form_one_chain(store: Store, clock: ManualClock
     assert sorted(c.version for c in batch.changes) == versions
 
 
+@pytest.mark.parametrize("doc_id", ["it's", "back\\slash\\'", "a'); SELECT 1; --", "ünï 💡"])
+async def test_any_id_text_is_stored_and_its_writers_serialized(
+    store: Store, clock: ManualClock, doc_id: str
+) -> None:
+    """Ids with quotes, backslashes and non-ASCII letters: stored as given, and their
+    writers (single and batch) still form one unbroken chain (PostgreSQL sends the lock
+    key as a literal)."""
+    batch = BatchWriteRequest("c", [BatchItem("other", put(b"{}")), BatchItem(doc_id, put(b"{}"))],
+                              clock.now())  # fmt: skip
+    await asyncio.gather(
+        store.write_batch(batch),
+        *(store.write(WriteRequest("c", doc_id, put(b"{}"), clock.now())) for _ in range(5)),
+    )
+    doc = await store.get("c", doc_id)
+    assert doc is not None and doc.id == doc_id and doc.version == 6
+    changes = await changes_settled(store, 7)
+    assert [c.version for c in changes.changes if c.id == doc_id] == [1, 2, 3, 4, 5, 6]
+
+
 async def test_list_page_keyset(store: Store, clock: ManualClock) -> None:
     for i in (3, 1, 2, 5, 4):
         await store.write(WriteRequest("c", f"id{i}", put(b"{}"), clock.now()))

@@ -34,6 +34,18 @@ def parse_timeout(value: bytes) -> float:
 
 
 def query_items(query: bytes) -> list[tuple[str, str]]:
+    """``parse_qsl`` of the query (blank values kept); a query with nothing to decode
+    (no ``%``, no ``+``) is split directly, to the same result, at a fraction of the cost."""
+    text = query.decode("latin-1")
+    if "%" not in text and "+" not in text:
+        if text.count("&") >= MAX_QUERY_FIELDS:
+            raise HTTPProblem("invalid_parameter", "too many query parameters")
+        items = []
+        for part in text.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                items.append((name, value))
+        return items
     try:
         return parse_qsl(
             query.decode("latin-1"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from maxage.api import batch, changes, collections, deadletters, documents, keys, ops
 from maxage.api.types import HTTPProblem, Receive, Request, Send
@@ -107,8 +107,7 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):  # a tuple: built on every request, cheaper than a frozen dataclass
     route: Route
     spec: CollectionSpec | None
     id: str
@@ -126,6 +125,31 @@ def _specificity(route: Route) -> int:
 
 _BY_SPECIFICITY = sorted(ROUTES, key=_specificity, reverse=True)
 
+# A template segment, compiled: (kind, text): a literal, a collection then a verb ("" or
+# ":<verb>"), an id, or an id then a literal suffix.
+_LITERAL, _COLLECTION_VERB, _ID, _ID_SUFFIX = range(4)
+
+
+def _compiled(route: Route) -> tuple[tuple[int, str], ...]:
+    def one(s: str) -> tuple[int, str]:
+        if s.startswith(_COLLECTION):
+            return _COLLECTION_VERB, s[len(_COLLECTION) :]
+        if s == "{id}":
+            return _ID, ""
+        if s.startswith("{id}"):
+            return _ID_SUFFIX, s[4:]
+        return _LITERAL, s
+
+    return tuple(one(s) for s in route.segments)
+
+
+# Per number of segments, the routes of that length, most specific first.
+_BY_LENGTH: dict[int, list[tuple[Route, tuple[tuple[int, str], ...]]]] = {}
+for _route in _BY_SPECIFICITY:
+    _BY_LENGTH.setdefault(len(_route.segments), []).append((_route, _compiled(_route)))
+# Metrics labels by (template, collection): few, built once each.
+_LABELS: dict[tuple[str, str], str] = {}
+
 
 def match(
     path: str, method: str, collections_: Mapping[str, CollectionSpec], req: Request
@@ -135,36 +159,37 @@ def match(
     Raises 404 ``collection_not_found`` / ``not_found`` or 405 with ``Allow``."""
     parts = path.strip("/").split("/") if path != "/" else [""]
     unknown_collection = ""
-    for route in _BY_SPECIFICITY:
-        if len(route.segments) != len(parts):
-            continue
+    for route, segments in _BY_LENGTH.get(len(parts), ()):
         spec: CollectionSpec | None = None
         id = ""
-        for want, got in zip(route.segments, parts, strict=True):
-            if want.startswith(_COLLECTION):
-                verb = want[len(_COLLECTION) :]  # "" or ":<verb>"
-                if verb and not got.endswith(verb):
+        for (kind, text), got in zip(segments, parts, strict=True):
+            if kind == _LITERAL:
+                if text != got:
                     break
-                name = got[: len(got) - len(verb)]
+            elif kind == _COLLECTION_VERB:
+                if text and not got.endswith(text):
+                    break
+                name = got[: len(got) - len(text)]
                 spec = collections_.get(name)
                 if spec is None:
                     unknown_collection = unknown_collection or name
                     break
-            elif want == "{id}":
+            elif kind == _ID:
                 if not got:
                     break
                 id = got
-            elif want.startswith("{id}"):  # "{id}:increment": an id, then a literal suffix
-                suffix = want[4:]
-                if len(got) <= len(suffix) or not got.endswith(suffix):
+            else:  # "{id}:increment": an id, then a literal suffix
+                if len(got) <= len(text) or not got.endswith(text):
                     break
-                id = got[: -len(suffix)]
-            elif want != got:
-                break
+                id = got[: -len(text)]
         else:
             if path.endswith("/") and path != "/":
                 continue  # "/v1/products/" is not "/v1/products"
-            req.route = route.label(spec)
+            label_key = (route.template, spec.name if spec is not None else "")
+            label = _LABELS.get(label_key)
+            if label is None:
+                label = _LABELS[label_key] = route.label(spec)
+            req.route = label
             handler = route.handlers.get("GET" if method == "HEAD" else method)
             if handler is None or (method == "HEAD" and "GET" not in route.handlers):
                 raise HTTPProblem(

@@ -20,6 +20,7 @@ Shapes::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -35,8 +36,30 @@ _SUFFIX_CACHE_LIMIT = 4096
 _suffixes: dict[tuple[int, str, str], bytes] = {}
 
 
+# iso(): "YYYY-MM-DDTHH:MM:SS" by whole second; a few distinct seconds are live at a time.
+_ISO_SECONDS_LIMIT = 4096
+_iso_seconds: dict[int, str] = {}
+
+
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``ts`` as ISO 8601 in UTC with milliseconds (``2026-01-02T03:04:05.678Z``): what
+    ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`` gives, with
+    the same rounding to microseconds (half to even, then truncated to milliseconds),
+    formatting each whole second once (measured in docs/benchmarks.md)."""
+    frac, whole = math.modf(ts)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    second = int(whole)
+    head = _iso_seconds.get(second)
+    if head is None:
+        head = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+        if len(_iso_seconds) >= _ISO_SECONDS_LIMIT:
+            _iso_seconds.clear()
+        _iso_seconds[second] = head
+    return f"{head}.{micros // 1000:03d}Z"
 
 
 def document(doc: Document) -> bytes:

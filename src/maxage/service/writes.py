@@ -237,6 +237,10 @@ class Writes:
         self.reads = reads
         self.tailer = tailer
         self.hooks = hooks
+        # Notifications are coalesced: one in flight at a time, and one more after it when
+        # a commit ended meanwhile (see _notify_soon).
+        self._notifying = False
+        self._notify_again = False
 
     async def commit(
         self,
@@ -255,7 +259,7 @@ class Writes:
             key = doc_key(spec.name, result.document.id)
             self.hooks.deliver_after_commit(key, lambda: self._after_commit(spec, result, now))
         self.tailer.wake()
-        self.reads.background(self._notify())
+        self._notify_soon()
         return result
 
     async def commit_batch(
@@ -276,7 +280,7 @@ class Writes:
                 key = doc_key(spec.name, result.document.id)
                 self.hooks.deliver_after_commit(key, partial(self._after_commit, spec, result, now))
         self.tailer.wake()
-        self.reads.background(self._notify())
+        self._notify_soon()
         return batch
 
     def _after_commit(self, spec: CollectionSpec, result: WriteResult, started: float) -> None:
@@ -290,11 +294,32 @@ class Writes:
         else:
             self.reads.invalidate(key, doc.version)
 
+    def _notify_soon(self) -> None:
+        """Wake the other processes' tailers after a commit (an optimisation: they poll).
+
+        Invariant: a notification starts after every commit that called this. One in
+        flight at a time: a commit that ends while one is in flight (it may have started
+        before that commit) gets one more after it, shared with every other commit that
+        ended meanwhile; so under load a notification costs a round trip per round trip,
+        not per write."""
+        if self._notifying:
+            self._notify_again = True
+            return
+        self._notifying = True
+        self.reads.background(self._notify())
+
     async def _notify(self) -> None:
         try:
-            await self.store.notify()
-        except Exception as exc:
-            log.debug("change notification failed: %s", exc)
+            again = True
+            while again:
+                self._notify_again = False
+                try:
+                    await self.store.notify()
+                except Exception as exc:
+                    log.debug("change notification failed: %s", exc)
+                again = self._notify_again
+        finally:
+            self._notifying = False
 
 
 def uuid7() -> uuid.UUID:

@@ -5,14 +5,19 @@ hosts sharing one database. Everything lives in one schema (``schema=``),
 created and migrated on :meth:`PostgresStore.open` under a transaction-scoped
 advisory lock, so several processes may start at once.
 
-Write path (one transaction, READ COMMITTED)::
+Write path (one transaction, READ COMMITTED), four round trips::
 
-    BEGIN
-    SELECT pg_advisory_xact_lock(<hash of schema, collection, id>)   -- no xid yet
+    BEGIN; SELECT pg_advisory_xact_lock(<hash of schema, collection, id>)  -- one message; no xid yet
     SELECT pg_current_xact_id(), <current document row>              -- xid assigned now
     mutate() in Python; INSERT/UPDATE documents + INSERT changes      -- one statement
     [idempotency: SELECT ... FOR UPDATE; check owner; UPDATE ... 'done']
     COMMIT
+
+Pool connections carry no session state (no ``SET``, no session advisory locks, no
+``LISTEN``, no cursors: the listener and the index builder use connections of their
+own), so a connection goes back to the pool without asyncpg's reset query (one round
+trip per call, measured in docs/benchmarks.md); an open transaction is still rolled
+back.
 
 Change-log completeness (DESIGN.md "Tailing", P7; the argument in full is in
 docs/adr/0003-postgres-change-log-completeness.md). A sequence value is taken
@@ -51,7 +56,7 @@ import contextlib
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -276,6 +281,32 @@ _DB_ERRORS: tuple[type[BaseException], ...] = (
 _CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_DB_ERRORS)
 
 
+def _text_literal(value: str) -> str:
+    """``value`` as an SQL escape-string literal (``E'...'``): its meaning does not depend
+    on ``standard_conforming_strings``. For statements sent as simple queries, which
+    take no parameters. Text cannot hold NUL: refused, as a parameter would be."""
+    if "\x00" in value:
+        raise StoreError("postgres text cannot contain NUL characters")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _lock_statement(keys: Sequence[str]) -> str:
+    """The advisory locks of the documents with lock keys ``keys`` (``_doc_lock_key``),
+    taken in one global order (by hash) so that two writers never deadlock."""
+    if len(keys) == 1:
+        return f"SELECT pg_advisory_xact_lock(hashtextextended({_text_literal(keys[0])}, 0))"
+    return (
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(t, 0)"
+        f" AS k FROM unnest(ARRAY[{', '.join(_text_literal(k) for k in keys)}]::text[]) AS t"
+        " ORDER BY k OFFSET 0) AS o"
+    )
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset: nothing beyond asyncpg's own rollback of an open transaction
+    (pool connections carry no session state; see the module docstring)."""
+
+
 def _row_to_doc(row: Any) -> Document:
     return Document(
         collection=row["collection"],
@@ -331,9 +362,9 @@ class PostgresStore:
         self._listener: Any = None
         s = f'"{schema}"'
         self._s = s
-        self._sql_lock_doc = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
         self._sql_read_for_write = (
-            f"SELECT pg_current_xact_id()::text::bigint * {POSITIONS} AS seq, d.*"
+            f"SELECT pg_current_xact_id()::text::bigint * {POSITIONS} AS seq,"
+            f" d.collection, d.id, d.version, d.data, d.created_at, d.updated_at, d.deleted"
             f" FROM (SELECT 1) AS one"
             f" LEFT JOIN {s}.documents AS d ON d.collection = $1 AND d.id = $2"
         )
@@ -353,12 +384,6 @@ class PostgresStore:
             f" WHERE collection = $1 AND id = $2)"
             f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at)"
             f" VALUES ($5, $1, $2, $3, 'delete', $4)"
-        )
-        # A batch's locks in one global order: sorted by lock key (the subquery's order
-        # is the order the locks are taken in).
-        self._sql_lock_docs = (
-            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT"
-            " hashtextextended(t, 0) AS k FROM unnest($1::text[]) AS t ORDER BY k OFFSET 0) AS o"
         )
         self._sql_first_seq = f"SELECT pg_current_xact_id()::text::bigint * {POSITIONS}"
         self._sql_read_batch = (
@@ -436,6 +461,7 @@ class PostgresStore:
                     min_size=self.min_size,
                     max_size=self.max_size,
                     command_timeout=self.timeout,
+                    reset=_keep_session,
                     server_settings={
                         "application_name": "maxage",
                         # A client that dies inside a transaction must not hold an
@@ -701,12 +727,26 @@ class PostgresStore:
             with contextlib.suppress(*_CLOSE_ERRORS):
                 await conn.close(timeout=self.timeout)
 
+    @contextlib.asynccontextmanager
+    async def _locked_transaction(self, conn: Any, keys: Sequence[str]) -> AsyncIterator[None]:
+        """A write transaction holding the advisory locks of ``keys``: ``BEGIN`` and the
+        locks in one round trip (one simple-query message), ``COMMIT`` at the end of the
+        block, ``ROLLBACK`` when it raises (as ``conn.transaction()`` would)."""
+        try:
+            await conn.execute("BEGIN; " + _lock_statement(keys))
+            yield
+            await conn.execute("COMMIT")
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                # Failing here leaves it to the pool, which rolls back or drops the connection.
+                with contextlib.suppress(*_DB_ERRORS):
+                    await conn.execute("ROLLBACK")
+            raise
+
     async def write(self, request: WriteRequest) -> WriteResult:
         async def txn(conn: Any) -> WriteResult:
-            async with conn.transaction():
-                await conn.execute(
-                    self._sql_lock_doc, self._doc_lock_key(request.collection, request.id)
-                )
+            key = self._doc_lock_key(request.collection, request.id)
+            async with self._locked_transaction(conn, [key]):
                 # A new statement, so a new snapshot taken after the lock: it sees the
                 # previous writer's commit; and the xid is assigned only now.
                 row = await conn.fetchrow(self._sql_read_for_write, request.collection, request.id)
@@ -741,10 +781,8 @@ class PostgresStore:
         ids = [item.id for item in request.items]
 
         async def txn(conn: Any) -> BatchResult:
-            async with conn.transaction():
-                await conn.execute(
-                    self._sql_lock_docs, [self._doc_lock_key(collection, id) for id in ids]
-                )
+            keys = [self._doc_lock_key(collection, id) for id in ids]
+            async with self._locked_transaction(conn, keys):
                 first_seq = int(await conn.fetchval(self._sql_first_seq))
                 rows = await conn.fetch(self._sql_read_batch, collection, ids)
                 existing = {r["id"]: _row_to_doc(r) for r in rows}
