@@ -137,6 +137,7 @@ def counts(ops: Sequence[Op]) -> dict[str, int]:
         if o.kind == AUTH_READ and (cut := _cut_of(cuts, o)) is not None and o.invoke > cut.ret
     ]
     return {
+        "requests": sum(1 for o in ops if o.kind == AUTH_READ),
         "revokes": sum(1 for k, c in cuts if c is None),
         "scope_changes": sum(1 for k, c in cuts if c is not None),
         "requests_with_revoked_keys": len(after),

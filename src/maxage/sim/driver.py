@@ -32,6 +32,7 @@ from maxage.checker.checks import PROPERTIES, TITLES, Result, Violation, check
 from maxage.checker.history import Op
 from maxage.checker.lists import LIST
 from maxage.checker.revocation import AUTH_READ, RESCOPE, REVOKE
+from maxage.checker.revocation import counts as revocation_counts
 from maxage.contracts import CollectionSpec, load_config
 from maxage.sim.faults import FAULTS, FaultPlan, parse_faults
 from maxage.sim.loop import SimLoop
@@ -354,6 +355,7 @@ class Totals:
     max_staleness: dict[str, float] = field(default_factory=dict)
     by_tier: dict[str, int] = field(default_factory=dict)
     lists_by_tier: dict[str, int] = field(default_factory=dict)  # list pages read (200)
+    revocation: dict[str, int] = field(default_factory=dict)  # P8: revocation.counts, summed
     first_failure: EpochOutcome | None = None
     failed_epoch: int | None = None
     # For the HTML report: every read's staleness per mode, and the last epoch.
@@ -376,6 +378,8 @@ class Totals:
                 counts[tier] = counts.get(tier, 0) + 1
         for name, n in outcome.faults.items():
             self.faults[name] = self.faults.get(name, 0) + n
+        for name, n in revocation_counts(outcome.ops).items():
+            self.revocation[name] = self.revocation.get(name, 0) + n
         # a read outside its promise is a violation of its mode's property
         broken = {"bounded": "P2", "strong": "P3", "session": "P4"}
         for mode, secs in res.staleness_seconds.items():
@@ -493,6 +497,7 @@ def report(
         "reads_by_tier": dict(sorted(totals.by_tier.items())),
         "list_reads_by_tier": dict(sorted(totals.lists_by_tier.items())),
         "faults": dict(sorted(totals.faults.items())),
+        "revocation": totals.revocation,
         "violation_count": len(totals.violations),
         "violations": {
             p: {
@@ -526,6 +531,7 @@ def render(rep: dict[str, Any]) -> str:
         f"reads by tier   {kv(rep['reads_by_tier'])}",
         f"lists by tier   {kv(rep['list_reads_by_tier'])}",
         f"faults          {kv(rep['faults'])}",
+        f"API keys        {kv(rep['revocation'])}",
         f"clock skew      within ±{rep['skew_bound_s'] * 1000:.1f} ms (checked against S + that)",
     ]
     for mode, st in rep["staleness"].items():
