@@ -339,7 +339,7 @@ def check(
             max(w_rets[max(0, i - RACE_WINDOW) : i]) for i in range(1, len(w_rets) + 1)
         ]
         for r in m.reads:
-            if r.outcome != OK:
+            if r.outcome != OK or r.integrity:  # an answer without a document (P0)
                 continue
             # race exposure: overlaps a write, or starts within the bound after one (of
             # the RACE_WINDOW writes invoked last before the read returned)
@@ -482,7 +482,11 @@ def linearizable(m: KeyModel) -> bool:
     Wing-Gong search it replaced (``tests/checker/test_linearizable.py`` compares).
     """
     known = sorted(v for v, vi in m.versions.items() if vi.writer is not None)
-    reads = [r for r in m.reads if r.mode == "strong" and r.outcome == OK and r.phase == "run"]
+    reads = [
+        r
+        for r in m.reads
+        if r.mode == "strong" and r.outcome == OK and r.phase == "run" and not r.integrity
+    ]
     if not reads:
         return True
     epoch_of = {v: i + 1 for i, v in enumerate(known)}  # epoch 0: the initial state

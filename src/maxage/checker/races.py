@@ -27,7 +27,12 @@ acknowledgement it must see), nothing from the config or the server:
   read's load of a key is held as above; the checker writes the key and, with the
   write, reads it with ``min_version`` = the version that write makes. The session
   read may join the held load (it started before the write), but must not use its
-  older version (P4: the version, or 409 while it is not available).
+  older version (P4: the version, or 409 while it is not available);
+* **abandon** (``pause-fill`` and ``drop``): a bounded read's load of a key is held as
+  above, a second bounded read of the key joins it, and the checker then abandons the
+  first (closes its connection: the server cancels that request). The load the second
+  one shares must go on: it is answered once the key's write releases the hold (a 500,
+  a cancellation leaking into a request nobody cancelled, is a P0 violation).
 
 The round then reads every probe key past the bound: during the stall for the
 stalled keys, and after it, once the holder has caught up (its reads are no longer
@@ -39,6 +44,7 @@ trips, so every guard above is tested within seconds, for any bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,10 +94,11 @@ class Probe:
     lost: str
     stalled: str
     join: str
+    abandon: str
 
     @property
-    def ids(self) -> tuple[str, str, str, str, str]:
-        return (self.hold_delete, self.hold_put, self.lost, self.stalled, self.join)
+    def ids(self) -> tuple[str, ...]:
+        return (self.hold_delete, self.hold_put, self.lost, self.stalled, self.join, self.abandon)
 
     @property
     def joinable(self) -> bool:
@@ -109,6 +116,7 @@ class Tally:
     rounds: int = 0
     holds: int = 0  # fills held until the newer write's invalidation was applied
     joins: int = 0  # session reads sent right after a write while a load was held
+    abandoned: int = 0  # held loads whose first reader went away while another waited
     hold_misses: int = 0  # the write came too late or the read was not held
     lost: int = 0  # writes whose direct update was dropped and first delivery failed
     stalls: int = 0  # writes made while the tailer was held past the bound
@@ -123,6 +131,7 @@ class Tally:
             "holds": self.holds,
             "hold_misses": self.hold_misses,
             "joins": self.joins,
+            "abandoned": self.abandoned,
             "lost_deliveries": self.lost,
             "stalled_writes": self.stalls,
             "reads_past_bound": self.reads_past_bound,
@@ -154,7 +163,7 @@ class Schedule:
         bounded = [c for c in cols if c.max_staleness > 0 and "bounded" in c.modes]
         tag = wl.run_tag
         self.probes = [
-            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsj")) for i, c in enumerate(bounded)
+            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsja")) for i, c in enumerate(bounded)
         ]
         enabled = set(faults)
         self.hold = "pause-fill" in enabled
@@ -270,8 +279,10 @@ class Schedule:
 
     def _held_keys(self, p: Probe) -> tuple[str, ...]:
         """The probe's keys whose loads a hold window holds."""
-        joins = (p.join,) if p.joinable and "drop" in self.faults else ()
-        return (p.hold_delete, p.hold_put, *joins)
+        if "drop" not in self.faults:
+            return (p.hold_delete, p.hold_put)
+        joins = (p.join,) if p.joinable else ()
+        return (p.hold_delete, p.hold_put, *joins, p.abandon)
 
     async def _join(self, p: Probe) -> Op:
         """The join window's write and, sent with it, a read of the version it will make
@@ -293,10 +304,11 @@ class Schedule:
             for p in probes:
                 strong = "strong" if "strong" in p.col.modes else "bounded"
                 for k in self._held_keys(p):
-                    # a strong read never shares its load; the join window needs one shared
-                    mode = "bounded" if k == p.join else strong
+                    # a strong read never shares its load; these windows need one shared
+                    mode = "bounded" if k in (p.join, p.abandon) else strong
                     held.append((p, k, asyncio.create_task(cl.read(p.col, k, mode))))
             await self._until_held({p.cache_key(k) for p, k, _ in held})
+            held = await self._abandon(held)
         writes: list[tuple[Probe, str, Awaitable[Op]]] = []
         for p in probes:
             if self.hold:
@@ -304,6 +316,8 @@ class Schedule:
                 writes.append((p, p.hold_put, cl.write("put", p.col, p.hold_put)))
                 if p.join in self._held_keys(p):
                     writes.append((p, p.join, self._join(p)))
+                if p.abandon in self._held_keys(p):
+                    writes.append((p, p.abandon, cl.write("put", p.col, p.abandon)))
             if self.lost:
                 writes.append((p, p.lost, cl.write("put", p.col, p.lost)))
         done = await asyncio.gather(*(w for _, _, w in writes))
@@ -323,6 +337,25 @@ class Schedule:
             else:
                 self.tally.hold_misses += 1
         return acked
+
+    async def _abandon(
+        self, held: list[tuple[Probe, str, asyncio.Task[Op]]]
+    ) -> list[tuple[Probe, str, asyncio.Task[Op]]]:
+        """The abandon window: a second read joins each held abandon-key load, then the
+        first is abandoned; returns ``held`` with the second in place of the first."""
+        out = []
+        for p, k, first in held:
+            if k != p.abandon:
+                out.append((p, k, first))
+                continue
+            second = asyncio.create_task(self.client.read(p.col, k, "bounded"))
+            await asyncio.sleep(SETTLE)  # the second request reaches the server and joins
+            first.cancel()  # its connection is closed: the server cancels the request
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            self.tally.abandoned += 1
+            out.append((p, k, second))
+        return out
 
     async def _until_held(self, keys: set[str]) -> None:
         """Wait until the server reports a fill of every key in ``keys`` held."""

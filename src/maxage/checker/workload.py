@@ -257,6 +257,10 @@ class Client:
         if resp.status_code == 404:
             op.outcome = OK
             return
+        if resp.status_code == 500:
+            # the server answered, with an internal error: never a promise kept (P0)
+            op.integrity = f"internal error: {_code(resp)}"
+            return
         if resp.status_code != 200:
             op.outcome = FAIL
             op.detail = _code(resp)
