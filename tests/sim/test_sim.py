@@ -73,6 +73,18 @@ read_modes = ["bounded", "strong", "session"]
 write_policy = "write-through"
 ttl = "2s"
 """,
+    "e": """
+[collections.orders]
+max_staleness = "150ms"
+read_modes = ["bounded", "strong", "session"]
+write_policy = "write-through"
+ttl = "30s"
+[collections.catalog]
+max_staleness = "7s"
+read_modes = ["bounded", "session"]
+write_policy = "write-around"
+ttl = "1m"
+""",
 }
 
 
