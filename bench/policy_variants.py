@@ -61,8 +61,8 @@ class NoWarmupPolicy(TinyLfuPolicy):
         if self._sized:
             super()._climb()
             return
-        self._hits = self._misses = 0
-        self._sample_period = MIN_SAMPLE
+        self._hits = self._dropped = 0
+        self._sample_period = self._left = MIN_SAMPLE
 
 
 VARIANTS: dict[str, Callable[[int, int | None], Policy]] = {

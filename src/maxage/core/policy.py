@@ -50,7 +50,8 @@ bounded, lossy read buffer, and replays the buffer before every write and on
 misses (Caffeine's read buffer; when reads outrun writes by more than the
 buffer, the oldest are dropped -- recency sees a sample, stats stay exact, and
 each entry keeps count of its dropped hits, which W-TinyLFU folds into the
-key's frequency before the key duels: ``TinyLfuPolicy.take_hits``).
+key's frequency before the key duels: ``TinyLfuPolicy.take_hits``, which
+reads them on storage's records, ``TinyLfuPolicy.records``).
 LRU's hit is ``OrderedDict.move_to_end`` directly. Policies do no locking:
 storage calls them with its lock held (or from one event loop), so the
 policy's structures are only ever touched by one thread at a time.
@@ -64,18 +65,31 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol
 
 from maxage.core.climber import MIN_PERIOD, PROTECTED_SHARE, WindowClimber
-from maxage.core.sketch import INCREMENT, LUCKY_BITS, POPULAR, FrequencySketch, admits
+from maxage.core.sketch import INCREMENT, LUCKY_BITS, MIX, POPULAR, FrequencySketch, admits
 
 INITIAL_WINDOW: Final = 0.01  # the window starts at 1% (Caffeine's): TinyLFU until it learns
 EXPECTED_ENTRIES: Final = 64  # the first sketch's width; it doubles with the residents
 WIDTH_FACTOR: Final = 1.0  # sketch width per estimated entry: 16 counters (Caffeine's)
 AGE_FACTOR: Final = 10.0  # halve the sketch every 10x estimated entries increments (5x: Zipf lost)
 MIN_AGE: Final = 256  # ... but not more often than every 256 increments (tiny caches)
+SHADOW_TRUST_DROPPED: Final = 0.05  # no shadow jump after a sample with more dropped hits
 
 _NONE: Final[tuple[str, ...]] = ()  # "no victims"
-_WINDOW, _PROBATION, _PROTECTED = 0, 1, 2  # the segment of a key in ``TinyLfuPolicy._seg``
 
 __all__ = ["POLICIES", "LruPolicy", "Policy", "TinyLfuPolicy", "make_policy"]
+
+
+class HitCounted(Protocol):
+    """Storage's record of a resident key, as W-TinyLFU sees it: only the count of
+    its hits that never reached the policy (``maxage.core.types.Entry``)."""
+
+    unreplayed_hits: int
+
+
+class Records(Protocol):
+    """Storage's records by key (``Cache``'s entry dict)."""
+
+    def __getitem__(self, key: str, /) -> HitCounted: ...
 
 
 class Policy(Protocol):
@@ -206,10 +220,15 @@ class TinyLfuPolicy:
     end of every sample of ``CLIMB_FACTOR`` = 5x the estimated entries in
     requests (the first: 256; until the sketch is sized: 5x the residents, at
     least 2048).
-    Three shadow W-TinyLFUs at windows of 1/20/90%, fed a hash-sampled 1/16 of
+    Three shadow W-TinyLFUs at windows of 1/20/90%, fed a hash-sampled 1/8 of
     the keys (fewer in big caches) and sharing this sketch, make the big
-    moves: one fraction toward the best shadow if it beats the one nearest
-    the current window by more than sqrt(hits). Otherwise the hill climber
+    moves: toward the best shadow (up to two fractions) if it beats the one
+    nearest the current window by more than sqrt(hits) -- unless more than
+    ``SHADOW_TRUST_DROPPED`` = 5% of the sample's requests were hits the read
+    buffer dropped: the shadows never saw those, and they were hits of the
+    real cache, i.e. of the shadow nearest the current window, so the
+    shadows' counts are biased against the current window (on a loop with a
+    hot set they chose a 90% window where 1% wins by 0.3). Otherwise the hill climber
     makes a small move: the first step shrinks the window by 0.1% of the
     maximum, each next one is 0.98 of the last, reversed when the hit ratio
     fell (Caffeine's restarts are off, except in one corner described at
@@ -220,25 +239,28 @@ class TinyLfuPolicy:
 
     __slots__ = (
         "_climber",
+        "_dropped",
         "_grow_at",
         "_hits",
-        "_misses",
+        "_left",
         "_probation",
         "_protected",
         "_protected_weight",
         "_rng",
         "_sample_period",
         "_sampler",
-        "_seg",
         "_sized",
         "_sketch",
+        "_victim",
+        "_victim_freq",
+        "_victim_resets",
         "_weight",
         "_window",
         "_window_weight",
         "adaptive",
         "maximum",
         "protected_max",
-        "take_hits",
+        "records",
         "window_max",
     )
 
@@ -256,7 +278,6 @@ class TinyLfuPolicy:
         self._window: OrderedDict[str, int] = OrderedDict()
         self._probation: OrderedDict[str, int] = OrderedDict()
         self._protected: OrderedDict[str, int] = OrderedDict()
-        self._seg: dict[str, int] = {}
         self._weight = 0
         self._window_weight = 0
         self._protected_weight = 0
@@ -268,16 +289,24 @@ class TinyLfuPolicy:
         self._rng = random.Random(seed)
         # The current hit-ratio sample (a fixed window only restarts it).
         self._hits = 0
-        self._misses = 0
+        self._dropped = 0  # of the sample's hits, those the read buffer dropped
         self._sample_period = MIN_PERIOD
+        self._left = MIN_PERIOD  # requests left in the sample (the fill path counts down)
         self._climber = WindowClimber(maximum, seed) if adaptive else None
         # The climber once its shadows run (from the first sketch resize), else
         # None: the hot paths' one test before replaying a sampled key.
         self._sampler: WindowClimber | None = None
-        # Hits on a resident key that never reached on_hits (storage's read buffer
-        # was full), cleared by the call; folded into the sketch before the key
-        # duels. Storage sets it (Cache._take_unreplayed_hits).
-        self.take_hits: Callable[[str], int] = _no_hits
+        # Storage's records of the residents (``Cache`` sets its entry dict): each
+        # counts the hits on its key that never reached on_hits (the read buffer
+        # was full); ``take_hits`` folds them into the sketch before the key duels.
+        self.records: Records = _NO_RECORDS
+        # Probation's LRU key as of its last duel, its frequency then and the
+        # sketch's resets then (``admit``); None once the head may have changed
+        # (every path that removes probation's head, promotes or forgets the key
+        # or replaces the sketch resets it).
+        self._victim: str | None = None
+        self._victim_freq = 0
+        self._victim_resets = 0
 
     @property
     def weight(self) -> int:
@@ -288,23 +317,26 @@ class TinyLfuPolicy:
     def on_hit(self, key: str) -> None:
         self._sketch.increment(key)
         self._hits += 1
-        seg = self._seg[key]
+        self._left -= 1
         sampler = self._sampler
-        if sampler is not None and not (hash(key) >> 32) & sampler.mask:
-            sampler.replay(key, self._weight_in(key, seg), self._sketch)
-        if seg == _PROTECTED:
+        if sampler is not None and not hash(key) % MIX & sampler.mask:
+            sampler.replay(key, self._weight_of(key), self._sketch)
+        if key in self._protected:
             self._protected.move_to_end(key)
-        elif seg == _WINDOW:
+        elif key in self._window:
             self._window.move_to_end(key)
         else:
             self._promote(key)
-        if self._hits + self._misses >= self._sample_period:
+        if self._left <= 0:
             self._climb()
 
-    def on_hits(self, keys: Iterable[str]) -> None:
-        """Replay a batch of buffered hits (keys no longer resident are skipped)."""
-        seg_of = self._seg.get
+    def on_hits(self, keys: Iterable[str], dropped: int = 0) -> None:
+        """Replay a batch of buffered hits (keys no longer resident are skipped);
+        ``dropped`` more hits happened since the last batch that the buffer did
+        not keep: they count in the hit-ratio sample, and when they are many the
+        shadows (which never saw them) do not move the window (``_climb``)."""
         window = self._window
+        probation = self._probation
         protected = self._protected
         sketch = self._sketch
         increment = sketch.increment
@@ -312,21 +344,27 @@ class TinyLfuPolicy:
         smask = sampler.mask if sampler is not None else 0
         n = 0
         for key in keys:
-            seg = seg_of(key)
-            if seg is None:
+            # the segment by membership (hot keys live in protected: one lookup)
+            if key in protected:
+                seg = protected
+            elif key in window:
+                seg = window
+            elif key in probation:
+                seg = probation
+            else:
                 continue
             n += 1
             increment(key)
-            if sampler is not None and not (hash(key) >> 32) & smask:
-                sampler.replay(key, self._weight_in(key, seg), sketch)
-            if seg == _PROTECTED:
-                protected.move_to_end(key)
-            elif seg == _WINDOW:
-                window.move_to_end(key)
-            else:
+            if sampler is not None and not hash(key) % MIX & smask:
+                sampler.replay(key, seg[key], sketch)
+            if seg is probation:
                 self._promote(key)
-        self._hits += n
-        if self._hits + self._misses >= self._sample_period:
+            else:
+                seg.move_to_end(key)
+        self._hits += n + dropped
+        self._dropped += dropped
+        self._left -= n + dropped
+        if self._left <= 0:
             self._climb()
 
     def admit(self, key: str, weight: int) -> Sequence[str]:
@@ -344,116 +382,128 @@ class TinyLfuPolicy:
         """
         # FrequencySketch.increment, inlined.
         sk = self._sketch
-        h = hash(key)
-        b = (h & sk.block_mask) << 7
-        c = h >> 40
-        t = sk.table
-        i = b | (c & 31)
-        t[i] = INCREMENT[t[i]]
-        i = b | 32 | ((c >> 5) & 31)
-        t[i] = INCREMENT[t[i]]
-        i = b | 64 | ((c >> 10) & 31)
-        t[i] = INCREMENT[t[i]]
-        i = b | 96 | ((c >> 15) & 31)
-        t[i] = INCREMENT[t[i]]
+        t0, t1, t2, t3 = sk.rows
+        p0, p1, p2, p3 = sk.primes
+        x = hash(key) % MIX
+        i = x % p0
+        t0[i] = INCREMENT[t0[i]]
+        i = x % p1
+        t1[i] = INCREMENT[t1[i]]
+        i = x % p2
+        t2[i] = INCREMENT[t2[i]]
+        i = x % p3
+        t3[i] = INCREMENT[t3[i]]
         sk.additions += 1
         if sk.additions >= sk.sample_size:
             sk.reset()
-        self._misses += 1
+        self._left -= 1
         sampler = self._sampler
-        if sampler is not None and not (h >> 32) & sampler.mask:
+        if sampler is not None and not x & sampler.mask:
             sampler.replay(key, weight, sk)
         window = self._window
         window[key] = weight
-        seg = self._seg
-        seg[key] = _WINDOW
         self._weight = total = self._weight + weight
-        self._window_weight += weight
-        if len(seg) > self._grow_at:
+        ww = self._window_weight + weight
+        maximum = self.maximum
+        # A full cache re-checks its sketch size at each climber sample (``_climb``).
+        if total <= maximum and self._residents() > self._grow_at:
             self._grow_sketch()
-        if self._hits + self._misses >= self._sample_period:
-            self._climb()  # may move keys between the window and main
-        ww = self._window_weight
+            sk = self._sketch
+            t0, t1, t2, t3 = sk.rows
+            p0, p1, p2, p3 = sk.primes
+        if self._left <= 0:
+            self._window_weight = ww
+            self._climb()  # may move keys between the window and main, or grow the sketch
+            ww = self._window_weight
+            sk = self._sketch
+            t0, t1, t2, t3 = sk.rows
+            p0, p1, p2, p3 = sk.primes
         wmax = self.window_max
         if ww <= wmax:
-            return _NONE if total <= self.maximum else self.evict()
+            self._window_weight = ww
+            return _NONE if total <= maximum else self.evict()
         cand, cw = window.popitem(last=False)
         ww -= cw
         self._window_weight = ww
         probation = self._probation
-        if ww > wmax or total <= self.maximum or not probation:
+        if ww > wmax or total <= maximum or not probation:
             probation[cand] = cw
-            seg[cand] = _PROBATION
-            return _NONE if total <= self.maximum else self.evict([cand])
+            return _NONE if total <= maximum else self.evict([cand])
         # Hits the read buffer dropped: the candidate's count toward its frequency;
         # a victim with any was hit in probation, so it is promoted as that hit
         # would have done (a second chance) and the next one duels.
-        take = self.take_hits
-        n = take(cand)
+        # (``take_hits``, inlined.)
+        records = self.records
+        r = records[cand]
+        n = r.unreplayed_hits
         if n:
-            self._sketch.add(cand, n)
-        victim = next(iter(probation))
-        n = take(victim)
+            r.unreplayed_hits = 0
+            sk.add(cand, n)
+        victim = self._victim  # probation's head as of the last duel, if still so
+        if victim is None:
+            victim = next(iter(probation))
+        r = records[victim]
+        n = r.unreplayed_hits
         while n:
-            self._sketch.add(victim, n)
+            r.unreplayed_hits = 0
+            sk.add(victim, n)
             self._promote(victim)
             if not probation:
                 probation[cand] = cw
-                seg[cand] = _PROBATION
                 return self.evict([cand])
             victim = next(iter(probation))
-            n = take(victim)
-        # ``sketch.admits``, inlined.
-        t = self._sketch.table
-        bmask = self._sketch.block_mask
-        h = hash(cand)
-        b = (h & bmask) << 7
-        c = h >> 40
-        cf = t[b | (c & 31)]
-        f = t[b | 32 | ((c >> 5) & 31)]
-        if f < cf:
-            cf = f
-        f = t[b | 64 | ((c >> 10) & 31)]
-        if f < cf:
-            cf = f
-        f = t[b | 96 | ((c >> 15) & 31)]
-        if f < cf:
-            cf = f
-        h = hash(victim)
-        b = (h & bmask) << 7
-        c = h >> 40
-        if (
-            cf > t[b | (c & 31)]
-            or cf > t[b | 32 | ((c >> 5) & 31)]
-            or cf > t[b | 64 | ((c >> 10) & 31)]
-            or cf > t[b | 96 | ((c >> 15) & 31)]
-            or (cf >= POPULAR and not self._rng.getrandbits(LUCKY_BITS))
-        ):
+            r = records[victim]
+            n = r.unreplayed_hits
+        # ``sketch.admits``, inlined (an ``add`` above may have reset the sketch:
+        # the rows are the same objects, halved in place).
+        # The victim's frequency: probation's LRU key usually defends many duels in a
+        # row (newcomers lose ties), so it is read once and kept until the key
+        # leaves probation's head, is promoted, or the sketch ages or is replaced.
+        if victim is self._victim and sk.resets == self._victim_resets:
+            vf = self._victim_freq
+        else:
+            vf = sk.frequency(victim)
+            self._victim = victim
+            self._victim_freq = vf
+            self._victim_resets = sk.resets
+        # The candidate's: its estimate is at most any one of its counters, so a
+        # first counter neither above the victim's nor POPULAR decides the duel
+        # (the usual case: a newcomer seen once); else the minimum of all four.
+        x = hash(cand) % MIX
+        cf = t0[x % p0]
+        if cf > vf or cf >= POPULAR:
+            f = t1[x % p1]
+            if f < cf:
+                cf = f
+            f = t2[x % p2]
+            if f < cf:
+                cf = f
+            f = t3[x % p3]
+            if f < cf:
+                cf = f
+        if cf > vf or (cf >= POPULAR and not self._rng.getrandbits(LUCKY_BITS)):
+            self._victim = None
             total -= probation.pop(victim)
-            del seg[victim]
             probation[cand] = cw
-            seg[cand] = _PROBATION
             loser = victim
         else:
             total -= cw
-            del seg[cand]
             loser = cand
         self._weight = total
-        if total <= self.maximum:
+        if total <= maximum:
             return [loser]
         return [loser, *self.evict()]  # the loser weighed less than the newcomer
 
     def on_update(self, key: str, weight: int) -> None:
         self._sketch.increment(key)
         sampler = self._sampler
-        if sampler is not None and not (hash(key) >> 32) & sampler.mask:
+        if sampler is not None and not hash(key) % MIX & sampler.mask:
             sampler.replay(key, weight, self._sketch)
-        seg = self._seg[key]
-        if seg == _WINDOW:
+        if key in self._window:
             old = self._window.pop(key)
             self._window[key] = weight
             self._window_weight += weight - old
-        elif seg == _PROTECTED:
+        elif key in self._protected:
             old = self._protected.pop(key)
             self._protected[key] = weight
             self._protected_weight += weight - old
@@ -464,11 +514,11 @@ class TinyLfuPolicy:
         self._weight += weight - old
 
     def on_remove(self, key: str) -> None:
-        seg = self._seg.pop(key)
-        if seg == _WINDOW:
+        self._victim = None
+        if key in self._window:
             w = self._window.pop(key)
             self._window_weight -= w
-        elif seg == _PROTECTED:
+        elif key in self._protected:
             w = self._protected.pop(key)
             self._protected_weight -= w
         else:
@@ -476,10 +526,10 @@ class TinyLfuPolicy:
         self._weight -= w
 
     def clear(self) -> None:
+        self._victim = None
         self._window.clear()
         self._probation.clear()
         self._protected.clear()
-        self._seg.clear()
         self._weight = self._window_weight = self._protected_weight = 0
         if self._climber is not None:
             self._climber.clear()
@@ -490,10 +540,10 @@ class TinyLfuPolicy:
         ``candidates``: keys ``admit`` already moved from the window to
         probation, oldest first; window overflow is appended to them.
         """
+        self._victim = None  # probation's head may change below
         # Move window overflow to probation's MRU end: they are the candidates.
         window = self._window
         probation = self._probation
-        seg = self._seg
         if candidates is None:
             candidates = []
         ww = self._window_weight
@@ -502,7 +552,6 @@ class TinyLfuPolicy:
             k, w = window.popitem(last=False)
             ww -= w
             probation[k] = w
-            seg[k] = _PROBATION
             candidates.append(k)
         self._window_weight = ww
         victims: list[str] = []
@@ -539,37 +588,49 @@ class TinyLfuPolicy:
                 loser, w = window.popitem(last=False)
                 weight -= w
                 self._window_weight -= w
-            del seg[loser]
             victims.append(loser)
         self._weight = weight
         return victims
 
     # -- internals ------------------------------------------------------------
 
-    def _weight_in(self, key: str, seg: int) -> int:
-        """The weight of resident ``key`` in segment ``seg``."""
-        if seg == _WINDOW:
-            return self._window[key]
-        if seg == _PROTECTED:
-            return self._protected[key]
-        return self._probation[key]
+    def take_hits(self, key: str) -> int:
+        """The hits on resident ``key`` the policy never saw (the read buffer was
+        full), cleared. Asked before ``key`` duels, i.e. in a write, after storage
+        drained the buffer: nothing is counted twice."""
+        r = self.records[key]
+        n = r.unreplayed_hits
+        if n:
+            r.unreplayed_hits = 0
+        return n
+
+    def _weight_of(self, key: str) -> int:
+        """The weight of resident ``key``."""
+        w = self._protected.get(key)
+        if w is None:
+            w = self._window.get(key)
+        if w is None:
+            w = self._probation[key]
+        return w
+
+    def _residents(self) -> int:
+        return len(self._window) + len(self._probation) + len(self._protected)
 
     def _promote(self, key: str) -> None:
         """A probation key was accessed: move it to protected, demote overflow."""
+        if key == self._victim:
+            self._victim = None
         w = self._probation.pop(key)
         self._protected[key] = w
-        self._seg[key] = _PROTECTED
         self._protected_weight += w
         self._demote_protected()
 
     def _demote_protected(self) -> None:
         protected = self._protected
-        seg = self._seg
         while self._protected_weight > self.protected_max and len(protected) > 1:
             k, w = protected.popitem(last=False)
             self._protected_weight -= w
             self._probation[k] = w
-            seg[k] = _PROBATION
 
     def _grow_sketch(self) -> None:
         """Resize the sketch to the (estimated) entry capacity.
@@ -582,7 +643,7 @@ class TinyLfuPolicy:
         frequencies are carried over (non-residents' history is lost). The
         climber hears of every resize (its shadows start at the first).
         """
-        n = len(self._seg)
+        n = self._residents()
         weight = max(1, self._weight)
         if 2 * weight >= self.maximum:
             est = max(n, self.maximum * n // weight)
@@ -592,37 +653,50 @@ class TinyLfuPolicy:
             est = 2 * n
             # re-estimate at half full (at the current mean weight), or at 2x
             self._grow_at = min(2 * n, self.maximum * n // (2 * weight) + 1)
+        self._victim = None  # a new sketch: frequencies read from the old one are stale
         climber = self._climber
         if climber is not None:
             climber.resize(est, self._sized)
             self._sampler = climber
         old = self._sketch
         new = FrequencySketch(int(WIDTH_FACTOR * est))
-        for key in self._seg:
-            new.raise_to(key, old.frequency(key))
+        for segment in (self._window, self._probation, self._protected):
+            for key in segment:
+                new.raise_to(key, old.frequency(key))
         new.sample_size = max(MIN_AGE, int(AGE_FACTOR * est))
         self._sketch = new
 
     def _climb(self) -> None:
-        """A hit-ratio sample is complete: let the climber move the window."""
+        """A hit-ratio sample is complete: let the climber move the window (and
+        re-check the sketch's size, which ``admit`` checks only while not full)."""
+        if self._residents() > self._grow_at:
+            self._grow_sketch()
         hits = self._hits
-        total = hits + self._misses
-        self._hits = self._misses = 0
+        total = self._sample_period - self._left
+        dropped = self._dropped
+        self._hits = self._dropped = 0
         climber = self._climber
         if climber is None:  # a fixed window: the next sample starts, nothing moves
+            self._left = self._sample_period
             return
-        self._sample_period = climber.sample_size(self._sized, len(self._seg))
+        self._sample_period = self._left = climber.sample_size(self._sized, self._residents())
         if not hits:
             # a sample without hits says nothing about the window size (the
             # climber would keep stepping on momentum alone)
             return
-        delta = climber.adjust(hits / total, self.window_max)
+        # The shadows saw only the hits the read buffer kept: after a sample
+        # with many dropped (long runs of hits, which the shadow nearest the
+        # current window would have shared) they are biased against the current
+        # window, so they do not move it (the hill climber still may).
+        trusted = dropped <= SHADOW_TRUST_DROPPED * total
+        delta = climber.adjust(hits / total, self.window_max, shadows=trusted)
         if delta > 0:
             self._increase_window(delta)
         elif delta < 0:
             self._decrease_window(-delta)
 
     def _increase_window(self, quota: int) -> None:
+        self._victim = None  # probation's head may move to the window
         quota = min(quota, self.protected_max)
         if quota <= 0:
             return
@@ -630,7 +704,6 @@ class TinyLfuPolicy:
         self.window_max += quota
         self._demote_protected()
         # Pull the coldest main entries into the window's MRU end up to the quota.
-        seg = self._seg
         moved = 0
         for source in (self._probation, self._protected):
             while moved < quota and source:
@@ -639,7 +712,6 @@ class TinyLfuPolicy:
                     self._protected_weight -= w
                 self._window[k] = w
                 self._window_weight += w
-                seg[k] = _WINDOW
                 moved += w
             if moved >= quota:
                 break
@@ -651,17 +723,23 @@ class TinyLfuPolicy:
         self.protected_max += quota
         self.window_max -= quota
         window = self._window
-        seg = self._seg
         while self._window_weight > self.window_max and window:
             k, w = window.popitem(last=False)
             self._window_weight -= w
             self._probation[k] = w
-            seg[k] = _PROBATION
 
 
-def _no_hits(key: str) -> int:
-    """``TinyLfuPolicy.take_hits`` without storage: no hit is ever dropped."""
-    return 0
+class _NoRecords:
+    """``TinyLfuPolicy.records`` without storage: no hit is ever dropped."""
+
+    __slots__ = ()
+    unreplayed_hits = 0
+
+    def __getitem__(self, key: str) -> _NoRecords:
+        return self
+
+
+_NO_RECORDS: Final = _NoRecords()
 
 
 POLICIES: dict[str, Callable[[int, int | None], Policy]] = {

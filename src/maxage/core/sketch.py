@@ -21,99 +21,111 @@ from collections.abc import Callable
 from typing import Final
 
 COUNTER_MAX: Final = 15  # 4-bit counters (Caffeine's): the duel needs a rank, not a count
-MIN_WIDTH: Final = 8  # the smallest table is one 128-counter block (8 x 16 counters)
+ROWS: Final = 4  # count-min rows (Caffeine's four)
+COUNTERS_PER_WIDTH: Final = 16  # counters per unit of width (Caffeine: 16 4-bit counters a long)
+MIN_WIDTH: Final = 8  # the smallest sketch: 8 x 16 counters
 AGE_PER_WIDTH: Final = 10  # default aging period, in increments per unit of width (Caffeine)
 POPULAR: Final = 6  # a candidate this frequent may win a lost duel at random ...
 LUCKY_BITS: Final = 7  # ... 1 time in 2**7 = 128, so a flood of one hash cannot pin a victim
+MIX: Final = 1_073_741_789  # the largest prime below 2**30: ``hash(key) % MIX`` is one digit
 
 # Byte-per-counter tables, so the hot operations are one lookup or one translate.
 INCREMENT: Final = bytes(min(i + 1, COUNTER_MAX) for i in range(256))  # saturating increment
 _HALVE: Final = bytes(i >> 1 for i in range(256))  # aging halves every counter in one translate
 _ODD: Final = bytes(i & 1 for i in range(256))  # odd counters: the reset's rounding correction
 
-__all__ = ["INCREMENT", "LUCKY_BITS", "POPULAR", "FrequencySketch", "admits"]
+__all__ = ["INCREMENT", "LUCKY_BITS", "MIX", "POPULAR", "FrequencySketch", "admits"]
+
+
+def _primes_below(n: int, count: int) -> list[int]:
+    """The ``count`` largest primes below ``n`` (trial division: n is at most millions)."""
+    out: list[int] = []
+    c = n - 1
+    while len(out) < count and c > 2:
+        if c % 2 and all(c % d for d in range(3, int(c**0.5) + 1, 2)):
+            out.append(c)
+        c -= 1
+    return out
 
 
 class FrequencySketch:
-    """Caffeine's block-based count-min sketch of 4-bit counters (byte-per-counter).
+    """A count-min sketch of 4-bit counters (byte-per-counter) in four rows of
+    distinct prime lengths.
 
-    The table holds ``16 * width`` counters in blocks of 128 (Caffeine: eight
-    64-bit words of sixteen 4-bit counters). A key hashes to one block (low
-    bits of its ``str`` hash, SipHash: well mixed) and to one counter in each
-    of the block's four 32-counter quarters (20 high bits of the hash) -- the
-    four "rows" of a count-min sketch, kept in one cache line. Counters cap at
-    ``COUNTER_MAX``; an increment bumps each of the key's four counters below
-    the cap, and the estimate is their minimum. After ``sample_size``
-    increments (default ``AGE_PER_WIDTH`` x the width; ``TinyLfuPolicy`` sets
-    it) every counter is halved and the count of additions is reduced as in
-    Caffeine (``(additions - odd/4) / 2``). No doorkeeper (Caffeine's choice;
-    measured in ADR 0002).
+    A key's ``x = hash(key) % MIX`` (``MIX`` a prime below 2**30, so ``x`` is a
+    one-digit int and every later operation on it is CPython's cheap path)
+    picks counter ``x % p_r`` in row ``r`` (``p_0 > ... > p_3`` the largest
+    primes below ``4 * width``, i.e. ``16 * width`` counters as in Caffeine).
+    Distinct primes make the rows independent (Chinese remainder theorem): two
+    keys with different ``x`` collide in two rows at once only if ``x`` differs
+    by a multiple of ``p_r * p_s``. Counters cap at ``COUNTER_MAX``; an
+    increment bumps each of the key's four counters below the cap, and the
+    estimate is their minimum. After ``sample_size`` increments (default
+    ``AGE_PER_WIDTH`` x the width; ``TinyLfuPolicy`` sets it) every counter is
+    halved and the count of additions is reduced as in Caffeine (``(additions
+    - odd/4) / 2``). No doorkeeper (Caffeine's choice; measured in ADR 0002).
 
-    ``table``, ``block_mask`` and ``additions`` are public because the hot
-    paths of ``TinyLfuPolicy`` (``admit``) inline ``increment`` and
-    ``frequency``; the index arithmetic is in ``_indexes``: keep them in step.
+    Why not Caffeine's block layout (one 64-byte block per key): in CPython the
+    cost is the interpreter's, not the memory's -- the block index and four
+    5-bit offsets took 17 bit operations per key (~3,900 instructions), the
+    residues take 5 (~1,600). ``rows`` and ``primes`` are public because the
+    hot paths of ``TinyLfuPolicy`` inline ``increment`` and ``frequency``:
+    keep them in step with ``_indexes``.
     """
 
-    __slots__ = ("_width", "additions", "block_mask", "sample_size", "table")
+    __slots__ = ("_width", "additions", "primes", "resets", "rows", "sample_size")
 
     def __init__(self, width: int) -> None:
         w = MIN_WIDTH
         while w < width:
             w <<= 1
         self._width = w
-        self.block_mask = (w >> 3) - 1
-        self.table = bytearray(16 * w)
+        primes = _primes_below(COUNTERS_PER_WIDTH * w // ROWS, ROWS)
+        self.primes: tuple[int, int, int, int] = (primes[0], primes[1], primes[2], primes[3])
+        self.rows: tuple[bytearray, bytearray, bytearray, bytearray] = (
+            bytearray(primes[0]),
+            bytearray(primes[1]),
+            bytearray(primes[2]),
+            bytearray(primes[3]),
+        )
         self.sample_size = AGE_PER_WIDTH * w
         self.additions = 0  # increments since the last reset (Caffeine's ``size``)
+        self.resets = 0  # agings so far: a frequency read before one is stale after it
 
     @property
     def width(self) -> int:
         return self._width
 
     def _indexes(self, key: str) -> tuple[int, int, int, int]:
-        h = hash(key)
-        b = (h & self.block_mask) << 7
-        c = h >> 40
-        return (
-            b | (c & 31),
-            b | 32 | ((c >> 5) & 31),
-            b | 64 | ((c >> 10) & 31),
-            b | 96 | ((c >> 15) & 31),
-        )
+        x = hash(key) % MIX
+        p0, p1, p2, p3 = self.primes
+        return (x % p0, x % p1, x % p2, x % p3)
 
     def increment(self, key: str) -> None:
-        h = hash(key)
-        b = (h & self.block_mask) << 7
-        c = h >> 40
-        t = self.table
-        i = b | (c & 31)
-        t[i] = INCREMENT[t[i]]
-        i = b | 32 | ((c >> 5) & 31)
-        t[i] = INCREMENT[t[i]]
-        i = b | 64 | ((c >> 10) & 31)
-        t[i] = INCREMENT[t[i]]
-        i = b | 96 | ((c >> 15) & 31)
-        t[i] = INCREMENT[t[i]]
+        t0, t1, t2, t3 = self.rows
+        p0, p1, p2, p3 = self.primes
+        x = hash(key) % MIX
+        i = x % p0
+        t0[i] = INCREMENT[t0[i]]
+        i = x % p1
+        t1[i] = INCREMENT[t1[i]]
+        i = x % p2
+        t2[i] = INCREMENT[t2[i]]
+        i = x % p3
+        t3[i] = INCREMENT[t3[i]]
         self.additions += 1
         if self.additions >= self.sample_size:
             self.reset()
 
     def frequency(self, key: str) -> int:
-        h = hash(key)
-        b = (h & self.block_mask) << 7
-        c = h >> 40
-        t = self.table
-        return min(
-            t[b | (c & 31)],
-            t[b | 32 | ((c >> 5) & 31)],
-            t[b | 64 | ((c >> 10) & 31)],
-            t[b | 96 | ((c >> 15) & 31)],
-        )
+        t0, t1, t2, t3 = self.rows
+        p0, p1, p2, p3 = self.primes
+        x = hash(key) % MIX
+        return min(t0[x % p0], t1[x % p1], t2[x % p2], t3[x % p3])
 
     def add(self, key: str, n: int) -> None:
         """``n`` increments of ``key`` at once (saturating), as if replayed one by one."""
-        t = self.table
-        for i in self._indexes(key):
+        for t, i in zip(self.rows, self._indexes(key), strict=True):
             t[i] = min(t[i] + n, COUNTER_MAX)
         self.additions += n
         if self.additions >= self.sample_size:
@@ -121,17 +133,18 @@ class FrequencySketch:
 
     def raise_to(self, key: str, freq: int) -> None:
         """Make ``frequency(key) >= freq`` (capped at ``COUNTER_MAX``); used when resizing."""
-        t = self.table
         f = min(freq, COUNTER_MAX)
-        for i in self._indexes(key):
+        for t, i in zip(self.rows, self._indexes(key), strict=True):
             if t[i] < f:
                 t[i] = f
 
     def reset(self) -> None:
-        t = self.table
-        odd = t.translate(_ODD).count(1)
-        t[:] = t.translate(_HALVE)  # in place: the policy's hot paths hold the table
+        odd = 0
+        for t in self.rows:
+            odd += t.translate(_ODD).count(1)
+            t[:] = t.translate(_HALVE)  # in place: the policy's hot paths hold the rows
         self.additions = (self.additions - (odd >> 2)) >> 1
+        self.resets += 1
 
 
 def admits(sketch: FrequencySketch, cand: str, victim: str, randbits: Callable[[int], int]) -> bool:

@@ -76,5 +76,5 @@ class Entry:
     size: int = 0
     # Hits the policy has not seen: counted on every hit, less those replayed from
     # the read buffer; what a full buffer dropped is folded in when the key duels
-    # (``Cache._take_unreplayed_hits``; ADR 0002, "Issue 17").
+    # (``TinyLfuPolicy.take_hits``; ADR 0002, "Issue 17").
     unreplayed_hits: int = 0
