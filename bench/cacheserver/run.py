@@ -13,6 +13,7 @@ Usage::
 
     .venv/bin/python bench/cacheserver/run.py [--duration 10] [--connections 64]
         [--keys 1000] [--value-bytes 100] [--json out.json]
+    .venv/bin/python bench/cacheserver/run.py --entries 1000,1000000   # big caches
 
 Ratios (maxage / Go) are what to compare across machines, not absolute numbers.
 The servers are measured in alternating rounds (medians reported), and each run
@@ -43,6 +44,13 @@ GET_LUA = """
 local keys = {keys}
 request = function()
   return wrk.format("GET", "/v1/keys/k" .. math.random(keys))
+end
+"""
+
+# --entries: also the tail beyond wrk's --latency table (p99.9 and max, microseconds).
+TAIL_LUA = """
+done = function(summary, latency, requests)
+  io.write(string.format("p999_us %d\\nmax_us %d\\n", latency:percentile(99.9), latency.max))
 end
 """
 
@@ -108,13 +116,18 @@ def _parse_wrk(out: str) -> dict[str, Any]:
     p50 = float(m50.group(1)) * _UNIT[m50.group(2)] if m50 else float("nan")
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:(.*)", out)
-    return {
+    res: dict[str, Any] = {
         "rps": rps,
         "p50_ms": p50,
         "p99_ms": p99,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(1).strip() if errors else "",
     }
+    for name in ("p999_us", "max_us"):  # printed by TAIL_LUA
+        m = re.search(rf"^{name} (\d+)$", out, re.MULTILINE)
+        if m:
+            res[name.replace("_us", "_ms")] = int(m.group(1)) / 1000
+    return res
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -219,6 +232,102 @@ def _build_go() -> str | None:
     return str(out)
 
 
+def _fill(base: str, keys: int, size: int) -> None:
+    """PUT ``k1``..``kN`` (``size``-byte values) pipelined on one connection, in batches:
+    a million entries in seconds, where one request at a time would take minutes."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    body = b"x" * size
+    batch = 2000
+    with socket.create_connection((host.strip("[]"), int(port))) as sock:
+        for first in range(1, keys + 1, batch):
+            last = min(first + batch, keys + 1)
+            sock.sendall(
+                b"".join(
+                    b"PUT /v1/keys/k%d HTTP/1.1\r\nhost: b\r\ncontent-type: text/plain\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (i, size, body)
+                    for i in range(first, last)
+                )
+            )
+            want, seen, buf = last - first, 0, b""
+            while seen < want:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    raise RuntimeError("the server closed the connection during the fill")
+                buf += chunk
+                # Count whole status lines only; keep a possible partial one for the next read.
+                cut = buf.rfind(b"\r\n")
+                done, buf = buf[: cut + 2], buf[cut + 2 :]
+                seen += done.count(b"HTTP/1.1 201 ")
+                if b"HTTP/1.1 4" in done or b"HTTP/1.1 5" in done:
+                    raise RuntimeError(f"fill refused: {done[:300]!r}")
+
+
+def _rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _bench_entries(sizes: list[int], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """GET-hit of ``maxage cache-server`` with each number of entries (one server per size,
+    all up at once), in alternating rounds: the big-cache p99 against the small one's,
+    with every other condition equal. Values and keys are uniform over the entries."""
+    procs: dict[int, subprocess.Popen[str]] = {}
+    bases: dict[int, str] = {}
+    out: dict[str, Any] = {}
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+    scripts = {n: tmp / f"get-{n}.lua" for n in sizes}
+    try:
+        for n in sizes:
+            scripts[n].write_text(GET_LUA.format(keys=n) + TAIL_LUA)
+            cmd = [
+                sys.executable, "-m", "maxage.cacheserver", "--port", "0",
+                "--max-bytes", args.entries_max_bytes, "--request-timeout", "30",
+            ]  # fmt: skip
+            procs[n], bases[n] = _start(cmd, args.server_cpu)
+            rss0 = _rss_bytes(procs[n].pid)
+            _fill(bases[n], n, args.value_bytes)
+            rss1 = _rss_bytes(procs[n].pid)
+            with httpx.Client(base_url=bases[n], trust_env=False) as c:
+                text = c.get("/metrics").text
+            m = re.search(r"^maxage_cache_entries (\d+)", text, re.MULTILINE)
+            entries = int(m.group(1)) if m else -1
+            if entries != n:
+                raise RuntimeError(f"filled {n} keys but the server holds {entries}")
+            out[str(n)] = {"entries": entries, "rss_bytes_per_entry": (rss1 - rss0) / n}
+            print(f"  {n:,} entries: {(rss1 - rss0) / n:.0f} B of RSS per entry", flush=True)
+            warm = argparse.Namespace(**{**vars(args), "duration": 2})
+            _wrk(bases[n], scripts[n], warm)
+        for rnd in range(args.rounds):
+            print(f" round {rnd + 1}/{args.rounds}", flush=True)
+            for n in sizes:
+                res, wrk_cmd = _wrk(bases[n], scripts[n], args, procs[n].pid)
+                runs[n].append(res)
+                _print(f"{n:,}", "get", res)
+                out[str(n)]["wrk"] = wrk_cmd.replace(bases[n], "URL")
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+    print("medians over rounds:")
+    for n in sizes:
+        rs = runs[n]
+        keys = ("rps", "p50_ms", "p99_ms", "p999_ms", "max_ms", "cpu_us_per_req")
+        row = {k: _median([r.get(k, float("nan")) for r in rs]) for k in keys}
+        out[str(n)].update(row, rounds=rs)
+        print(
+            f"  {n:>9,} entries  {out[str(n)]['rss_bytes_per_entry']:.0f} B/entry  "
+            f"{row['rps']:.0f} req/s  p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms  "
+            f"p99.9 {row['p999_ms']:.3f} ms  max {row['max_ms']:.1f} ms  "
+            f"cpu {row['cpu_us_per_req']:.1f} us/req"
+        )
+    small, big = sizes[0], sizes[-1]
+    per_round = [b["p99_ms"] / a["p99_ms"] for a, b in zip(runs[small], runs[big], strict=True)]
+    out["p99_ratio"] = _median(per_round)
+    print(
+        f"  GET p99 {big:,} / {small:,} entries: {out['p99_ratio']:.2f}x "
+        f"(per round: {', '.join(f'{r:.2f}' for r in per_round)}; target <= 1.5x)"
+    )
+    return out
+
+
 def _redis(args: argparse.Namespace) -> dict[str, Any] | None:
     if shutil.which("redis-benchmark") is None:
         print("redis-benchmark not found: skipping Redis")
@@ -279,6 +388,16 @@ def main() -> int:
         "`git archive` of the commit before a change, in the same alternating rounds\n"
         "(the way to show a change did not regress on a shared machine)",
     )
+    p.add_argument(
+        "--entries",
+        default=None,
+        help="comma-separated entry counts, e.g. 1000,1000000: instead of the Go comparison,\n"
+        "measure maxage's GET-hit with that many entries each (smallest first; p99 ratio\n"
+        "largest / smallest, same rounds)",
+    )
+    p.add_argument(
+        "--entries-max-bytes", default="4GiB", help="--max-bytes of the --entries servers"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     if args.realtime:
@@ -306,6 +425,13 @@ def main() -> int:
     results: dict[str, Any] = {
         "params": vars(args) | {"json": str(args.json), "baseline_src": str(args.baseline_src)}
     }
+    if args.entries:
+        sizes = sorted(int(x) for x in args.entries.split(","))
+        results["entries"] = _bench_entries(sizes, args, tmp)
+        if args.json is not None:
+            args.json.write_text(json.dumps(results, indent=2))
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     servers = {
         "maxage": [
             sys.executable, "-m", "maxage.cacheserver", "--port", "0",
