@@ -249,6 +249,13 @@ def _add_serve(sub: Any) -> None:
         "--workers", type=int, default=1, help="worker processes (default: %(default)s)"
     )
     serve.add_argument(
+        "--interface",
+        choices=("rsgi", "asgi"),
+        default="rsgi",
+        help="how granian hands requests to the workers: rsgi answers a cached GET in one "
+        "call, asgi runs the same app over ASGI (default: %(default)s; docs/benchmarks.md)",
+    )
+    serve.add_argument(
         "--cache-bytes",
         type=size_arg,
         default=64 * 1024**2,
@@ -830,11 +837,12 @@ def serve(args: argparse.Namespace) -> int:
         target=_announce_when_accepting, args=(args.host, port, stop), daemon=True
     )
     announcer.start()
+    rsgi = args.interface == "rsgi"
     server = Server(
-        "maxage.cli:asgi_app",
+        "maxage.cli:rsgi_app" if rsgi else "maxage.cli:asgi_app",
         address=args.host,
         port=port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI if rsgi else Interfaces.ASGI,
         workers=args.workers,
         loop=Loops.uvloop if _has_uvloop() else Loops.asyncio,
         factory=True,
@@ -858,6 +866,13 @@ def _has_uvloop() -> bool:
     except ImportError:
         return False
     return True
+
+
+def rsgi_app() -> Any:
+    """RSGI factory run in each worker: the ASGI app behind granian's RSGI interface."""
+    from maxage.api.rsgi import RSGIApp
+
+    return RSGIApp(asgi_app())
 
 
 def asgi_app() -> Any:

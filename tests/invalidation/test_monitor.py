@@ -168,6 +168,38 @@ async def test_full_queue_drops_and_counts(store: SQLiteStore, clock: ManualCloc
     assert (len(m.pending), m.dropped) == (1, 2)
 
 
+async def test_hits_of_one_version_in_a_pass_share_one_look_up(
+    store: SQLiteStore, clock: ManualClock
+) -> None:
+    """Each hit is still classified by its own serving time; the primary is asked once
+    per (document, version) in the pass."""
+    asked: list[tuple[str, str, int]] = []
+    committed_at = store.committed_at
+
+    async def counted(collection: str, id: str, version: int) -> float | None:
+        asked.append((collection, id, version))
+        return await committed_at(collection, id, version)
+
+    m = ConsistencyMonitor(store, clock, sample_every=1, delay=1.0)
+    v1 = await write(store, clock, "a", 1)
+    clock.advance(10)
+    await write(store, clock, "a", 2)
+    m.record_hit("docs", "a", v1, clock.now(), BOUND)  # within the bound
+    clock.advance(BOUND + 1)
+    m.record_hit("docs", "a", v1, clock.now(), BOUND)  # the same version, now too old
+    m.record_hit("docs", "a", v1 + 1, clock.now(), BOUND)  # the latest
+    store.committed_at = counted  # type: ignore[method-assign]
+    clock.advance(1.0)
+    assert await m.check_due() == 3
+    assert sorted(asked) == [("docs", "a", v1), ("docs", "a", v1 + 1)]
+    assert (m.checked, m.violations) == (3, 1)
+    await m.check_due(everything=True)
+    m.record_hit("docs", "a", v1, clock.now(), BOUND)
+    clock.advance(1.0)
+    assert await m.check_due() == 1  # a later pass asks again
+    assert len(asked) == 3
+
+
 async def test_failed_checks_are_counted_as_errors(store: SQLiteStore, clock: ManualClock) -> None:
     async def unavailable(collection: str, id: str, version: int) -> float | None:
         raise StoreError("primary down")

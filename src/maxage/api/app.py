@@ -45,6 +45,7 @@ from maxage.api.types import (
 )
 from maxage.contracts import CollectionSpec, Cors
 from maxage.core.metrics import Histogram
+from maxage.core.types import Entry
 from maxage.logs import trace_id
 from maxage.service import (
     LAGGING,
@@ -60,7 +61,8 @@ T = TypeVar("T")
 access_log = logging.getLogger("maxage.access")
 log = logging.getLogger("maxage.api")
 
-_UNUSUAL_HEADERS = frozenset(
+# Request headers that take a request off the hot path (the general path reads them).
+UNUSUAL_HEADERS = frozenset(
     {
         b"if-none-match",
         b"cache-control",
@@ -73,6 +75,14 @@ _UNUSUAL_HEADERS = frozenset(
 AUTHORIZATION = b"authorization"
 ACCEPT = b"accept"
 _JSON_ONLY = (b"application/json",)
+
+
+def accepts_json(accept: bytes) -> bool:
+    """Whether an ``Accept`` value admits the hot path's JSON (any other goes the general
+    way: 406)."""
+    return accept == b"*/*" or accepts(accept, _JSON_ONLY)
+
+
 # Never shed: a balancer must see liveness and readiness, an operator the metrics and status.
 _NEVER_SHED = frozenset({"/livez", "/readyz", "/metrics", "/status", "/status.json"})
 _RETRY_AFTER_1 = [(b"retry-after", b"1")]
@@ -88,13 +98,21 @@ _AGES = [b"%d" % i for i in range(100)]
 # has run this long: what ends sooner is not worth watching for (seconds).
 WATCH_DISCONNECT_AFTER = 0.05
 # Outcomes of App._hot_get (identity-compared sentinels).
-_HOT_SERVED, _HOT_NOT_TRIED, _HOT_MISSED = object(), object(), object()
+HOT_SERVED, HOT_NOT_TRIED, HOT_MISSED = object(), object(), object()
 
 
 class _HotRoute:
     """Everything about one collection's cached GET that can be computed before requests."""
 
-    __slots__ = ("bound", "cache_control", "histogram", "route", "scope", "suffixes")
+    __slots__ = (
+        "bound",
+        "cache_control",
+        "cache_control_text",
+        "histogram",
+        "route",
+        "scope",
+        "suffixes",
+    )
 
     def __init__(self, spec: CollectionSpec, histograms: dict[tuple[str, str, str], Histogram]):
         self.bound = spec.max_staleness
@@ -102,6 +120,7 @@ class _HotRoute:
         self.route = f"/v1/{spec.name}/{{id}}"
         self.suffixes = hot_suffixes(spec.max_staleness)
         self.cache_control = [b"max-age=%d" % b for b in range(len(self.suffixes))]
+        self.cache_control_text = [c.decode() for c in self.cache_control]  # for RSGI
         self.histogram = histograms.setdefault(("GET", self.route, "200"), Histogram())
 
 
@@ -228,90 +247,102 @@ class App:
         rid: bytes | None = None
         authorization: bytes | None = None
         unusual = False  # any header that takes the request off the hot path
-        headers_in = scope["headers"]
-        for name, value in headers_in:
+        for name, value in scope["headers"]:
             if name == RID:
                 rid = value
             elif name == AUTHORIZATION:
                 authorization = value
             elif name == ACCEPT:
-                # The hot path answers JSON: any other Accept goes the general way (406).
-                unusual = unusual or (value != b"*/*" and not accepts(value, _JSON_ONLY))
-            elif name in _UNUSUAL_HEADERS:
+                unusual = unusual or not accepts_json(value)
+            elif name in UNUSUAL_HEADERS:
                 unusual = True
-        if rid is None or len(rid) > 128 or not _SAFE_REQUEST_ID.fullmatch(rid):
-            rid = b"%s%x" % (self._rid_prefix, next(self._rid_counter))
-        method = scope["method"]
+        rid = self.request_id(rid)
         path = scope["path"]
-        shedder = self.shedder
-        if (
-            shedder.full(self.in_flight)
-            and path not in _NEVER_SHED
-            and not await shedder.admit(self.in_flight)
-        ):
-            await self._shed(scope, rid, send, started)
+        if self.shedder.full(self.in_flight) and await self.refused(path):
+            await self.shed(path, rid, send, started)
             return
-        hot_result = _HOT_NOT_TRIED
-        if (
-            method == "GET"
-            and not unusual
-            and not scope["query_string"]
-            and self._hot_ok
-            and path.startswith("/v1/")
-        ):
-            col, _, id = path[4:].partition("/")
-            hot = self._hot.get(col)
-            if hot is not None and id and id != "changes" and "/" not in id:
-                hot_result = await self._hot_get(
-                    hot, col + "/" + id, rid, authorization, send, started
-                )
-                if hot_result is _HOT_SERVED:
-                    return
-        req = Request(method, path, scope["query_string"], rid.decode("latin-1"), started)
-        req.authorization = authorization
-        # The hot path already counted this read's L1 miss: the general path must not look again.
-        req.l1_missed = hot_result is _HOT_MISSED
-        req.client = scope.get("client")
-        scan_headers(req, headers_in)
-        limit = self.settings.deadline
-        req.deadline = started + (min(req.deadline, limit) if req.deadline > 0 else limit)
-        self.in_flight += 1
-        status = 500
-        try:
-            if tracing.TRACER is None:
-                status = await self._dispatch(req, receive, send)
-            else:
-                status = await self._traced(req, receive, send)
-        finally:
-            self.in_flight -= 1
-            if self.shedder.busy:
-                self.shedder.release()
-            self._observe(req, status, time.perf_counter() - started)
+        hot_result = HOT_NOT_TRIED
+        target = self.hot_target(scope["method"], path, scope["query_string"], unusual)
+        if target is not None:
+            hot_result = await self._hot_get(target, rid, authorization, send, started)
+            if hot_result is HOT_SERVED:
+                return
+        await self.general(scope, receive, send, rid, authorization, hot_result, started)
 
-    async def _hot_get(
-        self,
-        hot: _HotRoute,
-        key: str,
-        rid: bytes,
-        authorization: bytes | None,
-        send: Send,
-        started: float,
-    ) -> object:
-        """A bounded GET answered from L1 (_HOT_SERVED), or the reason to take the general
-        path: _HOT_NOT_TRIED (holder lagging, or a key the in-process cache cannot vouch
-        for) or _HOT_MISSED (L1 miss, already counted). The rules are the service's
-        (``Reads.l1``, ``Access.cached``); here only precomputed HTTP."""
+    def request_id(self, sent: bytes | None) -> bytes:
+        """The client's ``X-Request-Id`` when safe to echo and log, else a fresh one."""
+        if sent is None or len(sent) > 128 or not _SAFE_REQUEST_ID.fullmatch(sent):
+            return b"%s%x" % (self._rid_prefix, next(self._rid_counter))
+        return sent
+
+    async def refused(self, path: str) -> bool:
+        """Whether to shed this request (call only when ``shedder.full``: the fast test)."""
+        return path not in _NEVER_SHED and not await self.shedder.admit(self.in_flight)
+
+    def hot_target(
+        self, method: str, path: str, query: bytes | str, unusual: bool
+    ) -> tuple[_HotRoute, str] | None:
+        """The hot route and cache key of a request the hot path may answer, else None."""
+        if method != "GET" or unusual or query or not self._hot_ok or not path.startswith("/v1/"):
+            return None
+        col, _, id = path[4:].partition("/")
+        hot = self._hot.get(col)
+        if hot is None or not id or id == "changes" or "/" in id:
+            return None
+        return hot, col + "/" + id
+
+    def hot_hit(
+        self, hot: _HotRoute, key: str, authorization: bytes | None
+    ) -> tuple[Entry, float, int] | object:
+        """``(entry, age, budget)`` when L1 answers a bounded GET, or the reason to take the
+        general path: HOT_NOT_TRIED (holder lagging, or a key the in-process cache cannot
+        vouch for) or HOT_MISSED (L1 miss, already counted). The rules are the service's
+        (``Reads.l1``, ``Access.cached``); the callers only render precomputed HTTP."""
         now = self._clock.now()
         if self._access.enabled:
             secret = guard.bearer(authorization)
             principal = self._access.cached(secret, now) if secret is not None else None
             if principal is None or not principal.allows(hot.scope):
-                return _HOT_NOT_TRIED
+                return HOT_NOT_TRIED
         hit = self._l1(key, hot.bound, 0, now)
         if hit is None:
-            return _HOT_MISSED
+            return HOT_MISSED
         if hit is LAGGING:
-            return _HOT_NOT_TRIED
+            return HOT_NOT_TRIED
+        return hit
+
+    def finished(self) -> None:
+        """A request counted in ``in_flight`` is done: free its slot."""
+        self.in_flight -= 1
+        if self.shedder.busy:
+            self.shedder.release()
+
+    def hot_served(self, hot: _HotRoute, key: str, rid: bytes, started: float) -> None:
+        """Count (and maybe log) a hot-path answer once it is sent."""
+        elapsed = time.perf_counter() - started
+        hot.histogram.observe(elapsed)
+        mode = self.settings.access_log
+        if (
+            self._log_every_hit
+            and (mode == "all" or self._sample.random() < self.settings.access_log_sample)
+        ) or (elapsed >= self.settings.slow_request and mode == "errors-and-slow"):
+            req = Request("GET", "/v1/" + key, b"", rid.decode("latin-1"), started)
+            req.route, req.source = hot.route, "l1"
+            self._log(req, 200, elapsed)
+
+    async def _hot_get(
+        self,
+        target: tuple[_HotRoute, str],
+        rid: bytes,
+        authorization: bytes | None,
+        send: Send,
+        started: float,
+    ) -> object:
+        """The hot path on ASGI: HOT_SERVED, or ``hot_hit``'s reason not to."""
+        hot, key = target
+        hit = self.hot_hit(hot, key, authorization)
+        if type(hit) is not tuple:
+            return hit
         entry, age, budget = hit
         body = entry.body + hot.suffixes[budget]
         self.in_flight += 1
@@ -333,20 +364,47 @@ class App:
             )
             await send({"type": "http.response.body", "body": body})
         finally:
-            self.in_flight -= 1
-            if self.shedder.busy:
-                self.shedder.release()
-        elapsed = time.perf_counter() - started
-        hot.histogram.observe(elapsed)
-        mode = self.settings.access_log
-        if (
-            self._log_every_hit
-            and (mode == "all" or self._sample.random() < self.settings.access_log_sample)
-        ) or (elapsed >= self.settings.slow_request and mode == "errors-and-slow"):
-            req = Request("GET", "/v1/" + key, b"", rid.decode("latin-1"), started)
-            req.route, req.source = hot.route, "l1"
-            self._log(req, 200, elapsed)
-        return _HOT_SERVED
+            self.finished()
+        self.hot_served(hot, key, rid, started)
+        return HOT_SERVED
+
+    async def general(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rid: bytes,
+        authorization: bytes | None,
+        hot_result: object,
+        started: float,
+        refusal: HTTPProblem | None = None,
+    ) -> None:
+        """Everything the hot path did not answer: routing, the contract, the problems
+        (``refusal``: a problem found before routing, the answer)."""
+        req = Request(
+            scope["method"], scope["path"], scope["query_string"], rid.decode("latin-1"), started
+        )
+        req.authorization = authorization
+        # The hot path already counted this read's L1 miss: the general path must not look again.
+        req.l1_missed = hot_result is HOT_MISSED
+        req.client = scope.get("client")
+        scan_headers(req, scope["headers"])
+        limit = self.settings.deadline
+        req.deadline = started + (min(req.deadline, limit) if req.deadline > 0 else limit)
+        self.in_flight += 1
+        status = 500
+        try:
+            if refusal is not None:
+                status = await responses.problem(
+                    req, send, refusal.code, refusal.detail, refusal.headers, **refusal.extra
+                )
+            elif tracing.TRACER is None:
+                status = await self._dispatch(req, receive, send)
+            else:
+                status = await self._traced(req, receive, send)
+        finally:
+            self.finished()
+            self._observe(req, status, time.perf_counter() - started)
 
     async def _traced(self, req: Request, receive: Receive, send: Send) -> int:
         """``_dispatch`` inside the request's server span (OpenTelemetry HTTP conventions)."""
@@ -421,10 +479,10 @@ class App:
 
     # -- load shedding -----------------------------------------------------------------
 
-    async def _shed(self, scope: Scope, rid: bytes, send: Send, started: float) -> None:
+    async def shed(self, path: str, rid: bytes, send: Send, started: float) -> None:
         """A fast 503: a pre-rendered problem with this request's id, no logging, no
         access-log line (sheds come in floods; ``maxage_shed_total`` counts them)."""
-        body = b"%s%s%s" % (_SHED_HEAD, _encode(scope["path"][:200]), _SHED_TAIL % rid)
+        body = b"%s%s%s" % (_SHED_HEAD, _encode(path[:200]), _SHED_TAIL % rid)
         await send(
             {
                 "type": "http.response.start",

@@ -196,6 +196,28 @@ def json_body(req: Request, body: bytes, media: tuple[bytes, ...]) -> object:
         raise HTTPProblem("malformed_json", "the body is nested too deeply") from None
 
 
+# Every request field maxage reads (``scan_headers``, and the request id and credentials
+# the app reads first): maxage.api.rsgi refuses a request whose value of one is unreadable.
+READ_HEADERS = frozenset(
+    {
+        b"x-request-id",
+        b"authorization",
+        b"if-none-match",
+        b"cache-control",
+        b"content-type",
+        b"content-length",
+        b"if-match",
+        b"idempotency-key",
+        b"accept",
+        b"last-event-id",
+        b"traceparent",
+        b"x-request-timeout",
+        b"origin",
+        b"access-control-request-method",
+    }
+)
+
+
 def scan_headers(req: Request, headers: list[tuple[bytes, bytes]]) -> None:
     """Fill ``req`` from the request headers in one scan (the hot path scanned for the
     few it needs already)."""

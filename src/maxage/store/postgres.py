@@ -242,6 +242,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
 # A transaction's change rows are numbered xid * POSITIONS + position (0 for a single
 # write), so seq order is xid order and, within a batch, the items' order.
 POSITIONS = 1024
+INDEX_LOCK_POLL = 0.05  # seconds between tries for the index-build lock (sync_indexes)
 assert MAX_BATCH_OPERATIONS <= POSITIONS
 
 _DOC_COLUMNS = "collection, id, version, data, created_at, updated_at, deleted"
@@ -695,9 +696,13 @@ class PostgresStore:
             raise StoreError(f"postgres sync_indexes could not connect: {exc}") from exc
         try:
             key = "maxage.indexes"
-            await conn.execute(
-                "SELECT pg_advisory_lock(hashtext($1), hashtext($2))", key, self.schema
-            )
+            # Polled, not waited for: a session blocked in pg_advisory_lock is in a
+            # statement, whose snapshot the holder's CREATE INDEX CONCURRENTLY waits out
+            # (PostgreSQL reported the deadlock when two workers started on a new schema).
+            while not await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", key, self.schema
+            ):
+                await asyncio.sleep(INDEX_LOCK_POLL)
             rows = await conn.fetch(
                 "SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index AS i"
                 " JOIN pg_class AS c ON c.oid = i.indexrelid"

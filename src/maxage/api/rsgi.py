@@ -1,0 +1,232 @@
+"""granian's RSGI interface in front of the ASGI app: what ``maxage serve`` runs.
+
+Invariant: every request gets the answer :class:`maxage.api.app.App` would give it
+over ASGI -- the same status, headers, body, metrics and log lines. The hot path (a
+bounded ``GET`` answered from L1) is the app's own (``hot_target``, ``hot_hit``,
+``hot_served``) and is answered here in one call, ``proto.response_bytes``, without
+the ASGI scope and message dicts granian would otherwise build and parse for every
+request (docs/benchmarks.md: a raw RSGI app costs less CPU per request than the same
+raw app on ASGI). Every other request is bridged to the app's ASGI general path.
+
+One difference in what granian hands over: RSGI's header list leaves out any field
+whose value is not visible ASCII (its name stays in ``keys()``). A request whose left-out
+field is one maxage reads is refused with a 400 naming it, never served as if the
+field were absent; others are ignored, as the app ignores them on ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from maxage.api.app import HOT_NOT_TRIED, UNUSUAL_HEADERS, App, accepts_json
+from maxage.api.http import READ_HEADERS
+from maxage.api.responses import HIT_L1
+from maxage.api.types import HTTPProblem
+
+log = logging.getLogger("maxage.api")
+
+_UNUSUAL = frozenset(name.decode() for name in UNUSUAL_HEADERS)
+_READ = frozenset(name.decode() for name in READ_HEADERS)
+_HIT_L1 = HIT_L1.decode()
+_AGES = [str(i) for i in range(100)]
+_DISCONNECT = {"type": "http.disconnect"}
+_NO_BODY = frozenset({204, 304})
+_LAST_CHUNK = {"type": "http.request", "body": b"", "more_body": False}
+
+
+class Headers(Protocol):
+    def keys(self) -> list[str]: ...
+    def items(self) -> list[tuple[str, str]]: ...
+
+
+class Scope(Protocol):
+    """The fields of granian's RSGI scope this module reads."""
+
+    proto: str
+    http_version: str
+    method: str
+    path: str
+    query_string: str
+    client: str
+    scheme: str
+
+    @property
+    def headers(self) -> Headers: ...
+
+
+class Stream(Protocol):
+    async def send_bytes(self, data: bytes) -> None: ...
+
+
+class Protocol_(Protocol):
+    """granian's RSGI HTTP protocol object (the calls this module makes)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    async def client_disconnect(self) -> None: ...
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Stream: ...
+
+
+class RSGIApp:
+    """The RSGI application: ``__rsgi__`` per request, ``__rsgi_init__``/``__rsgi_del__``
+    run the app's start-up and shut-down on the worker's loop (ASGI's lifespan)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_until_complete(self.app.startup())
+        except Exception:
+            # As granian does when an ASGI lifespan start-up fails: the worker exits 1.
+            log.exception("maxage: start-up failed")
+            sys.exit(1)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.app.shutdown())
+
+    async def __rsgi__(self, scope: Scope, proto: Protocol_) -> None:
+        if scope.proto != "http":
+            return
+        started = time.perf_counter()
+        app = self.app
+        headers = scope.headers
+        items = headers.items()
+        fields = dict(items)
+        # All fields readable and none repeated: the hot path may answer (else the
+        # general path reads every field as ASGI would, and refuses unreadable ones).
+        plain = len(fields) == len(items) == len(headers.keys())
+        sent_rid = fields.get("x-request-id")
+        rid = app.request_id(None if sent_rid is None else sent_rid.encode())
+        authorization = fields.get("authorization")
+        auth = None if authorization is None else authorization.encode()
+        path = scope.path
+        if app.shedder.full(app.in_flight) and await app.refused(path):
+            await app.shed(path, rid, _Bridge(proto).send, started)
+            return
+        hot_result = HOT_NOT_TRIED
+        accept = fields.get("accept")
+        unusual = (
+            not plain
+            or not _UNUSUAL.isdisjoint(fields)
+            or (accept is not None and not accepts_json(accept.encode()))
+        )
+        target = app.hot_target(scope.method, path, scope.query_string, unusual)
+        if target is not None:
+            hot, key = target
+            hit = app.hot_hit(hot, key, auth)
+            if type(hit) is tuple:
+                entry, age, budget = hit
+                body = entry.body + hot.suffixes[budget]
+                app.in_flight += 1
+                try:
+                    proto.response_bytes(
+                        200,
+                        [
+                            ("x-request-id", rid.decode("latin-1")),
+                            ("etag", (entry.meta or b'"%d"' % entry.version).decode("latin-1")),
+                            ("age", _AGES[int(age)] if age < 100 else str(int(age))),
+                            ("cache-control", hot.cache_control_text[budget]),
+                            ("cache-status", _HIT_L1),
+                            ("content-type", "application/json"),
+                            ("content-length", str(len(body))),
+                        ],
+                        body,
+                    )
+                finally:
+                    app.finished()
+                app.hot_served(hot, key, rid, started)
+                return
+            hot_result = hit
+        refusal = None
+        if not plain:
+            unreadable = sorted(_READ.intersection(headers.keys()).difference(fields))
+            if unreadable:
+                name = "-".join(part.capitalize() for part in unreadable[0].split("-"))
+                refusal = HTTPProblem(
+                    "invalid_parameter",
+                    f"the {name} header's value is not visible ASCII",
+                    parameter=name,
+                )
+        asgi_scope: dict[str, Any] = {
+            "type": "http",
+            "http_version": scope.http_version,
+            "method": scope.method,
+            "scheme": scope.scheme,
+            "path": path,
+            "query_string": scope.query_string.encode(),
+            "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in items],
+            "client": _address(scope.client),
+        }
+        bridge = _Bridge(proto)
+        await app.general(
+            asgi_scope, bridge.receive, bridge.send, rid, auth, hot_result, started, refusal
+        )
+
+
+def _address(text: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:5000"`` or ``"[::1]:5000"`` as ASGI's ``(host, port)``."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+class _Bridge:
+    """ASGI ``receive`` and ``send`` over one RSGI request: the body as it arrives, then
+    ``http.disconnect`` when the client goes; the response in one call, or streamed when
+    its length is not declared or the app sends ``more_body``."""
+
+    __slots__ = ("_body", "_closed", "_headers", "_proto", "_status", "_stream")
+
+    def __init__(self, proto: Protocol_) -> None:
+        self._proto = proto
+        self._body: AsyncIterator[bytes] | None = None
+        self._status = 500
+        self._headers: list[tuple[str, str]] = []
+        self._stream: Stream | None = None
+        self._closed = False
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._closed:
+            if self._body is None:
+                self._body = aiter(self._proto)
+            try:
+                chunk = await anext(self._body)
+            except StopAsyncIteration:
+                self._closed = True
+                return _LAST_CHUNK
+            except Exception:  # the client went away mid-body
+                self._closed = True
+                return _DISCONNECT
+            return {"type": "http.request", "body": chunk, "more_body": True}
+        await self._proto.client_disconnect()
+        return _DISCONNECT
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self._status = status = message["status"]
+            self._headers = [
+                (n.decode("latin-1"), v.decode("latin-1")) for n, v in message["headers"]
+            ]
+            if status not in _NO_BODY and all(n != "content-length" for n, _ in self._headers):
+                # A body of undeclared length is a stream (the change feed): its headers go
+                # out now, as on ASGI, so a follower sees them before the first event.
+                self._stream = self._proto.response_stream(status, self._headers)
+            return
+        body = message.get("body", b"")
+        if self._stream is None:
+            if not message.get("more_body", False):
+                self._proto.response_bytes(self._status, self._headers, body)
+                return
+            self._stream = self._proto.response_stream(self._status, self._headers)
+        if body:
+            # A client gone mid-stream: the app learns it from receive().
+            with contextlib.suppress(RuntimeError):
+                await self._stream.send_bytes(body)
