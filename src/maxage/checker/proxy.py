@@ -49,6 +49,15 @@ class CuttingProxy:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        # Ended by cancellation when the checker's loop closes: end quietly (asyncio's
+        # stream callback asks a cancelled connection task for its exception, and logs
+        # the CancelledError that raises).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pipe_and_cut(client_r, client_w)
+
+    async def _pipe_and_cut(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
         budget = self.rng.randint(self.min_bytes, self.max_bytes)
         reset = self.rng.random() < 0.5  # a reset, else an orderly close (FIN)
         try:

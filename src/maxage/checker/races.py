@@ -285,15 +285,21 @@ class Schedule:
         return (p.hold_delete, p.hold_put, *joins, p.abandon)
 
     async def _join(self, p: Probe) -> Op:
-        """The join window's write and, sent with it, a read of the version it will make
-        (``min_version`` = the key's version + 1); returns the write."""
+        """The join window's read of the version a write will make (``min_version`` = the
+        key's version + 1), sent first so that it reaches the held load before the write
+        releases it, then the write; returns the write.
+
+        Sent together, the read joined the load only when it beat the tailer's release by
+        chance (rarely on a loaded machine); sent first, it joins while the load is held.
+        """
         cl = self.client
-        write = asyncio.create_task(cl.write("put", p.col, p.join))
+        want = cl.seen.get((p.col.name, p.join), 0) + 1
+        read = asyncio.create_task(cl.read(p.col, p.join, "session", min_version=want))
         self.tally.joins += 1
-        await cl.read(
-            p.col, p.join, "session", min_version=cl.seen.get((p.col.name, p.join), 0) + 1
-        )
-        return await write
+        await asyncio.sleep(SETTLE)  # the read reaches the server and joins the held load
+        write = await cl.write("put", p.col, p.join)
+        await read
+        return write
 
     async def _hold_and_lose(self, probes: Sequence[Probe]) -> dict[str, dict[str, float]]:
         """The hold, join and lost windows; returns per collection the acknowledgement time
