@@ -24,10 +24,10 @@ acknowledgement it must see), nothing from the config or the server:
   direct update dropped while the tailer is held just past the bound. Reads must see
   that the holder lags and go to the primary;
 * **join** (``pause-fill`` and ``drop``, collections with session reads): a *bounded*
-  read's load of a key is held as above; the checker writes the key and, with the
-  write, reads it with ``min_version`` = the version that write makes. The session
-  read may join the held load (it started before the write), but must not use its
-  older version (P4: the version, or 409 while it is not available);
+  read's load of a key is held as above; the checker reads the key with
+  ``min_version`` = the version its next write will make, then sends that write. The
+  session read may join the held load (it started before the write), but must not use
+  its older version (P4: the version, or 409 while it is not available);
 * **abandon** (``pause-fill`` and ``drop``): a bounded read's load of a key is held as
   above, a second bounded read of the key joins it, and the checker then abandons the
   first (closes its connection: the server cancels that request). The load the second
