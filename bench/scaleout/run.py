@@ -12,8 +12,9 @@ In one run (with the helpers of ``bench/api/run.py``):
    then ``--rounds`` interleaved rounds load each in turn (medians, per-round ratios,
    server CPU µs per request). ``--explain`` adds the same server with one part turned
    off at a time -- the in-service monitor's sampled look-ups (``--monitor-sample 0``),
-   then Redis, then PostgreSQL (SQLite instead) -- and over ``--interface asgi``, so the
-   gap to the reference can be split into its parts;
+   then Redis, then PostgreSQL (SQLite instead), then the shedder's loop-lag probe (a
+   timer every 5 ms per worker; ``--max-loop-lag 0``) -- and over ``--interface asgi``,
+   so the gap to the reference can be split into its parts;
 2. strong GET (``?consistency=strong``: a primary read per request) vs a bare asyncpg
    primary-key lookup (``pk_asgi.py``, same query, same body bytes) on the same granian
    with N workers;
@@ -186,6 +187,8 @@ def main() -> int:
             (f"… monitor off ({n} workers)", args.db, args.cache, ("--monitor-sample", "0")),
             (f"… monitor and Redis off ({n} workers)", args.db, None, ("--monitor-sample", "0")),
             (f"… SQLite, monitor off ({n} workers)", sqlite, None, ("--monitor-sample", "0")),
+            (f"… SQLite, monitor and loop-lag probe off ({n} workers)", sqlite, None,
+             ("--monitor-sample", "0", "--max-loop-lag", "0")),
             (f"… over ASGI (PG + Redis, {n} workers)", args.db, args.cache, ("--interface", "asgi")),
         ]  # fmt: skip
     rounds: list[dict[str, dict[str, float]]] = []
