@@ -84,16 +84,18 @@ async def test_tombstone_only_rises_and_has_a_ttl(
 
 async def test_tombstone_expires_after_its_ttl(raw: aioredis.Redis, clock: ManualClock) -> None:
     prefix = "maxage-test-ttl:" + str(random.getrandbits(48)) + ":"
-    short = RedisTier(await require_redis(), clock=clock, prefix=prefix, tombstone_ttl=0.02)
+    # Redis expires the tombstone by its own (wall) clock: long enough that the refused
+    # fill below comes before it on a loaded machine (20 ms did not, once).
+    short = RedisTier(await require_redis(), clock=clock, prefix=prefix, tombstone_ttl=1.0)
     try:
         assert await short.invalidate("k", 9)
         assert await _fill(short, clock, 8, key="k") is SetOutcome.REFUSED_TOMBSTONE
         tomb_key = f"{prefix}{{k}}:t"
         # Wait for Redis's own expiry of the tombstone (a TTL, not a race).
-        for _ in range(500):
+        for _ in range(1000):
             if not await raw.exists(tomb_key):
                 break
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.01)
         assert not await raw.exists(tomb_key)
         assert await _fill(short, clock, 8, key="k") is SetOutcome.STORED
     finally:
