@@ -190,6 +190,7 @@ def _full_collections(base: str) -> int:
 def api(sizes: list[int], rounds: int, duration: int, connections: int) -> int:
     """The ``--api`` mode (see the module docstring)."""
     import contextlib
+    import shutil
     import statistics
     import tempfile
     from pathlib import Path
@@ -201,9 +202,10 @@ def api(sizes: list[int], rounds: int, duration: int, connections: int) -> int:
     runs: dict[int, list[dict[str, float]]] = {n: [] for n in sizes}
     targets: list[tuple[int, str, int, Path]] = []
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         for n in sizes:
             # The L1's bound holds every document: what is measured is size, not eviction.
-            cmd, port, base, _ = serve_config(
+            cmd, port, base, db = serve_config(
                 API_CONFIG,
                 "",
                 "--max-batch-operations",
@@ -213,6 +215,8 @@ def api(sizes: list[int], rounds: int, duration: int, connections: int) -> int:
                 "--max-loop-lag",
                 "0",  # no shedding during the fill
             )
+            # The SQLite file of a million documents is ~230 MB: removed after the server.
+            stack.callback(shutil.rmtree, Path(db.removeprefix("sqlite:///")).parent, True)
             sid = stack.enter_context(server(cmd, port))
             rss0 = _session_rss(sid)
             t = time.monotonic()
