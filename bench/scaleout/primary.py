@@ -2,6 +2,7 @@
 
     python bench/scaleout/primary.py [--duration 4] [--rounds 3] [--connections 50]
         [--workers 1,2] [--db postgresql://postgres@127.0.0.1:5432/test] [--lean-references]
+        [--baseline-src DIR]
 
 For each worker count N, three servers run side by side on granian with N workers (each
 pinned to CPU 0, wrk to CPU 1, with the helpers of ``bench/api/run.py``):
@@ -23,8 +24,10 @@ Rounds interleave maxage and the references (the order alternates), and the tabl
 report medians over the rounds: req/s, p50/p99 and server CPU microseconds per request
 (the server's processes only; PostgreSQL's backends are not counted), with the ratio
 maxage / reference per round. Targets (issue 17): strong GET >= 0.8x with p99 <= 2x the
-reference's; POST >= 0.7x with p99 <= 2x. Schemas ``bench_primary_<pid>`` and
-``bench_primary_<pid>_ref`` are dropped at the end.
+reference's; POST >= 0.7x with p99 <= 2x. ``--baseline-src DIR`` adds maxage run from
+another source tree (``PYTHONPATH``; e.g. ``git archive`` of the commit before a change)
+to the same rounds, on a schema of its own. Schemas ``bench_primary_<pid>`` (and
+``_ref``, ``_base``) are dropped at the end.
 """
 
 from __future__ import annotations
@@ -65,12 +68,14 @@ METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us")
 
 
 @contextlib.contextmanager
-def maxage(db: str, workers: int, schema: str) -> Iterator[tuple[str, int]]:
+def maxage(
+    db: str, workers: int, schema: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     """``maxage serve`` on PostgreSQL: (base URL, session id for its CPU)."""
     port = free_port()
     cmd = [str(BIN / "maxage"), "serve", "--port", str(port), "--db", db,
            "--workers", str(workers), "--access-log", "off", "--max-loop-lag", "0"]  # fmt: skip
-    with server(cmd, port, {"MAXAGE_PG_SCHEMA": schema}) as sid:
+    with server(cmd, port, {"MAXAGE_PG_SCHEMA": schema, **(env or {})}) as sid:
         base = f"http://127.0.0.1:{port}"
         scaleout.ready(base)
         yield base, sid
@@ -97,10 +102,12 @@ def summary(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def bench_workers(args: argparse.Namespace, n: int, schema: str) -> dict[str, object]:
-    """All rounds for ``n`` workers: {path: {"maxage": summary, "ref": summary, "ratios": [...]}}."""
+    """All rounds for ``n`` workers: per path, per server ("maxage", "baseline" with
+    ``--baseline-src``, "ref") the summary, and per round each one's ratio to "ref"."""
     d, c = args.duration, args.connections
     ref_schema = f"{schema}_ref"
-    with maxage(args.db, n, schema) as (base, mx_sid):
+    with contextlib.ExitStack() as stack:
+        base, mx_sid = stack.enter_context(maxage(args.db, n, schema))
         doc = scaleout.post(base)
         strong_url = f"{base}/v1/products/{doc['id']}?consistency=strong"
         strong_body = urllib.request.urlopen(strong_url).read()
@@ -129,62 +136,71 @@ def bench_workers(args: argparse.Namespace, n: int, schema: str) -> dict[str, ob
         txn_env = {"BENCH_DSN": args.db, "BENCH_SCHEMA": ref_schema}
         if args.lean_references:
             pk_env["BENCH_POOL_RESET"] = txn_env["BENCH_POOL_RESET"] = "off"
-        with (
-            server(granian("pk_asgi:app", pk_port, n, HERE), pk_port, pk_env) as pk_sid,
-            server(granian("txn_asgi:app", txn_port, n, HERE), txn_port, txn_env) as txn_sid,
-        ):
-            paths = {
-                "strong GET": (
-                    (strong_url, mx_sid, None),
-                    (f"http://127.0.0.1:{pk_port}/", pk_sid, None),
-                ),
-                "POST": (
-                    (f"{base}/v1/products", mx_sid, POST_LUA),
-                    (f"http://127.0.0.1:{txn_port}/", txn_sid, POST_LUA),
-                ),
-            }
-            runs: dict[str, dict[str, list[dict[str, float]]]] = {
-                p: {"maxage": [], "ref": []} for p in paths
-            }
-            for r in range(args.rounds):
-                for path, (mx, ref) in paths.items():
-                    order = [("maxage", mx), ("ref", ref)]
-                    for who, (url, sid, script) in order if r % 2 == 0 else order[::-1]:
-                        runs[path][who].append(wrk(url, d, c, sid=sid, script=script))
+        pk = granian("pk_asgi:app", pk_port, n, HERE)
+        pk_sid = stack.enter_context(server(pk, pk_port, pk_env))
+        txn = granian("txn_asgi:app", txn_port, n, HERE)
+        txn_sid = stack.enter_context(server(txn, txn_port, txn_env))
+        paths: dict[str, list[tuple[str, str, int, Path | None]]] = {
+            "strong GET": [
+                ("maxage", strong_url, mx_sid, None),
+                ("ref", f"http://127.0.0.1:{pk_port}/", pk_sid, None),
+            ],
+            "POST": [
+                ("maxage", f"{base}/v1/products", mx_sid, POST_LUA),
+                ("ref", f"http://127.0.0.1:{txn_port}/", txn_sid, POST_LUA),
+            ],
+        }
+        if args.baseline_src is not None:
+            env = {"PYTHONPATH": str(args.baseline_src)}
+            b_base, b_sid = stack.enter_context(maxage(args.db, n, f"{schema}_base", env))
+            b_doc = scaleout.post(b_base)
+            b_strong = f"{b_base}/v1/products/{b_doc['id']}?consistency=strong"
+            paths["strong GET"].insert(1, ("baseline", b_strong, b_sid, None))
+            paths["POST"].insert(1, ("baseline", f"{b_base}/v1/products", b_sid, POST_LUA))
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {
+            p: {who: [] for who, *_ in servers} for p, servers in paths.items()
+        }
+        for r in range(args.rounds):
+            for path, servers in paths.items():
+                for who, url, sid, script in servers if r % 2 == 0 else servers[::-1]:
+                    runs[path][who].append(wrk(url, d, c, sid=sid, script=script))
     out: dict[str, object] = {}
-    for path, both in runs.items():
-        ratios = [m["rps"] / f["rps"] for m, f in zip(both["maxage"], both["ref"], strict=True)]
-        p99s = [m["p99_ms"] / f["p99_ms"] for m, f in zip(both["maxage"], both["ref"], strict=True)]
+    for path, by_who in runs.items():
+        ref = by_who["ref"]
         out[path] = {
-            "maxage": summary(both["maxage"]),
-            "ref": summary(both["ref"]),
-            "ratios": ratios,
-            "p99_ratios": p99s,
+            who: {
+                **summary(rs),
+                "ratios": [m["rps"] / f["rps"] for m, f in zip(rs, ref, strict=True)],
+                "p99_ratios": [m["p99_ms"] / f["p99_ms"] for m, f in zip(rs, ref, strict=True)],
+            }
+            for who, rs in by_who.items()
         }
     return out
 
 
 def report(n: int, results: dict[str, object], lean: bool) -> None:
     how = " (no pool reset)" if lean else ""
-    refs = {
-        "strong GET": f"bare asyncpg PK lookup{how}",
-        "POST": f"bare asyncpg 2-insert transaction{how}",
+    names = {
+        "maxage": "maxage",
+        "baseline": "maxage, --baseline-src",
+        "ref strong GET": f"bare asyncpg PK lookup{how}",
+        "ref POST": f"bare asyncpg 2-insert transaction{how}",
     }
     print(f"\n### {n} worker{'s' if n > 1 else ''}\n")
-    print("| path | server | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx | vs ref (rounds) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for path, res in results.items():
-        assert isinstance(res, dict)
-        for who, name in (("maxage", "maxage"), ("ref", refs[path])):
-            s = res[who]
-            vs = ""
-            if who == "maxage":
-                rounds = ", ".join(f"{x:.2f}" for x in res["ratios"])
-                vs = f"**{statistics.median(res['ratios']):.2f}x** ({rounds})"
+    print("| path | server | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx "
+          "| req/s vs ref (rounds) | p99 vs ref |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for path, by_who in results.items():
+        assert isinstance(by_who, dict)
+        for who, s in by_who.items():
+            name = names.get(who) or names[f"ref {path}"]
+            vs = p99 = ""
+            if who != "ref":
+                rounds = ", ".join(f"{x:.2f}" for x in s["ratios"])
+                vs = f"**{statistics.median(s['ratios']):.2f}x** ({rounds})"
+                p99 = f"{statistics.median(s['p99_ratios']):.2f}x"
             print(f"| {path} | {name} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
-                  f"{s['cpu_us']:.0f} | {s['non2xx']:.0f} | {vs} |")  # fmt: skip
-        p99 = statistics.median(res["p99_ratios"])
-        print(f"| {path} | p99 maxage / ref (median of rounds) | | | {p99:.2f}x | | | |")
+                  f"{s['cpu_us']:.0f} | {s['non2xx']:.0f} | {vs} | {p99} |")  # fmt: skip
 
 
 def main() -> int:
@@ -201,6 +217,12 @@ def main() -> int:
         action="store_true",
         help="no reset query in the references' pools (as in maxage's)",
     )
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run maxage from this src directory (e.g. a checkout before a change) "
+        "in the same rounds",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -213,7 +235,7 @@ def main() -> int:
         for n in (int(w) for w in args.workers.split(",")):
             results[n] = bench_workers(args, n, schema)
     finally:
-        for s in (schema, f"{schema}_ref"):
+        for s in (schema, f"{schema}_ref", f"{schema}_base"):
             asyncio.run(sql(args.db, f'DROP SCHEMA IF EXISTS "{s}" CASCADE'))
     if args.json:
         print(json.dumps(results, indent=2))

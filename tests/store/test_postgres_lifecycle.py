@@ -30,6 +30,25 @@ async def test_concurrent_open_migrates_once(clock: ManualClock) -> None:
         await drop_postgres_schema(dsn, schema)
 
 
+async def test_concurrent_index_sync_builds_each_index_once(clock: ManualClock) -> None:
+    """Processes starting together (``serve --workers N`` on a fresh schema): one builds
+    the query indexes, the others wait their turn and find them built; none deadlocks
+    with the builder's CREATE INDEX CONCURRENTLY."""
+    from maxage.contracts import IndexSpec
+
+    dsn = await require_postgres()
+    schema = unique_name("ix")
+    indexes = {"q": tuple(IndexSpec(f"f{i}", (f"f{i}",), "string") for i in range(4))}
+    stores = [PostgresStore(dsn, clock=clock, schema=schema, max_size=2) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        synced = await asyncio.gather(*(s.sync_indexes(indexes) for s in stores))
+        assert sorted(len(r.created) for r in synced) == [0, 0, 4]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+        await drop_postgres_schema(dsn, schema)
+
+
 async def test_unreachable_server_is_a_store_error(clock: ManualClock) -> None:
     store = PostgresStore(
         f"postgresql://postgres@127.0.0.1:{free_port()}/test", clock=clock, timeout=2

@@ -143,10 +143,37 @@ def _compiled(route: Route) -> tuple[tuple[int, str], ...]:
     return tuple(one(s) for s in route.segments)
 
 
-# Per number of segments, the routes of that length, most specific first.
-_BY_LENGTH: dict[int, list[tuple[Route, tuple[tuple[int, str], ...]]]] = {}
-for _route in _BY_SPECIFICITY:
-    _BY_LENGTH.setdefault(len(_route.segments), []).append((_route, _compiled(_route)))
+_Candidates = list[tuple[Route, tuple[tuple[int, str], ...]]]
+
+
+def _index() -> dict[int, tuple[int, dict[str, _Candidates], _Candidates]]:
+    """Per number of segments: the segment ``at`` that tells routes apart (the second,
+    or the only one), the candidates by its text, and the candidates for any other text.
+    Each list is the routes of that length, most specific first, less those whose literal
+    segment ``at`` differs (they could not match): the order of precedence is kept."""
+    by_length: dict[int, _Candidates] = {}
+    for route in _BY_SPECIFICITY:
+        by_length.setdefault(len(route.segments), []).append((route, _compiled(route)))
+    index = {}
+    for length, routes in by_length.items():
+        at = 1 if length > 1 else 0
+        # A dropped route must not get as far as looking up a collection before ``at``.
+        assert all(seg[0][0] == _LITERAL for _, seg in routes if at == 1)
+        literals = {seg[at][1] for _, seg in routes if seg[at][0] == _LITERAL}
+        by_text = {
+            text: [
+                (r, seg)
+                for r, seg in routes
+                if seg[at] != (_LITERAL, seg[at][1]) or seg[at][1] == text
+            ]
+            for text in literals
+        }
+        others = [(r, seg) for r, seg in routes if seg[at][0] != _LITERAL]
+        index[length] = (at, by_text, others)
+    return index
+
+
+_INDEX = _index()
 # Metrics labels by (template, collection): few, built once each.
 _LABELS: dict[tuple[str, str], str] = {}
 
@@ -159,7 +186,12 @@ def match(
     Raises 404 ``collection_not_found`` / ``not_found`` or 405 with ``Allow``."""
     parts = path.strip("/").split("/") if path != "/" else [""]
     unknown_collection = ""
-    for route, segments in _BY_LENGTH.get(len(parts), ()):
+    candidates: _Candidates = []
+    index = _INDEX.get(len(parts))
+    if index is not None:
+        at, by_text, others = index
+        candidates = by_text.get(parts[at], others)
+    for route, segments in candidates:
         spec: CollectionSpec | None = None
         id = ""
         for (kind, text), got in zip(segments, parts, strict=True):

@@ -39,13 +39,20 @@ _suffixes: dict[tuple[int, str, str], bytes] = {}
 # iso(): "YYYY-MM-DDTHH:MM:SS" by whole second; a few distinct seconds are live at a time.
 _ISO_SECONDS_LIMIT = 4096
 _iso_seconds: dict[int, str] = {}
+_last_iso: tuple[float, str] = (float("nan"), "")
 
 
 def iso(ts: float) -> str:
     """``ts`` as ISO 8601 in UTC with milliseconds (``2026-01-02T03:04:05.678Z``): what
     ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`` gives, with
     the same rounding to microseconds (half to even, then truncated to milliseconds),
-    formatting each whole second once (measured in docs/benchmarks.md)."""
+    formatting each whole second once, and the same ``ts`` as last time not at all (a
+    created document's createdAt, updatedAt and cachedAt are one time; measured in
+    docs/benchmarks.md)."""
+    global _last_iso
+    last = _last_iso
+    if last[0] == ts:
+        return last[1]
     frac, whole = math.modf(ts)
     micros = round(frac * 1e6)
     if micros >= 1_000_000:
@@ -59,18 +66,31 @@ def iso(ts: float) -> str:
         if len(_iso_seconds) >= _ISO_SECONDS_LIMIT:
             _iso_seconds.clear()
         _iso_seconds[second] = head
-    return f"{head}.{micros // 1000:03d}Z"
+    text = f"{head}.{micros // 1000:03d}Z"
+    _last_iso = (ts, text)  # one assignment: a reader in another thread sees a whole pair
+    return text
+
+
+# The last document rendered (a write renders its document twice: for the caches and
+# for the response). Documents are immutable, so the same object renders the same bytes.
+_last_document: tuple[Document | None, bytes] = (None, b"")
 
 
 def document(doc: Document) -> bytes:
     """The document part of a response, open at the end: ``{"id",...,"data":...``."""
-    return b'{"id":%s,"version":%d,"createdAt":"%s","updatedAt":"%s","data":%s' % (
+    global _last_document
+    last = _last_document
+    if last[0] is doc:
+        return last[1]
+    rendered = b'{"id":%s,"version":%d,"createdAt":"%s","updatedAt":"%s","data":%s' % (
         _encode(doc.id),
         doc.version,
         iso(doc.created_at).encode(),
         iso(doc.updated_at).encode(),
         doc.data,
     )
+    _last_document = (doc, rendered)
+    return rendered
 
 
 def read_prefix(doc: Document, known_at: float) -> bytes:
