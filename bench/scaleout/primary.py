@@ -152,6 +152,11 @@ def bench_workers(args: argparse.Namespace, n: int, schema: str) -> dict[str, ob
         }
         if args.baseline_src is not None:
             env = {"PYTHONPATH": str(args.baseline_src)}
+            if n > 1:
+                # One worker builds its schema first: older trees deadlocked when several
+                # workers built the query indexes of a new schema at once.
+                with maxage(args.db, 1, f"{schema}_base", env):
+                    pass
             b_base, b_sid = stack.enter_context(maxage(args.db, n, f"{schema}_base", env))
             b_doc = scaleout.post(b_base)
             b_strong = f"{b_base}/v1/products/{b_doc['id']}?consistency=strong"
