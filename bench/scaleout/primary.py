@@ -111,9 +111,6 @@ def bench_workers(args: argparse.Namespace, n: int, schema: str) -> dict[str, ob
         doc = scaleout.post(base)
         strong_url = f"{base}/v1/products/{doc['id']}?consistency=strong"
         strong_body = urllib.request.urlopen(strong_url).read()
-        data = asyncio.run(scaleout.row_data(args.db, schema, str(doc["id"])))
-        head, sep, tail = strong_body.partition(data)
-        assert sep, "the document's data is not in the strong body"
         asyncio.run(
             sql(
                 args.db,
@@ -125,14 +122,7 @@ def bench_workers(args: argparse.Namespace, n: int, schema: str) -> dict[str, ob
             )
         )
         pk_port, txn_port = free_port(), free_port()
-        pk_env = {
-            "BENCH_DSN": args.db,
-            "BENCH_SCHEMA": schema,
-            "BENCH_COLLECTION": "products",
-            "BENCH_ID": str(doc["id"]),
-            "BENCH_HEAD": head.decode(),
-            "BENCH_TAIL": tail.decode(),
-        }
+        pk_env = scaleout.pk_env(args.db, schema, str(doc["id"]), strong_body)
         txn_env = {"BENCH_DSN": args.db, "BENCH_SCHEMA": ref_schema}
         if args.lean_references:
             pk_env["BENCH_POOL_RESET"] = txn_env["BENCH_POOL_RESET"] = "off"

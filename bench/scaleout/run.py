@@ -105,6 +105,22 @@ async def row_data(dsn: str, schema: str, doc_id: str) -> bytes:
         await conn.close()
 
 
+def pk_env(dsn: str, schema: str, doc_id: str, strong_body: bytes) -> dict[str, str]:
+    """The environment of ``pk_asgi.py`` answering the bytes of ``strong_body`` (a strong
+    read of ``doc_id``) around the row's data."""
+    data = asyncio.run(row_data(dsn, schema, doc_id))
+    head, sep, tail = strong_body.partition(data)
+    assert sep, "the document's data is not in the strong body"
+    return {
+        "BENCH_DSN": dsn,
+        "BENCH_SCHEMA": schema,
+        "BENCH_COLLECTION": "products",
+        "BENCH_ID": doc_id,
+        "BENCH_HEAD": head.decode(),
+        "BENCH_TAIL": tail.decode(),
+    }
+
+
 async def drop_schema(dsn: str, schema: str) -> None:
     import asyncpg
 
@@ -258,19 +274,9 @@ def primary_rows(
         writes[f"maxage POST, PostgreSQL + Redis ({n} workers)"] = wrk(
             f"{base}/v1/products", d, c, (), None, post_lua, cpus=beside
         )
-    data = asyncio.run(row_data(args.db, schema, str(doc["id"])))
-    head, sep, tail = strong_body.partition(data)
-    assert sep, "the document's data is not in the strong body"
     pk_port = free_port()
-    pk_env = {
-        "BENCH_DSN": args.db,
-        "BENCH_SCHEMA": schema,
-        "BENCH_COLLECTION": "products",
-        "BENCH_ID": str(doc["id"]),
-        "BENCH_HEAD": head.decode(),
-        "BENCH_TAIL": tail.decode(),
-    }
-    with server(granian("pk_asgi:app", pk_port, n, HERE), pk_port, pk_env, cpus=on):
+    env = pk_env(args.db, schema, str(doc["id"]), strong_body)
+    with server(granian("pk_asgi:app", pk_port, n, HERE), pk_port, env, cpus=on):
         strong[f"bare asyncpg PK lookup ({n} workers)"] = wrk(
             f"http://127.0.0.1:{pk_port}/", d, c, cpus=beside
         )
