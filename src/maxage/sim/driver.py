@@ -47,6 +47,7 @@ KEY_USES = 0.85  # ... of which uses; then scope changes up to KEY_CUTS, then re
 KEY_CUTS = 0.93
 READS = 0.9  # the share of reads among the other operations
 LISTS = 0.1  # the share of list reads (first pages) among the reads, as in maxage check
+CHASE = 0.5  # the share of reads that chase a write in flight (FoundationDB-style)
 THINK = 0.03  # mean think time between a client's operations, in bounds
 _encode = msgspec.json.Encoder().encode
 
@@ -90,6 +91,7 @@ def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
     """The epoch's steps, drawn from ``(seed, epoch)``."""
     random_ = epoch_seed(seed, epoch, "steps").random
     think_random = epoch_seed(seed, epoch, "think").random
+    chase_random = epoch_seed(seed, epoch, "chase").random  # its own: the rest stays as it was
     log = math.log
     names = sorted(cfg.specs)
     modes = {n: _mode_table(cfg.specs[n]) for n in names}
@@ -104,7 +106,7 @@ def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
         collection = names[int(random_() * len(names))]
         r = random_()
         mode = None
-        if_match = False
+        if_match = chase = False
         if r >= others:  # an API key's use or change: P8
             r = (r - others) / KEY_OPS
             kind = AUTH_READ if r < KEY_USES else RESCOPE if r < KEY_CUTS else REVOKE
@@ -124,6 +126,7 @@ def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
             kind = LIST if random_() < LISTS else "read"
             table = modes[collection]  # weighted by MODE_WEIGHTS
             mode = table[int(random_() * len(table))]
+            chase = kind == "read" and chase_random() < CHASE
         elif r < put:
             kind = "put"
             if_match = random_() < 0.3
@@ -146,6 +149,7 @@ def workload(cfg: SimConfig, seed: int, epoch: int) -> list[Step]:
                 mode,
                 if_match,
                 quit_after,
+                chase,
             )
         )
     return steps

@@ -70,6 +70,7 @@ from maxage.tiers.memory import MemoryTier
 BASE_TIME = 1_700_000_000.0  # virtual time 0 on every clock (an epoch-like wall time)
 CACHE_BYTES = 64 << 20
 _MODES = {m.value: m for m in ReadMode}
+WRITE_KINDS = ("put", "create", "delete")
 NETWORK_EPSILON = 1e-6  # seconds: the least time a response takes to reach its client
 _FIRST_PAGE = (("page_size", str(lists.PAGE_SIZE)),)  # the page maxage check reads
 KEEP_SCOPE = "write:*"  # the scope no simulated scope change takes away
@@ -107,6 +108,7 @@ class Step(NamedTuple):
     mode: str | None = None  # reads and lists: bounded | strong | session
     if_match: bool = False  # writes: send the client's last seen version as If-Match
     give_up: float | None = None  # the client disconnects after this many seconds
+    chase: bool = False  # reads: aim at the key of its collection's latest write in flight
 
 
 def accept_anything(spec: CollectionSpec) -> CollectionSpec:
@@ -364,6 +366,8 @@ class World:
         self.next_id = 0
         self.done = False
         self.keys_used: dict[tuple[str, str], None] = {}
+        # per collection, the keys of the writes in flight, oldest first (chasing reads)
+        self.writing: dict[str, list[int]] = {}
         self.held_fills: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.no_wait: asyncio.Future[None] = loop.create_future()  # a leg with no latency
         self.no_wait.set_result(None)
@@ -430,14 +434,28 @@ class World:
         await node.started.wait()
         return node
 
+    def chase(self, step: Step) -> Step:
+        """The read aimed at a race window: on the key of its collection's latest write in
+        flight, if one is (deterministic: the loop's order decides which are)."""
+        in_flight = self.writing.get(step.collection)
+        if not in_flight or in_flight[-1] == step.key:
+            return step
+        return step._replace(key=in_flight[-1])
+
     async def run_step(self, client: ClientState, step: Step, phase: str = "run") -> Op:
         """One client request. A crash of its node loses the response (the handler may go
         on, as a paused process would, but the client hears nothing); a client that gives
         up cancels the handler, as a disconnect does in the API."""
+        if step.chase:
+            step = self.chase(step)
         node = self.nodes[step.node % len(self.nodes)]
         if not node.up:
             node = await self.live_node(step.node)
         kind = step.kind
+        writing = None
+        if kind in WRITE_KINDS:
+            writing = self.writing.setdefault(step.collection, [])
+            writing.append(step.key)
         op = self.new_op(client, step, kind)
         op.phase = phase
         ctx = OpContext(op)
@@ -469,6 +487,8 @@ class World:
             op.integrity = "internal error: CancelledError (the request was not cancelled)"
         finally:
             node.ops.pop(ctx, None)
+            if writing is not None:
+                writing.remove(step.key)
         # Every response takes some time to arrive (and the checker's linearizability
         # search needs invoke < ret); widening an interval only makes the checks lenient.
         op.ret = (op.ret if op.ret > op.invoke else op.invoke) + NETWORK_EPSILON
