@@ -297,3 +297,27 @@ def test_cli_exit_status_report_and_reproduction(configs: dict[str, Path], tmp_p
         except SystemExit as exc:  # argparse's own refusals
             status = exc.code
         assert status == 2, usage
+
+
+def test_chasing_reads_land_in_the_race_windows_of_strong_only_reads(
+    configs: dict[str, Path],
+) -> None:
+    """A read that chases is sent to the document of a write in flight on its collection:
+    the same steps with chasing turned off send fewer reads of the strong-only collection
+    while a write of their document is in flight (the only way such a read is
+    race-exposed, as check() counts it)."""
+    cfg = sim_config(configs["c"])
+    overlapping = {True: 0, False: 0}
+    for epoch in range(4):
+        steps = workload(cfg, 5, epoch)
+        assert sum(s.chase for s in steps) > 100
+        for chase in (True, False):
+            run_steps = steps if chase else [s._replace(chase=False) for s in steps]
+            ops = [o for o in run_epoch(cfg, 5, epoch, run_steps).ops if o.collection == "stock"]
+            writes = [o for o in ops if o.kind in ("put", "create", "delete")]
+            overlapping[chase] += sum(
+                any(w.key == r.key and w.invoke < r.ret and r.invoke < w.ret for w in writes)
+                for r in ops
+                if r.kind == "read" and r.phase != "final"
+            )
+    assert overlapping[True] > overlapping[False] * 1.02, overlapping
