@@ -167,6 +167,23 @@ class Service:
         if self.monitor is not None:
             await self.monitor.stop()
 
+    def kill(self) -> None:
+        """What a crash does to this process's background work (the simulator's crashes):
+        every loop and background fill cancelled at once, nothing flushed or released
+        (write-back's buffered writes are lost, as a crash loses them; a webhook's lease
+        lapses). :meth:`stop` is the orderly way."""
+        loops = [
+            self.tailer._task,
+            self._purger,
+            self.writeback._task,
+            self.consumers._task,
+            *self.webhooks._tasks,
+            self.monitor._task if self.monitor is not None else None,
+        ]
+        for task in [*loops, *self.reads.tasks]:
+            if task is not None:
+                task.cancel()
+
     async def ping(self) -> None:
         """Raise unless the primary answers (readiness)."""
         await self.store.ping()

@@ -310,11 +310,7 @@ class Node:
             ctx.reason = "crash"  # the client hears nothing more from this process
         if service is not None:
             cancel_all(self.tasks)
-            cancel_all(service.reads.tasks)
-            if service.tailer._task is not None:
-                service.tailer._task.cancel()
-            if service._purger is not None:
-                service._purger.cancel()
+            service.kill()
         if hooks is not None:
             for handle in hooks.handles:
                 handle.cancel()
