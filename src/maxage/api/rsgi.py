@@ -12,6 +12,12 @@ One difference in what granian hands over: RSGI's header list leaves out any fie
 whose value is not visible ASCII (its name stays in ``keys()``). A request whose left-out
 field is one maxage reads is refused with a 400 naming it, never served as if the
 field were absent; others are ignored, as the app ignores them on ASGI.
+
+Two more. RSGI's body iterator hands over a body that broke off like one that ended
+(:class:`_Bridge` tells them apart, so the part that arrived is never taken for the
+body; an HTTP/1 chunked body with trailer fields must announce them with ``Trailer``,
+else it reads as broken off). And RSGI cannot cut a response it has begun: when the app
+fails after a stream began (ASGI: granian drops the connection), the stream just ends.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ _AGES = [str(i) for i in range(100)]
 _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY = frozenset({204, 304})
 _LAST_CHUNK = {"type": "http.request", "body": b"", "more_body": False}
+_EMPTY_IS_CUT, _NO_CUT_SIGN = -1, -2  # _cut_detector's answers other than a length
 
 
 class Headers(Protocol):
@@ -164,10 +171,23 @@ class RSGIApp:
             "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in items],
             "client": _address(scope.client),
         }
-        bridge = _Bridge(proto)
+        bridge = _Bridge(proto, _cut_detector(scope.http_version, fields, headers.keys()))
         await app.general(
             asgi_scope, bridge.receive, bridge.send, rid, auth, hot_result, started, refusal
         )
+
+
+def _cut_detector(version: str, fields: dict[str, str], names: list[str]) -> int:
+    """How :meth:`_Bridge.receive` tells a body that broke off from one that ended: the
+    declared ``Content-Length`` (>= 0: fewer bytes then the end is a cut), else
+    ``_EMPTY_IS_CUT`` on HTTP/1 (an empty chunk before the end is a cut), else
+    ``_NO_CUT_SIGN`` (HTTP/2 ends a body with an empty DATA frame: no sign to read)."""
+    declared = fields.get("content-length")
+    if declared is not None and declared.isdigit():
+        return int(declared)
+    if version.startswith("1") and "trailer" not in names:
+        return _EMPTY_IS_CUT
+    return _NO_CUT_SIGN
 
 
 def _address(text: str) -> tuple[str, int] | None:
@@ -181,17 +201,29 @@ def _address(text: str) -> tuple[str, int] | None:
 class _Bridge:
     """ASGI ``receive`` and ``send`` over one RSGI request: the body as it arrives, then
     ``http.disconnect`` when the client goes; the response in one call, or streamed when
-    its length is not declared or the app sends ``more_body``."""
+    its length is not declared or the app sends ``more_body``.
 
-    __slots__ = ("_body", "_closed", "_headers", "_proto", "_status", "_stream")
+    granian's body iterator yields an empty chunk at the end of the body and then stops;
+    a body that broke off (the client went away, a malformed chunk) or a trailer section
+    is an empty chunk too, but followed by another. ``cut`` (:func:`_cut_detector`) says
+    how a cut shows: short of the declared length, or (HTTP/1 without ``Trailer``) an
+    empty chunk not followed by the end. A cut is ``http.disconnect``, as on ASGI: the
+    part that arrived is never the body."""
 
-    def __init__(self, proto: Protocol_) -> None:
+    __slots__ = ("_body", "_closed", "_cut", "_done", "_headers", "_proto", "_received",
+                 "_started", "_status", "_stream")  # fmt: skip
+
+    def __init__(self, proto: Protocol_, cut: int = _NO_CUT_SIGN) -> None:
         self._proto = proto
+        self._cut = cut
+        self._received = 0
         self._body: AsyncIterator[bytes] | None = None
         self._status = 500
         self._headers: list[tuple[str, str]] = []
         self._stream: Stream | None = None
         self._closed = False
+        self._started = False  # http.response.start seen
+        self._done = False  # the response is complete (or ended early): send ignores the rest
 
     async def receive(self) -> dict[str, Any]:
         if not self._closed:
@@ -199,30 +231,49 @@ class _Bridge:
                 self._body = aiter(self._proto)
             try:
                 chunk = await anext(self._body)
+                if not chunk and self._cut == _EMPTY_IS_CUT:
+                    await anext(self._body)  # the end raises StopAsyncIteration
+                    self._closed = True
+                    return _DISCONNECT  # anything else: the body broke off
             except StopAsyncIteration:
                 self._closed = True
+                if self._cut >= 0 and self._received < self._cut:
+                    return _DISCONNECT  # short of its declared length: the client went
                 return _LAST_CHUNK
             except Exception:  # the client went away mid-body
                 self._closed = True
                 return _DISCONNECT
+            self._received += len(chunk)
             return {"type": "http.request", "body": chunk, "more_body": True}
         await self._proto.client_disconnect()
         return _DISCONNECT
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self._done:
+            return  # the response is over; any later message is a second one (see below)
         if message["type"] == "http.response.start":
+            if self._started:
+                # A second response: the app failed after this one began (a store error
+                # under a change-feed stream). ASGI refuses it and granian cuts the
+                # connection; RSGI cannot cut a stream, so it ends here, without the
+                # second response's bytes appended to the first.
+                self._end()
+                return
+            self._started = True
             self._status = status = message["status"]
             self._headers = [
                 (n.decode("latin-1"), v.decode("latin-1")) for n, v in message["headers"]
             ]
             if status not in _NO_BODY and all(n != "content-length" for n, _ in self._headers):
                 # A body of undeclared length is a stream (the change feed): its headers go
-                # out now, as on ASGI, so a follower sees them before the first event.
+                # out now, so a follower sees them before the first event.
                 self._stream = self._proto.response_stream(status, self._headers)
             return
         body = message.get("body", b"")
+        more = message.get("more_body", False)
         if self._stream is None:
-            if not message.get("more_body", False):
+            if not more:
+                self._done = True
                 self._proto.response_bytes(self._status, self._headers, body)
                 return
             self._stream = self._proto.response_stream(self._status, self._headers)
@@ -230,3 +281,11 @@ class _Bridge:
             # A client gone mid-stream: the app learns it from receive().
             with contextlib.suppress(RuntimeError):
                 await self._stream.send_bytes(body)
+        if not more:
+            self._end()
+
+    def _end(self) -> None:
+        """No more of this response: dropping the stream transport ends its body (RSGI
+        has no close call), then and there rather than whenever the bridge is freed."""
+        self._done = True
+        self._stream = None
