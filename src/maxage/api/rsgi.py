@@ -10,8 +10,10 @@ raw app on ASGI). Every other request is bridged to the app's ASGI general path.
 
 One difference in what granian hands over: RSGI's header list leaves out any field
 whose value is not visible ASCII (its name stays in ``keys()``). A request whose left-out
-field is one maxage reads is refused with a 400 naming it, never served as if the
-field were absent; others are ignored, as the app ignores them on ASGI.
+field is one maxage reads and whose value could change the answer is refused with a 400
+naming it, never served as if the field were absent; one whose value the app ignores or
+replaces when it is not ASCII (``_NOT_VISIBLE_IS_IGNORED``) is served as on ASGI, and
+others are ignored, as the app ignores them on ASGI.
 
 Two more. RSGI's body iterator hands over a body that broke off like one that ended
 (:class:`_Bridge` tells them apart, so the part that arrived is never taken for the
@@ -39,6 +41,17 @@ log = logging.getLogger("maxage.api")
 
 _UNUSUAL = frozenset(name.decode() for name in UNUSUAL_HEADERS)
 _READ = frozenset(name.decode() for name in READ_HEADERS)
+# Fields maxage reads whose value, when not visible ASCII, the app on ASGI ignores or
+# replaces whatever it is: an unsafe request id is replaced, a trace context it cannot
+# parse starts a new trace, a timeout or event id it cannot parse is ignored, credentials
+# that are no ASCII bearer token are none. RSGI hands them over as one such value
+# (_NOT_VISIBLE) instead of refusing the request. Any other field maxage reads could
+# change the answer (If-Match, If-None-Match, Idempotency-Key, Accept, Content-Type, ...):
+# refused with a 400 naming it.
+_NOT_VISIBLE_IS_IGNORED = frozenset(
+    {"x-request-id", "traceparent", "x-request-timeout", "last-event-id", "authorization"}
+)
+_NOT_VISIBLE = b"\x80"
 _HIT_L1 = HIT_L1.decode()
 _AGES = [str(i) for i in range(100)]
 _DISCONNECT = {"type": "http.disconnect"}
@@ -152,15 +165,19 @@ class RSGIApp:
                 return
             hot_result = hit
         refusal = None
+        asgi_headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in items]
         if not plain:
-            unreadable = sorted(_READ.intersection(headers.keys()).difference(fields))
-            if unreadable:
-                name = "-".join(part.capitalize() for part in unreadable[0].split("-"))
+            unreadable = _READ.intersection(headers.keys()).difference(fields)
+            refused = sorted(unreadable.difference(_NOT_VISIBLE_IS_IGNORED))
+            if refused:
+                name = "-".join(part.capitalize() for part in refused[0].split("-"))
                 refusal = HTTPProblem(
                     "invalid_parameter",
                     f"the {name} header's value is not visible ASCII",
                     parameter=name,
                 )
+            # The app ignores or replaces any such value of these, as it would on ASGI.
+            asgi_headers.extend((n.encode(), _NOT_VISIBLE) for n in sorted(unreadable))
         asgi_scope: dict[str, Any] = {
             "type": "http",
             "http_version": scope.http_version,
@@ -168,7 +185,7 @@ class RSGIApp:
             "scheme": scope.scheme,
             "path": path,
             "query_string": scope.query_string.encode(),
-            "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in items],
+            "headers": asgi_headers,
             "client": _address(scope.client),
         }
         bridge = _Bridge(proto, _cut_detector(scope.http_version, fields, headers.keys()))
