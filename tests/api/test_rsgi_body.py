@@ -9,6 +9,7 @@ interfaces: the answers must agree.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -120,3 +121,27 @@ def test_an_http2_body_of_unknown_length_is_served(server: MaxageServer) -> None
     assert done.stdout == b"2 201", done
     with server.client() as c:
         assert c.get(path, params={"consistency": "strong"}).json()["data"]["name"] == "cut"
+
+
+def test_a_chunked_body_with_unannounced_trailers_gets_an_answer(server: MaxageServer) -> None:
+    # On RSGI a trailer section reads like a body that broke off unless ``Trailer``
+    # announced it: refused with a problem (the client may still be there), never
+    # granian's empty 500. ASGI sees the trailers and serves the request.
+    path = f"/v1/products/tr-{uuid.uuid4().hex}"
+    data = _head(path, "Transfer-Encoding: chunked", "Connection: close") + (
+        b"%x\r\n%s\r\n0\r\nX-Checksum: 1\r\n\r\n" % (len(BODY), BODY)
+    )
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    if "rsgi" in server.argv:
+        assert head.startswith(b"HTTP/1.1 400"), out[:300]
+        assert b"content-type: application/problem+json" in head
+        assert json.loads(body)["code"] == "bad_request"
+        with server.client() as c:
+            assert c.get(path, params={"consistency": "strong"}).status_code == 404
+    else:
+        assert head.startswith(b"HTTP/1.1 201"), out[:300]

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from maxage.api.app import HOT_NOT_TRIED, UNUSUAL_HEADERS, App, accepts_json
 from maxage.api.http import READ_HEADERS
+from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.responses import HIT_L1
 from maxage.api.types import HTTPProblem
 
@@ -58,6 +59,11 @@ _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY = frozenset({204, 304})
 _LAST_CHUNK = {"type": "http.request", "body": b"", "more_body": False}
 _EMPTY_IS_CUT, _NO_CUT_SIGN = -1, -2  # _cut_detector's answers other than a length
+_PROBLEM = PROBLEM_CONTENT_TYPE.decode()
+_BROKEN = (
+    "the chunked request body broke off (or carried trailer fields without announcing "
+    "them in a Trailer header field); nothing was done"
+)
 
 
 class Headers(Protocol):
@@ -192,6 +198,21 @@ class RSGIApp:
         await app.general(
             asgi_scope, bridge.receive, bridge.send, rid, auth, hot_result, started, refusal
         )
+        if bridge.broken and not bridge.started:
+            # The app took the body that broke off for a client gone (499, nothing sent).
+            # It may still be there (an unannounced trailer section reads the same): it
+            # gets a problem, not granian's empty 500.
+            status, body = render_problem("bad_request", _BROKEN, path, rid.decode("latin-1"))
+            proto.response_bytes(
+                status,
+                [
+                    ("x-request-id", rid.decode("latin-1")),
+                    ("content-type", _PROBLEM),
+                    ("content-length", str(len(body))),
+                    ("connection", "close"),
+                ],
+                body,
+            )
 
 
 def _cut_detector(version: str, fields: dict[str, str], names: list[str]) -> int:
@@ -228,7 +249,7 @@ class _Bridge:
     part that arrived is never the body."""
 
     __slots__ = ("_body", "_closed", "_cut", "_done", "_headers", "_proto", "_received",
-                 "_started", "_status", "_stream")  # fmt: skip
+                 "_status", "_stream", "broken", "started")  # fmt: skip
 
     def __init__(self, proto: Protocol_, cut: int = _NO_CUT_SIGN) -> None:
         self._proto = proto
@@ -239,7 +260,8 @@ class _Bridge:
         self._headers: list[tuple[str, str]] = []
         self._stream: Stream | None = None
         self._closed = False
-        self._started = False  # http.response.start seen
+        self.started = False  # http.response.start seen
+        self.broken = False  # an HTTP/1 chunked body broke off (receive said http.disconnect)
         self._done = False  # the response is complete (or ended early): send ignores the rest
 
     async def receive(self) -> dict[str, Any]:
@@ -250,7 +272,7 @@ class _Bridge:
                 chunk = await anext(self._body)
                 if not chunk and self._cut == _EMPTY_IS_CUT:
                     await anext(self._body)  # the end raises StopAsyncIteration
-                    self._closed = True
+                    self._closed = self.broken = True
                     return _DISCONNECT  # anything else: the body broke off
             except StopAsyncIteration:
                 self._closed = True
@@ -269,14 +291,14 @@ class _Bridge:
         if self._done:
             return  # the response is over; any later message is a second one (see below)
         if message["type"] == "http.response.start":
-            if self._started:
+            if self.started:
                 # A second response: the app failed after this one began (a store error
                 # under a change-feed stream). ASGI refuses it and granian cuts the
                 # connection; RSGI cannot cut a stream, so it ends here, without the
                 # second response's bytes appended to the first.
                 self._end()
                 return
-            self._started = True
+            self.started = True
             self._status = status = message["status"]
             self._headers = [
                 (n.decode("latin-1"), v.decode("latin-1")) for n, v in message["headers"]
