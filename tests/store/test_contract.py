@@ -160,6 +160,95 @@ async def test_any_id_text_is_stored_and_its_writers_serialized(
     assert [c.version for c in changes.changes if c.id == doc_id] == [1, 2, 3, 4, 5, 6]
 
 
+class Exists(Exception):
+    pass
+
+
+def create(data: bytes):  # type: ignore[no-untyped-def]
+    """The shape of the service's POST mutator: data when there is no live row."""
+
+    def mutate(current: Document | None) -> bytes:
+        if current is not None:
+            raise Exists(current.version)
+        return data
+
+    return mutate
+
+
+async def test_expect_absent_creates_version_one(store: Store, clock: ManualClock) -> None:
+    r = await store.write(
+        WriteRequest("c", "fresh", create(b'{"n":1}'), clock.now(), expect_absent=True)
+    )
+    assert r.created and r.document.version == 1 and r.response is None
+    assert r.document.created_at == r.document.updated_at == clock.now()
+    doc = await store.get("c", "fresh")
+    assert doc == r.document
+    batch = await changes_settled(store, 1)
+    assert [(c.seq, c.id, c.version, c.op) for c in batch.changes] == [
+        (r.seq, "fresh", 1, ChangeOp.PUT)
+    ]
+    assert await store.change_bodies([r.seq]) == {r.seq: b'{"n":1}'}
+
+
+@pytest.mark.parametrize("deleted", [False, True])
+async def test_expect_absent_on_an_existing_row_is_the_general_write(
+    store: Store, clock: ManualClock, deleted: bool
+) -> None:
+    """The hint changes nothing when a row of the id exists (live or deleted): ``mutate``
+    sees that row, and at most one change row per version is written."""
+    await store.write(WriteRequest("c", "x", put(b'{"v":1}'), clock.now()))
+    if deleted:
+        await store.write(WriteRequest("c", "x", delete, clock.now()))
+    clock.advance(1)
+    if not deleted:
+        with pytest.raises(Exists):
+            await store.write(
+                WriteRequest("c", "x", create(b'{"v":2}'), clock.now(), expect_absent=True)
+            )
+    seen: list[Document | None] = []
+
+    def replace(current: Document | None) -> bytes:
+        seen.append(current)
+        return b'{"v":9}'
+
+    r = await store.write(WriteRequest("c", "x", replace, clock.now(), expect_absent=True))
+    assert r.document.version == (3 if deleted else 2) and r.created is deleted
+    assert seen[-1] is None if deleted else seen[-1] is not None and seen[-1].version == 1
+    batch = await changes_settled(store, 3 if deleted else 2)
+    assert [c.version for c in batch.changes] == ([1, 2, 3] if deleted else [1, 2])
+
+
+async def test_expect_absent_with_a_mutator_refusing_no_row(
+    store: Store, clock: ManualClock
+) -> None:
+    """A mutator that refuses "no row" (a delete) raises as it would without the hint."""
+
+    def remove(current: Document | None) -> None:
+        return None
+
+    with pytest.raises(LookupError):
+        await store.write(WriteRequest("c", "nothing", remove, clock.now(), expect_absent=True))
+    await store.write(WriteRequest("c", "there", put(b"{}"), clock.now()))
+    r = await store.write(WriteRequest("c", "there", remove, clock.now(), expect_absent=True))
+    assert r.document.deleted and r.document.version == 2
+
+
+async def test_expect_absent_creates_and_writers_of_one_id_form_one_chain(
+    store: Store, clock: ManualClock
+) -> None:
+    """Creates with the hint racing plain writes of the same id: one chain, one change row
+    per version, and exactly one write made version 1."""
+    writes = [
+        WriteRequest("c", "raced", put(b"{}"), clock.now(), expect_absent=i % 2 == 0)
+        for i in range(12)
+    ]
+    results = await asyncio.gather(*(store.write(w) for w in writes))
+    assert sorted(r.document.version for r in results) == list(range(1, 13))
+    assert sum(r.created for r in results) == 1
+    batch = await changes_settled(store, 12)
+    assert [c.version for c in batch.changes] == list(range(1, 13))
+
+
 async def test_list_page_keyset(store: Store, clock: ManualClock) -> None:
     for i in (3, 1, 2, 5, 4):
         await store.write(WriteRequest("c", f"id{i}", put(b"{}"), clock.now()))

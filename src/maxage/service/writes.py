@@ -97,6 +97,7 @@ class PreparedWrite:
     kind: WriteKind
     id: str
     mutate: Mutator
+    fresh: bool = False  # ``id`` was generated here (uuid7): no row is expected
 
     def status(self, result: WriteResult) -> int:
         if self.kind is WriteKind.REPLACE and result.created:
@@ -188,7 +189,7 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
                 raise PreconditionFailed("an id collision occurred; retry", current.version)
             return encoded
 
-        return PreparedWrite(spec, kind, doc_id, create)
+        return PreparedWrite(spec, kind, doc_id, create, fresh=not chosen)
 
     if kind is WriteKind.REPLACE:
         encoded = _valid_document(spec, intent.data, "document")
@@ -251,7 +252,7 @@ class Writes:
         spec = prepared.spec
         now = self.reads.clock.now()
         result = await self.store.write(
-            WriteRequest(spec.name, prepared.id, prepared.mutate, now, idempotency)
+            WriteRequest(spec.name, prepared.id, prepared.mutate, now, idempotency, prepared.fresh)
         )
         if self.hooks is None:
             self._after_commit(spec, result, now)

@@ -9,6 +9,14 @@ contract suite in ``tests/store/``. The rules an adapter keeps:
   change row ``(seq, collection, id, version, op, committed_at)`` and, when an
   idempotency completion is given, stores the rendered response, all before a
   single commit (DESIGN.md P5, P7).
+* **Writes expected to create.** ``WriteRequest.expect_absent`` says the caller chose a
+  fresh id (a server-generated uuid7) and expects no row: an adapter may then call
+  ``mutate(None)`` before it reads and, when that returns data, insert version 1 and
+  its change row without reading first. It must still behave exactly as the general
+  write: if any row of that id exists (live or deleted) nothing is inserted and the
+  write runs as usual, ``mutate`` seeing that row; and the insert serializes with the
+  document's other writers as theirs do with each other. Mutators are therefore pure
+  (calling one twice is harmless). An adapter may ignore the hint.
 * **One transaction per batch.** ``write_batch()`` applies its items in order,
   each exactly as ``write()`` would (read, ``mutate``, bump, one change row), in
   one transaction: one item's ``mutate`` raising aborts all of them. Its change
@@ -164,6 +172,8 @@ class WriteRequest:
     mutate: Mutator
     now: float
     idempotency: IdempotencyCompletion[WriteResult] | None = None
+    # The id is fresh (server-chosen): no row is expected ("Writes expected to create").
+    expect_absent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

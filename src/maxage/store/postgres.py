@@ -13,6 +13,18 @@ Write path (one transaction, READ COMMITTED), four round trips::
     [idempotency: SELECT ... FOR UPDATE; check owner; UPDATE ... 'done']
     COMMIT
 
+A write expected to create (``WriteRequest.expect_absent``: a POST's server-chosen
+uuid7, no Idempotency-Key) whose ``mutate(None)`` gives data is one round trip, one
+statement in its own (implicit) transaction::
+
+    WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(<the same hash>)),
+         d AS (INSERT INTO documents ... version 1 ... FROM l ON CONFLICT (collection, id) DO NOTHING RETURNING 1)
+    INSERT INTO changes (seq = pg_current_xact_id() * POSITIONS, ..., version 1) SELECT ... FROM d RETURNING seq
+
+and when it returns no row (a row of the id exists, live or deleted: nothing was
+written) the general path above runs on the same connection. See "Fresh ids" below
+for why it keeps every guarantee.
+
 Pool connections carry no session state (no ``SET``, no session advisory locks, no
 ``LISTEN``, no cursors: the listener and the index builder use connections of their
 own), so a connection goes back to the pool without asyncpg's reset query (one round
@@ -44,6 +56,32 @@ because the xid is assigned only after the per-document advisory lock is held
 the previous one has committed, and then gets a larger xid). Across documents,
 a write that committed before another one started comes first; two overlapping
 writes of different documents may appear in either order.
+
+Fresh ids (the one-statement create above). Each step of the statement takes its
+rows from the one before (the insert selects from ``l``, the change row from ``d``'s
+``RETURNING``), so the executor takes the document's lock before it inserts, and the
+transaction's xid is assigned by the document insert, after the lock.
+
+* Completeness: the statement is one transaction writing exactly one change row, with
+  ``seq = xid * POSITIONS``, as every other write; the argument above uses nothing
+  else. It commits when the statement ends (``Sync``), so the lock is held to commit.
+* Exactly one change per committed version (P7): the document row and its change row
+  are inserted together or not at all; ``ON CONFLICT DO NOTHING`` inserts neither when
+  any row of the id exists (the check is not by the statement's snapshot: a row
+  committed after it, or still being inserted, counts; PostgreSQL waits for an
+  in-progress inserter's outcome). The write is then the general path's, reading that
+  row under the lock, so version 1 is never written twice.
+* No lost update against a concurrent writer of the same id (a PUT of the same id, an
+  older process): the lock is the general path's, so the two serialize. If the PUT
+  holds it first, it read, wrote and committed before the insert runs, which then
+  finds its row and falls back; the fallback's read, after the lock, sees the PUT's
+  version. If the create holds it first, the PUT's read, a statement after its lock,
+  sees version 1, so it writes version 2. Without the lock a PUT could read no row,
+  the create commit version 1, and the PUT then write version 1 again
+  (tests/store/test_postgres_fresh_ids.py forces both orders).
+* Per-document version order: version 1 is the first version, written only when no
+  row exists; every later version's writer read a row, hence committed version 1
+  before its read's snapshot, and took its xid after that snapshot: a larger xid.
 
 ``Hooks.seq_tailer`` (test only) plants a deliberately broken mutant for the checker: it polls
 ``seq > cursor`` with no completeness proof and skips late-committing rows.
@@ -385,6 +423,22 @@ class PostgresStore:
             f" WHERE collection = $1 AND id = $2)"
             f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at)"
             f" VALUES ($5, $1, $2, $3, 'delete', $4)"
+        )
+        # A write expected to create (see "Fresh ids" in the module docstring): the
+        # document's lock, then the document row unless any row of the id exists, then its
+        # change row, in one statement. Each step takes its rows from the one before, so
+        # the lock is held before the insert and the xid is taken by the insert.
+        self._sql_create = (
+            f"WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($5, 0))),"
+            f" d AS (INSERT INTO {s}.documents"
+            f" (collection, id, version, data, body, created_at, updated_at, deleted)"
+            f" SELECT $1::text, $2::text, 1, $3::bytea, convert_from($3::bytea, 'UTF8')::jsonb,"
+            f" $4::float8, $4::float8, false FROM l"
+            f" ON CONFLICT (collection, id) DO NOTHING RETURNING 1)"
+            f" INSERT INTO {s}.changes (seq, collection, id, version, op, committed_at, data)"
+            f" SELECT pg_current_xact_id()::text::bigint * {POSITIONS}, $1::text, $2::text, 1,"
+            f" 'put', $4::float8, $3::bytea FROM d"
+            f" RETURNING seq"
         )
         self._sql_first_seq = f"SELECT pg_current_xact_id()::text::bigint * {POSITIONS}"
         self._sql_read_batch = (
@@ -749,8 +803,20 @@ class PostgresStore:
             raise
 
     async def write(self, request: WriteRequest) -> WriteResult:
+        key = self._doc_lock_key(request.collection, request.id)
+        data = None
+        if request.expect_absent and request.idempotency is None:
+            # Fresh ids (module docstring): mutate(None) now, and the one-statement insert.
+            # If mutate refuses no row, the general path below gives it the row there is.
+            with contextlib.suppress(Exception):
+                data = request.mutate(None)
+
         async def txn(conn: Any) -> WriteResult:
-            key = self._doc_lock_key(request.collection, request.id)
+            if data is not None:
+                result = await self._create(conn, request, data, key)
+                if result is not None:
+                    return result
+                # A row of this id exists: nothing was written; the general path.
             async with self._locked_transaction(conn, [key]):
                 # A new statement, so a new snapshot taken after the lock: it sees the
                 # previous writer's commit; and the xid is assigned only now.
@@ -775,6 +841,26 @@ class PostgresStore:
                 return result
 
         return await self._run("write", txn)
+
+    async def _create(
+        self, conn: Any, request: WriteRequest, data: bytes, key: str
+    ) -> WriteResult | None:
+        """Version 1 of a document expected absent, ``data`` its body, in one statement
+        (its own transaction); None, and nothing written, when any row of the id exists.
+        With test hooks it runs inside an explicit transaction, so that a slow commit
+        (``commit_delay``) still delays this write's COMMIT after its change row."""
+        args = (request.collection, request.id, data, request.now, key)
+        if self.hooks is None:
+            seq = await conn.fetchval(self._sql_create, *args)
+        else:
+            async with conn.transaction():
+                seq = await conn.fetchval(self._sql_create, *args)
+                if seq is not None:
+                    await self._commit_delay()
+        if seq is None:
+            return None
+        doc = Document(request.collection, request.id, 1, data, request.now, request.now)
+        return WriteResult(document=doc, created=True, seq=int(seq))
 
     async def write_batch(self, request: BatchWriteRequest) -> BatchResult:
         """Like :meth:`write` for every item, in one transaction. The documents' locks are
