@@ -29,7 +29,9 @@ Pool connections carry no session state (no ``SET``, no session advisory locks, 
 ``LISTEN``, no cursors: the listener and the index builder use connections of their
 own), so a connection goes back to the pool without asyncpg's reset query (one round
 trip per call, measured in docs/benchmarks.md); an open transaction is still rolled
-back.
+back. Calls wait for a connection in arrival order (a FIFO semaphore of the pool's size in
+front of it: asyncpg's pool lets a newcomer pass callers already waiting, which set the
+tail latency under load; tests/store/test_postgres_fair_pool.py).
 
 Change-log completeness (DESIGN.md "Tailing", P7; the argument in full is in
 docs/adr/0003-postgres-change-log-completeness.md). A sequence value is taken
@@ -398,6 +400,8 @@ class PostgresStore:
         # re-polls this many times (1, 2, 4 ms apart) before returning without them.
         self.frontier_retries = frontier_retries
         self._pool: Any = None
+        # Calls wait for a connection in arrival order (see _timed).
+        self._slots = asyncio.Semaphore(max_size)
         self._listener: Any = None
         s = f'"{schema}"'
         self._s = s
@@ -493,7 +497,12 @@ class PostgresStore:
                 raise StoreError("postgres store is not open")
             try:
                 async with asyncio.timeout(self.timeout):
-                    async with pool.acquire() as conn:
+                    # First come, first served: asyncpg's pool lets a caller that arrives
+                    # as a connection is released take it ahead of those already waiting,
+                    # who go to the back of the line (the tail of busy periods); with at
+                    # most max_size calls past this semaphore, which is FIFO, the pool
+                    # always has a connection for them.
+                    async with self._slots, pool.acquire() as conn:
                         result = await fn(conn)
             except TimeoutError as exc:
                 raise StoreTimeout(f"postgres {op} exceeded {self.timeout}s") from exc
