@@ -76,6 +76,11 @@ class Hooks:
         its cache fill (a pause makes the fill stale)."""
         return None
 
+    def joining(self, key: str) -> None:
+        """A read of ``key`` is about to join the load already in flight for it (fault
+        injection reports joins to held loads, so a checker waits for one instead of
+        sleeping)."""
+
     def join_any_flight(self) -> bool:
         """Mutant (``early-flight``): a read uses any joined load, even one that started
         before its session's write or more than the bound before the read."""

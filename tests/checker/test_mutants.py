@@ -30,7 +30,9 @@ from tests.support.artefacts import artefacts
 from tests.support.launcher import ServerProcess, python_m
 
 BUDGET = 20.0  # seconds of workload within which every mutant must be caught
-REAL_DURATION = 10.0
+# the real code's runs; a round lasts about the longest bound (5 s) plus margins, and the
+# real-code test wants every window of one round done, also on a loaded machine
+REAL_DURATION: dict[str | None, float] = {None: 10.0, "session-no-bounded": 20.0}
 PARALLEL = 2
 
 TWO_BOUNDS = """
@@ -92,8 +94,33 @@ ttl = "30s"
 type = "object"
 """
 
+# session reads on a collection without bounded ones (the join window's held load is a
+# session read's there), beside a bounded-only and a strong-and-bounded collection
+NO_SHARED_BOUNDED = """
+[collections.sessions]
+max_staleness = "250ms"
+read_modes = ["session", "strong"]
+write_policy = "write-through"
+ttl = "20s"
+[collections.sessions.schema]
+type = "object"
+[collections.catalog]
+max_staleness = "5s"
+read_modes = ["bounded"]
+write_policy = "write-around"
+ttl = "2m"
+[collections.catalog.schema]
+type = "object"
+[collections.prices]
+max_staleness = "1500ms"
+read_modes = ["strong", "bounded"]
+write_policy = "write-through"
+[collections.prices.schema]
+type = "object"
+"""
+
 CONFIGS = {"two-bounds": TWO_BOUNDS, "one-second": ONE_SECOND, "quick-and-lazy": QUICK_AND_LAZY,
-           "server-cuts": ONE_SECOND}  # fmt: skip
+           "server-cuts": ONE_SECOND, "session-no-bounded": NO_SHARED_BOUNDED}  # fmt: skip
 # the "server-cuts" runs: every change-feed connection is cut from the server's side
 CHECK_EXTRA = {"server-cuts": ("--feed-disconnects", "server")}
 FEED_MUTANTS = ["feed-replay", "feed-skip"]  # P7: caught by the checker's feed reader
@@ -175,6 +202,7 @@ CASES: list[tuple[str, str | None]] = [
     *(("one-second", mutant) for mutant in FEED_MUTANTS),
     *(("quick-and-lazy", mutant) for mutant in [*BUG_MUTANTS, None]),
     *(("server-cuts", mutant) for mutant in [*FEED_MUTANTS, None]),
+    *(("session-no-bounded", mutant) for mutant in ["early-flight", None]),
 ]  # fmt: skip
 
 
@@ -196,7 +224,7 @@ def runs(
     def one(case: tuple[str, str | None]) -> Run:
         config, mutant = case
         workdir = tmp_path_factory.mktemp(f"{config}-{mutant or 'real'}")
-        duration = BUDGET if mutant else REAL_DURATION
+        duration = BUDGET if mutant else REAL_DURATION.get(config, REAL_DURATION[None])
         return run_check(
             workdir,
             CONFIGS[config],
@@ -241,6 +269,21 @@ def test_real_cache_bug_is_caught_within_the_budget(
     assert caught is not None and caught < BUDGET, run.explain()
 
 
+@pytest.mark.parametrize("config", ["session-no-bounded"])
+@pytest.mark.parametrize("mutant", ["early-flight"])
+def test_join_window_on_a_collection_without_bounded_reads(
+    runs: dict[tuple[str, str | None], Run], config: str, mutant: str
+) -> None:
+    """Where session reads are the only reads that share a load, the join window holds a
+    session read's load: a waiter joining a flight that began before its session's write
+    (early-flight) is caught as P4 (the real code passes on it: below)."""
+    run = runs[(config, mutant)]
+    assert run.rc == 1, run.explain()
+    assert run.report["violations"]["P4"]["count"] >= 1, run.explain()
+    caught = run.report["stopped_at_s"]
+    assert caught is not None and caught < BUDGET, run.explain()
+
+
 @pytest.mark.parametrize("config", ["one-second", "server-cuts"])
 @pytest.mark.parametrize("mutant", FEED_MUTANTS)
 def test_feed_mutant_is_caught_as_p7(
@@ -269,7 +312,9 @@ def test_feed_resumes_after_server_side_cuts(
     assert feed["changes"] > 50 and feed["errors"] == 0, feed
 
 
-@pytest.mark.parametrize("config", ["one-second", "quick-and-lazy", "two-bounds"])
+@pytest.mark.parametrize(
+    "config", ["one-second", "quick-and-lazy", "two-bounds", "session-no-bounded"]
+)
 def test_real_code_passes_on_the_same_configs(
     runs: dict[tuple[str, str | None], Run], config: str
 ) -> None:

@@ -24,7 +24,8 @@ acknowledgement it must see), nothing from the config or the server:
   direct update dropped while the tailer is held just past the bound. Reads must see
   that the holder lags and go to the primary;
 * **join** (``pause-fill`` and ``drop``, collections with session reads): a *bounded*
-  read's load of a key is held as above; the checker reads the key with
+  read's load of a key (a session read's, on a collection without bounded reads) is
+  held as above; the checker reads the key with
   ``min_version`` = the version its next write will make, then sends that write. The
   session read may join the held load (it started before the write), but must not use
   its older version (P4: the version, or 409 while it is not available);
@@ -102,7 +103,7 @@ class Probe:
 
     @property
     def joinable(self) -> bool:
-        """A session read of this collection may join a held bounded load."""
+        """A session read of this collection may join a held load (bounded, or session)."""
         return "session" in self.col.modes
 
     def cache_key(self, id: str) -> str:
@@ -160,10 +161,12 @@ class Schedule:
         self.on_round = on_round
         self.rng = random.Random(f"faults:{seed}")
         self.client = Client(wl, PROBE_CLIENT)
-        bounded = [c for c in cols if c.max_staleness > 0 and "bounded" in c.modes]
+        # collections with a bound and reads that share loads (bounded, or session: the
+        # join window's P4 applies to a session-only collection too)
+        probed = [c for c in cols if c.max_staleness > 0 and c.shared_mode != "strong"]
         tag = wl.run_tag
         self.probes = [
-            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsja")) for i, c in enumerate(bounded)
+            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsja")) for i, c in enumerate(probed)
         ]
         enabled = set(faults)
         self.hold = "pause-fill" in enabled
@@ -254,7 +257,9 @@ class Schedule:
         await self._set({}, {"drop": hold_drops} if hold_drops else {})
         # A fresh version of every probe key; the lost and stalled ones cached at it.
         await _all(cl.write("put", p.col, k) for p in probes for k in p.ids)
-        await _all(cl.read(p.col, k, "bounded") for p in probes for k in (p.lost, p.stalled))
+        await _all(
+            cl.read(p.col, k, p.col.shared_mode) for p in probes for k in (p.lost, p.stalled)
+        )
         targets: dict[str, list[str]] = {}
         if self.hold:
             targets["pause-fill"] = held
@@ -290,13 +295,17 @@ class Schedule:
         releases it, then the write; returns the write.
 
         Sent together, the read joined the load only when it beat the tailer's release by
-        chance (rarely on a loaded machine); sent first, it joins while the load is held.
+        chance (rarely on a loaded machine); sent first, it joins while the load is held,
+        and the write waits until the server reports the join (a fixed pause lost the
+        race on a loaded machine too).
         """
         cl = self.client
         want = cl.seen.get((p.col.name, p.join), 0) + 1
+        key = p.cache_key(p.join)
+        before = await self._parked(key)
         read = asyncio.create_task(cl.read(p.col, p.join, "session", min_version=want))
         self.tally.joins += 1
-        await asyncio.sleep(SETTLE)  # the read reaches the server and joins the held load
+        await self._until_parked(key, before)  # the read has joined the held load
         write = await cl.write("put", p.col, p.join)
         await read
         return write
@@ -308,10 +317,11 @@ class Schedule:
         held: list[tuple[Probe, str, asyncio.Task[Op]]] = []
         if self.hold:
             for p in probes:
-                strong = "strong" if "strong" in p.col.modes else "bounded"
+                shared = p.col.shared_mode
+                strong = "strong" if "strong" in p.col.modes else shared
                 for k in self._held_keys(p):
                     # a strong read never shares its load; these windows need one shared
-                    mode = "bounded" if k in (p.join, p.abandon) else strong
+                    mode = shared if k in (p.join, p.abandon) else strong
                     held.append((p, k, asyncio.create_task(cl.read(p.col, k, mode))))
             await self._until_held({p.cache_key(k) for p, k, _ in held})
             held = await self._abandon(held)
@@ -354,14 +364,40 @@ class Schedule:
             if k != p.abandon:
                 out.append((p, k, first))
                 continue
-            second = asyncio.create_task(self.client.read(p.col, k, "bounded"))
-            await asyncio.sleep(SETTLE)  # the second request reaches the server and joins
+            key = p.cache_key(k)
+            before = await self._parked(key)
+            second = asyncio.create_task(self.client.read(p.col, k, p.col.shared_mode))
+            await self._until_parked(key, before)  # the second request joined the load
             first.cancel()  # its connection is closed: the server cancels the request
             with contextlib.suppress(asyncio.CancelledError):
                 await first
             self.tally.abandoned += 1
             out.append((p, k, second))
         return out
+
+    async def _parked(self, key: str) -> int | None:
+        """How many reads the server has parked on held loads of ``key`` (held one or
+        joined one; None: the server does not say, or the control endpoint failed)."""
+        try:
+            parked = (await control(self.http, "GET")).json().get("parked")
+        except (httpx.HTTPError, ValueError):
+            return None
+        return int(parked.get(key, 0)) if isinstance(parked, dict) else None
+
+    async def _until_parked(self, key: str, before: int | None) -> None:
+        """Wait until the server reports one more read parked on a held load of ``key``
+        than ``before`` (it joined the held load; with several workers, it may have
+        reached another one and had its own load held), at most HELD_WAIT; a server
+        that does not report it gets SETTLE seconds instead."""
+        if before is None:
+            await asyncio.sleep(SETTLE)
+            return
+        deadline = self.wl.now() + HELD_WAIT
+        while self.wl.now() < deadline:
+            now = await self._parked(key)
+            if now is None or now > before:
+                return
+            await asyncio.sleep(0.01)
 
     async def _until_held(self, keys: set[str]) -> None:
         """Wait until the server reports a fill of every key in ``keys`` held."""
@@ -389,9 +425,9 @@ class Schedule:
         )
 
     async def _read_past(self, col: Collection, key: str, acked: float, *, fresh: bool) -> None:
-        """A bounded read of ``key`` starting ``S + margin`` after ``acked``; with ``fresh``,
-        repeated while the holder lags (its answer proves nothing about the cache) for at
-        most ``max(1 s, S)``."""
+        """A read of ``key`` in the collection's shared mode (bounded where it has it)
+        starting ``S + margin`` after ``acked``; with ``fresh``, repeated while the holder
+        lags (its answer proves nothing about the cache) for at most ``max(1 s, S)``."""
         wl = self.wl
         bound = col.max_staleness
         at = acked + bound + margin(bound)
@@ -400,7 +436,7 @@ class Schedule:
             delay = at - wl.now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            op = await self.client.read(col, key, "bounded")
+            op = await self.client.read(col, key, col.shared_mode)
             self.tally.reads_past_bound += 1
             if op.detail != "lagging":
                 return

@@ -48,6 +48,16 @@ class Collection:
     def default_mode(self) -> str:
         return "bounded" if "bounded" in self.modes else "strong"
 
+    @property
+    def shared_mode(self) -> str:
+        """The mode of a read whose load other reads may join (a strong read never
+        shares one): bounded, else session, else strong (a strong-only collection)."""
+        return (
+            "bounded"
+            if "bounded" in self.modes
+            else ("session" if "session" in self.modes else "strong")
+        )
+
 
 # -- discovery -------------------------------------------------------------------------
 

@@ -121,6 +121,9 @@ class FaultController:
         self.targets: dict[str, frozenset[str]] = {}
         self._failed_once: set[tuple[str, str, int]] = set()  # (holder, key, version)
         self._held: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        # per key: the reads parked on a held load of it here (the loads held, and the
+        # reads that joined one), published so a checker waits for its read to arrive
+        self._parked: dict[str, int] = {}
         self._mtime = -1
         self._next_sync = 0.0
         self._counts_dirty = False
@@ -162,6 +165,7 @@ class FaultController:
         released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting = self._held.setdefault(key, [])
         waiting.append((version, released))
+        self._parked[key] = self._parked.get(key, 0) + 1
         self._write_holding()
         try:
             async with asyncio.timeout(self.params["hold_max"]):
@@ -172,6 +176,12 @@ class FaultController:
             waiting.remove((version, released))
             if not waiting:
                 del self._held[key]
+            self._write_holding()
+
+    def joined(self, key: str) -> None:
+        """A read joined the load of ``key``: parked, if that load is held."""
+        if key in self._held:
+            self._parked[key] = self._parked.get(key, 0) + 1
             self._write_holding()
 
     def applied(self, key: str, version: int) -> None:
@@ -232,16 +242,34 @@ class FaultController:
         return self.path.with_name(f"{self.path.stem}.holding.{os.getpid()}.json")
 
     def _write_holding(self) -> None:
+        state = {"held": sorted(self._held), "parked": self._parked}
         with contextlib.suppress(OSError):
-            _write_atomic(self._holding_path(), json.dumps(sorted(self._held)).encode())
+            _write_atomic(self._holding_path(), json.dumps(state).encode())
+
+    def _holding_states(self) -> list[dict[str, Any]]:
+        states = []
+        for p in self.path.parent.glob(f"{self.path.stem}.holding.*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(_read_nofollow(p))
+                if isinstance(state, dict):
+                    states.append(state)
+        return states
 
     def total_holding(self) -> list[str]:
         """The keys whose fills some worker is holding now (targeted ``pause-fill``)."""
         keys: set[str] = set()
-        for p in self.path.parent.glob(f"{self.path.stem}.holding.*.json"):
-            with contextlib.suppress(OSError, ValueError):
-                keys.update(str(k) for k in json.loads(_read_nofollow(p)))
+        for state in self._holding_states():
+            keys.update(str(k) for k in state.get("held", ()))
         return sorted(keys)
+
+    def total_parked(self) -> dict[str, int]:
+        """Per key, the reads that have been parked on a held load of it (held it, or
+        joined it), in every worker."""
+        parked: dict[str, int] = {}
+        for state in self._holding_states():
+            for key, n in dict(state.get("parked", {})).items():
+                parked[str(key)] = parked.get(str(key), 0) + int(n)
+        return parked
 
     def validate(self, state: object) -> dict[str, Any]:
         """The state as it will be applied; ValueError naming the first problem."""
@@ -347,6 +375,7 @@ class FaultController:
             "supported": list(self.supported),
             "targets": {k: sorted(v) for k, v in self.targets.items()},
             "holding": self.total_holding(),
+            "parked": self.total_parked(),
             "counts": self.total_counts(),
             "worker_counts": self.counts,
             "mutant": self.mutant,
@@ -443,6 +472,9 @@ class FaultHooks(Hooks):
 
     def join_any_flight(self) -> bool:
         return self._join_any
+
+    def joining(self, key: str) -> None:
+        self.ctl.joined(key)
 
     def deliver_after_commit(self, key: str, deliver: Callable[[], None]) -> None:
         ctl = self.ctl

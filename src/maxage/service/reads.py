@@ -255,6 +255,8 @@ class Reads:
                 if from_l2 is not None:
                     return from_l2
         self.stats.misses += 1
+        if self.hooks is not None and self.flights.in_flight(key):
+            self.hooks.joining(key)
         loaded = await self.flights.do(key, lambda: self._load(spec, id), timeout=self.load_timeout)
         doc = loaded.doc
         too_old = doc.version < min_version if doc is not None else min_version > 0
