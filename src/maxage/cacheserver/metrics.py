@@ -64,6 +64,7 @@ class Metrics:
         "connections_open",
         "connections_refused",
         "connections_total",
+        "first_bound",
         "latency",
         "parse_errors",
         "stale_served",
@@ -75,6 +76,8 @@ class Metrics:
     def __init__(self) -> None:
         # Per (route, status): the request count is each histogram's ``count``.
         self.latency: dict[tuple[str, int], Histogram] = {}
+        # The upper bound of ``latency``'s first bucket (the transport's inlined observe).
+        self.first_bound = LATENCY_BUCKETS[0]
         self.upstream_latency = Histogram(LATENCY_BUCKETS)
         self.upstream_loads = 0
         self.upstream_errors: dict[str, int] = {}
