@@ -69,6 +69,12 @@ _REFUSED_OLDER: Final = SetOutcome.REFUSED_OLDER
 _REFUSED_TOMBSTONE: Final = SetOutcome.REFUSED_TOMBSTONE
 
 _encode = msgspec.json.Encoder().encode
+_join = b"".join
+# The PUT answer's fixed parts: {"key":…,"version":…,"outcome":"stored"}.
+_KEY: Final = b'{"key":'
+_VERSION: Final = b',"version":'
+_STORED_END: Final = b',"outcome":"stored"}'
+_UNCHANGED_END: Final = b',"outcome":"unchanged"}'
 _DOCS_PAGE = functools.cache(lambda: docs_page.render(msgspec.json.decode(OPENAPI_JSON)))
 
 
@@ -378,17 +384,18 @@ class CacheApp:
             )
         if outcome is _STORED:
             v = _encode(version)  # msgspec's int formatting: ~3x faster than b"%d" %
+            # One join: one allocation and copy instead of one per +.
             return (
                 201,
                 _JSON_ETAG + v + b'"\r\n',
-                b'{"key":' + _encode(key) + b',"version":' + v + b',"outcome":"stored"}',
+                _join((_KEY, _encode(key), _VERSION, v, _STORED_END)),
             )
         if outcome is _UNCHANGED:
             v = _encode(version)
             return (
                 200,
                 _JSON_ETAG + v + b'"\r\n',
-                b'{"key":' + _encode(key) + b',"version":' + v + b',"outcome":"unchanged"}',
+                _join((_KEY, _encode(key), _VERSION, v, _UNCHANGED_END)),
             )
         instance = "/v1/keys/" + key
         if outcome is _REFUSED_OLDER:
