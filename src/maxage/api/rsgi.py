@@ -68,6 +68,7 @@ _BROKEN = (
 
 class Headers(Protocol):
     def keys(self) -> list[str]: ...
+    def __contains__(self, name: str) -> bool: ...
     def items(self) -> list[tuple[str, str]]: ...
 
 
@@ -194,7 +195,8 @@ class RSGIApp:
             "headers": asgi_headers,
             "client": _address(scope.client),
         }
-        bridge = _Bridge(proto, _cut_detector(scope.http_version, fields, headers.keys()))
+        cut = _cut_detector(scope.http_version, fields, "trailer" in headers)
+        bridge = _Bridge(proto, cut)
         await app.general(
             asgi_scope, bridge.receive, bridge.send, rid, auth, hot_result, started, refusal
         )
@@ -215,15 +217,15 @@ class RSGIApp:
             )
 
 
-def _cut_detector(version: str, fields: dict[str, str], names: list[str]) -> int:
+def _cut_detector(version: str, fields: dict[str, str], trailer: bool) -> int:
     """How :meth:`_Bridge.receive` tells a body that broke off from one that ended: the
     declared ``Content-Length`` (>= 0: fewer bytes then the end is a cut), else
-    ``_EMPTY_IS_CUT`` on HTTP/1 (an empty chunk before the end is a cut), else
+    ``_EMPTY_IS_CUT`` on HTTP/1 without ``Trailer`` (an empty chunk before the end is a cut), else
     ``_NO_CUT_SIGN`` (HTTP/2 ends a body with an empty DATA frame: no sign to read)."""
     declared = fields.get("content-length")
     if declared is not None and declared.isdigit():
         return int(declared)
-    if version.startswith("1") and "trailer" not in names:
+    if version.startswith("1") and not trailer:
         return _EMPTY_IS_CUT
     return _NO_CUT_SIGN
 
