@@ -35,9 +35,9 @@ acknowledgement it must see), nothing from the config or the server:
   one shares must go on: it is answered once the key's write releases the hold (a 500,
   a cancellation leaking into a request nobody cancelled, is a P0 violation).
 
-The round then reads every probe key past the bound: during the stall for the
-stalled keys, and after it, once the holder has caught up (its reads are no longer
-``lagging``), for the others. A broken guard serves the old version from the cache,
+The round then reads every probe key past the bound: the hold, join, abandon and
+lost keys as soon as the bound has passed, once the holder has caught up (its reads
+are no longer ``lagging``); then the stalled keys, during the stall. A broken guard serves the old version from the cache,
 which the P2 check flags. One round takes about ``max S + margin`` plus a few round
 trips, so every guard above is tested within seconds, for any bound.
 """
@@ -271,9 +271,11 @@ class Schedule:
             targets["drop"] = dropped
         await self._set({}, targets)
         acked = await self._hold_and_lose(probes)
-        if self.stall:
-            await self._stall(probes, {k: v for k, v in targets.items() if k == "drop"})
-        await self._set({}, {})
+        # The holds released; the drops stay for the stall window, which comes after these
+        # reads so that they are made as soon as the bound has passed (a broken guard is
+        # then caught about S after the round's writes, not 2S).
+        drops = {k: v for k, v in targets.items() if k == "drop"}
+        await self._set({}, drops)
         # Past the bound, once the holder has caught up: a refused fill or a retried
         # delivery leaves the new version; a broken guard leaves the old one in L1.
         await _all(
@@ -281,6 +283,9 @@ class Schedule:
             for p in probes
             for k, at in acked.get(p.col.name, {}).items()
         )
+        if self.stall:
+            await self._stall(probes, drops)
+        await self._set({}, {})
 
     def _held_keys(self, p: Probe) -> tuple[str, ...]:
         """The probe's keys whose loads a hold window holds."""
