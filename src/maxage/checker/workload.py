@@ -43,6 +43,9 @@ class Collection:
     modes: tuple[str, ...]
     token_field: str
     base: dict[str, Any]
+    # write-back: a PATCH is acknowledged from a process's buffer with no version of its
+    # own (nothing a history can check), so the checker writes it with PUT, POST, DELETE
+    write_back: bool = False
 
     @property
     def default_mode(self) -> str:
@@ -60,6 +63,8 @@ class Collection:
 
 
 # -- discovery -------------------------------------------------------------------------
+
+WRITE_BACK_MARK = "Write-back collection"  # how api/operations.py describes its operations
 
 
 def _resolve(doc: dict[str, Any], node: Any) -> Any:
@@ -165,7 +170,13 @@ def discover(openapi: dict[str, Any]) -> tuple[list[Collection], list[str]]:
         if not isinstance(base, dict):
             notes.append(f"{name}: the document schema is not an object; skipped")
             continue
-        out.append(Collection(name, float(sm.group(1)), modes, token, base))
+        write_back = str(get.get("description", "")).startswith(WRITE_BACK_MARK)
+        if write_back:
+            notes.append(
+                f"{name}: write-back: its buffered writes (PATCH, :increment) promise no "
+                "version and are not checked; the checker writes it with PUT, POST and DELETE"
+            )
+        out.append(Collection(name, float(sm.group(1)), modes, token, base, write_back))
     return out, notes
 
 
@@ -287,6 +298,11 @@ class Client:
         op.body_hash = data_hash(data)
         op.token = data.get(col.token_field) if isinstance(data, dict) else None
         op.tier = meta.get("source")
+        if op.tier == "buffer":
+            # write-back's buffered writes applied to the primary's version: no committed
+            # version to check it against (another client's PATCH; the checker sends none)
+            op.outcome, op.detail = FAIL, "write-back buffer"
+            return
         if "detail=lagging" in resp.headers.get("cache-status", ""):
             op.detail = "lagging"  # the holder was behind the bound: the primary answered
         try:
@@ -333,6 +349,8 @@ class Client:
         idem: bool = False,
     ) -> Op:
         wl = self.wl
+        if kind == "patch" and col.write_back:
+            kind = "put"
         op = Op(wl.new_id(), self.cid, kind, col.name, key, if_match=if_match)
         op.token = f"c{self.cid}-o{op.id}-{wl.run_tag}"
         headers: dict[str, str] = {}
