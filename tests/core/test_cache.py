@@ -36,6 +36,30 @@ def size_of(key: str, body: bytes) -> int:
     return len(body) + len(key) + ENTRY_OVERHEAD
 
 
+@pytest.mark.parametrize("ttl", [None, 30.0])
+def test_fill_path_entry_is_a_whole_entry(ttl: float | None) -> None:
+    """The fill path builds ``Entry`` records without their ``__init__`` (slot by
+    slot): every field is set, as ``Entry(...)`` would set it."""
+    c = make(thread_safe=False)
+    body = b"payload"
+    c.set_if_newer("k", 3, body, started_at=990.0, ttl=ttl, meta="etag", tags=["t", "u"])
+    e = c.peek("k")
+    assert isinstance(e, Entry)
+    tags_size = 2 * TAG_OVERHEAD + 2
+    expected = Entry(
+        "k",
+        3,
+        body,
+        "etag",
+        990.0,
+        math.inf if ttl is None else 990.0 + ttl,
+        ("t", "u"),
+        size_of("k", body) + tags_size,
+    )
+    assert e == expected  # every field, unreplayed_hits (0) included
+    assert e.unreplayed_hits == 0
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 def test_set_get_versions(policy: str) -> None:
     c = make(policy=policy)

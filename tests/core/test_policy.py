@@ -107,3 +107,26 @@ def test_hits_the_read_buffer_drops_are_kept_on_the_entry() -> None:
     assert e.unreplayed_hits == hits  # counted on the hit path, replayed later
     c.set_if_newer("other", 1, b"", started_at=0.0)  # a write replays the buffer
     assert e.unreplayed_hits == hits - READ_BUFFER  # what the full buffer dropped
+
+
+def test_duels_read_the_records_once_the_read_buffer_was_full() -> None:
+    """Only a full read buffer drops hits: until storage drains a full one, every
+    record's count of dropped hits is 0 and W-TinyLFU's duels do not read them."""
+    from maxage.core.cache import READ_BUFFER
+
+    c = Cache(100 * (ENTRY_OVERHEAD + 8), clock=ManualClock(0.0), seed=1, thread_safe=False)
+    policy = c._policy
+    assert isinstance(policy, TinyLfuPolicy)
+    for i in range(300):  # full, so fills duel
+        c.set_if_newer(f"k{i:07d}", 1, b"", started_at=0.0)
+        for _ in range(i % 5):
+            c.get(f"k{i // 2:07d}")
+    assert not policy.hits_dropped
+    assert all(e.unreplayed_hits == 0 for e in c._data.values())
+    hot = c.keys()[-1]
+    for _ in range(READ_BUFFER):
+        assert c.get(hot) is not MISSING
+    c.set_if_newer("other", 1, b"", started_at=0.0)
+    assert policy.hits_dropped  # a full buffer was drained
+    c.clear()
+    assert not policy.hits_dropped

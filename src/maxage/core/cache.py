@@ -138,6 +138,12 @@ MAX_VERSION: Final = 2**63 - 1
 """Versions are 1..MAX_VERSION (a signed 64-bit integer, as in the stores)."""
 
 _INF: Final = math.inf
+_NEG_INF: Final = -math.inf
+# ``Entry`` records on the fill path are made by ``object.__new__`` and slot stores:
+# ``Entry(...)`` runs the dataclass ``__init__`` as a Python call (~900 more
+# instructions a fill, callgrind: bench/callgrind_core.py). Keep the stores in step
+# with ``Entry``'s fields.
+_new_entry: Final = object.__new__
 _STORED: Final = SetOutcome.STORED
 READ_BUFFER: Final = 256  # hits buffered for a batching policy before reads are dropped
 _PRUNE_BATCH: Final = 8  # TTL heap items handled per write call
@@ -386,6 +392,7 @@ class Cache:
         "_guard_bytes",
         "_hk_at",
         "_index",
+        "_lfu",
         "_lock",
         "_meta_size",
         "_now",
@@ -456,8 +463,10 @@ class Cache:
         # ones into a key's frequency before the key duels: ADR 0002, issue 17).
         self._reads: deque[str] = deque(maxlen=READ_BUFFER)
         self._data: dict[str, Entry] = {}
+        self._lfu: TinyLfuPolicy | None = None  # the policy, if it reads the records
         if isinstance(self._policy, TinyLfuPolicy):
             self._policy.records = self._data
+            self._lfu = self._policy
         on_hits = getattr(self._policy, "on_hits", None)
         self._replay: Callable[[Iterable[str], int], object] | None = on_hits
         self._replayed_to = 0  # stats.hits at the last drain: the rest were buffered or dropped
@@ -627,17 +636,26 @@ class Cache:
             # The clock is read only when something can expire (the fast path
             # needs no time): the next housekeeping time is finite.
             hk_at = self._hk_at
-            now = self._now() if hk_at != _INF else -_INF
-            if now >= hk_at:
-                self._housekeep(now)
+            if hk_at == _INF:
+                now = _NEG_INF
+            else:
+                now = self._now()
+                if now >= hk_at:
+                    self._housekeep(now)
             # Fast path, inlined (the read-through fill): a new key with no
-            # tombstone or guard on it. Everything else goes through _store.
+            # tombstone or guard on it (no guard bytes: no guard at all).
+            # Everything else goes through _store.
             data = self._data
             if (
                 key not in data
-                and key not in self._tombs
-                and not self._prefix_tombs
-                and not (tag_tuple and self._tag_tombs)
+                and (
+                    not self._guard_bytes
+                    or (
+                        key not in self._tombs
+                        and not self._prefix_tombs
+                        and not (tag_tuple and self._tag_tombs)
+                    )
+                )
                 and started_at > self._floor_at
             ):
                 size = len(body) + len(key) + self._entry_overhead
@@ -648,9 +666,18 @@ class Cache:
                     if tag_tuple:
                         size += _tags_size(tag_tuple)
                     if ttl is None:
-                        data[key] = Entry(
-                            key, version, body, meta, started_at, _INF, tag_tuple, size
-                        )
+                        # ``Entry(...)``, without the call of its ``__init__``.
+                        e = _new_entry(Entry)
+                        e.key = key
+                        e.version = version
+                        e.body = body
+                        e.meta = meta
+                        e.filled_at = started_at
+                        e.expires_at = _INF
+                        e.tags = tag_tuple
+                        e.size = size
+                        e.unreplayed_hits = 0
+                        data[key] = e
                     else:
                         self._put_entry_ttl(
                             key, version, body, meta, started_at, ttl, tag_tuple, size
@@ -660,7 +687,8 @@ class Cache:
                         self._tag(key, tag_tuple)
                     if self._index is not None:
                         self._index.add(key)
-                    self.stats.stores += 1
+                    stats = self.stats
+                    stats.stores += 1
                     victims = self._policy.admit(key, size)
                     if victims:
                         index = self._index
@@ -671,11 +699,11 @@ class Cache:
                                 self._untag(victim, e.tags)
                             if index is not None:
                                 index.remove(victim)
-                        self.stats.size_evictions_pending += len(victims)
+                            stats.size_evictions_pending += 1
                         assert used <= max_bytes, "policy left the cache over its byte bound"
                     self._used = used
                     return _STORED
-            if now == -_INF:
+            if now == _NEG_INF:
                 now = self._now()
             return self._store(key, version, body, started_at, ttl, meta, tag_tuple, False, now)
         finally:
@@ -811,7 +839,17 @@ class Cache:
         if self.ttl_jitter:
             ttl = ttl * (1.0 - self.ttl_jitter * self._rng.random())
         expires_at = started_at + ttl
-        self._data[key] = Entry(key, version, body, meta, started_at, expires_at, tags, size)
+        e = _new_entry(Entry)  # ``Entry(...)``, as in ``set_if_newer``'s fast path
+        e.key = key
+        e.version = version
+        e.body = body
+        e.meta = meta
+        e.filled_at = started_at
+        e.expires_at = expires_at
+        e.tags = tags
+        e.size = size
+        e.unreplayed_hits = 0
+        self._data[key] = e
         if expires_at != _INF:
             self._ttl_seq += 1
             heapq.heappush(self._ttl_heap, (expires_at, self._ttl_seq, key))
@@ -1014,9 +1052,11 @@ class Cache:
         """Replay buffered hits into the policy (before any write touches it).
 
         Each replayed hit leaves its entry's ``unreplayed_hits``; what remains there
-        are the hits the full buffer dropped (``TinyLfuPolicy.take_hits``). The policy
-        also hears how many were dropped since the last drain (its hit-ratio samples
-        count them, and its shadows' view of the stream lacks them)."""
+        are the hits the full buffer dropped (``TinyLfuPolicy.take_hits``; only a
+        full buffer drops, so W-TinyLFU reads them only once one was drained:
+        ``TinyLfuPolicy.hits_dropped``). The policy also hears how many were
+        dropped since the last drain (its hit-ratio samples count them, and its
+        shadows' view of the stream lacks them)."""
         if self._replay is not None:
             reads = self._reads
             data = self._data
@@ -1024,6 +1064,10 @@ class Cache:
                 e = data.get(key)
                 if e is not None and e.unreplayed_hits:
                     e.unreplayed_hits -= 1
+            if len(reads) >= READ_BUFFER and self._lfu is not None:
+                # A full buffer may have dropped hits (they stay on their records):
+                # from now on W-TinyLFU's duels read the records.
+                self._lfu.hits_dropped = True
             hits = self.stats.hits
             dropped = hits - self._replayed_to - len(reads)
             self._replayed_to = hits

@@ -51,7 +51,9 @@ misses (Caffeine's read buffer; when reads outrun writes by more than the
 buffer, the oldest are dropped -- recency sees a sample, stats stay exact, and
 each entry keeps count of its dropped hits, which W-TinyLFU folds into the
 key's frequency before the key duels: ``TinyLfuPolicy.take_hits``, which
-reads them on storage's records, ``TinyLfuPolicy.records``).
+reads them on storage's records, ``TinyLfuPolicy.records``, once storage has
+seen its buffer full, ``TinyLfuPolicy.hits_dropped``: until then every count
+is 0 and the duels skip them).
 LRU's hit is ``OrderedDict.move_to_end`` directly. Policies do no locking:
 storage calls them with its lock held (or from one event loop), so the
 policy's structures are only ever touched by one thread at a time.
@@ -158,7 +160,7 @@ class LruPolicy:
         victims: list[str] = []
         order = self._order
         while self._weight > self.maximum and order:
-            key, weight = order.popitem(last=False)
+            key, weight = order.popitem(False)
             self._weight -= weight
             victims.append(key)
         return victims
@@ -258,6 +260,7 @@ class TinyLfuPolicy:
         "_window",
         "_window_weight",
         "adaptive",
+        "hits_dropped",
         "maximum",
         "protected_max",
         "records",
@@ -300,6 +303,10 @@ class TinyLfuPolicy:
         # counts the hits on its key that never reached on_hits (the read buffer
         # was full); ``take_hits`` folds them into the sketch before the key duels.
         self.records: Records = _NO_RECORDS
+        # False until storage's read buffer may have dropped a hit (it was full when
+        # drained; ``Cache._drain`` sets it): until then every record's count is 0
+        # and the duels skip reading them.
+        self.hits_dropped = False
         # Probation's LRU key as of its last duel, its frequency then and the
         # sketch's resets then (``admit``); None once the head may have changed
         # (every path that removes probation's head, promotes or forgets the key
@@ -382,8 +389,7 @@ class TinyLfuPolicy:
         """
         # FrequencySketch.increment, inlined.
         sk = self._sketch
-        t0, t1, t2, t3 = sk.rows
-        p0, p1, p2, p3 = sk.primes
+        t0, t1, t2, t3, p0, p1, p2, p3 = sk.layout
         x = hash(key) % MIX
         i = x % p0
         t0[i] = INCREMENT[t0[i]]
@@ -396,78 +402,88 @@ class TinyLfuPolicy:
         sk.additions += 1
         if sk.additions >= sk.sample_size:
             sk.reset()
-        self._left -= 1
+        left = self._left - 1
+        self._left = left
         sampler = self._sampler
         if sampler is not None and not x & sampler.mask:
             sampler.replay(key, weight, sk)
         window = self._window
         window[key] = weight
-        self._weight = total = self._weight + weight
+        total = self._weight + weight  # stored where a call may read it, and at the end
         ww = self._window_weight + weight
         maximum = self.maximum
         # A full cache re-checks its sketch size at each climber sample (``_climb``).
         if total <= maximum and self._residents() > self._grow_at:
+            self._weight = total
             self._grow_sketch()
             sk = self._sketch
-            t0, t1, t2, t3 = sk.rows
-            p0, p1, p2, p3 = sk.primes
-        if self._left <= 0:
+            t0, t1, t2, t3, p0, p1, p2, p3 = sk.layout
+        if left <= 0:
+            self._weight = total
             self._window_weight = ww
             self._climb()  # may move keys between the window and main, or grow the sketch
             ww = self._window_weight
             sk = self._sketch
-            t0, t1, t2, t3 = sk.rows
-            p0, p1, p2, p3 = sk.primes
+            t0, t1, t2, t3, p0, p1, p2, p3 = sk.layout
         wmax = self.window_max
         if ww <= wmax:
+            self._weight = total
             self._window_weight = ww
             return _NONE if total <= maximum else self.evict()
-        cand, cw = window.popitem(last=False)
+        cand, cw = window.popitem(False)
         ww -= cw
         self._window_weight = ww
         probation = self._probation
         if ww > wmax or total <= maximum or not probation:
+            self._weight = total
             probation[cand] = cw
             return _NONE if total <= maximum else self.evict([cand])
-        # Hits the read buffer dropped: the candidate's count toward its frequency;
-        # a victim with any was hit in probation, so it is promoted as that hit
-        # would have done (a second chance) and the next one duels.
-        # (``take_hits``, inlined.)
-        records = self.records
-        r = records[cand]
-        n = r.unreplayed_hits
-        if n:
-            r.unreplayed_hits = 0
-            sk.add(cand, n)
-        victim = self._victim  # probation's head as of the last duel, if still so
-        if victim is None:
-            victim = next(iter(probation))
-        r = records[victim]
-        n = r.unreplayed_hits
-        while n:
-            r.unreplayed_hits = 0
-            sk.add(victim, n)
-            self._promote(victim)
-            if not probation:
-                probation[cand] = cw
-                return self.evict([cand])
-            victim = next(iter(probation))
+        # ``sketch.admits``, inlined. The victim's frequency: probation's LRU key
+        # usually defends many duels in a row (newcomers lose ties), so it is read
+        # once and kept until the key leaves probation's head, is promoted, or the
+        # sketch ages or is replaced (``_victim_frequency``).
+        if self.hits_dropped:
+            # Hits the read buffer dropped: the candidate's count toward its
+            # frequency; a victim with any was hit in probation, so it is promoted
+            # as that hit would have done (a second chance) and the next one duels.
+            # (``take_hits``, inlined; an ``add`` may reset the sketch: the rows
+            # are the same objects, halved in place.)
+            records = self.records
+            r = records[cand]
+            n = r.unreplayed_hits
+            if n:
+                r.unreplayed_hits = 0
+                sk.add(cand, n)
+            victim = self._victim  # probation's head as of the last duel, if still so
+            if victim is None:
+                victim = next(iter(probation))
             r = records[victim]
             n = r.unreplayed_hits
-        # ``sketch.admits``, inlined (an ``add`` above may have reset the sketch:
-        # the rows are the same objects, halved in place).
-        # The victim's frequency: probation's LRU key usually defends many duels in a
-        # row (newcomers lose ties), so it is read once and kept until the key
-        # leaves probation's head, is promoted, or the sketch ages or is replaced.
-        if victim is self._victim and sk.resets == self._victim_resets:
-            vf = self._victim_freq
-        else:
-            vf = sk.frequency(victim)
-            self._victim = victim
-            self._victim_freq = vf
-            self._victim_resets = sk.resets
+            while n:
+                r.unreplayed_hits = 0
+                sk.add(victim, n)
+                self._promote(victim)
+                if not probation:
+                    self._weight = total
+                    probation[cand] = cw
+                    return self.evict([cand])
+                victim = next(iter(probation))
+                r = records[victim]
+                n = r.unreplayed_hits
+            if victim is self._victim and sk.resets == self._victim_resets:
+                vf = self._victim_freq
+            else:
+                vf = self._victim_frequency(victim)
+        else:  # no hit was ever dropped: every record's count is 0
+            victim = self._victim  # probation's head as of the last duel, if still so
+            if victim is not None and sk.resets == self._victim_resets:
+                vf = self._victim_freq
+            else:
+                if victim is None:
+                    victim = next(iter(probation))
+                vf = self._victim_frequency(victim)
         # The candidate's: its estimate is at most any one of its counters, so a
-        # first counter neither above the victim's nor POPULAR decides the duel
+        # first counter neither above the victim's nor POPULAR loses the duel
         # (the usual case: a newcomer seen once); else the minimum of all four.
         x = hash(cand) % MIX
         cf = t0[x % p0]
@@ -481,18 +497,19 @@ class TinyLfuPolicy:
             f = t3[x % p3]
             if f < cf:
                 cf = f
-        if cf > vf or (cf >= POPULAR and not self._rng.getrandbits(LUCKY_BITS)):
-            self._victim = None
-            total -= probation.pop(victim)
-            probation[cand] = cw
-            loser = victim
-        else:
-            total -= cw
-            loser = cand
+            if cf > vf or (cf >= POPULAR and not self._rng.getrandbits(LUCKY_BITS)):
+                self._victim = None
+                total -= probation.pop(victim)
+                probation[cand] = cw
+                self._weight = total
+                if total <= maximum:
+                    return [victim]
+                return [victim, *self.evict()]  # the victim weighed less than the newcomer
+        total -= cw
         self._weight = total
         if total <= maximum:
-            return [loser]
-        return [loser, *self.evict()]  # the loser weighed less than the newcomer
+            return [cand]
+        return [cand, *self.evict()]  # the candidate weighed less than the newcomer
 
     def on_update(self, key: str, weight: int) -> None:
         self._sketch.increment(key)
@@ -527,6 +544,7 @@ class TinyLfuPolicy:
 
     def clear(self) -> None:
         self._victim = None
+        self.hits_dropped = False  # no records left
         self._window.clear()
         self._probation.clear()
         self._protected.clear()
@@ -549,7 +567,7 @@ class TinyLfuPolicy:
         ww = self._window_weight
         wmax = self.window_max
         while ww > wmax and window:
-            k, w = window.popitem(last=False)
+            k, w = window.popitem(False)
             ww -= w
             probation[k] = w
             candidates.append(k)
@@ -563,29 +581,30 @@ class TinyLfuPolicy:
                 cand = candidates.pop()
                 if cand not in probation:  # already lost a duel as a victim
                     continue
-                take = self.take_hits
-                n = take(cand)
-                if n:
-                    sk.add(cand, n)
                 victim = next(iter(probation))
-                n = take(victim) if victim != cand else 0
-                while n:  # as in ``admit``: a second chance for a victim with dropped hits
-                    sk.add(victim, n)
-                    self._promote(victim)
-                    victim = next(iter(probation))  # cand is still in probation
+                if self.hits_dropped:
+                    take = self.take_hits
+                    n = take(cand)
+                    if n:
+                        sk.add(cand, n)
                     n = take(victim) if victim != cand else 0
+                    while n:  # as in ``admit``: a second chance for a victim with dropped hits
+                        sk.add(victim, n)
+                        self._promote(victim)
+                        victim = next(iter(probation))  # cand is still in probation
+                        n = take(victim) if victim != cand else 0
                 duel_won = victim != cand and admits(sk, cand, victim, randbits)
                 loser = victim if duel_won else cand
                 weight -= probation.pop(loser)
             elif probation:
-                loser, w = probation.popitem(last=False)
+                loser, w = probation.popitem(False)
                 weight -= w
             elif self._protected:
-                loser, w = self._protected.popitem(last=False)
+                loser, w = self._protected.popitem(False)
                 weight -= w
                 self._protected_weight -= w
             else:
-                loser, w = window.popitem(last=False)
+                loser, w = window.popitem(False)
                 weight -= w
                 self._window_weight -= w
             victims.append(loser)
@@ -603,6 +622,18 @@ class TinyLfuPolicy:
         if n:
             r.unreplayed_hits = 0
         return n
+
+    def _victim_frequency(self, victim: str) -> int:
+        """The frequency of ``victim``, probation's head: kept from its last duel
+        while it stays the head (``_victim``) and the sketch has not aged since."""
+        sk = self._sketch
+        if victim is self._victim and sk.resets == self._victim_resets:
+            return self._victim_freq
+        vf = sk.frequency(victim)
+        self._victim = victim
+        self._victim_freq = vf
+        self._victim_resets = sk.resets
+        return vf
 
     def _weight_of(self, key: str) -> int:
         """The weight of resident ``key``."""
@@ -628,7 +659,7 @@ class TinyLfuPolicy:
     def _demote_protected(self) -> None:
         protected = self._protected
         while self._protected_weight > self.protected_max and len(protected) > 1:
-            k, w = protected.popitem(last=False)
+            k, w = protected.popitem(False)
             self._protected_weight -= w
             self._probation[k] = w
 
@@ -707,7 +738,7 @@ class TinyLfuPolicy:
         moved = 0
         for source in (self._probation, self._protected):
             while moved < quota and source:
-                k, w = source.popitem(last=False)
+                k, w = source.popitem(False)
                 if source is self._protected:
                     self._protected_weight -= w
                 self._window[k] = w
@@ -724,7 +755,7 @@ class TinyLfuPolicy:
         self.window_max -= quota
         window = self._window
         while self._window_weight > self.window_max and window:
-            k, w = window.popitem(last=False)
+            k, w = window.popitem(False)
             self._window_weight -= w
             self._probation[k] = w
 
