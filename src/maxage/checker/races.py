@@ -37,8 +37,8 @@ acknowledgement it must see), nothing from the config or the server:
 
 The round then reads every probe key past the bound: the hold, join, abandon and
 lost keys as soon as the bound has passed, once the holder has caught up (its reads
-are no longer ``lagging``); then the stalled keys, during the stall. A broken guard serves the old version from the cache,
-which the P2 check flags. One round takes about ``max S + margin`` plus a few round
+are no longer ``lagging``); then the stalled keys, during the stall. A broken guard
+serves the old version from the cache, which the P2 check flags. One round takes about ``max S + margin`` plus a few round
 trips, so every guard above is tested within seconds, for any bound.
 """
 
@@ -380,14 +380,29 @@ class Schedule:
             out.append((p, k, second))
         return out
 
+    async def _fault_state(self) -> dict[str, Any] | None:
+        """The server's fault state (None: the control endpoint failed)."""
+        try:
+            state = (await control(self.http, "GET")).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    async def _until(self, done: Callable[[dict[str, Any]], bool]) -> None:
+        """Poll the fault state until ``done`` says so, at most HELD_WAIT (a failed poll
+        ends the wait: the window then runs as it can)."""
+        deadline = self.wl.now() + HELD_WAIT
+        while self.wl.now() < deadline:
+            state = await self._fault_state()
+            if state is None or done(state):
+                return
+            await asyncio.sleep(0.01)
+
     async def _parked(self, key: str) -> int | None:
         """How many reads the server has parked on held loads of ``key`` (held one or
         joined one; None: the server does not say, or the control endpoint failed)."""
-        try:
-            parked = (await control(self.http, "GET")).json().get("parked")
-        except (httpx.HTTPError, ValueError):
-            return None
-        return int(parked.get(key, 0)) if isinstance(parked, dict) else None
+        state = await self._fault_state()
+        return None if state is None else _parked_of(state, key)
 
     async def _until_parked(self, key: str, before: int | None) -> None:
         """Wait until the server reports one more read parked on a held load of ``key``
@@ -397,24 +412,16 @@ class Schedule:
         if before is None:
             await asyncio.sleep(SETTLE)
             return
-        deadline = self.wl.now() + HELD_WAIT
-        while self.wl.now() < deadline:
-            now = await self._parked(key)
-            if now is None or now > before:
-                return
-            await asyncio.sleep(0.01)
+
+        def arrived(state: dict[str, Any]) -> bool:
+            now = _parked_of(state, key)
+            return now is None or now > before
+
+        await self._until(arrived)
 
     async def _until_held(self, keys: set[str]) -> None:
         """Wait until the server reports a fill of every key in ``keys`` held."""
-        deadline = self.wl.now() + HELD_WAIT
-        while self.wl.now() < deadline:
-            try:
-                state = (await control(self.http, "GET")).json()
-            except (httpx.HTTPError, ValueError):
-                return
-            if keys <= set(state.get("holding", ())):
-                return
-            await asyncio.sleep(0.01)
+        await self._until(lambda state: keys <= set(state.get("holding", ())))
 
     async def _stall(self, probes: Sequence[Probe], targets: dict[str, list[str]]) -> None:
         """Hold the tailer just past the bound of each collection: write its stalled key
@@ -449,6 +456,12 @@ class Schedule:
             if not fresh or wl.now() > give_up or wl.stop:
                 return
             at = wl.now() + max(0.02, bound / 10)
+
+
+def _parked_of(state: dict[str, Any], key: str) -> int | None:
+    """``key``'s parked reads in a fault state (None: the server does not report them)."""
+    parked = state.get("parked")
+    return int(parked.get(key, 0)) if isinstance(parked, dict) else None
 
 
 async def _all(aws: Any) -> list[Op]:
