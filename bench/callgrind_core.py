@@ -89,9 +89,17 @@ def child(impl: str, op: str, n: int, count: int) -> None:
     deque(starmap(fn, args), maxlen=0)
 
 
-def instructions(impl: str, op: str, n: int, count: int, keep: str | None = None) -> float:
-    """Instructions per ``op`` of ``impl`` (one valgrind run; ``keep``: save the
-    callgrind profile there for ``callgrind_annotate``)."""
+def callgrind_count(
+    toggle: str,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    keep: str | None = None,
+    cwd: str | None = None,
+) -> int:
+    """Instructions that ``valgrind --tool=callgrind`` counts in ``python argv`` while
+    ``toggle`` (a C function name) runs; ``keep``: save the profile there for
+    ``callgrind_annotate``. ``PYTHONHASHSEED=0`` in the child (hashes decide here)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = keep or os.path.join(tmp, "cg.out")
         proc = subprocess.run(
@@ -99,27 +107,31 @@ def instructions(impl: str, op: str, n: int, count: int, keep: str | None = None
                 "valgrind",
                 "--tool=callgrind",
                 "--collect-atstart=no",
-                "--toggle-collect=starmap_next",
+                f"--toggle-collect={toggle}",
                 f"--callgrind-out-file={out}",
                 sys.executable,
-                __file__,
-                "--child",
-                impl,
-                op,
-                str(n),
-                str(count),
+                *argv,
             ],
             capture_output=True,
             text=True,
-            # valgrind runs the interpreter by its resolved path, outside the venv:
-            # the child gets the parent's import path.
-            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join(sys.path)},
+            env={**os.environ, **env, "PYTHONHASHSEED": "0"},
             check=True,
+            cwd=cwd,
         )
     m = re.search(r"Collected : (\d+)", proc.stderr)
     if m is None:
         raise SystemExit(f"no instruction count from valgrind:\n{proc.stderr[-2000:]}")
-    return int(m.group(1)) / count
+    return int(m.group(1))
+
+
+def instructions(impl: str, op: str, n: int, count: int, keep: str | None = None) -> float:
+    """Instructions per ``op`` of ``impl`` (one valgrind run; ``keep``: save the
+    callgrind profile there for ``callgrind_annotate``)."""
+    argv = [__file__, "--child", impl, op, str(n), str(count)]
+    # valgrind runs the interpreter by its resolved path, outside the venv: the child
+    # gets the parent's import path.
+    env = {"PYTHONPATH": os.pathsep.join(sys.path)}
+    return callgrind_count("starmap_next", argv, env, keep=keep) / count
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))
+from callgrind_core import callgrind_count  # noqa: E402  (bench/, beside this folder)
+
 KEYS = 1000
 VALUE = b"x" * 100
 
@@ -154,35 +157,8 @@ def cg_child(method: str, n: int) -> None:
 
 def instructions(src: str, method: str, n: int, keep: str | None = None) -> float:
     """Instructions per request (one valgrind run on ``src``)."""
-    import re
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = keep or os.path.join(tmp, "cg.out")
-        proc = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--collect-atstart=no",
-                "--toggle-collect=filter_next",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                "--cg-child",
-                method,
-                "--requests",
-                str(n),
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": src},
-            check=True,
-            cwd=ROOT,
-        )
-    m = re.search(r"Collected : (\d+)", proc.stderr)
-    if m is None:
-        raise SystemExit(f"no instruction count from valgrind:\n{proc.stderr[-2000:]}")
-    return int(m.group(1)) / n
+    argv = [__file__, "--cg-child", method, "--requests", str(n)]
+    return callgrind_count("filter_next", argv, {"PYTHONPATH": src}, keep=keep, cwd=str(ROOT)) / n
 
 
 def _child(src: str, n: int, repeat: int) -> dict[str, float]:
