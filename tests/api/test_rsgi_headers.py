@@ -34,12 +34,6 @@ def server(
         s.kill()
 
 
-@pytest.fixture()
-def http(server: MaxageServer) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        yield c
-
-
 def _doc(http: httpx.Client) -> str:
     path = f"/v1/products/h-{uuid.uuid4().hex}"
     assert http.put(path, json=PRODUCT).status_code == 201
