@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from maxage.checker.checks import check
+from maxage.checker.checks import HTTP_AGE_SLACK, check
 from maxage.checker.history import FAIL, OK, UNKNOWN, Op
 
 B = {"c": 1.0}
@@ -41,6 +41,29 @@ def test_clean_history_passes() -> None:
 
 def test_stale_bounded_read_is_flagged() -> None:
     assert "P2" in props([*base(), r(3, "bounded", 1, 3.0, 3.1, "t1", "h1")])
+
+
+def aged(age: float, t0: float) -> set[str]:
+    """A bounded read of v1 at ``t0`` (v2 was acknowledged at 1.1) claiming ``age``,
+    checked as ``maxage check`` checks an HTTP ``Age`` (whole seconds, rounded down)."""
+    read = r(3, "bounded", 1, t0, t0 + 0.01, "t1", "h1")
+    read.age = age
+    return {v.prop for v in check([*base(), read], {"c": 5.0}, age_slack=HTTP_AGE_SLACK).violations}
+
+
+def test_http_age_rounded_down_is_not_flagged() -> None:
+    """v1 was current until 1.0 (v2's write was invoked then): a read at 1.9 answered
+    from an entry known current at 0.95 is 0.95 s old, which HTTP says as ``Age: 0``."""
+    assert aged(0.0, 1.9) == set()
+    assert aged(1.0, 2.9) == set()  # 1.95 s, said as 1
+
+
+def test_http_age_understated_past_its_rounding_is_flagged() -> None:
+    """``Age: 0`` at 2.2 claims v1 current after 1.2 (whole seconds, rounded down): v2
+    was acknowledged at 1.1, so the answer's age was measured from too late a point
+    (``ttl-from-set``: from the fill's store instead of its primary read)."""
+    assert aged(0.0, 2.2) == {"P2"}
+    assert aged(1.0, 3.2) == {"P2"}
 
 
 def test_future_read_is_flagged() -> None:

@@ -146,12 +146,13 @@ CHECK_EXTRA = {"server-cuts": ("--feed-disconnects", "server")}
 FEED_MUTANTS = ["feed-replay", "feed-skip"]  # P7: caught by the checker's feed reader
 # the guards' mutants; the models of real cache bugs are in test_live_mutants.py
 CACHE_MUTANTS = ["no-version-guard", "no-tombstone", "no-watermark", "error-path-drop"]
-# The models of real cache bugs that apply to a live server, and the property each breaks.
-# Not here: ttl-from-set (it shows only in the Age claim, whole seconds over HTTP, which the
-# checker does not check) and unguarded-l2-fill (a fill reaches the shared tier only after
-# the process's own L1 guard stored it, so a stale fill needs a process whose L1 lost its
-# tombstone: a restart, which the checker does not do). docs/consistency.md.
+# The models of real cache bugs that apply to a live server, and the property each breaks
+# (ttl-from-set: its Age claim, by the age window on the 2 s collection). Not here:
+# unguarded-l2-fill (a fill reaches the shared tier only after the process's own L1 guard
+# stored it, so a stale fill needs a process whose L1 lost its tombstone: a restart, which
+# the checker does not do). docs/consistency.md.
 BUG_MUTANTS = {
+    "ttl-from-set": "P2",
     "early-watermark": "P2",
     "no-list-invalidation": "P2",
     "early-flight": "P4",

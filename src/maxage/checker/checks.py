@@ -28,6 +28,9 @@ from maxage.checker.revocation import KINDS as REVOCATION_KINDS
 from maxage.checker.revocation import violations as revocation_violations
 
 RACE_WINDOW = 50  # a read is race-exposed by one of the last this many writes of its key
+# ``age_slack`` for answers over HTTP: ``Age`` is whole seconds, rounded down, and the server
+# read its clock after the request was sent (50 ms for a coarse or busy clock)
+HTTP_AGE_SLACK = 1.05
 PROPERTIES = ("P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 TITLES = {
     "P0": "integrity",

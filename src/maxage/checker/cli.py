@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from maxage.checker import revocation
-from maxage.checker.checks import check
+from maxage.checker.checks import HTTP_AGE_SLACK, check
 from maxage.checker.feed import DISCONNECTS, FeedReader
 from maxage.checker.history import FAULT, OK, HistoryWriter, Op
 from maxage.checker.html_report import render_html
@@ -434,7 +434,7 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
         )
     if not args.quiet and sys.stderr.isatty():
         print(f"maxage check: checking {len(ops):,} operations…", file=sys.stderr, flush=True)
-    res = await asyncio.to_thread(check, ops, bounds)
+    res = await asyncio.to_thread(check, ops, bounds, age_slack=HTTP_AGE_SLACK)
     rep = build_report(ops, res, bounds=bounds, seed=seed, duration=elapsed, faults_requested=faults,
                        server_faults=server_faults, target=target, mutant=args.mutant,
                        notes=notes)  # fmt: skip
@@ -542,7 +542,9 @@ class Watch:
                 seen = len(ops)
                 if self.stop and due and len(ops) > checked:
                     checked, checked_at = len(ops), self.wl.now()
-                    res = await asyncio.to_thread(check, list(ops), self.bounds)
+                    res = await asyncio.to_thread(
+                        check, list(ops), self.bounds, age_slack=HTTP_AGE_SLACK
+                    )
                     if res.violations:
                         self.caught_at = round(self.wl.now(), 3)
                         self.wl.stop = True

@@ -33,7 +33,19 @@ acknowledgement it must see), nothing from the config or the server:
   above, a second bounded read of the key joins it, and the checker then abandons the
   first (closes its connection: the server cancels that request). The load the second
   one shares must go on: it is answered once the key's write releases the hold (a 500,
-  a cancellation leaking into a request nobody cancelled, is a P0 violation).
+  a cancellation leaking into a request nobody cancelled, is a P0 violation);
+* **age** (``pause-fill``, ``stall-tailer`` and ``drop``, collections with bounded reads
+  and ``S >= AGE_MIN_BOUND``): during the stall, a read's fill of a key is held, the key
+  is written (its direct update dropped, the tailer stalled: nothing refuses the fill),
+  and the fill is released ``AGE_GAP`` after the write's acknowledgement. The entry then
+  holds a version that was superseded before it was stored; bounded reads of it, while
+  the holder is still within the bound, must claim an ``Age`` from the fill's primary read
+  (or the watermark), not from the store: an age measured from the store claims the old
+  version current after the write was acknowledged, which the P2 age check
+  (``HTTP_AGE_SLACK``) flags. ``Age`` is whole seconds, and the understatement can never
+  exceed the holder's lag (at most ``S``), so a bound below ``AGE_MIN_BOUND`` leaves no
+  room for an understatement the header can show (``maxage sim`` checks it to the
+  microsecond).
 
 The round then reads every probe key past the bound: the hold, join, abandon and
 lost keys as soon as the bound has passed, once the holder has caught up (its reads
@@ -53,6 +65,7 @@ from typing import Any
 
 import httpx
 
+from maxage.checker.checks import HTTP_AGE_SLACK
 from maxage.checker.history import FAULT, OK, Op
 from maxage.checker.workload import Client, Collection, Workload
 
@@ -63,6 +76,12 @@ FAULT_PROBABILITY = {
 SETTLE = 0.1  # seconds for a new fault state to reach every worker (they re-read it every 50 ms)
 HELD_WAIT = 2.0  # longest wait for the server to report the probe reads held
 PROBE_CLIENT = 10_000  # the client id of the targeted rounds' requests
+# the age window: its held fill is released this long after the write's acknowledgement
+# (an age measured from the store then misstates the answer by more than HTTP's Age can
+# hide), and it runs on bounds that leave room for that gap and the window's set-up
+AGE_GAP = HTTP_AGE_SLACK + 0.02
+AGE_MIN_BOUND = 1.5
+AGE_READS = 3  # reads of the aged key: with several workers, one reaches the filled one
 
 
 async def control(
@@ -96,10 +115,25 @@ class Probe:
     stalled: str
     join: str
     abandon: str
+    aged: str
 
     @property
     def ids(self) -> tuple[str, ...]:
-        return (self.hold_delete, self.hold_put, self.lost, self.stalled, self.join, self.abandon)
+        return (
+            self.hold_delete, self.hold_put, self.lost, self.stalled, self.join, self.abandon,
+            self.aged,
+        )  # fmt: skip
+
+    @property
+    def ageable(self) -> bool:
+        """The age window applies (bounded reads, a bound with room for ``AGE_GAP``)."""
+        return "bounded" in self.col.modes and self.col.max_staleness >= AGE_MIN_BOUND
+
+    @property
+    def load_mode(self) -> str:
+        """The mode of a read whose load a window holds: strong where the collection has
+        it (it always loads), else the shared mode."""
+        return "strong" if "strong" in self.col.modes else self.col.shared_mode
 
     @property
     def joinable(self) -> bool:
@@ -118,6 +152,7 @@ class Tally:
     holds: int = 0  # fills held until the newer write's invalidation was applied
     joins: int = 0  # session reads sent right after a write while a load was held
     abandoned: int = 0  # held loads whose first reader went away while another waited
+    aged: int = 0  # fills released after their key's write, during a stall (age window)
     hold_misses: int = 0  # the write came too late or the read was not held
     lost: int = 0  # writes whose direct update was dropped and first delivery failed
     stalls: int = 0  # writes made while the tailer was held past the bound
@@ -133,6 +168,7 @@ class Tally:
             "hold_misses": self.hold_misses,
             "joins": self.joins,
             "abandoned": self.abandoned,
+            "aged_fills": self.aged,
             "lost_deliveries": self.lost,
             "stalled_writes": self.stalls,
             "reads_past_bound": self.reads_past_bound,
@@ -166,14 +202,16 @@ class Schedule:
         probed = [c for c in cols if c.max_staleness > 0 and c.shared_mode != "strong"]
         tag = wl.run_tag
         self.probes = [
-            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsja")) for i, c in enumerate(probed)
+            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsjag")) for i, c in enumerate(probed)
         ]
         enabled = set(faults)
         self.hold = "pause-fill" in enabled
         self.lost = {"invalidation-error", "drop"} <= enabled
         self.stall = {"stall-tailer", "drop"} <= enabled
+        self.age = self.stall and self.hold and any(p.ageable for p in self.probes)
         self.tally = Tally(scenarios=[
-            name for name, on in (("hold", self.hold), ("lost", self.lost), ("stall", self.stall))
+            name for name, on in (("hold", self.hold), ("lost", self.lost), ("stall", self.stall),
+                                  ("age", self.age))
             if on
         ])  # fmt: skip
         positive = [c.max_staleness for c in cols if c.max_staleness > 0]
@@ -253,6 +291,8 @@ class Schedule:
         # strong mode, and the invalidation that releases its fill is the only guard.
         held = [p.cache_key(k) for p in probes for k in self._held_keys(p)]
         hold_drops = held if self.hold and "drop" in self.faults else []
+        # the aged keys are never written through: the age window's read must load them
+        hold_drops += [p.cache_key(p.aged) for p in self._aged(probes)]
         # no random fault may close a window early
         await self._set({}, {"drop": hold_drops} if hold_drops else {})
         # A fresh version of every probe key; the lost and stalled ones cached at it.
@@ -322,11 +362,9 @@ class Schedule:
         held: list[tuple[Probe, str, asyncio.Task[Op]]] = []
         if self.hold:
             for p in probes:
-                shared = p.col.shared_mode
-                strong = "strong" if "strong" in p.col.modes else shared
                 for k in self._held_keys(p):
                     # a strong read never shares its load; these windows need one shared
-                    mode = shared if k in (p.join, p.abandon) else strong
+                    mode = p.col.shared_mode if k in (p.join, p.abandon) else p.load_mode
                     held.append((p, k, asyncio.create_task(cl.read(p.col, k, mode))))
             await self._until_held({p.cache_key(k) for p, k, _ in held})
             held = await self._abandon(held)
@@ -423,17 +461,63 @@ class Schedule:
         """Wait until the server reports a fill of every key in ``keys`` held."""
         await self._until(lambda state: keys <= set(state.get("holding", ())))
 
+    def _aged(self, probes: Sequence[Probe]) -> list[Probe]:
+        """The probes the age window runs on."""
+        return [p for p in probes if p.ageable] if self.age else []
+
     async def _stall(self, probes: Sequence[Probe], targets: dict[str, list[str]]) -> None:
         """Hold the tailer just past the bound of each collection: write its stalled key
-        (direct update dropped) and read it past the bound while the tailer is stalled."""
-        await self._set({"stall-tailer": 1.0}, targets)
+        (direct update dropped) and read it past the bound while the tailer is stalled;
+        the age window runs beside it."""
+        aged = self._aged(probes)
+        held_keys = [p.cache_key(p.aged) for p in aged]
+        # the aged keys' drops were set with the round's (their direct updates never land)
+        stall_targets = {**targets, "pause-fill": held_keys} if aged else targets
+        await self._set({"stall-tailer": 1.0}, stall_targets)
         cl = self.client
-        done = await _all(cl.write("put", p.col, p.stalled) for p in probes)
-        self.tally.stalls += sum(1 for op in done if op.outcome == OK)
+        loads = [asyncio.create_task(cl.read(p.col, p.aged, p.load_mode)) for p in aged]
+        if loads:
+            await self._until_held(set(held_keys))
+        stalled, aged_writes = await asyncio.gather(
+            _all(cl.write("put", p.col, p.stalled) for p in probes),
+            _all(cl.write("put", p.col, p.aged) for p in aged),
+        )
+        self.tally.stalls += sum(1 for op in stalled if op.outcome == OK)
+        await asyncio.gather(
+            _all(
+                self._read_past(p.col, p.stalled, op.ret, fresh=False)
+                for p, op in zip(probes, stalled, strict=True)
+                if op.outcome == OK
+            ),
+            self._age_reads(aged, aged_writes, loads, targets),
+        )
+
+    async def _age_reads(
+        self,
+        aged: Sequence[Probe],
+        writes: Sequence[Op],
+        loads: Sequence[asyncio.Task[Op]],
+        stall_targets: dict[str, list[str]],
+    ) -> None:
+        """The age window's end: release the held fills ``AGE_GAP`` after the writes were
+        acknowledged (the round's ``stall_targets``: the stall and the drops stay), then
+        read each aged key in bounded mode while the holder is still within the bound."""
+        if not aged:
+            return
+        acked = [op.ret for op in writes if op.outcome == OK]
+        if acked:
+            delay = max(acked) + AGE_GAP - self.wl.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await self._set({"stall-tailer": 1.0}, stall_targets, settle=False)
+        for load in loads:
+            await load  # answered once its fill was offered
+        self.tally.aged += sum(1 for op in writes if op.outcome == OK)
         await _all(
-            self._read_past(p.col, p.stalled, op.ret, fresh=False)
-            for p, op in zip(probes, done, strict=True)
+            self.client.read(p.col, p.aged, "bounded")
+            for p, op in zip(aged, writes, strict=True)
             if op.outcome == OK
+            for _ in range(AGE_READS)
         )
 
     async def _read_past(self, col: Collection, key: str, acked: float, *, fresh: bool) -> None:
