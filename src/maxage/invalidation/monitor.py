@@ -247,5 +247,11 @@ class ConsistencyMonitor:
                 await self._task
             self._task = None
 
+    def kill(self) -> None:
+        """What a crash does to it: its loop cancelled, not awaited (:meth:`stop` is the
+        orderly way)."""
+        if self._task is not None:
+            self._task.cancel()
+
 
 __all__ = ["STALENESS_BUCKETS", "CollectionTally", "ConsistencyMonitor", "SampledHit"]

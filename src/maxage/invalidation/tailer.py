@@ -148,6 +148,12 @@ class Tailer:
                 await self._task
             self._task = None
 
+    def kill(self) -> None:
+        """What a crash does to it: its loop cancelled, not awaited (:meth:`stop` is the
+        orderly way)."""
+        if self._task is not None:
+            self._task.cancel()
+
     def wake(self) -> None:
         self._wake.set()
 

@@ -141,6 +141,12 @@ class Consumers:
     async def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
+    def kill(self) -> None:
+        """What a crash does to it: its lag loop cancelled, not awaited (:meth:`stop` is
+        the orderly way)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._stop.set()

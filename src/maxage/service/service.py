@@ -172,17 +172,17 @@ class Service:
         every loop and background fill cancelled at once, nothing flushed or released
         (write-back's buffered writes are lost, as a crash loses them; a webhook's lease
         lapses). :meth:`stop` is the orderly way."""
-        loops = [
-            self.tailer._task,
-            self._purger,
-            self.writeback._task,
-            self.consumers._task,
-            *self.webhooks._tasks,
-            self.monitor._task if self.monitor is not None else None,
-        ]
-        for task in [*loops, *self.reads.tasks]:
-            if task is not None:
-                task.cancel()
+        # in this order: the simulator's seeded loop runs the cancellations as queued
+        self.tailer.kill()
+        if self._purger is not None:
+            self._purger.cancel()
+        self.writeback.kill()
+        self.consumers.kill()
+        self.webhooks.kill()
+        if self.monitor is not None:
+            self.monitor.kill()
+        for task in list(self.reads.tasks):
+            task.cancel()
 
     async def ping(self) -> None:
         """Raise unless the primary answers (readiness)."""

@@ -144,6 +144,12 @@ class Webhooks:
                 asyncio.ensure_future(self._run(spec, hook)) for spec, hook in self.subscriptions
             ]
 
+    def kill(self) -> None:
+        """What a crash does to it: its senders cancelled, their leases not released (they
+        lapse); :meth:`stop` is the orderly way."""
+        for task in self._tasks:
+            task.cancel()
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

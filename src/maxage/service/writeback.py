@@ -176,6 +176,12 @@ class WriteBack:
         if self.enabled:
             self._task = asyncio.ensure_future(self._run())
 
+    def kill(self) -> None:
+        """What a crash does to it: its flusher cancelled, the buffered writes lost (a
+        crash loses them; :meth:`stop` flushes them)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def stop(self) -> None:
         """Flush everything buffered (SIGTERM: nothing acknowledged is lost), retrying what
         the primary refuses for up to ``STOP_RETRY_SECONDS``; whatever is still unflushed
