@@ -913,6 +913,7 @@ def asgi_app() -> Any:
             postgres=postgres,
             bound=min(bounds, default=1.0),
             mutant=raw.get("mutant"),
+            shared_tier=bool(raw.get("cache")),
         )
         hooks, cache_class = faults.hooks, faults.cache_class
     store = _make_store(raw["db"], clock, hooks, raw.get("pg_schema") or DEFAULT_PG_SCHEMA)

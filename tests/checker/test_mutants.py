@@ -375,10 +375,19 @@ def test_real_code_passes_on_the_same_configs(
     assert feed["changes"] > 0 and feed["connections"] > 10, feed
 
 
-def test_seq_tailer_is_not_applicable_to_sqlite(tmp_path: Path) -> None:
-    cmd = python_m("check", "--mutant", "seq-tailer", "--duration", "1", "--quiet")
+@pytest.mark.parametrize(
+    ("mutant", "needs"),
+    [("seq-tailer", "PostgreSQL"), ("unguarded-l2-fill", "shared tier")],
+)
+def test_a_mutant_this_server_cannot_plant_is_refused(
+    tmp_path: Path, mutant: str, needs: str
+) -> None:
+    """On the embedded default (SQLite, no shared tier) these mutants would plant nothing:
+    the run is refused (exit 2, saying what is missing) instead of reporting OK."""
+    cmd = python_m("check", "--mutant", mutant, "--duration", "1", "--quiet")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 2, proc.stderr
+    assert needs in proc.stderr, proc.stderr
 
 
 def test_ci_check_all_faults(tmp_path: Path) -> None:

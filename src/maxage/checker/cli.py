@@ -343,8 +343,10 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
                 f" {control.get('store') if control else ''} store"
             )
         if control and control.get("mutant") and not control.get("mutant_applicable", True):
+            needs = control.get("mutant_needs") or "another store"
             raise CheckError(
-                f"mutant {control['mutant']} is not applicable to the {control.get('store')} store"
+                f"mutant {control['mutant']} is not applicable to this target "
+                f"({control.get('store')}): it needs {needs}"
             )
         if control:
             await control_call(http, "DELETE")

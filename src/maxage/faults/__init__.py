@@ -38,10 +38,15 @@ class Faults:
         plant_service(service, self.mutant)
 
 
-def build(state_file: Path, *, postgres: bool, bound: float, mutant: str | None) -> Faults:
-    """``bound``: the smallest staleness bound of the config (scales the fault delays)."""
+def build(
+    state_file: Path, *, postgres: bool, bound: float, mutant: str | None, shared_tier: bool = False
+) -> Faults:
+    """``bound``: the smallest staleness bound of the config (scales the fault delays);
+    ``shared_tier``: the server has one (``--cache redis://…``)."""
     check(mutant)
-    control = FaultController(state_file, postgres=postgres, bound=bound, mutant=mutant)
+    control = FaultController(
+        state_file, postgres=postgres, bound=bound, mutant=mutant, shared_tier=shared_tier
+    )
     return Faults(
         FaultHooks(control), control, cache_class(mutant), redis_tier_class(mutant), mutant
     )

@@ -97,12 +97,25 @@ class FaultController:
     :class:`maxage.api.types.FaultControl`."""
 
     def __init__(
-        self, state_file: Path, *, postgres: bool, bound: float, mutant: str | None
+        self,
+        state_file: Path,
+        *,
+        postgres: bool,
+        bound: float,
+        mutant: str | None,
+        shared_tier: bool = False,
     ) -> None:
         self.path = state_file
         self.postgres = postgres
         self.mutant = mutant
-        self.mutant_applicable = mutant != "seq-tailer" or postgres
+        # what the mutant needs that this server lacks (it would plant nothing here)
+        self.mutant_needs = (
+            "a PostgreSQL primary" if mutant == "seq-tailer" and not postgres
+            else "a shared tier (serve --cache redis://…)"
+            if mutant == "unguarded-l2-fill" and not shared_tier
+            else None
+        )  # fmt: skip
+        self.mutant_applicable = self.mutant_needs is None
         self.seed = 0
         self.rng = random.Random(0)
         self.active: dict[str, float] = {}
@@ -380,6 +393,7 @@ class FaultController:
             "worker_counts": self.counts,
             "mutant": self.mutant,
             "mutant_applicable": self.mutant_applicable,
+            "mutant_needs": self.mutant_needs,
             "store": "PostgresStore" if self.postgres else "SQLiteStore",
             "pid": os.getpid(),
         }
