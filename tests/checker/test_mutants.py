@@ -14,6 +14,7 @@ policy. The runs are independent: they go two at a time (the machine has two CPU
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -28,6 +29,7 @@ import pytest
 
 from tests.support.artefacts import artefacts
 from tests.support.launcher import ServerProcess, python_m
+from tests.support.services import redis_url, require_redis
 
 BUDGET = 20.0  # seconds of workload within which every mutant must be caught
 # the real code's runs; a round lasts about the longest bound (5 s) plus margins, and the
@@ -140,7 +142,7 @@ type = "object"
 
 CONFIGS = {"two-bounds": TWO_BOUNDS, "one-second": ONE_SECOND, "quick-and-lazy": QUICK_AND_LAZY,
            "server-cuts": ONE_SECOND, "session-no-bounded": NO_SHARED_BOUNDED,
-           "write-back": WRITE_BACK}  # fmt: skip
+           "write-back": WRITE_BACK, "shared-tier": QUICK_AND_LAZY}  # fmt: skip
 # the "server-cuts" runs: every change-feed connection is cut from the server's side
 CHECK_EXTRA = {"server-cuts": ("--feed-disconnects", "server")}
 FEED_MUTANTS = ["feed-replay", "feed-skip"]  # P7: caught by the checker's feed reader
@@ -148,9 +150,7 @@ FEED_MUTANTS = ["feed-replay", "feed-skip"]  # P7: caught by the checker's feed 
 CACHE_MUTANTS = ["no-version-guard", "no-tombstone", "no-watermark", "error-path-drop"]
 # The models of real cache bugs that apply to a live server, and the property each breaks
 # (ttl-from-set: its Age claim, by the age window on the 2 s collection). Not here:
-# unguarded-l2-fill (a fill reaches the shared tier only after the process's own L1 guard
-# stored it, so a stale fill needs a process whose L1 lost its tombstone: a restart, which
-# the checker does not do). docs/consistency.md.
+# unguarded-l2-fill, which needs a shared tier ("shared-tier", below). docs/consistency.md.
 BUG_MUTANTS = {
     "ttl-from-set": "P2",
     "early-watermark": "P2",
@@ -162,9 +162,14 @@ BUG_MUTANTS = {
 # key-cache-no-invalidation needs API keys and two processes (the one that revokes a key
 # drops its own cached record directly); the real code runs that way on the same config
 AUTH_TWO_WORKERS = ("--auth", "keys", "--auth-staleness", "250ms", "--workers", "2")
+# "shared-tier": quick-and-lazy on SQLite with Redis as the shared tier (the real code with
+# two workers); the checker's shared-fill window needs the target's pause-shared-fill
+SHARED_TIER = ("--cache", redis_url())
 SERVE_EXTRA = {
     ("quick-and-lazy", "key-cache-no-invalidation"): AUTH_TWO_WORKERS,
     ("quick-and-lazy", None): AUTH_TWO_WORKERS,
+    ("shared-tier", "unguarded-l2-fill"): SHARED_TIER,
+    ("shared-tier", None): (*SHARED_TIER, "--workers", "2"),
 }
 
 
@@ -225,7 +230,17 @@ CASES: list[tuple[str, str | None]] = [
     *(("server-cuts", mutant) for mutant in [*FEED_MUTANTS, None]),
     *(("session-no-bounded", mutant) for mutant in ["early-flight", None]),
     *(("write-back", mutant) for mutant in ["no-tombstone", None]),
+    *(("shared-tier", mutant) for mutant in ["unguarded-l2-fill", None]),
 ]  # fmt: skip
+
+
+def redis_reachable() -> bool:
+    """Is the test Redis up? (Under CI=true it must be: the tests that need it fail.)"""
+    try:
+        asyncio.run(require_redis())
+    except BaseException:  # pytest's skip and fail outcomes are BaseExceptions
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +257,8 @@ def runs(
         },
         key=str,
     )
+    if any(config == "shared-tier" for config, _ in wanted) and not redis_reachable():
+        wanted = [case for case in wanted if case[0] != "shared-tier"]  # their tests skip
 
     def one(case: tuple[str, str | None]) -> Run:
         config, mutant = case
@@ -289,6 +306,34 @@ def test_real_cache_bug_is_caught_within_the_budget(
     assert run.report["violations"][BUG_MUTANTS[mutant]]["count"] >= 1, run.explain()
     caught = run.report["stopped_at_s"]
     assert caught is not None and caught < BUDGET, run.explain()
+
+
+@pytest.mark.parametrize("config", ["shared-tier"])
+@pytest.mark.parametrize("mutant", ["unguarded-l2-fill"])
+def test_unguarded_shared_tier_fill_is_caught(
+    runs: dict[tuple[str, str | None], Run], config: str, mutant: str
+) -> None:
+    """With Redis as the shared tier, the shared-fill window holds a fill of the tier
+    until the invalidation it should lose to has reached the tier: a fill without the
+    tier's guard leaves the old version there, and a read past the bound finds it (P2)."""
+    asyncio.run(require_redis())
+    run = runs[(config, mutant)]
+    assert run.rc == 1, run.explain()
+    assert run.report["violations"]["P2"]["count"] >= 1, run.explain()
+    caught = run.report["stopped_at_s"]
+    assert caught is not None and caught < BUDGET, run.explain()
+
+
+@pytest.mark.parametrize("config", ["shared-tier"])
+def test_real_code_passes_with_a_shared_tier(
+    runs: dict[tuple[str, str | None], Run], config: str
+) -> None:
+    asyncio.run(require_redis())
+    run = runs[(config, None)]
+    assert run.rc == 0, json.dumps(run.report.get("violations"), indent=1)[:4000] or run.explain()
+    targeted = run.report["targeted"]
+    assert "shared-fill" in targeted["scenarios"] and targeted["shared_fills"] >= 1, targeted
+    assert run.report["reads_by_tier"].get("l2", 0) >= 1, run.report["reads_by_tier"]
 
 
 @pytest.mark.parametrize("config", ["session-no-bounded"])
@@ -370,6 +415,8 @@ def test_real_code_passes_on_the_same_configs(
         targeted
     )
     assert targeted["lost_deliveries"] >= 1 and targeted["stalled_writes"] >= 1, targeted
+    # the age window runs where a collection has bounded reads and S >= 1.5 s
+    assert (targeted["aged_fills"] >= 1) == (config != "one-second"), targeted
     assert run.report["race_exposed"] > 0
     feed = run.report["feed"]
     assert feed["changes"] > 0 and feed["connections"] > 10, feed

@@ -75,8 +75,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default="all",
         help="comma-separated faults, 'all' (default) or 'none'; the target lists the ones it "
         "supports at /_maxage/faults (drop, duplicate, delay, reorder, pause-fill, stall-tailer, "
-        "invalidation-error, slow-primary; slow-commit on PostgreSQL); targeted rounds aim "
-        "pause-fill, invalidation-error + drop and stall-tailer + drop at the race windows",
+        "invalidation-error, slow-primary; slow-commit on PostgreSQL; pause-shared-fill with a "
+        "shared tier); targeted rounds aim pause-fill, pause-shared-fill, invalidation-error + "
+        "drop and stall-tailer + drop at the race windows",
     )
     p.add_argument("--json", metavar="REPORT_FILE", help="write the report as JSON")
     p.add_argument("--history", metavar="FILE", help="write the history (JSONL)")

@@ -34,6 +34,13 @@ acknowledgement it must see), nothing from the config or the server:
   first (closes its connection: the server cancels that request). The load the second
   one shares must go on: it is answered once the key's write releases the hold (a 500,
   a cancellation leaking into a request nobody cancelled, is a P0 violation);
+* **shared fill** (``pause-shared-fill``: a target with a shared tier; collections with
+  bounded reads): a read of a key fills L1, and its fill of the shared tier is held
+  until the invalidation of a write the checker sends meanwhile has reached the tier
+  (the invalidation arrives before the fill it should have beaten). The tier's own
+  guard must refuse it (L1's cannot: it took the fill before the write): a broken one
+  leaves the old version in the tier, where a read past the bound finds it once L1
+  has dropped the key;
 * **age** (``pause-fill``, ``stall-tailer`` and ``drop``, collections with bounded reads
   and ``S >= AGE_MIN_BOUND``): during the stall, a read's fill of a key is held, the key
   is written (its direct update dropped, the tailer stalled: nothing refuses the fill),
@@ -47,8 +54,8 @@ acknowledgement it must see), nothing from the config or the server:
   room for an understatement the header can show (``maxage sim`` checks it to the
   microsecond).
 
-The round then reads every probe key past the bound: the hold, join, abandon and
-lost keys as soon as the bound has passed, once the holder has caught up (its reads
+The round then reads every probe key past the bound: the hold, join, abandon,
+shared-fill and lost keys as soon as the bound has passed, once the holder has caught up (its reads
 are no longer ``lagging``); then the stalled keys, during the stall. A broken guard
 serves the old version from the cache, which the P2 check flags. One round takes about ``max S + margin`` plus a few round
 trips, so every guard above is tested within seconds, for any bound.
@@ -72,6 +79,7 @@ from maxage.checker.workload import Client, Collection, Workload
 FAULT_PROBABILITY = {
     "drop": 0.5, "duplicate": 0.3, "delay": 0.3, "reorder": 0.5, "pause-fill": 0.3,
     "stall-tailer": 1.0, "invalidation-error": 0.5, "slow-primary": 0.2, "slow-commit": 0.5,
+    "pause-shared-fill": 0.3,
 }  # fmt: skip
 SETTLE = 0.1  # seconds for a new fault state to reach every worker (they re-read it every 50 ms)
 HELD_WAIT = 2.0  # longest wait for the server to report the probe reads held
@@ -116,12 +124,13 @@ class Probe:
     join: str
     abandon: str
     aged: str
+    shared_fill: str
 
     @property
     def ids(self) -> tuple[str, ...]:
         return (
             self.hold_delete, self.hold_put, self.lost, self.stalled, self.join, self.abandon,
-            self.aged,
+            self.aged, self.shared_fill,
         )  # fmt: skip
 
     @property
@@ -153,6 +162,7 @@ class Tally:
     joins: int = 0  # session reads sent right after a write while a load was held
     abandoned: int = 0  # held loads whose first reader went away while another waited
     aged: int = 0  # fills released after their key's write, during a stall (age window)
+    shared_fills: int = 0  # shared-tier fills held until their key's write reached the tier
     hold_misses: int = 0  # the write came too late or the read was not held
     lost: int = 0  # writes whose direct update was dropped and first delivery failed
     stalls: int = 0  # writes made while the tailer was held past the bound
@@ -169,6 +179,7 @@ class Tally:
             "joins": self.joins,
             "abandoned": self.abandoned,
             "aged_fills": self.aged,
+            "shared_fills": self.shared_fills,
             "lost_deliveries": self.lost,
             "stalled_writes": self.stalls,
             "reads_past_bound": self.reads_past_bound,
@@ -202,16 +213,19 @@ class Schedule:
         probed = [c for c in cols if c.max_staleness > 0 and c.shared_mode != "strong"]
         tag = wl.run_tag
         self.probes = [
-            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsjag")) for i, c in enumerate(probed)
+            Probe(c, *(f"chk-{tag}-race-{i}{j}" for j in "dplsjagf")) for i, c in enumerate(probed)
         ]
         enabled = set(faults)
         self.hold = "pause-fill" in enabled
         self.lost = {"invalidation-error", "drop"} <= enabled
         self.stall = {"stall-tailer", "drop"} <= enabled
         self.age = self.stall and self.hold and any(p.ageable for p in self.probes)
+        self.shared = "pause-shared-fill" in enabled and any(
+            "bounded" in p.col.modes for p in self.probes
+        )
         self.tally = Tally(scenarios=[
             name for name, on in (("hold", self.hold), ("lost", self.lost), ("stall", self.stall),
-                                  ("age", self.age))
+                                  ("age", self.age), ("shared-fill", self.shared))
             if on
         ])  # fmt: skip
         positive = [c.max_staleness for c in cols if c.max_staleness > 0]
@@ -221,7 +235,7 @@ class Schedule:
 
     @property
     def targeted(self) -> bool:
-        return bool(self.probes) and (self.hold or self.lost or self.stall)
+        return bool(self.probes) and (self.hold or self.lost or self.stall or self.shared)
 
     def keys(self) -> dict[str, list[str]]:
         """The probe keys per collection (read again after healing, for P6)."""
@@ -290,9 +304,11 @@ class Schedule:
         # tailer's invalidation reaches the cache, so a held read misses even without a
         # strong mode, and the invalidation that releases its fill is the only guard.
         held = [p.cache_key(k) for p in probes for k in self._held_keys(p)]
-        hold_drops = held if self.hold and "drop" in self.faults else []
-        # the aged keys are never written through: the age window's read must load them
-        hold_drops += [p.cache_key(p.aged) for p in self._aged(probes)]
+        hold_drops = list(held) if self.hold and "drop" in self.faults else []
+        # the aged and shared-fill keys are never written through: their reads must load
+        if "drop" in self.faults:
+            hold_drops += [p.cache_key(p.aged) for p in self._aged(probes)]
+            hold_drops += [p.cache_key(p.shared_fill) for p in self._shared(probes)]
         # no random fault may close a window early
         await self._set({}, {"drop": hold_drops} if hold_drops else {})
         # A fresh version of every probe key; the lost and stalled ones cached at it.
@@ -303,6 +319,10 @@ class Schedule:
         targets: dict[str, list[str]] = {}
         if self.hold:
             targets["pause-fill"] = held
+        if self.shared:
+            targets["pause-shared-fill"] = [
+                p.cache_key(p.shared_fill) for p in self._shared(probes)
+            ]
         if self.lost:
             targets["invalidation-error"] = [p.cache_key(p.lost) for p in probes]
         dropped = hold_drops + ([p.cache_key(p.lost) for p in probes] if self.lost else [])
@@ -366,7 +386,15 @@ class Schedule:
                     # a strong read never shares its load; these windows need one shared
                     mode = p.col.shared_mode if k in (p.join, p.abandon) else p.load_mode
                     held.append((p, k, asyncio.create_task(cl.read(p.col, k, mode))))
-            await self._until_held({p.cache_key(k) for p, k, _ in held})
+        shared = self._shared(probes)
+        # answered at once (L1 takes the fill); the shared tier's fill is held behind them
+        await _all(cl.read(p.col, p.shared_fill, p.load_mode) for p in shared)
+        waiting = {p.cache_key(k) for p, k, _ in held} | {
+            p.cache_key(p.shared_fill) for p in shared
+        }
+        if waiting:
+            await self._until_held(waiting)
+        if self.hold:
             held = await self._abandon(held)
         writes: list[tuple[Probe, str, Awaitable[Op]]] = []
         for p in probes:
@@ -377,6 +405,8 @@ class Schedule:
                     writes.append((p, p.join, self._join(p)))
                 if p.abandon in self._held_keys(p):
                     writes.append((p, p.abandon, cl.write("put", p.col, p.abandon)))
+            if p in shared:
+                writes.append((p, p.shared_fill, cl.write("put", p.col, p.shared_fill)))
             if self.lost:
                 writes.append((p, p.lost, cl.write("put", p.col, p.lost)))
         done = await asyncio.gather(*(w for _, _, w in writes))
@@ -388,6 +418,8 @@ class Schedule:
                 written[(p.col.name, k)] = op.version
                 if k == p.lost:
                     self.tally.lost += 1
+                elif k == p.shared_fill:
+                    self.tally.shared_fills += 1
         for p, k, task in held:
             read = await task
             new = written.get((p.col.name, k))
@@ -460,6 +492,10 @@ class Schedule:
     async def _until_held(self, keys: set[str]) -> None:
         """Wait until the server reports a fill of every key in ``keys`` held."""
         await self._until(lambda state: keys <= set(state.get("holding", ())))
+
+    def _shared(self, probes: Sequence[Probe]) -> list[Probe]:
+        """The probes the shared-fill window runs on."""
+        return [p for p in probes if "bounded" in p.col.modes] if self.shared else []
 
     def _aged(self, probes: Sequence[Probe]) -> list[Probe]:
         """The probes the age window runs on."""

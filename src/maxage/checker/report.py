@@ -152,7 +152,8 @@ def _targeted_lines(rep: dict[str, Any]) -> list[str]:
         f"targeted        {t['rounds']} rounds ({', '.join(t['scenarios'])}): {t['holds']} fills "
         f"held past a newer invalidation ({t['hold_misses']} missed), {t['lost_deliveries']} "
         f"lost deliveries, {t['stalled_writes']} writes under a stalled tailer, "
-        f"{t.get('aged_fills', 0)} fills released after their key's write; "
+        f"{t.get('aged_fills', 0)} fills released after their key's write, "
+        f"{t.get('shared_fills', 0)} shared-tier fills held past it; "
         f"{t['reads_past_bound']} reads past the bound ({t['lagging']} lagging)"
     ]
 

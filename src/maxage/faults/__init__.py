@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maxage.core.cache import Cache
-from maxage.faults.injector import FAULTS, FaultController, FaultHooks, InjectedFault
+from maxage.faults.injector import (
+    FAULTS,
+    FaultController,
+    FaultHooks,
+    InjectedFault,
+    shared_tier_class,
+)
 from maxage.faults.mutants import (
     MUTANTS,
     PlantedService,
@@ -47,9 +53,8 @@ def build(
     control = FaultController(
         state_file, postgres=postgres, bound=bound, mutant=mutant, shared_tier=shared_tier
     )
-    return Faults(
-        FaultHooks(control), control, cache_class(mutant), redis_tier_class(mutant), mutant
-    )
+    tier_class = shared_tier_class(redis_tier_class(mutant), control)
+    return Faults(FaultHooks(control), control, cache_class(mutant), tier_class, mutant)
 
 
 __all__ = [

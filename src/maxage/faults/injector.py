@@ -14,7 +14,8 @@ order), ``pause-fill`` (a pause between the primary read and the cache fill),
 ``invalidation-error`` (applying an invalidation fails transiently),
 ``slow-primary`` (each primary call stalls), ``slow-commit`` (PostgreSQL only: a
 write transaction sleeps between inserting its change row and COMMIT, so change
-rows commit out of ``seq`` order).
+rows commit out of ``seq`` order), ``pause-shared-fill`` (with a shared tier only: a
+pause before a fill reaches the shared tier, after the process's own L1 took it).
 
 Targets aim a fault at named cache keys (``"targets": {fault: ["collection/id", ...]}``),
 so a checker can open a race window on purpose instead of waiting for one:
@@ -23,6 +24,10 @@ so a checker can open a race window on purpose instead of waiting for one:
   key at a newer version has been applied to one of this worker's holders (the
   invalidation that the fill should have been beaten by arrives first), at most
   ``hold_max`` seconds; ``GET /_maxage/faults`` lists the keys being held;
+* ``pause-shared-fill`` on a key holds its fills of the shared tier (L1 has taken
+  them) until this worker has applied an invalidation of a newer version to the
+  tier, at most ``hold_max`` seconds (listed as held too): only the tier's own fill
+  guard stands between the old version and the tier;
 * ``drop`` on a key skips the direct post-commit cache update of its writes (the
   tailer still applies them);
 * ``invalidation-error`` on a key fails the first delivery of each of its
@@ -48,10 +53,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from maxage.core.types import SetOutcome
 from maxage.faults.mutants import FEED_SHIFT, HolderWrapper, plant_holder
 from maxage.hooks import Hooks
 from maxage.invalidation.tailer import Holder
 from maxage.store.base import ChangeBatch
+from maxage.tiers.redis import RedisTier
 
 T = TypeVar("T")
 
@@ -65,11 +72,13 @@ FAULTS = (
     "invalidation-error",
     "slow-primary",
     "slow-commit",
+    "pause-shared-fill",
 )
 POSTGRES_ONLY = frozenset({"slow-commit"})
+SHARED_TIER_ONLY = frozenset({"pause-shared-fill"})
 SYNC_EVERY = 0.05  # seconds between re-reads of the shared state file
 STATE_KEYS = frozenset({"faults", "seed", "params", "reseed", "targets"})
-TARGETABLE = ("pause-fill", "drop", "invalidation-error")
+TARGETABLE = ("pause-fill", "drop", "invalidation-error", "pause-shared-fill")
 MAX_TARGET_KEYS = 1000
 
 
@@ -128,12 +137,16 @@ class FaultController:
             "commit_max": 0.3,
             "hold_max": 5.0,
         }
-        self.supported = [f for f in FAULTS if postgres or f not in POSTGRES_ONLY]
+        self.supported = [
+            f for f in FAULTS
+            if (postgres or f not in POSTGRES_ONLY) and (shared_tier or f not in SHARED_TIER_ONLY)
+        ]  # fmt: skip
         self.counts: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self.tasks: set[asyncio.Future[Any]] = set()
         self.targets: dict[str, frozenset[str]] = {}
         self._failed_once: set[tuple[str, str, int]] = set()  # (holder, key, version)
         self._held: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._held_shared: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         # per key: the reads parked on a held load of it here (the loads held, and the
         # reads that joined one), published so a checker waits for its read to arrive
         self._parked: dict[str, int] = {}
@@ -175,10 +188,21 @@ class FaultController:
     async def hold(self, key: str, version: int) -> None:
         """A targeted ``pause-fill``: wait until an invalidation of ``key`` above
         ``version`` has been applied here (see :meth:`applied`), or ``hold_max``."""
-        released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = self._held.setdefault(key, [])
-        waiting.append((version, released))
         self._parked[key] = self._parked.get(key, 0) + 1
+        await self._hold(self._held, key, version)
+
+    async def hold_shared(self, key: str, version: int) -> None:
+        """A targeted ``pause-shared-fill``: wait until this worker has applied an
+        invalidation of ``key`` above ``version`` to the shared tier (see
+        :meth:`shared_applied`), or ``hold_max``."""
+        await self._hold(self._held_shared, key, version)
+
+    async def _hold(
+        self, held: dict[str, list[tuple[int, asyncio.Future[None]]]], key: str, version: int
+    ) -> None:
+        released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = held.setdefault(key, [])
+        waiting.append((version, released))
         self._write_holding()
         try:
             async with asyncio.timeout(self.params["hold_max"]):
@@ -188,8 +212,16 @@ class FaultController:
         finally:
             waiting.remove((version, released))
             if not waiting:
-                del self._held[key]
+                del held[key]
             self._write_holding()
+
+    def before_shared_fill(self, key: str, version: int) -> Awaitable[None] | None:
+        """What a fill of the shared tier waits for first (None: nothing)."""
+        if self.targeted("pause-shared-fill", key):
+            return self.hold_shared(key, version)
+        if self.roll("pause-shared-fill"):
+            return asyncio.sleep(self.uniform(0.0, "pause_max"))
+        return None
 
     def joined(self, key: str) -> None:
         """A read joined the load of ``key``: parked, if that load is held."""
@@ -200,17 +232,21 @@ class FaultController:
     def applied(self, key: str, version: int) -> None:
         """An invalidation of ``key`` at ``version`` was applied: release the fills of
         ``key`` held below it."""
-        for held, released in self._held.get(key, ()):
-            if held < version and not released.done():
-                released.set_result(None)
+        _release_below(self._held, key, version)
+
+    def shared_applied(self, key: str, version: int) -> None:
+        """This worker applied an invalidation of ``key`` at ``version`` to the shared
+        tier: release its shared-tier fills of ``key`` held below it."""
+        _release_below(self._held_shared, key, version)
 
     def _release_untargeted(self) -> None:
-        keys = self.targets.get("pause-fill", frozenset())
-        for key, waiting in self._held.items():
-            if key not in keys:
-                for _, released in waiting:
-                    if not released.done():
-                        released.set_result(None)
+        for name, held in (("pause-fill", self._held), ("pause-shared-fill", self._held_shared)):
+            keys = self.targets.get(name, frozenset())
+            for key, waiting in held.items():
+                if key not in keys:
+                    for _, released in waiting:
+                        if not released.done():
+                            released.set_result(None)
 
     def uniform(self, low: float, param: str) -> float:
         return self.rng.uniform(low, self.params[param])
@@ -255,7 +291,7 @@ class FaultController:
         return self.path.with_name(f"{self.path.stem}.holding.{os.getpid()}.json")
 
     def _write_holding(self) -> None:
-        state = {"held": sorted(self._held), "parked": self._parked}
+        state = {"held": sorted({*self._held, *self._held_shared}), "parked": self._parked}
         with contextlib.suppress(OSError):
             _write_atomic(self._holding_path(), json.dumps(state).encode())
 
@@ -269,7 +305,8 @@ class FaultController:
         return states
 
     def total_holding(self) -> list[str]:
-        """The keys whose fills some worker is holding now (targeted ``pause-fill``)."""
+        """The keys whose fills some worker is holding now (targeted ``pause-fill`` and
+        ``pause-shared-fill``)."""
         keys: set[str] = set()
         for state in self._holding_states():
             keys.update(str(k) for k in state.get("held", ()))
@@ -397,6 +434,48 @@ class FaultController:
             "store": "PostgresStore" if self.postgres else "SQLiteStore",
             "pid": os.getpid(),
         }
+
+
+def _release_below(
+    held: dict[str, list[tuple[int, asyncio.Future[None]]]], key: str, version: int
+) -> None:
+    for below, released in held.get(key, ()):
+        if below < version and not released.done():
+            released.set_result(None)
+
+
+def shared_tier_class(base: type[RedisTier], ctl: FaultController) -> type[RedisTier]:
+    """``base`` (the Redis tier, or a mutant of it) with ``pause-shared-fill``: a fill
+    waits for :meth:`FaultController.before_shared_fill`; an invalidation the tier took
+    releases the fills it should beat."""
+
+    class FaultyRedisTier(base):  # type: ignore[valid-type,misc]
+        async def set_if_newer(
+            self,
+            key: str,
+            version: int,
+            body: bytes,
+            meta: bytes,
+            *,
+            started_at: float,
+            ttl: float | None,
+        ) -> SetOutcome:
+            pause = ctl.before_shared_fill(key, version)
+            if pause is not None:
+                await pause
+            outcome: SetOutcome = await super().set_if_newer(
+                key, version, body, meta, started_at=started_at, ttl=ttl
+            )
+            return outcome
+
+        async def invalidate(self, key: str, version: int) -> bool:
+            done: bool = await super().invalidate(key, version)
+            if done:
+                ctl.shared_applied(key, version)
+            return done
+
+    FaultyRedisTier.__name__ = FaultyRedisTier.__qualname__ = f"Faulty{base.__name__}"
+    return FaultyRedisTier
 
 
 def _number(value: object, name: str) -> float:
