@@ -67,12 +67,15 @@ def _requests(method: str, n: int) -> list[bytes]:
 
 def _setup() -> Any:
     """A protocol connected to a fake transport, wired like ``server.serve`` does."""
+    from maxage.cacheserver import app as app_mod
     from maxage.cacheserver.app import CacheApp, make_meta, meta_size
     from maxage.cacheserver.metrics import Metrics
     from maxage.cacheserver.protocol import HttpProtocol, Limits, ServerState
     from maxage.core import Cache, SystemClock
 
     del make_meta
+    # what server.serve passes (a --baseline-src tree from before meta_charge: meta_size)
+    meta_charge = getattr(app_mod, "meta_charge", meta_size)
     loop = asyncio.new_event_loop()
     clock = SystemClock()
     cache = Cache(
@@ -81,7 +84,7 @@ def _setup() -> Any:
         policy="adaptive",
         thread_safe=False,
         prefix_index=True,
-        meta_size=meta_size,
+        meta_size=meta_charge,
     )
     metrics = Metrics()
     app = CacheApp(

@@ -513,3 +513,39 @@ def test_age_and_max_age_lines_small_and_large(advance: float, age: int, left: i
     status, head, body = app(_request(b"GET", b"/v1/keys/aged"))  # type: ignore[operator]
     assert (status, body) == (200, b"v")
     assert b"age: %d\r\ncache-control: max-age=%d\r\n" % (age, left) in head
+
+
+def test_meta_size_is_precomputed_and_charged_alike() -> None:
+    from maxage.cacheserver.app import META_OVERHEAD, make_meta, meta_charge, meta_size
+
+    for meta in (
+        make_meta(b"text/plain", None, None),
+        make_meta(b"application/json", 7, None),
+        make_meta(b"application/json", None, 5.0),
+        make_meta(b"text/html", 123456, 9.0),
+    ):
+        etag = meta.etag
+        expected = META_OVERHEAD + len(meta.head) + (len(etag) if etag is not None else 0)
+        assert meta_size(meta) == meta_charge(meta) == meta.size == expected
+    assert meta_size(None) == 0
+
+
+def test_a_parsed_request_starts_with_the_same_fields_as_a_new_one() -> None:
+    """``on_message_begin`` inlines ``CacheRequest.__init__``: the two must stay alike."""
+    import asyncio
+
+    from maxage.cacheserver.protocol import CacheRequest, HttpProtocol, Limits, ServerState
+
+    loop = asyncio.new_event_loop()
+    try:
+        limits = Limits(max_value_bytes=1024, request_timeout=10.0)
+        state = ServerState(lambda req: (200, b"", b""), limits, None, loop)
+        proto = HttpProtocol(state)
+        proto.req.url = b"/left/over"
+        proto.on_message_begin()
+        fresh = CacheRequest()
+        for field in CacheRequest.__slots__:
+            assert getattr(proto.req, field) == getattr(fresh, field), field
+        assert isinstance(proto.req, CacheRequest)
+    finally:
+        loop.close()

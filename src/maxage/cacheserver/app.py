@@ -10,6 +10,7 @@ import asyncio
 import functools
 import hmac
 import math
+import operator
 import time
 from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
@@ -95,29 +96,41 @@ class Meta(NamedTuple):
     head: bytes
     etag: bytes | None
     fresh_until: float | None
+    size: int
+    """What the entry is charged for this ``Meta`` (``meta_size``), computed once."""
 
 
 def meta_size(meta: object) -> int:
     """What an entry's ``Meta`` costs, for the byte bound (``Cache(meta_size=...)``)."""
     if not isinstance(meta, Meta):
         return 0
-    etag = meta.etag
-    return META_OVERHEAD + len(meta.head) + (len(etag) if etag is not None else 0)
+    return meta.size
+
+
+meta_charge: Final = operator.attrgetter("size")
+"""``meta_size`` for a cache whose every entry has a ``Meta`` (the cache server's: all
+come from ``make_meta``), as a C callable: the engine calls it on every store, and a
+Python function costs ~1,400 instructions more per PUT there (callgrind)."""
+
+
+def _meta(head: bytes, etag: bytes | None, fresh_until: float | None) -> Meta:
+    size = META_OVERHEAD + len(head) + (len(etag) if etag is not None else 0)
+    return Meta(head, etag, fresh_until, size)
 
 
 def make_meta(content_type: bytes, version: int | None, fresh_until: float | None) -> Meta:
     if version is None and fresh_until is None:
         meta = _SHARED_META.get(content_type)
         if meta is None:
-            meta = Meta(b"content-type: " + content_type + b"\r\n", None, None)
+            meta = _meta(b"content-type: " + content_type + b"\r\n", None, None)
             if len(_SHARED_META) < SHARED_META_TYPES:
                 _SHARED_META[content_type] = meta
         return meta
     ct_line = b"content-type: " + content_type + b"\r\n"
     if version is None:
-        return Meta(ct_line, None, fresh_until)
+        return _meta(ct_line, None, fresh_until)
     etag = b'"%d"' % version
-    return Meta(ct_line + b"etag: " + etag + b"\r\n", etag, fresh_until)
+    return _meta(ct_line + b"etag: " + etag + b"\r\n", etag, fresh_until)
 
 
 SHARED_META_TYPES: Final = 256

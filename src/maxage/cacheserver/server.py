@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from maxage.core import Cache, SystemClock
 from maxage.core.clock import OffsetClock
 
-from .app import CacheApp, make_meta, meta_size
+from .app import CacheApp, make_meta, meta_charge
 from .metrics import Metrics
 from .protocol import Limits, ServerState
 from .upstream import Upstreams, UpstreamSpec
@@ -52,7 +52,7 @@ async def serve(cfg: ServerConfig, *, ready: asyncio.Event | None = None) -> int
         policy=cfg.policy,
         thread_safe=False,
         prefix_index=True,  # prefix invalidation costs O(affected keys), not O(all keys)
-        meta_size=meta_size,  # the precomputed header lines count against the bound
+        meta_size=meta_charge,  # the precomputed header lines count against the bound
     )
     metrics = Metrics()
     upstreams = None
