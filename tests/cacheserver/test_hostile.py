@@ -549,3 +549,72 @@ def test_a_parsed_request_starts_with_the_same_fields_as_a_new_one() -> None:
         assert isinstance(proto.req, CacheRequest)
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize(
+    "ct_name,cl_name",
+    [
+        (b"Content-Type", b"Content-Length"),
+        (b"content-type", b"content-length"),
+        (b"CONTENT-TYPE", b"CONTENT-LENGTH"),
+        (b"content-Type", b"Content-length"),
+    ],
+)
+def test_the_headers_read_are_found_however_they_are_spelt(ct_name: bytes, cl_name: bytes) -> None:
+    """``on_header`` compares the common spellings before its dict look-ups."""
+    import asyncio
+
+    from maxage.cacheserver.protocol import CacheRequest, HttpProtocol, Limits, ServerState
+
+    seen: list[CacheRequest] = []
+
+    def handler(req: CacheRequest) -> tuple[int, bytes, bytes]:
+        seen.append(req)
+        return 200, b"", b""
+
+    class Transport:
+        def __init__(self) -> None:
+            self.out: list[bytes] = []
+            self.write = self.out.append
+            self.closed = False
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+    loop = asyncio.new_event_loop()
+    try:
+        limits = Limits(max_value_bytes=1024, request_timeout=10.0)
+        state = ServerState(handler, limits, _NullMetrics(), loop)
+        proto = HttpProtocol(state)
+        t = Transport()
+        proto.connection_made(t)  # type: ignore[arg-type]
+        proto.data_received(
+            b"PUT /v1/keys/a HTTP/1.1\r\nHost: x\r\n" + ct_name + b": text/plain\r\n"
+            b"X-Request-ID: r1\r\n" + cl_name + b": 3\r\n\r\nabc"
+        )
+        assert len(seen) == 1
+        req = seen[0]
+        assert (req.content_type, req.content_length, req.body) == (b"text/plain", b"3", b"abc")
+        assert req.request_id == b"r1"
+        proto.data_received(
+            b"PUT /v1/keys/a HTTP/1.1\r\n" + ct_name + b": a/b\r\n" + ct_name + b": c/d\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        assert len(seen) == 1  # a repeated Content-Type is refused, not dispatched
+        assert t.out[-1].startswith(b"HTTP/1.1 400 ")
+        assert b"must not be repeated" in t.out[-1]
+        assert t.closed
+    finally:
+        loop.close()
+
+
+class _NullMetrics:
+    connections_open = connections_total = connections_refused = parse_errors = 0
+    first_bound = 0.0
+    latency: dict[object, object] = {}
+
+    def observe_request(self, route: str, status: int, elapsed: float) -> None:
+        pass

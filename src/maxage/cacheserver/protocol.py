@@ -546,9 +546,20 @@ class HttpProtocol(asyncio.Protocol):
         self.header_count += 1
         if self.header_bytes > self.max_header_bytes or self.header_count > MAX_HEADERS:
             raise _Reject(problem("headers_too_large", "request headers exceed the size limit"))
-        attr = _WANTED_AS_SENT.get(name)
-        if attr is None:
-            attr = _WANTED.get(name.lower())
+        # The headers wrk, curl and the client send on every request, compared before
+        # the dict look-up (a bytes compare rejects on length first; the look-up hashes a
+        # new bytes object every time): ~400 instructions less per header (callgrind).
+        if name == b"Host":
+            return
+        attr: str | None
+        if name == b"Content-Type":
+            attr = "content_type"
+        elif name == b"Content-Length":
+            attr = "content_length"
+        else:
+            attr = _WANTED_AS_SENT.get(name)
+            if attr is None:
+                attr = _WANTED.get(name.lower())
         if attr:
             req = self.req
             # The headers of every PUT first, without getattr/setattr (~0.2 µs each).
