@@ -27,11 +27,12 @@ for why it keeps every guarantee.
 
 Pool connections carry no session state (no ``SET``, no session advisory locks, no
 ``LISTEN``, no cursors: the listener and the index builder use connections of their
-own), so a connection goes back to the pool without asyncpg's reset query (one round
-trip per call, measured in docs/benchmarks.md); an open transaction is still rolled
-back. Calls wait for a connection in arrival order (a FIFO semaphore of the pool's size in
-front of it: asyncpg's pool lets a newcomer pass callers already waiting, which set the
-tail latency under load; tests/store/test_postgres_fair_pool.py).
+own), so a connection goes back to the pool without a reset query (one round trip per
+call, measured in docs/benchmarks.md); one that may be inside a transaction is
+terminated instead. The pool is the store's own (:class:`_Pool`, not asyncpg's: its
+machinery cost more instructions than the query's own, docs/benchmarks.md): calls get a
+connection in arrival order (asyncpg's pool lets a newcomer pass callers already
+waiting, which set the tail latency under load; tests/store/test_postgres_fair_pool.py).
 
 Change-log completeness (DESIGN.md "Tailing", P7; the argument in full is in
 docs/adr/0003-postgres-change-log-completeness.md). A sequence value is taken
@@ -92,6 +93,7 @@ transaction's xid is assigned by the document insert, after the lock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 import secrets
@@ -343,9 +345,153 @@ def _lock_statement(keys: Sequence[str]) -> str:
     )
 
 
-async def _keep_session(conn: Any) -> None:
-    """The pool's reset: nothing beyond asyncpg's own rollback of an open transaction
-    (pool connections carry no session state; see the module docstring)."""
+# A call that raised one of these may have left its connection mid-statement (asyncpg
+# cancels a statement interrupted by a cancellation or its command timeout, and the
+# connection is busy until the server answers) or out of step with the protocol.
+_UNCLEAN = (asyncio.CancelledError, TimeoutError, asyncpg.InterfaceError,
+            asyncpg.InternalClientError)  # fmt: skip
+
+
+class _Pool:
+    """The store's connections: at most ``max_size``, handed out in arrival order.
+
+    What the store needs of a pool, without asyncpg's (its acquire and release cost
+    ~117,000 instructions per call against ~0 here, measured by callgrind: a proxy object, a
+    shielded task per release, an inactivity timer re-armed every time; docs/benchmarks.md):
+
+    * first come, first served: a caller that arrives as a connection is released never
+      passes those already waiting (a release hands the connection to the oldest waiter);
+    * ``min_size`` connections opened by :meth:`start`, more on demand up to ``max_size``;
+    * no reset query on release: pool connections carry no session state (module
+      docstring). A connection that may not be clean -- still inside a transaction, or
+      its call was cancelled or timed out mid-statement (asyncpg then has a cancel
+      request in flight) -- is terminated, as asyncpg's pool terminates one whose reset
+      fails: the server rolls back its transaction and frees its locks, and the slot is
+      opened again on demand. A closed one is dropped the same way. A call that failed
+      with the server's error (a constraint, a serialization failure) leaves its
+      connection clean: asyncpg reads up to the server's ready-for-query.
+    """
+
+    __slots__ = ("_all", "_closed", "_connect", "_idle", "_max", "_min", "_size", "_waiters")
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]], min_size: int, max_size: int) -> None:
+        self._connect = connect
+        self._min = min_size
+        self._max = max_size
+        self._idle: list[Any] = []  # usable connections, the last released at the end
+        self._all: set[Any] = set()  # every open connection, idle or in use
+        # Callers waiting, oldest first: each gets a connection, or None (a slot to open).
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._size = 0  # connections open or being opened, idle or in use
+        self._closed = False
+
+    async def start(self) -> None:
+        while self._size < self._min:
+            self._idle.append(await self._open())
+
+    def get_idle_size(self) -> int:
+        return len(self._idle)
+
+    async def _open(self) -> Any:
+        self._size += 1
+        try:
+            conn = await self._connect()
+        except BaseException:
+            self._free_slot()
+            raise
+        self._all.add(conn)
+        return conn
+
+    async def acquire(self) -> Any:
+        if self._closed:
+            raise StoreError("postgres store is not open")
+        idle = self._idle
+        while idle:  # (never with callers waiting: a release hands to them first)
+            conn = idle.pop()
+            if not conn.is_closed():
+                return conn
+            self._drop(conn)
+        if self._size < self._max and not self._waiters:
+            return await self._open()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            conn = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed a connection (or a slot) as this caller was cancelled: pass it on.
+                handed = waiter.result()
+                if handed is None:
+                    self._free_slot()
+                else:
+                    self._hand(handed)
+            raise
+        if conn is None:  # a connection was dropped: its slot is this caller's to open
+            self._size -= 1
+            return await self._open()
+        return conn
+
+    def release(self, conn: Any, failed: BaseException | None = None) -> None:
+        """``conn`` back from a call; ``failed``: what the call raised, if anything."""
+        if conn.is_closed():
+            self._drop(conn)
+        elif self._closed or conn.is_in_transaction() or isinstance(failed, _UNCLEAN):
+            conn.terminate()
+            self._drop(conn)
+        else:
+            self._hand(conn)
+
+    def _hand(self, conn: Any) -> None:
+        """A usable connection to the oldest waiter, else to the idle list."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    def _drop(self, conn: Any) -> None:
+        self._all.discard(conn)
+        self._free_slot()
+
+    def _free_slot(self) -> None:
+        """One connection fewer: the oldest waiter may open one in its place."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._size -= 1
+
+    async def close(self, timeout: float) -> None:
+        """Close the idle connections; those in use are terminated when released."""
+        self._closed = True
+        self._fail_waiters()
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._all.discard(conn)
+            self._size -= 1
+            try:
+                await conn.close(timeout=timeout)
+            except _CLOSE_ERRORS:
+                conn.terminate()
+
+    def terminate(self) -> None:
+        self._closed = True
+        self._fail_waiters()
+        self._idle = []
+        for conn in self._all:
+            conn.terminate()
+        self._all.clear()
+        self._size = 0
+
+    def _fail_waiters(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(StoreError("postgres store is not open"))
 
 
 def _row_to_doc(row: Any) -> Document:
@@ -399,9 +545,7 @@ class PostgresStore:
         # A poll that finds committed rows held back by an older running transaction
         # re-polls this many times (1, 2, 4 ms apart) before returning without them.
         self.frontier_retries = frontier_retries
-        self._pool: Any = None
-        # Calls wait for a connection in arrival order (see _timed).
-        self._slots = asyncio.Semaphore(max_size)
+        self._pool: _Pool | None = None
         self._listener: Any = None
         s = f'"{schema}"'
         self._s = s
@@ -497,13 +641,16 @@ class PostgresStore:
                 raise StoreError("postgres store is not open")
             try:
                 async with asyncio.timeout(self.timeout):
-                    # First come, first served: asyncpg's pool lets a caller that arrives
-                    # as a connection is released take it ahead of those already waiting,
-                    # who go to the back of the line (the tail of busy periods); with at
-                    # most max_size calls past this semaphore, which is FIFO, the pool
-                    # always has a connection for them.
-                    async with self._slots, pool.acquire() as conn:
+                    # First come, first served (_Pool): asyncpg's pool let a caller that
+                    # arrived as a connection was released take it ahead of those already
+                    # waiting, who went to the back of the line (the tail of busy periods).
+                    conn = await pool.acquire()
+                    try:
                         result = await fn(conn)
+                    except BaseException as failed:
+                        pool.release(conn, failed)
+                        raise
+                    pool.release(conn)
             except TimeoutError as exc:
                 raise StoreTimeout(f"postgres {op} exceeded {self.timeout}s") from exc
             ok = True
@@ -519,22 +666,26 @@ class PostgresStore:
         started = time.perf_counter()
         ok = False
         try:
-            async with asyncio.timeout(self.timeout):
-                self._pool = await asyncpg.create_pool(
-                    self.dsn,
-                    min_size=self.min_size,
-                    max_size=self.max_size,
-                    command_timeout=self.timeout,
-                    reset=_keep_session,
-                    server_settings={
-                        "application_name": "maxage",
-                        # A client that dies inside a transaction must not hold an
-                        # xid (and so every tailer's frontier) for long.
-                        "idle_in_transaction_session_timeout": str(
-                            max(1000, int(self.timeout * 2000))
-                        ),
-                    },
+            server_settings = {
+                "application_name": "maxage",
+                # A client that dies inside a transaction must not hold an
+                # xid (and so every tailer's frontier) for long.
+                "idle_in_transaction_session_timeout": str(max(1000, int(self.timeout * 2000))),
+            }
+
+            async def connect() -> Any:
+                return await asyncpg.connect(
+                    self.dsn, command_timeout=self.timeout, server_settings=server_settings
                 )
+
+            pool = _Pool(connect, self.min_size, self.max_size)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await pool.start()
+            except BaseException:
+                pool.terminate()
+                raise
+            self._pool = pool
             ok = True
         except TimeoutError as exc:
             raise StoreTimeout(f"postgres connect exceeded {self.timeout}s") from exc
@@ -601,7 +752,7 @@ class PostgresStore:
             return
         try:
             async with asyncio.timeout(self.timeout):
-                await pool.close()
+                await pool.close(self.timeout)
         except _CLOSE_ERRORS:
             pool.terminate()
 
