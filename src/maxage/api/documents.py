@@ -57,6 +57,9 @@ WRITE_BACK_HEADERS = [
     (b"cache-status", b"maxage; hit; detail=write-back"),
 ]
 
+# ReadMode(value) for a query parameter's text (the enum's call is Python-level).
+_MODES = {m.value: m for m in ReadMode}
+
 _KINDS = {
     "POST": WriteKind.CREATE,
     "PUT": WriteKind.REPLACE,
@@ -75,14 +78,13 @@ def read_mode(
     min_version = 0
     for key, value in query_items(req.query) if req.query else ():
         if key == "consistency":
-            try:
-                mode = ReadMode(value)
-            except ValueError:
+            mode = _MODES.get(value)
+            if mode is None:
                 raise HTTPProblem(
                     "invalid_parameter",
                     f"consistency must be one of {spec.allowed_modes_text()}",
                     parameter="consistency",
-                ) from None
+                )
         elif key == "min_version":
             min_version = parse_cursor(value, "min_version", "a non-negative integer")
         elif rest is not None:

@@ -132,7 +132,7 @@ def cache_status(r: ReadResult) -> bytes:
 
 async def read(req: Request, send: Send, r: ReadResult, *, etag: bool = True) -> int:
     """A read's response; ``etag`` False for a list page (it has no one version)."""
-    req.source = r.source.value
+    req.source = r.source._value_  # .value is a Python-level property
     tag = b'"%d"' % r.version if etag else None
     headers = [
         (RID, req.request_id.encode()),

@@ -57,6 +57,7 @@ _HIT_L1 = HIT_L1.decode()
 _AGES = [str(i) for i in range(100)]
 _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY = frozenset({204, 304})
+_CONTENT_LENGTH = b"content-length"
 _LAST_CHUNK = {"type": "http.request", "body": b"", "more_body": False}
 _EMPTY_IS_CUT, _NO_CUT_SIGN = -1, -2  # _cut_detector's answers other than a length
 _PROBLEM = PROBLEM_CONTENT_TYPE.decode()
@@ -302,10 +303,9 @@ class _Bridge:
                 return
             self.started = True
             self._status = status = message["status"]
-            self._headers = [
-                (n.decode("latin-1"), v.decode("latin-1")) for n, v in message["headers"]
-            ]
-            if status not in _NO_BODY and all(n != "content-length" for n, _ in self._headers):
+            headers = message["headers"]
+            self._headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+            if status not in _NO_BODY and _CONTENT_LENGTH not in dict(headers):
                 # A body of undeclared length is a stream (the change feed): its headers go
                 # out now, so a follower sees them before the first event.
                 self._stream = self._proto.response_stream(status, self._headers)

@@ -77,8 +77,10 @@ class ReadResult:
 
     @property
     def body(self) -> bytes:
+        # ``_value_``: the member's value as a plain attribute (``.value`` is a Python-level
+        # property on every read).
         return self.prefix + representation.read_suffix(
-            self.budget, self.mode.value, self.source.value
+            self.budget, self.mode._value_, self.source._value_
         )
 
 
@@ -341,7 +343,8 @@ class Reads:
         outcome = self.cache.set_if_newer(
             key, version, body, started_at=started, ttl=spec.cache_ttl, meta=b'"%d"' % version
         )
-        self.stats.fills[outcome.value] = self.stats.fills.get(outcome.value, 0) + 1
+        fills, name = self.stats.fills, outcome._value_
+        fills[name] = fills.get(name, 0) + 1
         # Only a version new to this process goes on to the shared tier: a strong read of
         # an unchanged document must not cost a Redis round trip every time.
         if shared and self.l2 is not None and outcome is SetOutcome.STORED:
