@@ -517,16 +517,27 @@ class App:
         # in docs/benchmarks.md).
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
         disconnected: list[bool] = []
         watchers: list[asyncio.Task[None]] = []
+        if remaining <= WATCH_DISCONNECT_AFTER:
+            timeout = asyncio.timeout(remaining)
+            when = None
+        else:
+            # One timer instead of two: the deadline's is armed (at the same instant) only
+            # when the watcher starts; most work has ended by then.
+            when = loop.time() + remaining
+            timeout = asyncio.timeout(None)
 
         def watch() -> None:
+            if when is not None:
+                timeout.reschedule(when)
             coro = _cancel_on_disconnect(receive, task, disconnected)
-            watchers.append(asyncio.get_running_loop().create_task(coro))
+            watchers.append(loop.create_task(coro))
 
-        later = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER, watch)
+        later = loop.call_later(WATCH_DISCONNECT_AFTER, watch)
         try:
-            async with asyncio.timeout(remaining):
+            async with timeout:
                 return await work
         except asyncio.CancelledError:
             # Ours only if no one else cancelled this task too (then it stays cancelled).

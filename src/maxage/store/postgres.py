@@ -682,10 +682,11 @@ class PostgresStore:
                 "idle_in_transaction_session_timeout": str(max(1000, int(self.timeout * 2000))),
             }
 
+            # No command_timeout: every statement on a pool connection runs in _timed,
+            # whose timeout (the same seconds, started before the statement) always ends
+            # first; asyncpg's would arm and cancel a timer of its own per statement.
             async def connect() -> Any:
-                return await asyncpg.connect(
-                    self.dsn, command_timeout=self.timeout, server_settings=server_settings
-                )
+                return await asyncpg.connect(self.dsn, server_settings=server_settings)
 
             pool = _Pool(connect, self.min_size, self.max_size)
             try:
