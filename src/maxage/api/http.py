@@ -149,7 +149,9 @@ async def read_body(req: Request, receive: Receive, limit: int, timeout: float =
                 limit=limit,
             )
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        # The declared length arrived: that is the whole body (the server frames it by
+        # that length), without waiting for the server's empty last message.
+        if not message.get("more_body", False) or size == req.content_length:
             return b"".join(chunks)
 
 
