@@ -79,7 +79,8 @@ async def admit(service: Service, req: Request, match: Match) -> None:
     """Authenticate, authorize and rate-limit ``req`` for ``match``; raises the refusal."""
     if match.route.access == "public":
         return
-    await authenticate(service, req, match)
+    if service.access.enabled:  # (authenticate's own test: no coroutine when off)
+        await authenticate(service, req, match)
     limits = service.limits
     if limits.enabled:
         name = match.spec.name if match.spec is not None else None
