@@ -81,8 +81,16 @@ class _Headers:
 
 
 class _Scope:
-    __slots__ = ("client", "headers", "http_version", "method", "path", "proto",
-                 "query_string", "scheme")  # fmt: skip
+    __slots__ = (
+        "client",
+        "headers",
+        "http_version",
+        "method",
+        "path",
+        "proto",
+        "query_string",
+        "scheme",
+    )
 
     def __init__(self, method: str, path: str, query: str, headers: list[tuple[str, str]]):
         self.proto, self.http_version, self.scheme = "http", "1.1", "http"
@@ -127,8 +135,11 @@ def _rsgi_caller(app: Any, path: str, setup: dict[str, Any]) -> Any:
             await app.__rsgi__(scope, proto)
             return proto.status
     else:
-        headers = [host, ("content-type", "application/json"),
-                   ("content-length", str(len(POST_BODY)))]  # fmt: skip
+        headers = [
+            host,
+            ("content-type", "application/json"),
+            ("content-length", str(len(POST_BODY))),
+        ]
         pscope = _Scope("POST", "/v1/products", "", headers)
 
         async def one() -> int:
@@ -143,15 +154,23 @@ def _asgi_caller(app: Any, path: str) -> Any:
     method, body = ("GET", b"") if path == "strong" else ("POST", POST_BODY)
     headers = [(b"host", b"127.0.0.1:8000")]
     if body:
-        headers += [(b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(body))]  # fmt: skip
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
 
     async def one() -> int:
-        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-                 "http_version": "1.1", "server": ("127.0.0.1", 8000),
-                 "client": ("127.0.0.1", 40000), "scheme": "http", "method": method,
-                 "root_path": "", "path": "/", "raw_path": b"/", "query_string": b"",
-                 "headers": headers}  # fmt: skip
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 40000),
+            "scheme": "http",
+            "method": method,
+            "root_path": "",
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "headers": headers,
+        }
         status = 0
         sent = False
 
@@ -174,8 +193,15 @@ def _asgi_caller(app: Any, path: str) -> Any:
     return one
 
 
-def child(who: str, path: str, requests: int, callers: int, setup: dict[str, Any],
-          mode: str, out: str | None) -> None:  # fmt: skip
+def child(
+    who: str,
+    path: str,
+    requests: int,
+    callers: int,
+    setup: dict[str, Any],
+    mode: str,
+    out: str | None,
+) -> None:
     import uvloop
 
     loop = uvloop.new_event_loop()
@@ -191,8 +217,17 @@ def child(who: str, path: str, requests: int, callers: int, setup: dict[str, Any
         from maxage import cli
 
         args = cli.build_parser().parse_args(
-            ["serve", "--db", setup["db"], "--pg-schema", setup["schema"][who],
-             "--access-log", "off", "--max-loop-lag", "0"]  # fmt: skip
+            [
+                "serve",
+                "--db",
+                setup["db"],
+                "--pg-schema",
+                setup["schema"][who],
+                "--access-log",
+                "off",
+                "--max-loop-lag",
+                "0",
+            ]
         )
         settings = cli.serve_settings(args)
         settings["main_pid"] = os.getppid()  # the worker watches its parent: this one's
@@ -263,9 +298,11 @@ async def _setup(db: str, schemas: dict[str, str]) -> dict[str, Any]:
             setup[who] = json.loads(
                 subprocess.run(
                     [sys.executable, __file__, "--make-doc", db, schema],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                     env={**os.environ, **_src_env(who)},
-                ).stdout  # fmt: skip
+                ).stdout
             )
         main = schemas["maxage"]
         ref = f"{main}_ref"
@@ -288,9 +325,13 @@ async def _setup(db: str, schemas: dict[str, str]) -> dict[str, Any]:
     head, sep, tail = doc["strong_body"].encode("latin-1").partition(data)
     assert sep, "the document's data is not in the strong body"
     setup["pk_env"] = {
-        "BENCH_DSN": db, "BENCH_SCHEMA": main, "BENCH_COLLECTION": "products",
-        "BENCH_ID": doc["id"], "BENCH_HEAD": head.decode(), "BENCH_TAIL": tail.decode(),
-    }  # fmt: skip
+        "BENCH_DSN": db,
+        "BENCH_SCHEMA": main,
+        "BENCH_COLLECTION": "products",
+        "BENCH_ID": doc["id"],
+        "BENCH_HEAD": head.decode(),
+        "BENCH_TAIL": tail.decode(),
+    }
     setup["txn_env"] = {"BENCH_DSN": db, "BENCH_SCHEMA": ref}
     return setup
 
@@ -328,9 +369,20 @@ def _make_doc(db: str, schema: str) -> None:
 
         got.clear()
         headers = [(b"content-type", b"application/json")] if body else []
-        await app({"type": "http", "http_version": "1.1", "method": method, "scheme": "http",
-                   "path": path, "query_string": query, "headers": headers,
-                   "client": ("127.0.0.1", 1)}, receive, send)  # fmt: skip
+        await app(
+            {
+                "type": "http",
+                "http_version": "1.1",
+                "method": method,
+                "scheme": "http",
+                "path": path,
+                "query_string": query,
+                "headers": headers,
+                "client": ("127.0.0.1", 1),
+            },
+            receive,
+            send,
+        )
         return b"".join(m.get("body", b"") for m in got)
 
     created = json.loads(loop.run_until_complete(call("POST", "/v1/products", b"", POST_BODY)))
@@ -353,17 +405,37 @@ def _src_env(who: str) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(paths)}
 
 
-def measure(who: str, path: str, args: argparse.Namespace, setup_file: str,
-            mode: str, keep: str | None = None) -> float:  # fmt: skip
-    argv = [__file__, "--child", who, path, str(args.requests), str(args.callers), setup_file,
-            mode, keep or ""]  # fmt: skip
+def measure(
+    who: str,
+    path: str,
+    args: argparse.Namespace,
+    setup_file: str,
+    mode: str,
+    keep: str | None = None,
+) -> float:
+    argv = [
+        __file__,
+        "--child",
+        who,
+        path,
+        str(args.requests),
+        str(args.callers),
+        setup_file,
+        mode,
+        keep or "",
+    ]
     env = _src_env(who)
     if mode == "callgrind":
         cg_keep = keep
         argv[-1] = ""
         return callgrind_count("starmap_next", argv, env, keep=cg_keep) / args.requests
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
-                          env={**os.environ, **env}, check=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["cpu_us"])
 
 
@@ -377,8 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         setup = json.loads(Path(setup_file).read_text())
         child(who, path, int(n), int(c), setup, mode, out or None)
         return 0
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--callers", type=int, default=50)
     ap.add_argument("--paths", default=",".join(PATHS))
@@ -416,8 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         asyncio.run(_drop(args.db, [*schemas.values(), f"{schemas['maxage']}_ref"]))
     unit = "CPU µs/req" if mode != "callgrind" else "instructions/req"
-    print(f"\n{args.requests} requests, {args.callers} callers, {args.rounds} round(s); {unit}; "
-          f"load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+    print(
+        f"\n{args.requests} requests, {args.callers} callers, {args.rounds} round(s); {unit}; "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
     print(f"| path | server | {unit} (rounds) | vs ref |\n|---|---|---|---|")
     for path, by_who in results.items():
         ref = statistics.median(by_who["ref"]) if "ref" in by_who else None
