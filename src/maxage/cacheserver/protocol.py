@@ -64,6 +64,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -124,6 +125,22 @@ _WANTED_AS_SENT: Final[dict[bytes, str]] = {
     b"X-Request-ID": "request_id",
     **dict.fromkeys((b"Host", b"host", b"User-Agent", b"user-agent", b"Accept", b"accept"), ""),
 }
+# The plain request ``data_received`` parses itself (the shape wrk, curl and most
+# clients send): origin-form target of visible ASCII, HTTP/1.1, then at most ``Host``,
+# ``Content-Type`` and ``Content-Length``, in that order, spelt so, one space after the
+# colon, values of visible ASCII and inner spaces (Content-Type not starting with a
+# space, Content-Length digits only), and the whole body in the same read. llhttp
+# accepts every such request with the same meaning (keep-alive, no upgrade, the body
+# by Content-Length); anything else goes to llhttp. Optional groups only: no repeated
+# group (sre's repeat machinery cost ~8,000 instructions a request when tried).
+# ``tests/cacheserver/test_plain_parse.py`` checks both paths answer alike.
+_plain: Final = re.compile(
+    rb"(GET|PUT|HEAD|DELETE|POST) (/[!-~]*) HTTP/1\.1\r\n"
+    rb"(?:Host: [ -~]*\r\n)?"
+    rb"(?:Content-Type: ([!-~][ -~]*)\r\n)?"
+    rb"(?:Content-Length: ([0-9]{1,12})\r\n)?"
+    rb"\r\n"
+).match
 # ``content-length: N`` plus the blank line, for the small bodies of the hot path
 # (a list index instead of formatting an int per response).
 _CONTENT_LENGTH_END: Final = tuple(b"content-length: %d\r\n\r\n" % n for n in range(4096))
@@ -349,6 +366,7 @@ class HttpProtocol(asyncio.Protocol):
         "busy",
         "closing",
         "discarding",
+        "fast",
         "head_bytes",
         "header_bytes",
         "header_count",
@@ -386,6 +404,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body_limit = SMALL_BODY_LIMIT
         self.put_limit = limits.max_value_bytes
         self.put_limit_digits = state.put_limit_digits
+        self.fast = True  # data_received parses plain requests itself (False: all to llhttp)
         self.header_bytes = 0
         self.header_count = 0
         self.head_bytes = 0
@@ -450,6 +469,47 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.discarding or self.closing:
             return
+        if self.msg_started is None and self.fast:
+            # At a message boundary: a whole request of the plain shape ``_plain``
+            # matches is parsed here, without llhttp's seven Python callbacks; the first
+            # one that is not goes to llhttp with the rest of the read.
+            pos = 0
+            while True:
+                m = _plain(data, pos)
+                if m is None:
+                    break
+                method, url, ct, cl = m.groups()
+                end = m.end()
+                if len(url) > self.max_url_bytes or end - pos - len(url) > self.max_header_bytes:
+                    break
+                if cl is None:
+                    stop = end
+                else:
+                    stop = end + int(cl)
+                    if stop - end > (self.put_limit if method == b"PUT" else SMALL_BODY_LIMIT):
+                        break
+                    if stop > len(data):
+                        break
+                # on_message_begin .. on_message_complete, for this shape.
+                self.msg_seq += 1
+                self.req = req = _NewRequest()
+                req.method = method
+                req.url = url
+                req.body = data[end:stop] if stop > end else b""
+                req.content_type = ct
+                req.content_length = cl
+                req.authorization = req.if_none_match = req.request_id = None
+                req.expect = req.traceparent = req.request_timeout = None
+                req.deadline = 0.0
+                req.keep_alive = True
+                req.route = "other"
+                req.error = None
+                self._complete(req)
+                if stop == len(data):
+                    return
+                pos = stop
+            if pos:
+                data = data[pos:]
         if not self.in_head:
             # The common case: a read that starts at a message boundary or in a body
             # (``_feed``, inlined: one Python frame less per request).
@@ -640,6 +700,10 @@ class HttpProtocol(asyncio.Protocol):
         # An Upgrade/CONNECT request is answered normally, then the connection closes.
         req.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         self.msg_started = None
+        self._complete(req)
+
+    def _complete(self, req: CacheRequest) -> None:
+        """A whole request: answer it now, or queue it behind what must go first."""
         if self.busy or self.queue or self.paused_writing:
             # Behind an async answer, or the client is not reading: answer later,
             # so pipelined requests cannot pile responses up in the write buffer.
