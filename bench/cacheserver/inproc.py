@@ -56,9 +56,11 @@ def _requests(method: str, n: int) -> list[bytes]:
     for _ in range(n):
         k = rnd.randint(1, KEYS)
         if method == "PUT":
+            # wrk.format's header order (captured from wrk 4: Content-Length before the
+            # script's Content-Type; it was Content-Type first here until issue 17).
             out.append(
                 b"PUT /v1/keys/k%d HTTP/1.1\r\nHost: 127.0.0.1:8090\r\n"
-                b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (k, len(VALUE), VALUE)
+                b"Content-Length: %d\r\nContent-Type: text/plain\r\n\r\n%s" % (k, len(VALUE), VALUE)
             )
         else:
             out.append(b"GET /v1/keys/k%d HTTP/1.1\r\nHost: 127.0.0.1:8090\r\n\r\n" % k)

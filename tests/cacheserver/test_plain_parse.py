@@ -25,6 +25,8 @@ PLAIN = [
     b"PUT /v1/keys/k1 HTTP/1.1\r\nHost: 127.0.0.1:8090\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 5\r\n\r\nhello",
     b"GET /v1/keys/k1 HTTP/1.1\r\nHost: 127.0.0.1:8090\r\n\r\n",
+    b"PUT /v1/keys/k2 HTTP/1.1\r\nHost: 127.0.0.1:8090\r\nContent-Length: 5\r\n"
+    b"Content-Type: text/plain\r\n\r\nhello",  # wrk's order
     b"GET /v1/keys/k1?x=1#frag HTTP/1.1\r\n\r\n",
     b"HEAD /v1/keys/%41 HTTP/1.1\r\nHost: \r\n\r\n",
     b"DELETE /v1/keys/a?version=3 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
@@ -34,6 +36,8 @@ PLAIN = [
     b"GET /v1/keys/k1 HTTP/1.1\r\nHost:   spaced  \r\n\r\n",
 ]
 NEAR = [  # one step off the plain shape: llhttp's path must take each
+    b"PUT /v1/keys/k1 HTTP/1.1\r\nContent-Type: a\r\nContent-Length: 1\r\nContent-Type: b\r\n\r\nx",
+    b"PUT /v1/keys/k1 HTTP/1.1\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n",
     b"GET /v1/keys/k1 HTTP/1.1\r\nhost: x\r\n\r\n",
     b"GET /v1/keys/k1 HTTP/1.0\r\n\r\n",
     b"GET /v1/keys/k1 HTTP/1.1\r\nConnection: close\r\n\r\n",
