@@ -350,6 +350,8 @@ def _lock_statement(keys: Sequence[str]) -> str:
 # connection is busy until the server answers) or out of step with the protocol.
 _UNCLEAN = (asyncio.CancelledError, TimeoutError, asyncpg.InterfaceError,
             asyncpg.InternalClientError)  # fmt: skip
+_CANCELLED = (asyncio.CancelledError, TimeoutError)  # asyncpg may have a cancel in flight
+CANCEL_WAIT = 5.0  # seconds a pool connection waits for the server to answer its cancel
 
 
 class _Pool:
@@ -362,17 +364,29 @@ class _Pool:
     * first come, first served: a caller that arrives as a connection is released never
       passes those already waiting (a release hands the connection to the oldest waiter);
     * ``min_size`` connections opened by :meth:`start`, more on demand up to ``max_size``;
+    * a call cancelled or timed out mid-statement has asyncpg send the server a cancel
+      request, on a connection of its own, by a task of its own: the connection is kept
+      (its slot with it) until the server has answered it, as asyncpg's pool does, and
+      then released as below. Terminating it at once cancelled that task: the server
+      never heard of the cancel and ran the statement to its end -- a write waiting on
+      a lock committed seconds after its caller was told it timed out (and retried it),
+      and the process held more backends than ``max_size``;
     * no reset query on release: pool connections carry no session state (module
-      docstring). A connection that may not be clean -- still inside a transaction, or
-      its call was cancelled or timed out mid-statement (asyncpg then has a cancel
-      request in flight) -- is terminated, as asyncpg's pool terminates one whose reset
-      fails: the server rolls back its transaction and frees its locks, and the slot is
-      opened again on demand. A closed one is dropped the same way. A call that failed
-      with the server's error (a constraint, a serialization failure) leaves its
-      connection clean: asyncpg reads up to the server's ready-for-query.
+      docstring). A connection that may not be clean -- still inside a transaction, its
+      cancel unanswered within ``CANCEL_WAIT``, or its call failed in the driver -- is
+      terminated, as asyncpg's pool terminates one whose reset fails: the server rolls
+      back its transaction and frees its locks, and the slot is opened again on demand.
+      A closed one is dropped the same way. A call that failed with the server's error
+      (a constraint, a serialization failure, its own cancel) leaves its connection
+      clean: asyncpg reads up to the server's ready-for-query;
+    * :meth:`close` closes the idle connections and waits (within its timeout) for those
+      in use, which are terminated as they come back.
     """
 
-    __slots__ = ("_all", "_closed", "_connect", "_idle", "_max", "_min", "_size", "_waiters")
+    __slots__ = (
+        "_all", "_closed", "_connect", "_idle", "_max", "_min", "_released", "_settling",
+        "_size", "_waiters",
+    )  # fmt: skip
 
     def __init__(self, connect: Callable[[], Awaitable[Any]], min_size: int, max_size: int) -> None:
         self._connect = connect
@@ -384,6 +398,8 @@ class _Pool:
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._size = 0  # connections open or being opened, idle or in use
         self._closed = False
+        self._settling: set[asyncio.Task[None]] = set()  # waits for a cancel's answer
+        self._released = asyncio.Event()  # set when a connection is dropped after close
 
     async def start(self) -> None:
         while self._size < self._min:
@@ -424,10 +440,12 @@ class _Pool:
                 if handed is None:
                     self._free_slot()
                 else:
-                    self._hand(handed)
+                    self.release(handed)
             raise
         if conn is None:  # a connection was dropped: its slot is this caller's to open
             self._size -= 1
+            if self._closed:
+                raise StoreError("postgres store is not open")
             return await self._open()
         return conn
 
@@ -435,11 +453,29 @@ class _Pool:
         """``conn`` back from a call; ``failed``: what the call raised, if anything."""
         if conn.is_closed():
             self._drop(conn)
+        elif isinstance(failed, _CANCELLED) and conn._protocol._is_cancelling():
+            task = asyncio.ensure_future(self._settle(conn))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
         elif self._closed or conn.is_in_transaction() or isinstance(failed, _UNCLEAN):
             conn.terminate()
             self._drop(conn)
         else:
             self._hand(conn)
+
+    async def _settle(self, conn: Any) -> None:
+        """Wait for the server's answer to the cancel asyncpg sent for ``conn``'s
+        statement (at most ``CANCEL_WAIT``), then release it: clean, or terminated."""
+        try:
+            async with asyncio.timeout(CANCEL_WAIT):
+                await conn._protocol._wait_for_cancellation()
+        except BaseException as exc:  # no answer in time (or cancelled itself): not clean
+            conn.terminate()
+            self._drop(conn)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self.release(conn)
 
     def _hand(self, conn: Any) -> None:
         """A usable connection to the oldest waiter, else to the idle list."""
@@ -454,6 +490,8 @@ class _Pool:
     def _drop(self, conn: Any) -> None:
         self._all.discard(conn)
         self._free_slot()
+        if self._closed:
+            self._released.set()
 
     def _free_slot(self) -> None:
         """One connection fewer: the oldest waiter may open one in its place."""
@@ -466,7 +504,8 @@ class _Pool:
         self._size -= 1
 
     async def close(self, timeout: float) -> None:
-        """Close the idle connections; those in use are terminated when released."""
+        """Close the idle connections, then wait for those in use (terminated when they
+        come back); TimeoutError if some are still out after ``timeout``."""
         self._closed = True
         self._fail_waiters()
         idle, self._idle = self._idle, []
@@ -477,10 +516,16 @@ class _Pool:
                 await conn.close(timeout=timeout)
             except _CLOSE_ERRORS:
                 conn.terminate()
+        async with asyncio.timeout(timeout):
+            while self._all:
+                self._released.clear()
+                await self._released.wait()
 
     def terminate(self) -> None:
         self._closed = True
         self._fail_waiters()
+        for task in list(self._settling):
+            task.cancel()
         self._idle = []
         for conn in self._all:
             conn.terminate()
