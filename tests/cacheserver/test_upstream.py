@@ -260,13 +260,14 @@ def test_a_put_during_a_load_is_not_overwritten_by_the_fill(
 
 
 def test_a_delete_during_a_load_refuses_the_fill(rt: CacheServer, upstream: Upstream) -> None:
-    upstream.delay = 0.6
+    upstream.delay = 4.0  # held until released below: the delete lands during the load
     with ThreadPoolExecutor(1) as pool, rt.client() as c:
         pending = pool.submit(lambda: rt.client().get("/v1/keys/slow/del-race"))
         deadline = time.monotonic() + 3
         while upstream.calls["/slow/del-race"] == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         c.delete("/v1/keys/slow/del-race")
+        upstream.release_slow()
         r = pending.result(timeout=5)
         assert r.status_code == 200 and r.headers["cache-status"] == "maxage; fwd=miss"
         # Not stored: the next read loads again.

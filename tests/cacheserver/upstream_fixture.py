@@ -1,7 +1,8 @@
 """A tiny scriptable upstream HTTP server for read-through tests (runs in a thread).
 
 Paths: ``/ok/{k}`` 200 with body ``value-of-{k}`` and ``ETag: "{version}"``;
-``/slow/{k}`` the same after ``delay`` seconds; ``/fail/{k}`` 500; ``/missing/{k}``
+``/slow/{k}`` the same after ``delay`` seconds (or at once when a test calls
+:meth:`Upstream.release_slow`); ``/fail/{k}`` 500; ``/missing/{k}``
 404; ``/flaky/{k}`` 200 or 500 depending on ``fail_flaky``; ``/hostile/{what}/...``
 200 with a 5,000-digit ETag (``bigetag``), a 400-digit max-age (``hugeage``) or a
 1,000-character Content-Type (``longtype``). Every call is counted
@@ -31,8 +32,19 @@ class Upstream:
         self._ready.wait(5)
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def release_slow(self) -> None:
+        """Answer the ``/slow/`` calls waiting now (a test that must act while a load is in
+        flight holds it with a long ``delay`` and ends it here, instead of racing it)."""
+
+        def release() -> None:
+            self._released.set()  # wakes every waiting call; later ones wait again
+            self._released.clear()
+
+        self._loop.call_soon_threadsafe(release)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._released = asyncio.Event()
         server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
         self.port = server.sockets[0].getsockname()[1]
         self._server = server
@@ -54,8 +66,12 @@ class Upstream:
                 if kind == "slow":
                     # Wait, but notice if the client goes away meanwhile.
                     eof = asyncio.ensure_future(reader.read(1))
-                    done, _ = await asyncio.wait({eof}, timeout=self.delay)
-                    if done:
+                    released = asyncio.ensure_future(self._released.wait())
+                    done, _ = await asyncio.wait(
+                        {eof, released}, timeout=self.delay, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    released.cancel()
+                    if eof in done:
                         self.cancelled[path] += 1
                         writer.close()
                         return
