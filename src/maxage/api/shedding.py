@@ -4,7 +4,7 @@ Two signals, either sheds (``/livez``, ``/readyz`` and ``/metrics`` never are):
 
 * **concurrency**: at ``max_concurrency`` requests in progress a new one waits up to
   ``queue_deadline`` for a slot (FIFO), then is shed;
-* **event-loop lag**: a watcher sleeps ``LAG_PROBE`` and measures how late it wakes. When
+* **event-loop lag**: a timer due every ``LAG_PROBE`` measures how late it fires. When
   the loop runs late by more than ``max_lag``, requests are queuing *before* the app can
   count them (in the server's buffers and the loop's ready queue), so new ones are shed
   until the lag falls back: a shed costs a fraction of a served request, which drains
@@ -18,7 +18,9 @@ import collections
 import contextlib
 import time
 
-LAG_PROBE = 0.005  # seconds between lag samples
+# seconds between lag samples: a plain timer callback (no task, no future: an idle worker
+# spent ~1 % of a core on a coroutine sleeping 5 ms), 5x finer than the default max lag
+LAG_PROBE = 0.01
 
 
 class Shedder:
@@ -34,23 +36,26 @@ class Shedder:
         # arrival must not take them (the limit would be exceeded by the wakers).
         self.reserved = 0
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._watcher: asyncio.Future[None] | None = None
+        self._probe: asyncio.TimerHandle | None = None
+        self._due = 0.0
 
     def start(self) -> None:
         if self.max_lag > 0:
-            self._watcher = asyncio.ensure_future(self._watch())
+            self._arm(asyncio.get_running_loop(), time.perf_counter())
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
 
-    async def _watch(self) -> None:
-        while True:
-            t0 = time.perf_counter()
-            await asyncio.sleep(LAG_PROBE)
-            self.lag = time.perf_counter() - t0 - LAG_PROBE
+    def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        self._due = now + LAG_PROBE
+        self._probe = loop.call_later(LAG_PROBE, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.perf_counter()
+        self.lag = max(0.0, now - self._due)
+        self._arm(loop, now)
 
     async def admit(self, in_flight: int) -> bool:
         """False: shed this request (counted)."""
