@@ -61,7 +61,7 @@ class NoWarmupPolicy(TinyLfuPolicy):
         if self._sized:
             super()._climb()
             return
-        self._hits = self._dropped = 0
+        self._hits = 0
         self._sample_period = self._left = MIN_SAMPLE
 
 

@@ -233,11 +233,21 @@ class WindowClimber:
     (``sample_size``).
     """
 
-    __slots__ = ("_period", "_prev_hit_ratio", "_rng", "_step", "mask", "maximum", "shadows")
+    __slots__ = (
+        "_period",
+        "_prev_hit_ratio",
+        "_rng",
+        "_step",
+        "mask",
+        "maximum",
+        "shadows",
+        "shift",
+    )
 
     def __init__(self, maximum: int, seed: int | None = None) -> None:
         self.maximum = maximum
         self.shadows: list[Shadow] = []  # empty until the policy's first sketch resize
+        self.shift = SHADOW_SHIFT
         self.mask = (1 << SHADOW_SHIFT) - 1
         self._rng = random.Random(seed)  # the shadows' random admissions (not the policy's)
         self._prev_hit_ratio = 0.0
@@ -267,6 +277,7 @@ class WindowClimber:
             mask = (1 << shift) - 1
             if mask > self.mask:
                 self.mask = mask
+                self.shift = shift
                 for sh in self.shadows:
                     sh.resample(mask, max(1, self.maximum >> shift))
         self._period = max(MIN_PERIOD, int(CLIMB_FACTOR * estimate))
@@ -278,27 +289,39 @@ class WindowClimber:
         for sh in self.shadows:
             sh.access(key, weight, sketch, rng)
 
-    def adjust(self, hit_ratio: float, window_max: int, shadows: bool = True) -> int:
+    def adjust(
+        self, hit_ratio: float, window_max: int, shadows: bool = True, warm: bool = True
+    ) -> int:
         """The window delta (weight; > 0 grows it) after a sample with hits
-        (``shadows=False``: the shadows' hits decay, but they do not jump)."""
+        (``shadows=False``: the shadows' hits decay, but they do not jump;
+        ``warm=False``: a warm-up sample -- their hits are forgotten, no jump)."""
         if self.shadows:
-            delta = self.shadow_jump(window_max, jump=shadows)
+            delta = self.shadow_jump(window_max, jump=shadows, warm=warm)
             if delta is not None:
                 self._prev_hit_ratio = hit_ratio
                 return delta
         return self.hill_climb(hit_ratio)
 
-    def shadow_jump(self, window_max: int, jump: bool = True) -> int | None:
+    def shadow_jump(self, window_max: int, jump: bool = True, warm: bool = True) -> int | None:
         """Decay the shadows' hits; return the delta that moves the window one
         fraction toward the best shadow if it clearly beats the shadow nearest the
-        current window (``None``: no jump)."""
+        current window (``None``: no jump). ``warm=False`` forgets their hits."""
         shadows = self.shadows
+        if not warm:
+            for sh in shadows:
+                sh.hits = 0.0
+            return None
         fractions = SHADOW_FRACTIONS
         frac = window_max / self.maximum
         near = min(range(len(fractions)), key=lambda i: abs(fractions[i] - frac))
         hits = [sh.hits for sh in shadows]
         best = max(range(len(hits)), key=hits.__getitem__)
-        jump = jump and hits[best] - hits[near] > SHADOW_MARGIN * (hits[near] + 1.0) ** 0.5
+        # ``jump=False`` (an untrusted sample) holds back only a jump to a larger
+        # window: growing it hands main's keys to an LRU window that a scan
+        # flushes, shrinking it only moves the window's oldest to probation.
+        jump = (jump or best < near) and hits[best] - hits[near] > SHADOW_MARGIN * (
+            hits[near] + 1.0
+        ) ** 0.5
         for sh in shadows:
             sh.hits *= SHADOW_DECAY
         if not jump:
