@@ -20,9 +20,11 @@ What ``WindowClimber`` guarantees
   (policy invariant P4).
 * C2 -- a jump moves at most ``MAX_JUMP`` shadow fractions per period, only
   if the best shadow beats the one nearest the current window by more than
-  ``SHADOW_MARGIN * sqrt(hits)``, and only after a sample the policy trusts
-  (few hits dropped by storage's read buffer: ``adjust(shadows=...)``);
-  otherwise the hill climber steps:
+  ``SHADOW_MARGIN * sqrt(hits)``; never after a warm-up sample (whose
+  shadow hits are forgotten: ``adjust(warm=False)``), and toward a larger
+  window only after a sample the policy trusts (few hits dropped by
+  storage's read buffer: ``adjust(shadows=...)``); otherwise the hill
+  climber steps:
   first ``INITIAL_STEP`` of the maximum, then the previous step decayed by
   ``STEP_DECAY``, reversed whenever the hit ratio fell.
 * C3 -- the shadows see the keys with ``hash(key) % MIX & mask == 0`` (the

@@ -210,8 +210,9 @@ class TinyLfuPolicy:
     bytes, so the capacity in entries is estimated: until the cache is half
     full the sketch doubles with the residents (from ``EXPECTED_ENTRIES`` =
     64); from half full on it is sized for ``maximum / mean weight`` entries
-    (``WIDTH_FACTOR`` = 16 counters each) and halved every ``AGE_FACTOR`` =
-    10x that many increments. Residents' frequencies survive a resize.
+    (``WIDTH_FACTOR`` = 16 counters each; the width is rounded up to a power
+    of two) and halved every ``AGE_FACTOR`` = 10 increments per unit of that
+    width (as theine). Residents' frequencies survive a resize.
 
     The window size
     ---------------
@@ -225,12 +226,16 @@ class TinyLfuPolicy:
     Three shadow W-TinyLFUs at windows of 1/20/90%, fed a hash-sampled 1/8 of
     the keys (fewer in big caches) and sharing this sketch, make the big
     moves: toward the best shadow (up to two fractions) if it beats the one
-    nearest the current window by more than sqrt(hits) -- unless more than
-    ``SHADOW_TRUST_DROPPED`` = 5% of the sample's requests were hits the read
-    buffer dropped: the shadows never saw those, and they were hits of the
-    real cache, i.e. of the shadow nearest the current window, so the
-    shadows' counts are biased against the current window (on a loop with a
-    hot set they chose a 90% window where 1% wins by 0.3). Otherwise the hill climber
+    nearest the current window by more than sqrt(hits). The shadows see every
+    access to a sampled key, including the hits the read buffer dropped
+    (``_replay_dropped``, at the next drain: without them a recency shadow
+    acted like a bigger cache and pulled scans to a 90% window). A sample
+    that began before the sketch was sized (the fill) is forgotten by the
+    shadows and never jumps. After a sample in which more than
+    ``SHADOW_TRUST_DROPPED`` = 5% of the requests were dropped hits, the
+    shadows may shrink the window but not grow it (the real policy's recency
+    never saw those hits; on a loop with a hot set the shadows chose a 90%
+    window where 1% wins by 0.3). Otherwise the hill climber
     makes a small move: the first step shrinks the window by 0.1% of the
     maximum, each next one is 0.98 of the last, reversed when the hit ratio
     fell (Caffeine's restarts are off, except in one corner described at
