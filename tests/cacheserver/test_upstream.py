@@ -245,13 +245,14 @@ def test_half_close_after_pipelining_still_answers_everything(
 def test_a_put_during_a_load_is_not_overwritten_by_the_fill(
     rt: CacheServer, upstream: Upstream
 ) -> None:
-    upstream.delay = 0.6
+    upstream.delay = 4.0  # held until released below: the put lands during the load
     with ThreadPoolExecutor(1) as pool, rt.client() as c:
         pending = pool.submit(lambda: rt.client().get("/v1/keys/slow/race"))
         deadline = time.monotonic() + 3
         while upstream.calls["/slow/race"] == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert c.put("/v1/keys/slow/race", content=b"written meanwhile").status_code == 201
+        upstream.release_slow()
         first = pending.result(timeout=5)
         assert first.status_code == 200
         assert c.get("/v1/keys/slow/race").content == b"written meanwhile"
