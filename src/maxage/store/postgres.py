@@ -479,13 +479,19 @@ class _Pool:
 
     def _hand(self, conn: Any) -> None:
         """A usable connection to the oldest waiter, else to the idle list."""
+        if not self._to_oldest_waiter(conn):
+            self._idle.append(conn)
+
+    def _to_oldest_waiter(self, handed: Any) -> bool:
+        """Hand ``handed`` (a connection, or None: a slot to open) to the oldest caller
+        still waiting; False if none is."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(conn)
-                return
-        self._idle.append(conn)
+                waiter.set_result(handed)
+                return True
+        return False
 
     def _drop(self, conn: Any) -> None:
         self._all.discard(conn)
@@ -495,13 +501,8 @@ class _Pool:
 
     def _free_slot(self) -> None:
         """One connection fewer: the oldest waiter may open one in its place."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._size -= 1
+        if not self._to_oldest_waiter(None):
+            self._size -= 1
 
     async def close(self, timeout: float) -> None:
         """Close the idle connections, then wait for those in use (terminated when they
