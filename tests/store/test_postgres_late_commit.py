@@ -261,3 +261,50 @@ async def test_every_call_times_out(pg: PostgresStore, clock: ManualClock) -> No
     finally:
         await blocker.close()
         await quick.close()
+
+
+async def test_a_poll_waits_for_rows_held_back_at_its_start(
+    pg: PostgresStore, clock: ManualClock
+) -> None:
+    """A feed read made after a write was acknowledged contains it, though an older
+    transaction (any client of the cluster) was still running when the read began: the
+    poll waits for what it found held back (here released after its first look)."""
+    pg.frontier_wait = 60.0  # the test ends the wait, not the budget
+    held = await start_held_write(pg, clock, "slow", "hold-w")
+    try:
+        fast = await pg.write(WriteRequest("c", "fast", put(b"{}"), clock.now()))
+        polls = pg.stats.ops.get("changes", 0)
+        poll = asyncio.ensure_future(pg.changes_after(0, 100))
+        deadline = time.monotonic() + 5
+        while pg.stats.ops.get("changes", 0) < polls + 2:  # it looked, and looked again
+            assert not poll.done(), poll.result()
+            assert time.monotonic() < deadline, "the poll never re-polled"
+            await asyncio.sleep(0.001)
+        slow = await held.release()
+        batch = await asyncio.wait_for(poll, 5)
+    finally:
+        if not held.task.done():
+            await held.release()
+        await held.blocker.close()
+    assert [c.seq for c in batch.changes] == [slow.seq, fast.seq]
+    assert batch.complete and batch.snapshot_at == clock.now()
+
+
+async def test_a_long_transaction_holds_a_poll_only_for_the_wait(
+    pg: PostgresStore, clock: ManualClock
+) -> None:
+    pg.frontier_wait = 0.05
+    held = await start_held_write(pg, clock, "slow", "hold-l")
+    try:
+        fast = await pg.write(WriteRequest("c", "fast", put(b"{}"), clock.now()))
+        clock.advance(1)
+        polls = pg.stats.ops.get("changes", 0)
+        batch = await asyncio.wait_for(pg.changes_after(0, 100), 5)
+        # 1 + 2 + 4 + 8 + 16 + 19 ms of sleep: six re-polls, then it returns without them.
+        assert pg.stats.ops["changes"] - polls == 7
+        assert batch.changes == [] and batch.cursor == 0 and batch.complete
+        assert batch.snapshot_at <= fast.document.updated_at
+    finally:
+        if not held.task.done():
+            await held.release()
+        await held.blocker.close()

@@ -571,7 +571,7 @@ class PostgresStore:
         schema: str = "maxage",
         hooks: Hooks | None = None,
         drop_schema_on_close: bool = False,
-        frontier_retries: int = 3,
+        frontier_wait: float = 0.25,
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}: {schema!r}")
@@ -589,8 +589,8 @@ class PostgresStore:
         self.seq_tailer = hooks is not None and hooks.seq_tailer
         self.drop_schema_on_close = drop_schema_on_close
         # A poll that finds committed rows held back by an older running transaction
-        # re-polls this many times (1, 2, 4 ms apart) before returning without them.
-        self.frontier_retries = frontier_retries
+        # re-polls, sleeping up to this many seconds in all, before returning without them.
+        self.frontier_wait = frontier_wait
         self._pool: _Pool | None = None
         self._listener: Any = None
         s = f'"{schema}"'
@@ -649,14 +649,15 @@ class PostgresStore:
             f" WHERE c.seq = ANY($1::bigint[])"
         )
         # One statement, one snapshot: the frontier (xmin), the rows below it, and
-        # the earliest committed_at of visible rows held back at or above it.
+        # the earliest committed_at and the highest seq of visible rows held back at or
+        # above it.
         self._sql_changes = (
-            f"SELECT f.frontier,"
-            f" (SELECT min(h.committed_at) FROM {s}.changes AS h"
-            f"   WHERE h.seq >= f.frontier AND h.seq > $1) AS held_since,"
+            f"SELECT f.frontier, h.held_since, h.held_top,"
             f" c.seq, c.collection, c.id, c.version, c.op, c.committed_at"
             f" FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITIONS}"
             f"   AS frontier) AS f"
+            f" CROSS JOIN LATERAL (SELECT min(committed_at) AS held_since, max(seq) AS held_top"
+            f"   FROM {s}.changes WHERE seq >= f.frontier AND seq > $1) AS h"
             f" LEFT JOIN LATERAL (SELECT * FROM {s}.changes AS x"
             f"   WHERE x.seq > $1 AND x.seq < f.frontier ORDER BY x.seq LIMIT $2) AS c ON true"
             f" ORDER BY c.seq"
@@ -1168,32 +1169,45 @@ class PostgresStore:
     # -- change log --------------------------------------------------------------------
 
     async def changes_after(self, cursor: int, limit: int) -> ChangeBatch:
+        """Changes after ``cursor`` below the frontier (module docstring). Rows already
+        committed but held back by an older running transaction are waited for, up to
+        :attr:`frontier_wait` seconds of sleep, so that a read made after a write was
+        acknowledged contains it unless the cluster has a long transaction open; rows
+        that commit during the wait are not waited for (a busy log would never settle)."""
         if self.seq_tailer:
             return await self._changes_naive(cursor, limit)
 
-        async def q(conn: Any) -> ChangeBatch:
-            attempt = 0
-            while True:
-                # Taken before the statement's snapshot: every commit before it is visible.
-                snapshot_at = self.clock.now()
-                rows = await conn.fetch(self._sql_changes, cursor, limit)
-                held_since = rows[0]["held_since"]
-                changes = [_change(r) for r in rows if r["seq"] is not None]
-                complete = len(changes) < limit
-                if held_since is None or not complete or attempt >= self.frontier_retries:
-                    break
-                # Committed rows wait behind an older running transaction; writes are
-                # short, so a moment later they are usually releasable.
-                await asyncio.sleep(0.001 * (1 << attempt))
-                attempt += 1
+        async def q(conn: Any) -> tuple[ChangeBatch, int, int | None]:
+            # Taken before the statement's snapshot: every commit before it is visible.
+            snapshot_at = self.clock.now()
+            rows = await conn.fetch(self._sql_changes, cursor, limit)
+            held_since, held_top = rows[0]["held_since"], rows[0]["held_top"]
+            changes = [_change(r) for r in rows if r["seq"] is not None]
             if held_since is not None:
                 # Those rows committed no earlier than their committed_at: the watermark
                 # must stay below it until they are returned.
                 snapshot_at = min(snapshot_at, float(held_since))
             new_cursor = changes[-1].seq if changes else cursor
-            return ChangeBatch(changes, new_cursor, snapshot_at, complete=complete)
+            batch = ChangeBatch(changes, new_cursor, snapshot_at, complete=len(changes) < limit)
+            return batch, int(rows[0]["frontier"]), None if held_top is None else int(held_top)
 
-        return await self._run("changes", q)
+        waited, nap = 0.0, 0.001
+        target: int | None = None  # the highest seq held back at the first look
+        while True:
+            batch, frontier, held_top = await self._run("changes", q)
+            if held_top is None or not batch.complete:
+                return batch
+            target = held_top if target is None else target
+            if frontier > target or waited >= self.frontier_wait:
+                return batch
+            # Writes are short, so the older transaction usually ends within milliseconds;
+            # under load (a descheduled backend) tens of them. Each try is a fresh
+            # statement (a fresh snapshot) on a connection taken again: none is held
+            # while sleeping.
+            nap = min(nap, self.frontier_wait - waited)
+            await asyncio.sleep(nap)
+            waited += nap
+            nap = min(2 * nap, 0.032)
 
     async def _changes_naive(self, cursor: int, limit: int) -> ChangeBatch:
         async def q(conn: Any) -> ChangeBatch:
