@@ -41,6 +41,9 @@ from maxage.progress import Progress
 from maxage.units import DURATION_HELP, duration_arg, has_unit, positive_duration_arg
 
 FEED_PATIENCE = 10.0  # seconds the final feed reading waits for an acknowledged change
+# the longest a targeted round started before the end may run past it (a safety net for
+# a hung target: every step of a round has a timeout of its own)
+ROUND_GRACE = 60.0
 
 
 class CheckError(Exception):
@@ -64,7 +67,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         type=positive_duration_arg,
         default=30.0,
         metavar="DURATION",
-        help=f"how long the workload runs; {DURATION_HELP} (default: 30s)",
+        help=f"how long the workload runs (a targeted round started before the end runs to "
+        f"its end); {DURATION_HELP} (default: 30s)",
     )
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default: 8)")
     p.add_argument(
@@ -390,6 +394,8 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
             await asyncio.gather(*tasks)
             if prober is not None:
                 await prober
+            if fault_task is not None:
+                await _round_ends(wl, fault_task, notes)
         finally:
             wl.stop = True
             if prober is not None:
@@ -452,6 +458,21 @@ async def _drive(args: argparse.Namespace, target: str, seed: int, server: Serve
         Path(args.html).write_text(page, encoding="utf-8")
         print(f"report: {args.html}", file=sys.stderr)
     return 1 if res.violations else 0
+
+
+async def _round_ends(wl: Workload, fault_task: asyncio.Task[None], notes: list[str]) -> None:
+    """Let a targeted round that started before the end run to its end: its windows are
+    only counted when done, and a cut round would leave a probe write in flight that the
+    target may still apply. On a loaded machine a round takes several times its nominal
+    length, and cutting it at the end lost its windows (and coverage) for good. Waits at
+    most ``ROUND_GRACE``; a violation (``wl.stop``) ends the wait at once."""
+    deadline = wl.now() + ROUND_GRACE
+    while not fault_task.done() and not wl.stop:
+        left = deadline - wl.now()
+        if left <= 0:
+            notes.append(f"a targeted round was cut: still running {ROUND_GRACE:g}s after the end")
+            return
+        await asyncio.wait({fault_task}, timeout=min(0.1, left))
 
 
 async def _openapi(http: httpx.AsyncClient, target: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ document, so a read tells which write produced the data it returns.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -378,7 +379,15 @@ class Client:
             "delete": "DELETE",
         }[kind]
         url = f"/v1/{col.name}" if kind == "post" else f"/v1/{col.name}/{key}"
-        resp = await self._send(op, method, url, headers, body)
+        try:
+            resp = await self._send(op, method, url, headers, body)
+        except asyncio.CancelledError:
+            # The request may have reached the target, which may apply it: recorded as a
+            # write of unknown outcome, a read of its data is not taken for invented data.
+            op.ret = wl.now()
+            op.outcome, op.detail = UNKNOWN, "cancelled"
+            wl.record(op)
+            raise
         if resp is not None:
             self._parse_write(op, resp)
         if kind == "post" and op.outcome == OK and op.key:
