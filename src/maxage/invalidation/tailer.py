@@ -67,7 +67,16 @@ class Generations:
 
 class L1Holder:
     """The in-process cache as a holder; an applied change also raises its collection's
-    generation (before the watermark can move past it)."""
+    generation (before the watermark can move past it).
+
+    A change at version 1 (a document's first version: a re-create after a delete
+    continues the chain) changes nothing in the cache, so it is not applied to it:
+    versions start at 1 (``Cache.set_if_newer`` takes nothing below it), so the
+    invalidation would drop no entry (none is below 1) and its tombstone at 1 would
+    refuse no fill (none is below 1) -- it would only cost a tombstone kept for
+    ``tombstone_ttl`` in every process, for every create anywhere. The generation still
+    rises: a new document changes the collection's list pages.
+    """
 
     def __init__(self, cache: Cache, start: float, generations: Generations | None = None) -> None:
         self.name = "l1"
@@ -76,7 +85,8 @@ class L1Holder:
         self.generations = generations if generations is not None else Generations()
 
     async def apply(self, key: str, version: int) -> None:
-        self.cache.invalidate(key, version)
+        if version > 1:  # see the class docstring
+            self.cache.invalidate(key, version)
         self.generations.bump(key.partition("/")[0])
 
 

@@ -109,13 +109,13 @@ from maxage.contracts import MAX_BATCH_OPERATIONS, IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
+    CHANGE_OPS,
     MAX_INDEXED_CHARS,
     Backlog,
     BatchResult,
     BatchWriteRequest,
     Change,
     ChangeBatch,
-    ChangeOp,
     Claim,
     ClaimDecision,
     ClaimState,
@@ -170,7 +170,7 @@ def _change(r: Any) -> Change:
         r["collection"],
         r["id"],
         int(r["version"]),
-        ChangeOp(r["op"]),
+        CHANGE_OPS[r["op"]],
         float(r["committed_at"]),
     )
 
@@ -1558,7 +1558,7 @@ def _cursor(row: Any) -> CursorRecord:
 def _letter(row: Any) -> DeadLetter:
     change = Change(
         int(row["seq"]), row["collection"], row["doc_id"], int(row["version"]),
-        ChangeOp(row["op"]), float(row["committed_at"]),
+        CHANGE_OPS[row["op"]], float(row["committed_at"]),
     )  # fmt: skip
     return DeadLetter(
         int(row["id"]), row["collection"], row["subscription"], change, int(row["attempts"]),

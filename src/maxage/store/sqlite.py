@@ -31,6 +31,7 @@ from maxage.contracts import MAX_BATCH_OPERATIONS, IndexSpec
 from maxage.core.types import Clock
 from maxage.hooks import Hooks
 from maxage.store.base import (
+    CHANGE_OPS,
     MAX_INDEXED_CHARS,
     Backlog,
     BatchResult,
@@ -541,7 +542,7 @@ class SQLiteStore:
             finally:
                 conn.execute("COMMIT")
             changes = [
-                Change(int(s), str(c), str(i), int(v), ChangeOp(o), float(t))
+                Change(int(s), str(c), str(i), int(v), CHANGE_OPS[o], float(t))
                 for s, c, i, v, o, t in rows
             ]
             new_cursor = changes[-1].seq if changes else cursor
@@ -848,7 +849,7 @@ def _cursor(row: Any) -> CursorRecord:
 
 def _letter(row: Any) -> DeadLetter:
     change = Change(
-        int(row[3]), str(row[1]), str(row[4]), int(row[5]), ChangeOp(row[6]), float(row[7])
+        int(row[3]), str(row[1]), str(row[4]), int(row[5]), CHANGE_OPS[row[6]], float(row[7])
     )
     return DeadLetter(
         int(row[0]), str(row[1]), str(row[2]), change, int(row[8]), str(row[9]), float(row[10])
