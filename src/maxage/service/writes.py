@@ -24,7 +24,6 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import msgspec
@@ -78,8 +77,11 @@ _STATUS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class WriteIntent:
+# Frozen msgspec Structs, not frozen dataclasses: made for every write, and a frozen
+# dataclass sets each field through object.__setattr__ (store/base.py says how much).
+
+
+class WriteIntent(msgspec.Struct, frozen=True):
     """What a client asked for, parsed but not yet judged."""
 
     kind: WriteKind
@@ -89,8 +91,7 @@ class WriteIntent:
     create_only: bool = False  # If-None-Match: * (REPLACE only)
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedWrite:
+class PreparedWrite(msgspec.Struct, frozen=True):
     """A validated intent: what runs inside the transaction, and how to answer."""
 
     spec: CollectionSpec

@@ -58,6 +58,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+import msgspec
+
 from maxage.contracts import IndexSpec
 
 
@@ -69,8 +71,13 @@ class StoreTimeout(StoreError):
     """A primary call exceeded its timeout."""
 
 
-@dataclass(frozen=True, slots=True)
-class Document:
+# The values every request makes (a document, a write's request and result, its response,
+# a change and a poll's batch) are frozen msgspec Structs rather than frozen dataclasses:
+# just as immutable, but a frozen dataclass's __init__ sets each field through
+# object.__setattr__ (a Document: ~11,400 instructions, against ~1,200; callgrind).
+
+
+class Document(msgspec.Struct, frozen=True):
     collection: str
     id: str
     version: int
@@ -90,8 +97,7 @@ class ChangeOp(enum.Enum):
 CHANGE_OPS: dict[str, ChangeOp] = {op._value_: op for op in ChangeOp}
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(msgspec.Struct, frozen=True):
     seq: int
     collection: str
     id: str
@@ -100,16 +106,14 @@ class Change:
     committed_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeBatch:
+class ChangeBatch(msgspec.Struct, frozen=True):
     changes: Sequence[Change]
     cursor: int  # the seq to pass next time
     snapshot_at: float  # see module docstring; meaningful only when complete
     complete: bool  # False when the batch was cut by the limit: poll again at once
 
 
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
+class StoredResponse(msgspec.Struct, frozen=True):
     """The first outcome of an idempotent request, replayed byte for byte."""
 
     status: int
@@ -117,8 +121,7 @@ class StoredResponse:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
+class WriteResult(msgspec.Struct, frozen=True):
     document: Document  # after the write; for a delete, deleted=True at the new version
     created: bool  # no live document existed before
     seq: int  # change-log sequence number of this write
@@ -170,8 +173,7 @@ class IdempotencyCompletion(Generic[R]):
     render: Callable[[R], StoredResponse]
 
 
-@dataclass(frozen=True, slots=True)
-class WriteRequest:
+class WriteRequest(msgspec.Struct, frozen=True):
     collection: str
     id: str
     mutate: Mutator
