@@ -75,3 +75,39 @@ async def test_close_waits_for_a_connection_in_use(clock: ManualClock) -> None:
     await store.close()  # returns once the busy connection came back (and was closed)
     assert call.done() and call.result() == 1
     assert not pool._all and pool._size == 0
+
+
+async def test_the_call_deadline_is_asyncio_timeout(clock: ManualClock) -> None:
+    """``_timed``'s own deadline behaves as ``asyncio.timeout``: a call past it is a
+    StoreTimeout and leaves the task's cancel count as it was (an outer timeout still
+    works); a cancellation from outside stays a cancellation; a call in time leaves no
+    timer behind."""
+    store = await fresh_postgres_store(clock, timeout=0.2, max_size=2)
+    await store.open()
+
+    async def sleep(seconds: float) -> object:
+        async def q(conn: asyncpg.Connection) -> object:
+            return await conn.fetchval("SELECT pg_sleep($1)", seconds)
+
+        return await store._run("sleep", q)
+
+    try:
+        task = asyncio.current_task()
+        assert task is not None
+        with pytest.raises(StoreTimeout):
+            await sleep(2.0)
+        assert task.cancelling() == 0
+        with pytest.raises(TimeoutError):  # an outer deadline shorter than the store's
+            async with asyncio.timeout(0.05):
+                await sleep(2.0)
+        assert task.cancelling() == 0
+        call = asyncio.ensure_future(sleep(2.0))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await sleep(0.0)  # in time
+        await asyncio.sleep(0.3)  # past the deadline a leftover timer would have cancelled
+        assert task.cancelling() == 0
+    finally:
+        await store.close()

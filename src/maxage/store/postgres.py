@@ -540,6 +540,12 @@ class _Pool:
                 waiter.set_exception(StoreError("postgres store is not open"))
 
 
+def _expire(deadline: list[Any]) -> None:
+    """A store call's deadline passed (``PostgresStore._timed``): cancel its task."""
+    deadline[2] = True
+    deadline[0].cancel()
+
+
 def _row_to_doc(row: Any) -> Document:
     return Document(
         collection=row["collection"],
@@ -695,8 +701,17 @@ class PostgresStore:
             pool = self._pool
             if pool is None:
                 raise StoreError("postgres store is not open")
+            # The call's deadline: what ``asyncio.timeout(self.timeout)`` does (cancel the
+            # task when it passes; that cancellation, and only that one, becomes a
+            # timeout), with one timer and a list instead of its Timeout object (~29,000
+            # instructions a call against ~11,000, callgrind; docs/benchmarks.md).
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            assert task is not None
+            deadline: list[Any] = [task, task.cancelling(), False]  # task, its cancels, expired
+            timer = loop.call_at(loop.time() + self.timeout, _expire, deadline)
             try:
-                async with asyncio.timeout(self.timeout):
+                try:
                     # First come, first served (_Pool): asyncpg's pool let a caller that
                     # arrived as a connection was released take it ahead of those already
                     # waiting, who went to the back of the line (the tail of busy periods).
@@ -707,8 +722,14 @@ class PostgresStore:
                         pool.release(conn, failed)
                         raise
                     pool.release(conn)
-            except TimeoutError as exc:
-                raise StoreTimeout(f"postgres {op} exceeded {self.timeout}s") from exc
+                finally:
+                    timer.cancel()
+            except asyncio.CancelledError as exc:
+                if deadline[2] and task.uncancel() <= deadline[1]:
+                    raise StoreTimeout(f"postgres {op} exceeded {self.timeout}s") from exc
+                raise
+            if deadline[2]:  # expired as the call ended: its cancel is not for the caller
+                task.uncancel()
             ok = True
             return result
         except _DB_ERRORS as exc:
