@@ -514,41 +514,52 @@ class App:
         # The work runs in this task; a watcher, started once the work has run for
         # WATCH_DISCONNECT_AFTER, cancels it when the client disconnects. Most work ends
         # sooner and never pays for the watcher (a task and a pending receive(): measured
-        # in docs/benchmarks.md).
+        # in docs/benchmarks.md). The deadline is a timer that cancels the task, what
+        # asyncio.timeout does, without its Timeout object (~18,000 instructions even
+        # with no timer armed): ``deadline`` is [task, its cancel count, expired].
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
+        deadline: list[Any] = [task, task.cancelling(), False]
         disconnected: list[bool] = []
         watchers: list[asyncio.Task[None]] = []
+        timers: list[asyncio.TimerHandle] = []
         if remaining <= WATCH_DISCONNECT_AFTER:
-            timeout = asyncio.timeout(remaining)
+            timers.append(loop.call_at(loop.time() + remaining, _expire, deadline))
             when = None
         else:
             # One timer instead of two: the deadline's is armed (at the same instant) only
             # when the watcher starts; most work has ended by then.
             when = loop.time() + remaining
-            timeout = asyncio.timeout(None)
 
         def watch() -> None:
             if when is not None:
-                timeout.reschedule(when)
+                timers.append(loop.call_at(when, _expire, deadline))
             coro = _cancel_on_disconnect(receive, task, disconnected)
             watchers.append(loop.create_task(coro))
 
         later = loop.call_later(WATCH_DISCONNECT_AFTER, watch)
         try:
-            async with timeout:
-                return await work
-        except asyncio.CancelledError:
-            # Ours only if no one else cancelled this task too (then it stays cancelled).
+            result = await work
+        except asyncio.CancelledError as exc:
+            # Each cancellation is ours only if no one else cancelled this task too (then
+            # it stays cancelled): the deadline's becomes a TimeoutError (504), as
+            # asyncio.timeout's would, the disconnect's a ClientDisconnected.
+            if deadline[2] and task.uncancel() <= deadline[1]:
+                raise TimeoutError from exc
             if disconnected and task.uncancel() == 0:
                 self.cancelled_requests += 1
                 raise ClientDisconnected from None
             raise
         finally:
             later.cancel()
+            if timers:
+                timers[0].cancel()
             if watchers:
                 watchers[0].cancel()
+        if deadline[2]:  # expired as the work ended: its cancel is not for the caller
+            task.uncancel()
+        return result
 
     # -- observation -------------------------------------------------------------------
 
@@ -623,6 +634,12 @@ class App:
         )
         model["html"] = status.body_html(model)
         return model
+
+
+def _expire(deadline: list[Any]) -> None:
+    """A request's deadline passed (``App.awaited``): cancel its task."""
+    deadline[2] = True
+    deadline[0].cancel()
 
 
 async def _cancel_on_disconnect(
