@@ -29,7 +29,7 @@ import msgspec
 
 from maxage import __version__, docs_page, status, tracing
 from maxage.api import exposition, guard, openapi, responses, routes
-from maxage.api.http import accepts, scan_headers
+from maxage.api.http import accepts, expire_task, scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.responses import AGE, CC, CL, CSTATUS, CT, ETAG, HIT_L1, JSON, RID
 from maxage.api.shedding import Shedder
@@ -515,8 +515,7 @@ class App:
         # WATCH_DISCONNECT_AFTER, cancels it when the client disconnects. Most work ends
         # sooner and never pays for the watcher (a task and a pending receive(): measured
         # in docs/benchmarks.md). The deadline is a timer that cancels the task, what
-        # asyncio.timeout does, without its Timeout object (~18,000 instructions even
-        # with no timer armed): ``deadline`` is [task, its cancel count, expired].
+        # asyncio.timeout does, without its Timeout object (``http.expire_task``).
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
@@ -525,7 +524,7 @@ class App:
         watchers: list[asyncio.Task[None]] = []
         timers: list[asyncio.TimerHandle] = []
         if remaining <= WATCH_DISCONNECT_AFTER:
-            timers.append(loop.call_at(loop.time() + remaining, _expire, deadline))
+            timers.append(loop.call_at(loop.time() + remaining, expire_task, deadline))
             when = None
         else:
             # One timer instead of two: the deadline's is armed (at the same instant) only
@@ -534,7 +533,7 @@ class App:
 
         def watch() -> None:
             if when is not None:
-                timers.append(loop.call_at(when, _expire, deadline))
+                timers.append(loop.call_at(when, expire_task, deadline))
             coro = _cancel_on_disconnect(receive, task, disconnected)
             watchers.append(loop.create_task(coro))
 
@@ -634,12 +633,6 @@ class App:
         )
         model["html"] = status.body_html(model)
         return model
-
-
-def _expire(deadline: list[Any]) -> None:
-    """A request's deadline passed (``App.awaited``): cancel its task."""
-    deadline[2] = True
-    deadline[0].cancel()
 
 
 async def _cancel_on_disconnect(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -114,6 +115,17 @@ def continue_trace(value: bytes) -> bytes:
     return f"00-{os.urandom(16).hex()}-{span}-01".encode()
 
 
+def expire_task(deadline: list[Any]) -> None:
+    """A deadline timer's callback: ``deadline`` is ``[task, task.cancelling() when the
+    timer was armed, expired]``; mark it expired and cancel the task. The waiter then
+    treats a CancelledError as its own timeout only if ``deadline[2]`` and
+    ``task.uncancel() <= deadline[1]`` (no one else cancelled the task meanwhile), and
+    uncancels once if the timer fired as the work ended: what ``asyncio.timeout`` does,
+    without its Timeout object (~18,000 instructions a use, callgrind)."""
+    deadline[2] = True
+    deadline[0].cancel()
+
+
 async def read_body(req: Request, receive: Receive, limit: int, timeout: float = 30.0) -> bytes:
     """The whole body, refused (413) as soon as it is known to exceed ``limit``; 408 when
     the client stops sending for ``timeout`` seconds; ClientDisconnected (a 499, never a
@@ -127,16 +139,28 @@ async def read_body(req: Request, receive: Receive, limit: int, timeout: float =
         )
     chunks: list[bytes] = []
     size = 0
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
     while True:
+        # asyncio.timeout(timeout) around receive(), without its Timeout object (see
+        # expire_task): the timer's cancellation alone becomes the 408.
+        deadline: list[Any] = [task, task.cancelling(), False]
+        timer = loop.call_at(loop.time() + timeout, expire_task, deadline)
         try:
-            async with asyncio.timeout(timeout):
-                message = await receive()
-        except TimeoutError:
-            raise HTTPProblem(
-                "request_timeout",
-                f"no body bytes for {timeout:g} s; the request is abandoned",
-                CLOSE,
-            ) from None
+            message = await receive()
+        except asyncio.CancelledError:
+            if deadline[2] and task.uncancel() <= deadline[1]:
+                raise HTTPProblem(
+                    "request_timeout",
+                    f"no body bytes for {timeout:g} s; the request is abandoned",
+                    CLOSE,
+                ) from None
+            raise
+        finally:
+            timer.cancel()
+        if deadline[2]:  # expired as the message came: its cancel is not for the caller
+            task.uncancel()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk = message.get("body", b"")
