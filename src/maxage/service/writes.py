@@ -175,7 +175,7 @@ def prepare(spec: CollectionSpec, intent: WriteIntent) -> PreparedWrite:
         raise InvalidParameter(
             "If-None-Match on writes is only supported as 'If-None-Match: *' on PUT"
         )
-    doc_id = intent.id if intent.id is not None else str(uuid7())
+    doc_id = intent.id if intent.id is not None else uuid7_str()
     if_match = intent.if_match
 
     if kind is WriteKind.CREATE:
@@ -326,6 +326,22 @@ class Writes:
 
 def uuid7() -> uuid.UUID:
     """A time-ordered UUIDv7 (RFC 9562): 48-bit ms timestamp, then random bits."""
+    return uuid.UUID(int=_uuid7_int())
+
+
+def uuid7_str() -> str:
+    """``str(uuid7())``, built from bytes: the same bits (48-bit ms timestamp, version 7,
+    12 random bits, variant 0b10, 62 random bits) for a third of the instructions of
+    ``uuid.UUID``'s checks and ``__str__`` (callgrind)."""
+    b = bytearray(os.urandom(16))
+    b[0:6] = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+    b[6] = 0x70 | (b[6] & 0x0F)
+    b[8] = 0x80 | (b[8] & 0x3F)
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _uuid7_int() -> int:
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & ((1 << 48) - 1)) << 80
@@ -333,4 +349,4 @@ def uuid7() -> uuid.UUID:
     value |= ((rand >> 62) & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
+    return value
