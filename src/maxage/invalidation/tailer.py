@@ -196,8 +196,10 @@ class Tailer:
             batch = self.hooks.change_batch(self.cursor, batch)
         self.polls += 1
         self.last_poll_at = batch.snapshot_at
+        # (untraced, straight to the holders: one coroutine frame fewer per change)
+        apply = self._apply if tracing.TRACER is not None else self._apply_to_holders
         for change in batch.changes:
-            await self._apply(change)
+            await apply(change)
         self.cursor = batch.cursor
         for st in self.states:
             if st.pending:
@@ -207,13 +209,11 @@ class Tailer:
         return batch.complete
 
     async def _apply(self, change: Change) -> None:
-        if tracing.TRACER is not None:
-            key = doc_key(change.collection, change.id)
-            attributes = {"maxage.key": key, "maxage.version": change.version}
-            with tracing.span("maxage invalidate", **attributes):
-                await self._apply_to_holders(change)
-            return
-        await self._apply_to_holders(change)
+        """:meth:`_apply_to_holders` in a span (tracing on)."""
+        key = doc_key(change.collection, change.id)
+        attributes = {"maxage.key": key, "maxage.version": change.version}
+        with tracing.span("maxage invalidate", **attributes):
+            await self._apply_to_holders(change)
 
     async def _apply_to_holders(self, change: Change) -> None:
         key = doc_key(change.collection, change.id)
