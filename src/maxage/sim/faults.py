@@ -96,7 +96,8 @@ class FaultPlan:
 
     # time scales, all fractions of the bound
     def latency(self, rng: random.Random) -> float:
-        """One leg of a network call: none half the time, else up to ``bound / 20``."""
+        """One leg of a network call: none half the time, else up to ``bound / 20``.
+        (``NodePrimary._wait`` and ``NodeTier._wait`` inline it: keep them alike.)"""
         r = rng.random()
         if r < 0.5:
             return 0.0
@@ -245,10 +246,24 @@ class FaultyHolder(HolderWrapper):
 class StoreHooks(Hooks):
     """The shared primary's hooks: late commits, and the ``seq-tailer`` mutant."""
 
-    def __init__(self, plan: FaultPlan, rng: random.Random, mutant: str | None) -> None:
+    def __init__(
+        self,
+        plan: FaultPlan,
+        rng: random.Random,
+        mutant: str | None,
+        done: asyncio.Future[None] | None = None,
+    ) -> None:
         self.plan = plan
         self.rng = rng
         self.seq_tailer = mutant == "seq-tailer"
+        self.done = done
+
+    def before_store_call(self, op: str) -> Awaitable[None]:  # type: ignore[override]
+        """Nothing to wait for: a future already done (awaited on every primary call,
+        cheaper than running the default's empty coroutine)."""
+        if self.done is None:
+            return super().before_store_call(op)
+        return self.done
 
     def commit_delay(self) -> float:
         if self.plan.roll("slow-commit", self.rng):

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import heapq
+import functools
+import itertools
+import operator
 import random
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import Any
 
 
@@ -93,14 +96,29 @@ class SimLoop(asyncio.BaseEventLoop):
         self.iterations = 0
         self._timers: list[tuple[float, int, SimHandle]] = []
         self._timer_seq = 0
+        # Called on every future and task the program makes (asyncio's C futures ask the
+        # loop for both): C callables, so no Python frame each time.
+        self.create_future = functools.partial(_Future, loop=self)  # type: ignore[method-assign]
+        if not self._debug:  # type: ignore[attr-defined]
+            self.get_debug = _FALSE  # type: ignore[method-assign]
+        self.time = functools.partial(_now_of, self)  # type: ignore[method-assign]
 
     def time(self) -> float:
         return self.now
 
+    # The handles are made without calling SimHandle.__init__ (a Python frame on the path
+    # of every callback: a future's wake-up of its task is a call_soon).
+
     def call_soon(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: Any = None
     ) -> SimHandle:
-        handle = SimHandle(self, 0.0, callback, args, context)
+        handle = _new_handle(SimHandle)
+        handle._loop = self
+        handle._when = 0.0
+        handle._callback = callback
+        handle._args = args
+        handle._context = context if context is not None else contextvars.copy_context()
+        handle._cancelled = False
         self._ready.append(handle)  # type: ignore[attr-defined]
         return handle
 
@@ -114,17 +132,34 @@ class SimLoop(asyncio.BaseEventLoop):
     ) -> SimHandle:
         if self.jitter:
             when += self.random() * self.jitter
-        timer = SimHandle(self, when, callback, args, context)
+        timer = _new_handle(SimHandle)
+        timer._loop = self
+        timer._when = when
+        timer._callback = callback
+        timer._args = args
+        timer._context = context if context is not None else contextvars.copy_context()
+        timer._cancelled = False
         self._timer_seq += 1
-        heapq.heappush(self._timers, (when, self._timer_seq, timer))
+        heappush(self._timers, (when, self._timer_seq, timer))
         return timer
 
     def sleep(self, delay: float) -> asyncio.Future[None]:
         """``await loop.sleep(delay)`` is ``await asyncio.sleep(delay)`` (the same timer,
         jitter included) without a coroutine of its own: a future the timer resolves.
         (A cancelled waiter leaves the timer to fire on a cancelled future: harmless.)"""
-        future: asyncio.Future[None] = self.create_future()
-        self.call_at(self.now + delay, _wake, future, context=_NO_CONTEXT)
+        future: asyncio.Future[None] = _Future(loop=self)
+        when = self.now + delay
+        if self.jitter:
+            when += self.random() * self.jitter
+        timer = _new_handle(SimHandle)
+        timer._loop = self
+        timer._when = when
+        timer._callback = _wake
+        timer._args = (future,)
+        timer._context = _NO_CONTEXT
+        timer._cancelled = False
+        self._timer_seq += 1
+        heappush(self._timers, (when, self._timer_seq, timer))
         return future
 
     def _process_events(self, event_list: Any) -> None:
@@ -134,41 +169,50 @@ class SimLoop(asyncio.BaseEventLoop):
         return None
 
     def _run_once(self) -> None:
+        """Iterations until the loop is stopped (``run_forever`` calls this once)."""
         ready = self._ready  # type: ignore[attr-defined]
         timers = self._timers
-        if not ready:
-            while timers and timers[0][2]._cancelled:
-                heapq.heappop(timers)
-            if not timers:
-                if self._stopping:  # type: ignore[attr-defined]
-                    return
-                raise SimDeadlock("nothing is ready and no timer is set")
-            when = timers[0][0]
-            if when > self.now:
-                self.now = when
-        now = self.now
-        while timers and timers[0][0] <= now:
-            handle = heapq.heappop(timers)[2]
-            if not handle._cancelled:
-                ready.append(handle)
-        self.iterations += 1
-        if len(ready) == 1:
-            handle = ready.popleft()
-            if not handle._cancelled:
-                handle._run()
-            return
-        handles = list(ready)
-        ready.clear()
         random_ = self.random
-        for i in range(len(handles) - 1, 0, -1):  # Fisher-Yates on random(): cheaper
-            j = int(random_() * (i + 1))
-            handles[i], handles[j] = handles[j], handles[i]
-        for handle in handles:
-            if not handle._cancelled:
-                handle._run()
+        popleft = ready.popleft
+        while True:
+            if not ready:
+                while timers and timers[0][2]._cancelled:
+                    heappop(timers)
+                if not timers:
+                    if self._stopping:  # type: ignore[attr-defined]
+                        return
+                    raise SimDeadlock("nothing is ready and no timer is set")
+                when = timers[0][0]
+                if when > self.now:
+                    self.now = when
+            now = self.now
+            while timers and timers[0][0] <= now:
+                handle = heappop(timers)[2]
+                if not handle._cancelled:
+                    ready.append(handle)
+            self.iterations += 1
+            if len(ready) == 1:
+                handle = popleft()
+                if not handle._cancelled:
+                    handle._run()
+            else:
+                handles = list(ready)
+                ready.clear()
+                for i in range(len(handles) - 1, 0, -1):  # Fisher-Yates on random(): cheaper
+                    j = int(random_() * (i + 1))
+                    handles[i], handles[j] = handles[j], handles[i]
+                for handle in handles:
+                    if not handle._cancelled:
+                        handle._run()
+            if self._stopping:  # type: ignore[attr-defined]
+                return
 
 
 _NO_CONTEXT = contextvars.Context()  # resolving a future reads no context variable
+_Future = asyncio.Future
+_FALSE = itertools.repeat(False).__next__  # get_debug() without a Python frame
+_new_handle = object.__new__
+_now_of = operator.attrgetter("now")  # time() without a Python frame
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -129,16 +129,25 @@ class NodePrimary:
 
     def __getattr__(self, name: str) -> Any:
         """Every other part of the store protocol: the shared primary's, without latency
-        (idempotency claims, cursors, secrets, indexes: not what the simulation varies)."""
-        return getattr(self.store, name)
+        (idempotency claims, cursors, secrets, indexes: not what the simulation varies).
+        A method is kept on this object, so the next call does not come here again."""
+        value = getattr(self.store, name)
+        if callable(value):
+            self.__dict__[name] = value
+        return value
 
     def _wait(self) -> asyncio.Future[None]:
         """One leg of a call (awaited; a future, not a coroutine: this runs on every leg)."""
         world = self.world
         if world.latency:
-            delay = world.plan.latency(world.rng)
-            if delay:
-                return world.loop.sleep(delay)
+            # FaultPlan.latency, inlined: the same draw and the same arithmetic
+            r = world.random()
+            if r >= 0.5:
+                plan = world.plan
+                plan.counts["latency"] += 1
+                delay = (r - 0.5) * plan.bound / 10
+                if delay:
+                    return world.loop.sleep(delay)
         return world.no_wait
 
     async def get(self, collection: str, id: str) -> Document | None:
@@ -200,10 +209,14 @@ class NodeTier:
     def _wait(self) -> asyncio.Future[None]:
         world = self.world
         # a shared tier answers in well under the primary's time: a leg is late 1 in 8
-        if world.latency and world.rng.random() < 0.25:
-            delay = world.plan.latency(world.rng)
-            if delay:
-                return world.loop.sleep(delay / 4)
+        if world.latency and world.random() < 0.25:
+            r = world.random()  # FaultPlan.latency, inlined
+            if r >= 0.5:
+                plan = world.plan
+                plan.counts["latency"] += 1
+                delay = (r - 0.5) * plan.bound / 10
+                if delay:
+                    return world.loop.sleep(delay / 4)
         return world.no_wait
 
     async def get(self, key: str) -> TierEntry | None:
@@ -347,13 +360,16 @@ class World:
         self.specs = {name: accept_anything(s) for name, s in specs.items()}
         self.loop = loop
         self.rng: random.Random = loop.rng
+        self.random = loop.random
         self.plan = plan
         self.mutant = mutant
         self.latency = "latency" in plan.enabled
         self.key_prefix = key_prefix
+        self.no_wait: asyncio.Future[None] = loop.create_future()  # a leg with no latency
+        self.no_wait.set_result(None)
         primary_clock = VirtualClock(loop, BASE_TIME)
         self.store = MemoryStore(
-            clock=primary_clock, hooks=StoreHooks(plan, loop.rng, mutant), seed=0
+            clock=primary_clock, hooks=StoreHooks(plan, loop.rng, mutant, self.no_wait), seed=0
         )
         tier_class = UnguardedMemoryTier if mutant == "unguarded-l2-fill" else MemoryTier
         self.tier = tier_class(clock=primary_clock)
@@ -365,8 +381,6 @@ class World:
         # per collection, the keys of the writes in flight, oldest first (chasing reads)
         self.writing: dict[str, list[int]] = {}
         self.held_fills: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
-        self.no_wait: asyncio.Future[None] = loop.create_future()  # a leg with no latency
-        self.no_wait.set_result(None)
         self.open = asyncio.Event()  # cleared during a lull
         self.open.set()
         self.auth_bound = plan.bound  # A, the nodes' authorization bound (P8)
