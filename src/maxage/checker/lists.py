@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from maxage.checker.history import FAIL, OK, READ, Op, data_hash
+from maxage.checker.history import FAIL, OK, READ, WRITE_KINDS, Op, data_hash
 
 LIST = "list"
 PAGE_SIZE = 100
@@ -74,7 +74,7 @@ def expand(ops: Sequence[Op]) -> list[Op]:
     docstring); a session page's reads carry no mode (P0 and P1 only)."""
     keys: dict[str, set[str]] = defaultdict(set)
     for o in ops:
-        if o.is_write and o.key:
+        if o.kind in WRITE_KINDS and o.key:  # Op.is_write, without a call per op
             keys[o.collection].add(o.key)
     out: list[Op] = []
     for o in ops:
