@@ -17,6 +17,7 @@ mutant give the same history, byte for byte (its sha256 is reported).
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import math
 import random
@@ -49,6 +50,10 @@ READS = 0.9  # the share of reads among the other operations
 LISTS = 0.1  # the share of list reads (first pages) among the reads, as in maxage check
 CHASE = 0.5  # the share of reads that chase a write in flight (FoundationDB-style)
 THINK = 0.03  # mean think time between a client's operations, in bounds
+# A run's garbage collection: the thresholds a ``maxage serve`` worker sets (maxage.cli's
+# WORKER_GC_THRESHOLDS), so the nodes run as a worker does; the default (700, 10, 10) ran
+# a young collection every few operations (about 1 % of the instructions, more of the time)
+GC_THRESHOLDS = (50_000, 20, 100)
 _encoder = msgspec.json.Encoder()
 _encode = _encoder.encode
 _encode_lines = _encoder.encode_lines
@@ -428,23 +433,29 @@ def run(
     progress: Callable[[Totals], None] | None = None,
 ) -> tuple[Totals, str, float, float]:
     """Epochs until ``ops`` steps ran (or ``duration`` wall seconds passed); returns the
-    totals, the history's sha256, wall and CPU seconds."""
+    totals, the history's sha256, wall and CPU seconds. The garbage collector runs with
+    the thresholds of a ``maxage serve`` worker meanwhile (:data:`GC_THRESHOLDS`)."""
     digest = hashlib.sha256()
     t0, c0 = time.perf_counter(), time.process_time()
     totals = Totals()
-    for epoch, steps in _epochs(cfg, seed, ops):
-        outcome = run_epoch(cfg, seed, epoch, steps)
-        totals.add(epoch, outcome)
-        lines = history_lines(outcome.ops)
-        digest.update(lines)
-        if history is not None:
-            history.write(lines)
-        if progress is not None:
-            progress(totals)
-        if totals.violations and not keep_going:
-            break
-        if duration is not None and time.perf_counter() - t0 >= duration:
-            break
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        for epoch, steps in _epochs(cfg, seed, ops):
+            outcome = run_epoch(cfg, seed, epoch, steps)
+            totals.add(epoch, outcome)
+            lines = history_lines(outcome.ops)
+            digest.update(lines)
+            if history is not None:
+                history.write(lines)
+            if progress is not None:
+                progress(totals)
+            if totals.violations and not keep_going:
+                break
+            if duration is not None and time.perf_counter() - t0 >= duration:
+                break
+    finally:
+        gc.set_threshold(*thresholds)
     return totals, digest.hexdigest(), time.perf_counter() - t0, time.process_time() - c0
 
 

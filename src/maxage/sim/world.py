@@ -383,6 +383,7 @@ class World:
         self.held_fills: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.open = asyncio.Event()  # cleared during a lull
         self.open.set()
+        self.lull = False  # not open.is_set(), read by every client step without a call
         self.auth_bound = plan.bound  # A, the nodes' authorization bound (P8)
         self.api_keys: list[tuple[str, str]] = []  # (id, secret), made before the clients
         self.taken: dict[str, set[str]] = {}  # key id -> collections whose read was taken
@@ -423,11 +424,8 @@ class World:
 
     # -- operations --------------------------------------------------------------------
 
-    def doc_id(self, step: Step) -> str:
-        return f"{self.key_prefix}k{step.key}"
-
     def new_op(self, client: ClientState, step: Step, kind: str) -> Op:
-        key = "" if kind == lists.LIST else self.doc_id(step)
+        key = "" if kind == lists.LIST else f"{self.key_prefix}k{step.key}"  # the document's id
         op = Op(self.next_id, client.index, kind, step.collection, key)
         self.next_id += 1
         op.invoke = self.loop.now
@@ -450,7 +448,19 @@ class World:
         in_flight = self.writing.get(step.collection)
         if not in_flight or in_flight[-1] == step.key:
             return step
-        return step._replace(key=in_flight[-1])
+        # step._replace(key=...), without its generic machinery (this runs per read)
+        return Step(
+            step.client,
+            step.think,
+            step.node,
+            step.kind,
+            step.collection,
+            in_flight[-1],
+            step.mode,
+            step.if_match,
+            step.give_up,
+            step.chase,
+        )
 
     async def run_step(self, client: ClientState, step: Step, phase: str = "run") -> Op:
         """One client request. A crash of its node loses the response (the handler may go
@@ -726,7 +736,7 @@ class World:
             # at least the time the last response took to arrive (its ret): a client's
             # next request never starts before it heard the last one (P4 orders by invoke)
             await sleep(step.think if step.think >= NETWORK_EPSILON else NETWORK_EPSILON)
-            if not open_.is_set():  # a lull: every client waits
+            if self.lull:  # every client waits
                 await open_.wait()
             await self.run_step(state, step)
 
@@ -761,10 +771,15 @@ class World:
                 # no request for a while: whatever a lost invalidation left behind is
                 # older than the bound when the clients come back
                 self.open.clear()
-                self.loop.call_later((1 + rng.random()) * bound, self.open.set)
+                self.lull = True
+                self.loop.call_later((1 + rng.random()) * bound, self._end_lull)
             else:
                 continue
             plan.counts[fault] += 1
+
+    def _end_lull(self) -> None:
+        self.lull = False
+        self.open.set()
 
     def _restart(self, node: Node) -> None:
         node.restart_timer = None
@@ -775,7 +790,7 @@ class World:
         """Faults stop; every node is up and reachable; the bound and every delay pass."""
         self.done = True
         self.plan.healed = True
-        self.open.set()
+        self._end_lull()
         for node in self.nodes:
             node.partitioned = False
             if node.restart_timer is not None:
