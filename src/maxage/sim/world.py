@@ -567,7 +567,7 @@ class World:
         op.ret = self.loop.now
         op.status = 200
         op.version = result.version
-        op.tier = result.source.value
+        op.tier = result.source._value_  # .value, without enum's descriptor frames
         op.age = result.age
         try:
             body = _decode_body(result.body)
