@@ -3,7 +3,8 @@
 The bar (issue 2, restated by issue 17): maxage's hit ratio >= theine's - 0.01
 and >= LRU's - 0.02 on every workload class. The generators are seeded and
 sized by the capacity, and LRU (cachetools) and maxage's policy replay them
-deterministically; theine is not seeded, so only rows far from the bar are
+deterministically; theine's figure is the mean of seeded runs, repeatable only
+to about +-0.002 (``bench.sim.run_theine``), so only rows far from the bar are
 asserted either way. Rows within ~0.01 of theine (``scans``, ``loopzipf``) are
 left to ``bench/sim.py --classes``.
 
