@@ -226,7 +226,8 @@ class TinyLfuPolicy:
     Three shadow W-TinyLFUs at windows of 1/20/90%, fed a hash-sampled 1/8 of
     the keys (fewer in big caches) and sharing this sketch, make the big
     moves: toward the best shadow (up to two fractions) if it beats the one
-    nearest the current window by more than sqrt(hits). The shadows see every
+    nearest the current window by more than sqrt(hits) -- more when their hits
+    come in long runs (``WindowClimber.shadow_jump``). The shadows see every
     access to a sampled key, including the hits the read buffer dropped
     (``_replay_dropped``, at the next drain: without them a recency shadow
     acted like a bigger cache and pulled scans to a 90% window). A sample
