@@ -1,9 +1,10 @@
-"""Instructions (callgrind) and CPU per request of the strong GET and the POST on
-PostgreSQL, maxage against the bare asyncpg references, in process (issue 17).
+"""Instructions (callgrind) and CPU per request of the cached GET, the strong GET and the
+POST on PostgreSQL, maxage against its references, in process (issue 17).
 
     python bench/scaleout/inproc.py [--requests 2000] [--callers 50] [--paths strong,post]
         [--who maxage,ref] [--cpu] [--rounds 3] [--keep PREFIX] [--cprofile PREFIX]
         [--baseline-src DIR] [--db postgresql://postgres@127.0.0.1:5432/test]
+        [--cache redis://127.0.0.1:6379/15]
 
 No granian and no sockets between client and server: each child process builds the
 server's application as a worker does and calls it directly, ``callers`` concurrent
@@ -13,11 +14,20 @@ callers doing ``requests`` requests between them, on uvloop, against real Postgr
   the settings of ``maxage serve --db … --access-log off --max-loop-lag 0``, as
   ``primary.py`` runs it), called through ``__rsgi__`` with a scope and protocol object
   shaped as granian's (``response_bytes`` keeps the answer);
-* ref: ``pk_asgi.py`` (strong GET: one pooled ``fetchrow``) and ``txn_asgi.py`` (POST: a
-  2-insert transaction) called through ASGI with granian's scope shape.
+* asgi (``--who``, cached GET only): the same app's ASGI callable (``App.__call__``, what
+  ``--interface asgi`` runs), with granian's ASGI scope shape (``baseline-asgi`` with
+  ``--baseline-src``);
+* ref-rsgi (``--who``, cached GET only): ``bench/api/raw_rsgi.py`` through the RSGI
+  caller, for scale (the RSGI harness's own cost);
+* ref: ``pk_asgi.py`` (strong GET: one pooled ``fetchrow``), ``txn_asgi.py`` (POST: a
+  2-insert transaction) and, for the cached GET, ``bench/api/raw_asgi.py`` (the same body
+  bytes, precomputed headers: the wall-clock benchmarks' reference) called through ASGI
+  with granian's scope shape.
 
-The request shapes are the ones ``primary.py`` makes wrk send: ``GET
+The request shapes are the ones ``primary.py`` and ``run.py`` make wrk send: ``GET
+/v1/products/<id>`` (``cached``: an L1 hit, the bounded read's hot path), ``GET
 /v1/products/<id>?consistency=strong`` and ``POST /v1/products`` with ``post.lua``'s body.
+``--cache``: maxage runs with that Redis as its shared tier (as ``run.py`` does).
 What granian itself costs (HTTP parsing, building the scope, writing the answer) is in
 neither figure; it is about the same for both servers.
 
@@ -27,7 +37,9 @@ requests outside the count, then the measured requests inside one
 ``itertools.starmap`` call (``--toggle-collect=starmap_next``): everything the process
 executes meanwhile is counted (the app, asyncpg, uvloop, background tasks), PostgreSQL's
 own work is not. Instructions do not move with the neighbours' load; wall time under
-valgrind is ~50x, so timer-driven background work weighs less than in a real run.
+valgrind is ~50x, so timer-driven background work weighs less than in a real run (the
+in-service monitor's checking passes, at most one per 0.1 s, are spaced 50x wider under
+valgrind to keep their weight per request).
 ``--cpu``: no valgrind, CPU µs per request (``process_time``), ``--rounds`` alternating
 children, medians. ``--cprofile PREFIX``: a cProfile of the measured phase per child
 (``PREFIX.<who>.<path>``, read with ``pstats``). ``--baseline-src DIR``: also maxage run
@@ -54,7 +66,7 @@ sys.path.insert(0, str(HERE.parent))
 from callgrind_core import callgrind_count  # noqa: E402  (bench/)
 
 POST_BODY = b'{"name":"chair","price":49.5,"currency":"EUR","tags":["wood"]}'
-PATHS = ("strong", "post")
+PATHS = ("cached", "strong", "post")
 VALGRIND_SLOWDOWN = 50
 
 
@@ -75,6 +87,9 @@ class _Headers:
 
     def items(self) -> list[tuple[str, str]]:
         return self._items
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
     def __contains__(self, name: str) -> bool:
         return name in self._keys
@@ -102,11 +117,12 @@ class _Scope:
 class _Proto:
     """granian's RSGI protocol object: the body in one chunk, the answer kept."""
 
-    __slots__ = ("_body", "status")
+    __slots__ = ("_body", "headers", "status")
 
     def __init__(self, body: bytes) -> None:
         self._body = body
         self.status = 0
+        self.headers: list[tuple[str, str]] = []
 
     def __aiter__(self) -> Any:
         return self._chunks()
@@ -120,6 +136,7 @@ class _Proto:
 
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.status = status
+        self.headers = headers
 
     def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
         raise AssertionError("no streams here")
@@ -127,6 +144,15 @@ class _Proto:
 
 def _rsgi_caller(app: Any, path: str, setup: dict[str, Any]) -> Any:
     host = ("host", "127.0.0.1:8000")
+    if path == "cached":
+        cscope = _Scope("GET", f"/v1/products/{setup['id']}", "", [host])
+
+        async def one() -> int:
+            proto = _Proto(b"")
+            await app.__rsgi__(cscope, proto)
+            return proto.status
+
+        return one
     if path == "strong":
         scope = _Scope("GET", f"/v1/products/{setup['id']}", "consistency=strong", [host])
 
@@ -150,8 +176,8 @@ def _rsgi_caller(app: Any, path: str, setup: dict[str, Any]) -> Any:
     return one
 
 
-def _asgi_caller(app: Any, path: str) -> Any:
-    method, body = ("GET", b"") if path == "strong" else ("POST", POST_BODY)
+def _asgi_caller(app: Any, path: str, target: str = "/") -> Any:
+    method, body = ("POST", POST_BODY) if path == "post" else ("GET", b"")
     headers = [(b"host", b"127.0.0.1:8000")]
     if body:
         headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
@@ -166,8 +192,8 @@ def _asgi_caller(app: Any, path: str) -> Any:
             "scheme": "http",
             "method": method,
             "root_path": "",
-            "path": "/",
-            "raw_path": b"/",
+            "path": target,
+            "raw_path": target.encode(),
             "query_string": b"",
             "headers": headers,
         }
@@ -206,29 +232,32 @@ def child(
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    if who == "ref":
+    if who == "ref-rsgi":
+        sys.path.insert(0, str(HERE.parent / "api"))
+        os.environ.update(setup["cached_env"])
+        import types
+
+        import raw_rsgi
+
+        one = _rsgi_caller(types.SimpleNamespace(__rsgi__=raw_rsgi.app), path, setup["maxage"])
+    elif who == "ref":
         sys.path.insert(0, str(HERE))
-        os.environ.update(setup["pk_env"] if path == "strong" else setup["txn_env"])
+        sys.path.insert(0, str(HERE.parent / "api"))
+        os.environ.update(setup[f"{path}_env"])
         import importlib
 
-        module = importlib.import_module("pk_asgi" if path == "strong" else "txn_asgi")
-        one = _asgi_caller(module.app, path)
+        name = {"cached": "raw_asgi", "strong": "pk_asgi", "post": "txn_asgi"}[path]
+        one = _asgi_caller(importlib.import_module(name).app, path)
     else:
         from maxage import cli
 
-        args = cli.build_parser().parse_args(
-            [
-                "serve",
-                "--db",
-                setup["db"],
-                "--pg-schema",
-                setup["schema"][who],
-                "--access-log",
-                "off",
-                "--max-loop-lag",
-                "0",
-            ]
-        )
+        base = "baseline" if who.startswith("baseline") else "maxage"
+        schema = setup["schema"][base]
+        serve = ["serve", "--db", setup["db"], "--pg-schema", schema, "--access-log", "off",
+                 "--max-loop-lag", "0"]  # fmt: skip
+        if setup["cache"] and path == "cached":
+            serve += ["--cache", setup["cache"]]
+        args = cli.build_parser().parse_args(serve)
         settings = cli.serve_settings(args)
         settings["main_pid"] = os.getppid()  # the worker watches its parent: this one's
         os.environ[cli.SETTINGS_ENV] = json.dumps(settings)
@@ -247,7 +276,14 @@ def child(
             # CPU, 0.05% of a core in a real run): ~50x more per request under valgrind,
             # and as many times as the run lasts. Off in the count.
             app.app._status_task.cancel()
-        one = _rsgi_caller(app, path, setup[who])
+        monitor = app.app.service.reads.monitor
+        if mode == "callgrind" and monitor is not None:
+            monitor.pass_interval *= VALGRIND_SLOWDOWN  # its real rate per request
+        doc = setup[base]
+        if who.endswith("asgi"):
+            one = _asgi_caller(app.app, path, f"/v1/products/{doc['id']}")
+        else:
+            one = _rsgi_caller(app, path, doc)
 
     async def run(n: int) -> list[int]:
         statuses: list[int] = []
@@ -279,6 +315,11 @@ def child(
         profiler.dump_stats(out)
     statuses = done[0]
     assert set(statuses) <= {200, 201}, sorted(set(statuses))
+    if path == "cached" and who == "maxage":  # after the count: the answers were L1 hits
+        proto = _Proto(b"")
+        loop.run_until_complete(app.__rsgi__(_Scope("GET", f"/v1/products/{doc['id']}", "",
+                                                    []), proto))  # fmt: skip
+        assert ("cache-status", "maxage; hit; detail=l1") in proto.headers, proto.headers
     print(json.dumps({"cpu_us": cpu / len(statuses) * 1e6, "n": len(statuses)}), flush=True)
     os._exit(0)  # the app's shutdown would wait for the drain grace
 
@@ -286,12 +327,13 @@ def child(
 # -- the parent -----------------------------------------------------------------------------
 
 
-async def _setup(db: str, schemas: dict[str, str]) -> dict[str, Any]:
+async def _setup(db: str, schemas: dict[str, str], cache: str | None) -> dict[str, Any]:
     """Each maxage schema made by a maxage app, one document in it (its id, and the strong
-    read's bytes for the reference), and the reference's own tables for the POST."""
+    and cached reads' bytes for the references), and the reference's own tables for the
+    POST."""
     import asyncpg
 
-    setup: dict[str, Any] = {"db": db, "schema": schemas}
+    setup: dict[str, Any] = {"db": db, "schema": schemas, "cache": cache}
     conn = await asyncpg.connect(db)
     try:
         for who, schema in schemas.items():
@@ -324,7 +366,8 @@ async def _setup(db: str, schemas: dict[str, str]) -> dict[str, Any]:
         await conn.close()
     head, sep, tail = doc["strong_body"].encode("latin-1").partition(data)
     assert sep, "the document's data is not in the strong body"
-    setup["pk_env"] = {
+    setup["cached_env"] = {"BENCH_BODY": doc["cached_body"]}
+    setup["strong_env"] = {
         "BENCH_DSN": db,
         "BENCH_SCHEMA": main,
         "BENCH_COLLECTION": "products",
@@ -332,7 +375,7 @@ async def _setup(db: str, schemas: dict[str, str]) -> dict[str, Any]:
         "BENCH_HEAD": head.decode(),
         "BENCH_TAIL": tail.decode(),
     }
-    setup["txn_env"] = {"BENCH_DSN": db, "BENCH_SCHEMA": ref}
+    setup["post_env"] = {"BENCH_DSN": db, "BENCH_SCHEMA": ref}
     return setup
 
 
@@ -389,7 +432,17 @@ def _make_doc(db: str, schema: str) -> None:
     strong = loop.run_until_complete(
         call("GET", f"/v1/products/{created['id']}", b"consistency=strong", b"")
     )
-    print(json.dumps({"id": created["id"], "strong_body": strong.decode("latin-1")}), flush=True)
+    cached = loop.run_until_complete(call("GET", f"/v1/products/{created['id']}", b"", b""))
+    print(
+        json.dumps(
+            {
+                "id": created["id"],
+                "strong_body": strong.decode("latin-1"),
+                "cached_body": cached.decode("latin-1"),
+            }
+        ),
+        flush=True,
+    )
     os._exit(0)
 
 
@@ -400,7 +453,7 @@ def _src_env(who: str) -> dict[str, str]:
     """The child's import path: the baseline's src first for "baseline"; valgrind runs the
     interpreter by its resolved path, outside the venv, so the child gets the parent's."""
     paths = [p for p in sys.path if p]
-    if who == "baseline":
+    if who.startswith("baseline"):
         paths.insert(0, _BASELINE["src"])
     return {"PYTHONPATH": os.pathsep.join(paths)}
 
@@ -462,11 +515,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cprofile", help="save cProfile stats as PREFIX.<who>.<path>")
     ap.add_argument("--baseline-src", type=Path)
     ap.add_argument("--db", default="postgresql://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--cache", help="maxage's shared tier for the cached GET (Redis URL)")
     args = ap.parse_args(argv)
     whos = args.who.split(",")
     if args.baseline_src is not None:
         _BASELINE["src"] = str(args.baseline_src.resolve())
         whos.insert(1, "baseline")
+        if "asgi" in whos:
+            whos.insert(whos.index("asgi") + 1, "baseline-asgi")
     schemas = {"maxage": f"bench_inproc_{os.getpid()}"}
     if "baseline" in whos:
         schemas["baseline"] = f"bench_inproc_{os.getpid()}_base"
@@ -475,12 +531,14 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     try:
-        setup = asyncio.run(_setup(args.db, schemas))
+        setup = asyncio.run(_setup(args.db, schemas, args.cache))
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(setup, f)
         for r in range(args.rounds):
             for path in args.paths.split(","):
                 for who in whos if r % 2 == 0 else whos[::-1]:
+                    if who.endswith(("asgi", "rsgi")) and path != "cached":
+                        continue
                     prefix = args.cprofile or args.keep
                     keep = f"{prefix}.{who}.{path}" if prefix else None
                     value = measure(who, path, args, f.name, mode, keep)
@@ -498,10 +556,16 @@ def main(argv: list[str] | None = None) -> int:
         ref = statistics.median(by_who["ref"]) if "ref" in by_who else None
         for who, values in by_who.items():
             med = statistics.median(values)
-            rounds = ", ".join(f"{v:,.0f}" for v in values)
+            rounds = ", ".join(_num(v) for v in values)
             vs = f"{med / ref:.2f}x" if ref and who != "ref" else ""
-            print(f"| {path} | {who} | {med:,.0f} ({rounds}) | {vs} |")
+            if ref and who == "ref-rsgi":
+                vs = f"{med / ref:.2f}x"
+            print(f"| {path} | {who} | {_num(med)} ({rounds}) | {vs} |")
     return 0
+
+
+def _num(v: float) -> str:
+    return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
 
 
 async def _drop(db: str, schemas: list[str]) -> None:

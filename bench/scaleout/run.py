@@ -1,7 +1,7 @@
 """Scale-out benchmarks (issue 5, issue 17): PostgreSQL primary + Redis tier, wrk as load generator.
 
     python bench/scaleout/run.py [--duration 5] [--rounds 3] [--connections 50] [--workers 2]
-        [--cores one|both] [--explain] [--cached-only]
+        [--cores one|both] [--explain] [--cached-only] [--baseline-src DIR]
         [--db postgresql://postgres@127.0.0.1:5432/test] [--cache redis://127.0.0.1:6379/14]
 
 In one run (with the helpers of ``bench/api/run.py``):
@@ -14,7 +14,9 @@ In one run (with the helpers of ``bench/api/run.py``):
    off at a time -- the in-service monitor's sampled look-ups (``--monitor-sample 0``),
    then Redis, then PostgreSQL (SQLite instead), then the shedder's loop-lag probe (a
    timer every 5 ms per worker; ``--max-loop-lag 0``) -- and over ``--interface asgi``,
-   so the gap to the reference can be split into its parts;
+   so the gap to the reference can be split into its parts; ``--baseline-src DIR`` adds
+   the same server as shipped run from another ``src/`` tree (``PYTHONPATH``: before/after
+   in one invocation);
 2. strong GET (``?consistency=strong``: a primary read per request) vs a bare asyncpg
    primary-key lookup (``pk_asgi.py``, same query, same body bytes) on the same granian
    with N workers;
@@ -67,16 +69,22 @@ def ready(base: str, timeout: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def maxage(
-    db: str, workers: int, cache: str | None, schema: str, *extra: str, cpus: str = "0"
+    db: str,
+    workers: int,
+    cache: str | None,
+    schema: str,
+    *extra: str,
+    cpus: str = "0",
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """``maxage serve`` (access log off, any ``extra`` options) until the block ends:
-    (base URL, session id)."""
+    """``maxage serve`` (access log off, any ``extra`` options, ``env`` added to the
+    environment) until the block ends: (base URL, session id)."""
     port = free_port()
     cmd = [str(BIN / "maxage"), "serve", "--port", str(port), "--db", db,
            "--workers", str(workers), "--access-log", "off", *extra]  # fmt: skip
     if cache:
         cmd += ["--cache", cache]
-    with server(cmd, port, {"MAXAGE_PG_SCHEMA": schema}, cpus=cpus) as sid:
+    with server(cmd, port, {"MAXAGE_PG_SCHEMA": schema, **(env or {})}, cpus=cpus) as sid:
         base = f"http://127.0.0.1:{port}"
         ready(base)
         yield base, sid
@@ -178,6 +186,7 @@ def main() -> int:
     ap.add_argument("--cores", choices=tuple(CPUS), default="one")
     ap.add_argument("--explain", action="store_true", help="cached GET with each part off")
     ap.add_argument("--cached-only", action="store_true")
+    ap.add_argument("--baseline-src", type=Path, help="also the shipped server from this src/")
     ap.add_argument("--db", default="postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument("--cache", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--json", action="store_true")
@@ -198,6 +207,9 @@ def main() -> int:
     variants: list[tuple[str, str, str | None, tuple[str, ...]]] = [
         (shipped, args.db, args.cache, ())
     ]
+    baseline = f"… from --baseline-src (PG + Redis, {n} workers)"
+    if args.baseline_src is not None:
+        variants.append((baseline, args.db, args.cache, ()))
     if args.explain:
         variants += [
             (f"… monitor off ({n} workers)", args.db, args.cache, ("--monitor-sample", "0")),
@@ -215,7 +227,12 @@ def main() -> int:
             targets: list[tuple[str, str, int]] = []  # (row, url, session)
             body = ""
             for row, db, cache, extra in variants:
-                base, sid = stack.enter_context(maxage(db, n, cache, schema, *extra, cpus=on))
+                env = None
+                if row == baseline:
+                    env = {"PYTHONPATH": str(args.baseline_src.resolve())}
+                base, sid = stack.enter_context(
+                    maxage(db, n, cache, schema, *extra, cpus=on, env=env)
+                )
                 url = f"{base}/v1/products/{post(base)['id']}"
                 body = body or urllib.request.urlopen(url).read().decode()
                 targets.append((row, url, sid))
