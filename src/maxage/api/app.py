@@ -23,7 +23,7 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -45,7 +45,6 @@ from maxage.api.types import (
 )
 from maxage.contracts import CollectionSpec, Cors
 from maxage.core.metrics import Histogram
-from maxage.core.types import Entry
 from maxage.logs import trace_id
 from maxage.service import (
     LAGGING,
@@ -58,6 +57,7 @@ from maxage.service.reads import hot_collections
 from maxage.service.representation import hot_suffixes
 
 T = TypeVar("T")
+S = TypeVar("S", bytes, str)  # a header's spelling: ASGI's bytes or RSGI's str
 access_log = logging.getLogger("maxage.access")
 log = logging.getLogger("maxage.api")
 
@@ -93,35 +93,64 @@ _OVERLOADED = "the server is overloaded; retry after Retry-After"
 _SHED_HEAD = render_problem("overloaded", _OVERLOADED, "\x00", "\x01")[1].split(b'"\\u0000"')[0]
 _SHED_TAIL = b',"request_id":"%s","code":"overloaded"}'
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
-_AGES = [b"%d" % i for i in range(100)]
 # Work awaited for a request (App.awaited) is cancelled when its client disconnects, once it
 # has run this long: what ends sooner is not worth watching for (seconds).
 WATCH_DISCONNECT_AFTER = 0.05
-# Outcomes of App._hot_get (identity-compared sentinels).
-HOT_SERVED, HOT_NOT_TRIED, HOT_MISSED = object(), object(), object()
+# Reasons App.hot_answer gives for not answering (identity-compared sentinels).
+HOT_NOT_TRIED, HOT_MISSED = object(), object()
 
 
 class _HotRoute:
     """Everything about one collection's cached GET that can be computed before requests."""
 
-    __slots__ = (
-        "bound",
-        "cache_control",
-        "cache_control_text",
-        "histogram",
-        "route",
-        "scope",
-        "suffixes",
-    )
+    __slots__ = ("bound", "histogram", "route", "scope", "suffixes")
 
     def __init__(self, spec: CollectionSpec, histograms: dict[tuple[str, str, str], Histogram]):
         self.bound = spec.max_staleness
         self.scope = read_scope(spec.name)
         self.route = f"/v1/{spec.name}/{{id}}"
         self.suffixes = hot_suffixes(spec.max_staleness)
-        self.cache_control = [b"max-age=%d" % b for b in range(len(self.suffixes))]
-        self.cache_control_text = [c.decode() for c in self.cache_control]  # for RSGI
         self.histogram = histograms.setdefault(("GET", self.route, "200"), Histogram())
+
+
+class HitFields(Generic[S]):
+    """The hot path's response fields and request ids in one server interface's spelling:
+    bytes for ASGI (``App.asgi_fields``), str for RSGI (``App.rsgi_fields``).
+
+    Invariant: :meth:`App.hot_answer` builds a hit's answer from these alone, so both
+    interfaces send the same seven fields in the same order with the same values; every
+    (name, value) pair that does not depend on the request is built once, here (a budget's
+    ``Cache-Control``, an ``Age`` below 100 s, ``Cache-Status``, ``Content-Type``)."""
+
+    __slots__ = ("age", "ages", "cache_control", "cache_status", "content_length",
+                 "content_type", "etag", "fresh_rid", "number", "rid", "safe_rid",
+                 "text")  # fmt: skip
+
+    def __init__(
+        self,
+        spell: Callable[[bytes], S],
+        number: Callable[[int], S],
+        max_budget: int,
+        rid_prefix: bytes,
+    ) -> None:
+        self.text: Callable[[bytes], S] = spell  # an ASCII value (the ETag's)
+        self.number: Callable[[int], S] = number  # an int's decimal digits
+        self.rid: S = spell(RID)
+        self.etag: S = spell(ETAG)
+        self.age: S = spell(AGE)
+        self.content_length: S = spell(CL)
+        self.ages: list[tuple[S, S]] = [(self.age, spell(b"%d" % i)) for i in range(100)]
+        cc = spell(CC)
+        self.cache_control: list[tuple[S, S]] = [
+            (cc, spell(b"max-age=%d" % b)) for b in range(max_budget + 1)
+        ]
+        self.cache_status: tuple[S, S] = (spell(CSTATUS), spell(HIT_L1))
+        self.content_type: tuple[S, S] = (spell(CT), spell(JSON))
+        self.safe_rid: Callable[[S], re.Match[S] | None] = re.compile(
+            spell(_SAFE_REQUEST_ID.pattern)
+        ).fullmatch
+        # A fresh request id: the worker's prefix and a counter in hex (one C call).
+        self.fresh_rid: Callable[[int], S] = spell(rid_prefix + b"%x").__mod__
 
 
 class App:
@@ -147,7 +176,6 @@ class App:
         self.in_flight = 0
         self.cancelled_requests = 0
         self.deadline_exceeded = 0
-        self._rid_prefix = os.urandom(4).hex().encode() + b"-"
         self._rid_counter = itertools.count(1)
         self.histograms: dict[tuple[str, str, str], Histogram] = {}
         self.openapi_bytes = openapi.render(
@@ -157,13 +185,19 @@ class App:
         self._hot = {
             s.name: _HotRoute(s, self.histograms) for s in hot_collections(self.collections)
         }
+        max_budget = max((len(h.suffixes) - 1 for h in self._hot.values()), default=0)
+        rid_prefix = os.urandom(4).hex().encode() + b"-"
+        # bytes(b) is b itself; bytes.decode: the values are ASCII (UTF-8 = Latin-1 there)
+        self.asgi_fields = HitFields(bytes, b"%d".__mod__, max_budget, rid_prefix)
+        self.rsgi_fields = HitFields(bytes.decode, str, max_budget, rid_prefix)
         self._l1 = service.reads.l1
-        self._clock = service.clock
+        self._now = service.clock.now
         self._access = service.access
         # The hot path serves only what needs no await before the answer: with shared or
         # per-process rate limits the general path answers (it carries the RateLimit fields).
         # With tracing on, every request takes the general path (it records the span).
-        self._hot_ok = not service.limits.enabled and tracing.TRACER is None
+        hot_ok = not service.limits.enabled and tracing.TRACER is None
+        self._hot_routes = self._hot if hot_ok else {}  # what hot_answer may serve
         self.cors = guard.CorsPolicy(cors) if cors is not None else None
         self.shedder = Shedder(
             settings.max_concurrency, settings.queue_deadline, settings.max_loop_lag
@@ -172,6 +206,10 @@ class App:
         self._shed_histogram = self.histograms.setdefault(("GET", "shed", "503"), Histogram())
         self._sample = random.Random()
         self._log_every_hit = settings.access_log in ("all", "sampled")
+        # A hit's elapsed time at or above this is logged (never, unless errors-and-slow).
+        self._log_slow_hit = (
+            settings.slow_request if settings.access_log == "errors-and-slow" else float("inf")
+        )
         # /status: the last minutes of this server's own /metrics, reduced (maxage.status).
         self.status = status.Recorder(self.render_metrics)
         self._status_task: asyncio.Task[None] | None = None
@@ -256,49 +294,61 @@ class App:
                 unusual = unusual or not accepts_json(value)
             elif name in UNUSUAL_HEADERS:
                 unusual = True
-        rid = self.request_id(rid)
+        spelled = self.asgi_fields
+        rid = self.request_id(rid, spelled)
         path = scope["path"]
-        if self.shedder.full(self.in_flight) and await self.refused(path):
+        if self.in_flight >= self.shedder.full_at and await self.refused(path):  # full()
             await self.shed(path, rid, send, started)
             return
-        hot_result = HOT_NOT_TRIED
-        target = self.hot_target(scope["method"], path, scope["query_string"], unusual)
-        if target is not None:
-            hot_result = await self._hot_get(target, rid, authorization, send, started)
-            if hot_result is HOT_SERVED:
-                return
-        await self.general(scope, receive, send, rid, authorization, hot_result, started)
+        answer = self.hot_answer(
+            spelled, scope["method"], path, scope["query_string"], unusual, authorization, rid
+        )
+        if type(answer) is tuple:
+            hot, headers, body = answer
+            self.in_flight += 1
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+            finally:
+                self.finished()
+            self.hot_served(hot, path, rid, started)
+            return
+        await self.general(scope, receive, send, rid, authorization, answer, started)
 
-    def request_id(self, sent: bytes | None) -> bytes:
+    def request_id(self, sent: S | None, spelled: HitFields[S]) -> S:
         """The client's ``X-Request-Id`` when safe to echo and log, else a fresh one."""
-        if sent is None or len(sent) > 128 or not _SAFE_REQUEST_ID.fullmatch(sent):
-            return b"%s%x" % (self._rid_prefix, next(self._rid_counter))
+        if sent is None or len(sent) > 128 or not spelled.safe_rid(sent):
+            return spelled.fresh_rid(next(self._rid_counter))
         return sent
 
     async def refused(self, path: str) -> bool:
         """Whether to shed this request (call only when ``shedder.full``: the fast test)."""
         return path not in _NEVER_SHED and not await self.shedder.admit(self.in_flight)
 
-    def hot_target(
-        self, method: str, path: str, query: bytes | str, unusual: bool
-    ) -> tuple[_HotRoute, str] | None:
-        """The hot route and cache key of a request the hot path may answer, else None."""
-        if method != "GET" or unusual or query or not self._hot_ok or not path.startswith("/v1/"):
-            return None
-        col, _, id = path[4:].partition("/")
-        hot = self._hot.get(col)
-        if hot is None or not id or id == "changes" or "/" in id:
-            return None
-        return hot, col + "/" + id
-
-    def hot_hit(
-        self, hot: _HotRoute, key: str, authorization: bytes | None
-    ) -> tuple[Entry, float, int] | object:
-        """``(entry, age, budget)`` when L1 answers a bounded GET, or the reason to take the
-        general path: HOT_NOT_TRIED (holder lagging, or a key the in-process cache cannot
+    def hot_answer(
+        self,
+        spelled: HitFields[S],
+        method: str,
+        path: str,
+        query: bytes | str,
+        unusual: bool,
+        authorization: bytes | None,
+        rid: S,
+    ) -> tuple[_HotRoute, list[tuple[S, S]], bytes] | object:
+        """The hot path's answer to a request, in ``spelled``'s spelling: ``(route, headers,
+        body)`` of a 200 when L1 answers a bounded GET (the one builder both interfaces
+        send), else the reason to take the general path: HOT_NOT_TRIED (not a plain GET of
+        a hot collection's document, holder lagging, or a key the in-process cache cannot
         vouch for) or HOT_MISSED (L1 miss, already counted). The rules are the service's
-        (``Reads.l1``, ``Access.cached``); the callers only render precomputed HTTP."""
-        now = self._clock.now()
+        (``Reads.l1``, ``Access.cached``); this only renders precomputed HTTP."""
+        if method != "GET" or unusual or query or not path.startswith("/v1/"):
+            return HOT_NOT_TRIED
+        key = path[4:]  # the cache key: collection/id
+        col, _, id = key.partition("/")
+        hot = self._hot_routes.get(col)
+        if hot is None or not id or id == "changes" or "/" in id:
+            return HOT_NOT_TRIED
+        now = self._now()
         if self._access.enabled:
             secret = guard.bearer(authorization)
             principal = self._access.cached(secret, now) if secret is not None else None
@@ -309,64 +359,44 @@ class App:
             return HOT_MISSED
         if hit is LAGGING:
             return HOT_NOT_TRIED
-        return hit
+        entry, age, budget = hit
+        body = entry.body + hot.suffixes[budget]
+        etag = entry.meta or b'"%d"' % entry.version  # meta: the ETag Reads filled in
+        return (
+            hot,
+            [
+                (spelled.rid, rid),
+                (spelled.etag, spelled.text(etag)),  # type: ignore[arg-type]
+                spelled.ages[int(age)] if age < 100 else (spelled.age, spelled.number(int(age))),
+                spelled.cache_control[budget],
+                spelled.cache_status,
+                spelled.content_type,
+                (spelled.content_length, spelled.number(len(body))),
+            ],
+            body,
+        )
 
     def finished(self) -> None:
         """A request counted in ``in_flight`` is done: free its slot."""
         self.in_flight -= 1
-        if self.shedder.busy:
+        if self.shedder.waiting:
             self.shedder.release()
 
-    def hot_served(self, hot: _HotRoute, key: str, rid: bytes, started: float) -> None:
+    def hot_served(self, hot: _HotRoute, path: str, rid: bytes | str, started: float) -> None:
         """Count (and maybe log) a hot-path answer once it is sent."""
         elapsed = time.perf_counter() - started
         hot.histogram.observe(elapsed)
-        mode = self.settings.access_log
-        if (
+        if elapsed >= self._log_slow_hit or (
             self._log_every_hit
-            and (mode == "all" or self._sample.random() < self.settings.access_log_sample)
-        ) or (elapsed >= self.settings.slow_request and mode == "errors-and-slow"):
-            req = Request("GET", "/v1/" + key, b"", rid.decode("latin-1"), started)
+            and (
+                self.settings.access_log == "all"
+                or self._sample.random() < self.settings.access_log_sample
+            )
+        ):
+            text = rid if type(rid) is str else rid.decode("latin-1")  # type: ignore[union-attr]
+            req = Request("GET", path, b"", text, started)
             req.route, req.source = hot.route, "l1"
             self._log(req, 200, elapsed)
-
-    async def _hot_get(
-        self,
-        target: tuple[_HotRoute, str],
-        rid: bytes,
-        authorization: bytes | None,
-        send: Send,
-        started: float,
-    ) -> object:
-        """The hot path on ASGI: HOT_SERVED, or ``hot_hit``'s reason not to."""
-        hot, key = target
-        hit = self.hot_hit(hot, key, authorization)
-        if type(hit) is not tuple:
-            return hit
-        entry, age, budget = hit
-        body = entry.body + hot.suffixes[budget]
-        self.in_flight += 1
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (RID, rid),
-                        (ETAG, entry.meta or b'"%d"' % entry.version),
-                        (AGE, _AGES[int(age)] if age < 100 else b"%d" % age),
-                        (CC, hot.cache_control[budget]),
-                        (CSTATUS, HIT_L1),
-                        (CT, JSON),
-                        (CL, b"%d" % len(body)),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-        finally:
-            self.finished()
-        self.hot_served(hot, key, rid, started)
-        return HOT_SERVED
 
     async def general(
         self,

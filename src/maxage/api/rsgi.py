@@ -2,11 +2,12 @@
 
 Invariant: every request gets the answer :class:`maxage.api.app.App` would give it
 over ASGI -- the same status, headers, body, metrics and log lines. The hot path (a
-bounded ``GET`` answered from L1) is the app's own (``hot_target``, ``hot_hit``,
-``hot_served``) and is answered here in one call, ``proto.response_bytes``, without
-the ASGI scope and message dicts granian would otherwise build and parse for every
-request (docs/benchmarks.md: a raw RSGI app costs less CPU per request than the same
-raw app on ASGI). Every other request is bridged to the app's ASGI general path.
+bounded ``GET`` answered from L1) is the app's own (``hot_answer`` builds the answer for
+both interfaces, in RSGI's str spelling here; ``hot_served`` counts it) and is sent here
+in one call, ``proto.response_bytes``, without the ASGI scope and message dicts granian
+would otherwise build and parse for every request (docs/benchmarks.md: a raw RSGI app
+costs less CPU per request than the same raw app on ASGI). Every other request is
+bridged to the app's ASGI general path.
 
 One difference in what granian hands over: RSGI's header list leaves out any field
 whose value is not visible ASCII (its name stays in ``keys()``). A request whose left-out
@@ -32,10 +33,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from maxage.api.app import HOT_NOT_TRIED, UNUSUAL_HEADERS, App, accepts_json
+from maxage.api.app import UNUSUAL_HEADERS, App, accepts_json
 from maxage.api.http import READ_HEADERS
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
-from maxage.api.responses import HIT_L1
 from maxage.api.types import HTTPProblem
 
 log = logging.getLogger("maxage.api")
@@ -53,8 +53,6 @@ _NOT_VISIBLE_IS_IGNORED = frozenset(
     {"x-request-id", "traceparent", "x-request-timeout", "last-event-id", "authorization"}
 )
 _NOT_VISIBLE = b"\x80"
-_HIT_L1 = HIT_L1.decode()
-_AGES = [str(i) for i in range(100)]
 _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY = frozenset({204, 304})
 _CONTENT_LENGTH = b"content-length"
@@ -70,6 +68,7 @@ _BROKEN = (
 class Headers(Protocol):
     def keys(self) -> list[str]: ...
     def __contains__(self, name: str) -> bool: ...
+    def __len__(self) -> int: ...  # how many distinct names, readable or not
     def items(self) -> list[tuple[str, str]]: ...
 
 
@@ -124,54 +123,40 @@ class RSGIApp:
             return
         started = time.perf_counter()
         app = self.app
-        headers = scope.headers
+        headers = scope.headers  # granian copies the request's header map on every read
         items = headers.items()
         fields = dict(items)
-        # All fields readable and none repeated: the hot path may answer (else the
-        # general path reads every field as ASGI would, and refuses unreadable ones).
-        plain = len(fields) == len(items) == len(headers.keys())
-        sent_rid = fields.get("x-request-id")
-        rid = app.request_id(None if sent_rid is None else sent_rid.encode())
+        # All fields readable and none repeated (len(headers): distinct names, readable or
+        # not): the hot path may answer (else the general path reads every field as ASGI
+        # would, and refuses unreadable ones).
+        plain = len(fields) == len(items) == len(headers)
+        rid = app.request_id(fields.get("x-request-id"), app.rsgi_fields)
         authorization = fields.get("authorization")
         auth = None if authorization is None else authorization.encode()
         path = scope.path
-        if app.shedder.full(app.in_flight) and await app.refused(path):
-            await app.shed(path, rid, _Bridge(proto).send, started)
+        shedder = app.shedder
+        if app.in_flight >= shedder.full_at and await app.refused(path):  # shedder.full()
+            await app.shed(path, rid.encode(), _Bridge(proto).send, started)
             return
-        hot_result = HOT_NOT_TRIED
         accept = fields.get("accept")
         unusual = (
             not plain
             or not _UNUSUAL.isdisjoint(fields)
             or (accept is not None and not accepts_json(accept.encode()))
         )
-        target = app.hot_target(scope.method, path, scope.query_string, unusual)
-        if target is not None:
-            hot, key = target
-            hit = app.hot_hit(hot, key, auth)
-            if type(hit) is tuple:
-                entry, age, budget = hit
-                body = entry.body + hot.suffixes[budget]
-                app.in_flight += 1
-                try:
-                    proto.response_bytes(
-                        200,
-                        [
-                            ("x-request-id", rid.decode("latin-1")),
-                            ("etag", (entry.meta or b'"%d"' % entry.version).decode("latin-1")),
-                            ("age", _AGES[int(age)] if age < 100 else str(int(age))),
-                            ("cache-control", hot.cache_control_text[budget]),
-                            ("cache-status", _HIT_L1),
-                            ("content-type", "application/json"),
-                            ("content-length", str(len(body))),
-                        ],
-                        body,
-                    )
-                finally:
-                    app.finished()
-                app.hot_served(hot, key, rid, started)
-                return
-            hot_result = hit
+        answer = app.hot_answer(
+            app.rsgi_fields, scope.method, path, scope.query_string, unusual, auth, rid
+        )
+        if type(answer) is tuple:
+            hot, response_headers, body = answer
+            proto.response_bytes(200, response_headers, body)
+            # Sent in one synchronous call: nothing else ran while this request was in
+            # progress, so it is not counted in in_flight (which App.finished undoes); the
+            # slot it held, if it was let in from the shedder's queue, goes to the next.
+            if shedder.waiting:
+                shedder.release()
+            app.hot_served(hot, path, rid, started)
+            return
         refusal = None
         asgi_headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in items]
         if not plain:
@@ -199,17 +184,17 @@ class RSGIApp:
         cut = _cut_detector(scope.http_version, fields, "trailer" in headers)
         bridge = _Bridge(proto, cut)
         await app.general(
-            asgi_scope, bridge.receive, bridge.send, rid, auth, hot_result, started, refusal
+            asgi_scope, bridge.receive, bridge.send, rid.encode(), auth, answer, started, refusal
         )
         if bridge.broken and not bridge.started:
             # The app took the body that broke off for a client gone (499, nothing sent).
             # It may still be there (an unannounced trailer section reads the same): it
             # gets a problem, not granian's empty 500.
-            status, body = render_problem("bad_request", _BROKEN, path, rid.decode("latin-1"))
+            status, body = render_problem("bad_request", _BROKEN, path, rid)
             proto.response_bytes(
                 status,
                 [
-                    ("x-request-id", rid.decode("latin-1")),
+                    ("x-request-id", rid),
                     ("content-type", _PROBLEM),
                     ("content-length", str(len(body))),
                     ("connection", "close"),

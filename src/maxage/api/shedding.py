@@ -35,7 +35,11 @@ class Shedder:
         # Slots handed to woken waiters that have not yet counted themselves in: a new
         # arrival must not take them (the limit would be exceeded by the wakers).
         self.reserved = 0
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        # full(n) is n >= full_at: one compare the callers inline on every request, kept
+        # by _limit whenever reserved or lag moves (-1: lagging, everything is full).
+        self.full_at = max_concurrency
+        # The queued requests' wake-ups, oldest first (App.finished hands a freed slot on).
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._probe: asyncio.TimerHandle | None = None
         self._due = 0.0
 
@@ -55,6 +59,7 @@ class Shedder:
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.perf_counter()
         self.lag = max(0.0, now - self._due)
+        self._limit()
         self._arm(loop, now)
 
     async def admit(self, in_flight: int) -> bool:
@@ -65,14 +70,14 @@ class Shedder:
         if in_flight + self.reserved < self.max_concurrency:
             return True
         # A queue as long as the limit will not drain within the deadline: refuse at once.
-        if len(self._waiting) < self.max_concurrency and await self._queue():
+        if len(self.waiting) < self.max_concurrency and await self._queue():
             return True
         self.shed += 1
         return False
 
     async def _queue(self) -> bool:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
+        self.waiting.append(waiter)
         self.queued += 1
         t0 = time.perf_counter()
         admitted = False
@@ -88,27 +93,33 @@ class Shedder:
                 # We were handed a slot: it is ours now (the caller counts itself in), or,
                 # if the deadline struck at the same moment, the next waiter's.
                 self.reserved -= 1
+                self._limit()
                 if not admitted:
                     self.release()
             else:
                 waiter.cancel()
                 with contextlib.suppress(ValueError):  # gone already if release() passed it
-                    self._waiting.remove(waiter)
+                    self.waiting.remove(waiter)
         return admitted
 
     def release(self) -> None:
         """A request finished: hand its slot to the oldest waiter."""
-        while self._waiting:
-            waiter = self._waiting.popleft()
+        while self.waiting:
+            waiter = self.waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 self.reserved += 1
+                self._limit()
                 return
 
     @property
     def busy(self) -> bool:
-        return bool(self._waiting) or self.lag > self.max_lag > 0
+        return bool(self.waiting) or self.lag > self.max_lag > 0
 
     def full(self, in_flight: int) -> bool:
         """Whether a new request must go through :meth:`admit` (the fast test)."""
-        return in_flight + self.reserved >= self.max_concurrency or self.lag > self.max_lag > 0
+        return in_flight >= self.full_at
+
+    def _limit(self) -> None:
+        lagging = self.lag > self.max_lag > 0
+        self.full_at = -1 if lagging else self.max_concurrency - self.reserved
