@@ -120,11 +120,12 @@ class HitFields(Generic[S]):
     Invariant: :meth:`App.hot_answer` builds a hit's answer from these alone, so both
     interfaces send the same seven fields in the same order with the same values; every
     (name, value) pair that does not depend on the request is built once, here (a budget's
-    ``Cache-Control``, an ``Age`` below 100 s, ``Cache-Status``, ``Content-Type``)."""
+    ``Cache-Control``, an ``Age`` below 100 s, ``Cache-Status``, ``Content-Type``, and the
+    ``Content-Length`` of each body length seen)."""
 
     __slots__ = ("age", "ages", "cache_control", "cache_status", "content_length",
-                 "content_type", "etag", "fresh_rid", "number", "rid", "safe_rid",
-                 "text")  # fmt: skip
+                 "content_type", "etag", "lengths", "number", "rid", "rid_format",
+                 "safe_rid", "text")  # fmt: skip
 
     def __init__(
         self,
@@ -149,8 +150,23 @@ class HitFields(Generic[S]):
         self.safe_rid: Callable[[S], re.Match[S] | None] = re.compile(
             spell(_SAFE_REQUEST_ID.pattern)
         ).fullmatch
-        # A fresh request id: the worker's prefix and a counter in hex (one C call).
-        self.fresh_rid: Callable[[int], S] = spell(rid_prefix + b"%x").__mod__
+        # A fresh request id: the worker's prefix and a counter in hex (`%` with one
+        # argument: a bound __mod__ costs more than the operator).
+        self.rid_format: S = spell(rid_prefix + b"%x")
+        # Content-Length pairs by length, filled as lengths are first seen (length_field).
+        self.lengths: dict[int, tuple[S, S]] = {}
+
+    def length_field(self, length: int) -> tuple[S, S]:
+        """The ``Content-Length`` pair for ``length``, kept for the next body of that
+        length while fewer than MAX_LENGTHS are kept (bodies of a collection's documents
+        come in few lengths; past the cap each is built per request)."""
+        field = (self.content_length, self.number(length))
+        if len(self.lengths) < MAX_LENGTHS:
+            self.lengths[length] = field
+        return field
+
+
+MAX_LENGTHS = 4096  # Content-Length pairs kept per spelling (~0.5 MB at most)
 
 
 class App:
@@ -318,7 +334,7 @@ class App:
     def request_id(self, sent: S | None, spelled: HitFields[S]) -> S:
         """The client's ``X-Request-Id`` when safe to echo and log, else a fresh one."""
         if sent is None or len(sent) > 128 or not spelled.safe_rid(sent):
-            return spelled.fresh_rid(next(self._rid_counter))
+            return spelled.rid_format % next(self._rid_counter)
         return sent
 
     async def refused(self, path: str) -> bool:
@@ -371,7 +387,7 @@ class App:
                 spelled.cache_control[budget],
                 spelled.cache_status,
                 spelled.content_type,
-                (spelled.content_length, spelled.number(len(body))),
+                spelled.lengths.get(len(body)) or spelled.length_field(len(body)),
             ],
             body,
         )
