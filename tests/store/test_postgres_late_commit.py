@@ -304,7 +304,16 @@ async def test_a_long_transaction_holds_a_poll_only_for_the_wait(
         assert pg.stats.ops["changes"] - polls == 7
         assert batch.changes == [] and batch.cursor == 0 and batch.complete
         assert batch.snapshot_at <= fast.document.updated_at
+        # The same long transaction is not waited for again: one look per later poll.
+        for _ in range(3):
+            polls = pg.stats.ops["changes"]
+            again = await asyncio.wait_for(pg.changes_after(0, 100), 5)
+            assert pg.stats.ops["changes"] - polls == 1
+            assert again.changes == [] and again.snapshot_at <= fast.document.updated_at
     finally:
         if not held.task.done():
             await held.release()
         await held.blocker.close()
+    # Once it ended, the frontier moved: the rows are returned (and waited for again).
+    after = await asyncio.wait_for(pg.changes_after(0, 100), 5)
+    assert "fast" in {c.id for c in after.changes}

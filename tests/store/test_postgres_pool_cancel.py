@@ -109,5 +109,16 @@ async def test_the_call_deadline_is_asyncio_timeout(clock: ManualClock) -> None:
         await sleep(0.0)  # in time
         await asyncio.sleep(0.3)  # past the deadline a leftover timer would have cancelled
         assert task.cancelling() == 0
+
+        async def converted(conn: asyncpg.Connection) -> object:
+            try:
+                return await conn.fetchval("SELECT pg_sleep(2)")
+            except asyncio.CancelledError:
+                raise RuntimeError("the call turned its cancellation into an error") from None
+
+        # the deadline's cancel is undone whatever the call turned it into
+        with pytest.raises(RuntimeError):
+            await store._run("converted", converted)
+        assert task.cancelling() == 0
     finally:
         await store.close()

@@ -586,13 +586,16 @@ class App:
         later = loop.call_later(WATCH_DISCONNECT_AFTER, watch)
         try:
             result = await work
-        except asyncio.CancelledError as exc:
-            # Each cancellation is ours only if no one else cancelled this task too (then
-            # it stays cancelled): the deadline's becomes a TimeoutError (504), as
-            # asyncio.timeout's would, the disconnect's a ClientDisconnected.
-            if deadline[2] and task.uncancel() <= deadline[1]:
+        except BaseException as exc:
+            # Each cancellation we made is undone whatever came out (the work may have
+            # turned it into another error), and is ours only if no one else cancelled
+            # this task too (then it stays cancelled): the deadline's becomes a
+            # TimeoutError (504), as asyncio.timeout's would, the disconnect's a
+            # ClientDisconnected.
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            if deadline[2] and task.uncancel() <= deadline[1] and cancelled:
                 raise TimeoutError from exc
-            if disconnected and task.uncancel() == 0:
+            if disconnected and task.uncancel() == 0 and cancelled:
                 self.cancelled_requests += 1
                 raise ClientDisconnected from None
             raise

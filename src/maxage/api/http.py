@@ -149,8 +149,13 @@ async def read_body(req: Request, receive: Receive, limit: int, timeout: float =
         timer = loop.call_at(loop.time() + timeout, expire_task, deadline)
         try:
             message = await receive()
-        except asyncio.CancelledError:
-            if deadline[2] and task.uncancel() <= deadline[1]:
+        except BaseException as exc:
+            # the timer's cancel is undone whatever came out (see expire_task)
+            if (
+                deadline[2]
+                and task.uncancel() <= deadline[1]
+                and isinstance(exc, asyncio.CancelledError)
+            ):
                 raise HTTPProblem(
                     "request_timeout",
                     f"no body bytes for {timeout:g} s; the request is abandoned",

@@ -149,12 +149,15 @@ class RSGIApp:
         )
         if type(answer) is tuple:
             hot, response_headers, body = answer
-            proto.response_bytes(200, response_headers, body)
-            # Sent in one synchronous call: nothing else ran while this request was in
-            # progress, so it is not counted in in_flight (which App.finished undoes); the
-            # slot it held, if it was let in from the shedder's queue, goes to the next.
-            if shedder.waiting:
-                shedder.release()
+            try:
+                proto.response_bytes(200, response_headers, body)
+            finally:
+                # Sent in one synchronous call: nothing else ran while this request was
+                # in progress, so it is not counted in in_flight (which App.finished
+                # undoes); the slot it held, if it was let in from the shedder's queue,
+                # goes to the next, even if the send failed.
+                if shedder.waiting:
+                    shedder.release()
             app.hot_served(hot, path, rid, started)
             return
         refusal = None

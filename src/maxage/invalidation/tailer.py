@@ -175,6 +175,9 @@ class Tailer:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the poll, not after it: a wake-up during the poll (a write of
+            # this process, another's NOTIFY) then brings the next poll at once.
+            self._wake.clear()
             if self.hooks is None or not self.hooks.tailer_stalled():
                 try:
                     complete = await self.poll_once()
@@ -186,7 +189,6 @@ class Tailer:
                     complete = True
                 if not complete:
                     continue
-            self._wake.clear()
             await wait_woken(self._wake, self.poll_interval)
 
     async def poll_once(self) -> bool:

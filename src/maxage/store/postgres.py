@@ -597,6 +597,10 @@ class PostgresStore:
         # A poll that finds committed rows held back by an older running transaction
         # re-polls, sleeping up to this many seconds in all, before returning without them.
         self.frontier_wait = frontier_wait
+        # The frontier a whole wait ended at without moving: an open long transaction.
+        # Polls that find the same frontier do not wait for it again (one wait per long
+        # transaction and process, not one per poll of the tailer and every feed read).
+        self._stuck_frontier: int | None = None
         self._pool: _Pool | None = None
         self._listener: Any = None
         s = f'"{schema}"'
@@ -724,8 +728,15 @@ class PostgresStore:
                     pool.release(conn)
                 finally:
                     timer.cancel()
-            except asyncio.CancelledError as exc:
-                if deadline[2] and task.uncancel() <= deadline[1]:
+            except BaseException as exc:
+                # The timer's cancel is undone whatever came out (the call may have turned
+                # it into another error), as asyncio.timeout does; only a CancelledError
+                # that no one else asked for becomes the timeout.
+                if (
+                    deadline[2]
+                    and task.uncancel() <= deadline[1]
+                    and isinstance(exc, asyncio.CancelledError)
+                ):
                     raise StoreTimeout(f"postgres {op} exceeded {self.timeout}s") from exc
                 raise
             if deadline[2]:  # expired as the call ended: its cancel is not for the caller
@@ -1197,7 +1208,9 @@ class PostgresStore:
         committed but held back by an older running transaction are waited for, up to
         :attr:`frontier_wait` seconds of sleep, so that a read made after a write was
         acknowledged contains it unless the cluster has a long transaction open; rows
-        that commit during the wait are not waited for (a busy log would never settle)."""
+        that commit during the wait are not waited for (a busy log would never settle),
+        nor, by later polls, a frontier a whole wait could not move (a long
+        transaction: one wait per such transaction, not one per poll)."""
         if self.seq_tailer:
             return await self._changes_naive(cursor, limit)
 
@@ -1217,12 +1230,20 @@ class PostgresStore:
 
         waited, nap = 0.0, 0.001
         target: int | None = None  # the highest seq held back at the first look
+        first: int | None = None  # the frontier at the first look
         while True:
             batch, frontier, held_top = await self._run("changes", q)
             if held_top is None or not batch.complete:
                 return batch
-            target = held_top if target is None else target
-            if frontier > target or waited >= self.frontier_wait:
+            if target is None:
+                target, first = held_top, frontier
+                if frontier == self._stuck_frontier:
+                    return batch
+            if frontier > target:
+                return batch
+            if waited >= self.frontier_wait:
+                if frontier == first:
+                    self._stuck_frontier = frontier
                 return batch
             # Writes are short, so the older transaction usually ends within milliseconds;
             # under load (a descheduled backend) tens of them. Each try is a fresh
