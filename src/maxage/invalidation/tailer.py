@@ -27,7 +27,7 @@ from typing import Protocol
 from maxage import tracing
 from maxage.core.cache import Cache
 from maxage.core.types import Clock
-from maxage.core.wake import Wake, wait_woken
+from maxage.core.wake import wait_woken
 from maxage.hooks import Hooks
 from maxage.store.base import Change, Store
 
@@ -126,7 +126,7 @@ class Tailer:
         # Test hooks: a stalled tailer (watermark freezes), a cut or reordered batch, and
         # the ``error-path-drop`` mutant (forget failed invalidations, move on).
         self.hooks = hooks
-        self._wake = Wake()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
 

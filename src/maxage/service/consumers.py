@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from maxage.contracts import CollectionSpec
 from maxage.core.types import Clock
-from maxage.core.wake import Wake, wait_woken
+from maxage.core.wake import wait_woken
 from maxage.service.errors import DomainError, InvalidParameter, ValidationFailed
 from maxage.store.base import CursorRecord, Store
 
@@ -86,7 +86,7 @@ class Consumers:
         self.lags: list[Lag] = []  # the last computed lag of every cursor
         self._over: set[tuple[str, str]] = set()
         self._task: asyncio.Future[None] | None = None
-        self._stop = Wake()
+        self._stop = asyncio.Event()
 
     # -- readers ---------------------------------------------------------------------
 

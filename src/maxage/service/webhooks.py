@@ -46,7 +46,7 @@ import msgspec
 
 from maxage.contracts import CollectionSpec, WebhookSpec
 from maxage.core.types import Clock
-from maxage.core.wake import Wake, wait_woken
+from maxage.core.wake import wait_woken
 from maxage.service.consumers import WEBHOOK_PREFIX
 from maxage.service.errors import DomainError
 from maxage.service.representation import iso
@@ -131,7 +131,7 @@ class Webhooks:
         self._tasks: list[asyncio.Future[None]] = []
         # (collection, subscription) -> (position, lease_until) while this process delivers
         self._held: dict[tuple[str, str], tuple[int, float]] = {}
-        self._wake = Wake()
+        self._wake = asyncio.Event()
         self._random = random.Random()
 
     @property

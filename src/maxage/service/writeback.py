@@ -47,7 +47,7 @@ import msgspec
 
 from maxage.contracts import MAX_BATCH_OPERATIONS, CollectionSpec, ReadMode, WritePolicy
 from maxage.core.types import Clock
-from maxage.core.wake import Wake, wait_woken
+from maxage.core.wake import wait_woken
 from maxage.invalidation.tailer import doc_key
 from maxage.service import representation
 from maxage.service.errors import DocumentNotFound, DomainError, ValidationFailed
@@ -158,7 +158,7 @@ class WriteBack:
         self.entries: dict[str, Buffered] = {}
         self.stats = WriteBackStats()
         self.accepting = True
-        self._wake = Wake()
+        self._wake = asyncio.Event()
         self._task: asyncio.Future[None] | None = None
         self._slots = asyncio.Semaphore(FLUSH_CONCURRENCY)
 
