@@ -13,6 +13,7 @@ per path, and a call whose client disconnects before the answer is recorded in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 
@@ -76,6 +77,11 @@ class Upstream:
                         writer.close()
                         return
                     eof.cancel()
+                    # Awaited: until its cancellation has run, the read is still registered
+                    # with the reader, and the next readuntil() would raise RuntimeError
+                    # (another coroutine is already waiting), dropping the connection.
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await eof
                 if kind == "fail" or (kind == "flaky" and self.fail_flaky):
                     status, body, extra = 500, b"boom", ""
                 elif kind == "missing":
