@@ -29,7 +29,7 @@ import msgspec
 
 from maxage import __version__, docs_page, status, tracing
 from maxage.api import exposition, guard, openapi, responses, routes
-from maxage.api.http import accepts, expire_task, scan_headers
+from maxage.api.http import accepts, scan_headers
 from maxage.api.problems import PROBLEM_CONTENT_TYPE, render_problem
 from maxage.api.responses import AGE, CC, CL, CSTATUS, CT, ETAG, HIT_L1, JSON, RID
 from maxage.api.shedding import Shedder
@@ -45,6 +45,7 @@ from maxage.api.types import (
 )
 from maxage.contracts import CollectionSpec, Cors
 from maxage.core.metrics import Histogram
+from maxage.core.wake import expire_task
 from maxage.logs import trace_id
 from maxage.service import (
     LAGGING,
@@ -561,7 +562,7 @@ class App:
         # WATCH_DISCONNECT_AFTER, cancels it when the client disconnects. Most work ends
         # sooner and never pays for the watcher (a task and a pending receive(): measured
         # in docs/benchmarks.md). The deadline is a timer that cancels the task, what
-        # asyncio.timeout does, without its Timeout object (``http.expire_task``).
+        # asyncio.timeout does, without its Timeout object (``core.wake.expire_task``).
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from maxage.api.types import ClientDisconnected, HTTPProblem, Receive, Request
+from maxage.core.wake import expire_task
 from maxage.service.writes import ANY_VERSION
 
 _json_decoder = msgspec.json.Decoder()
@@ -113,17 +114,6 @@ def continue_trace(value: bytes) -> bytes:
     if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
         return f"00-{m.group(1)}-{span}-{m.group(3)}".encode()
     return f"00-{os.urandom(16).hex()}-{span}-01".encode()
-
-
-def expire_task(deadline: list[Any]) -> None:
-    """A deadline timer's callback: ``deadline`` is ``[task, task.cancelling() when the
-    timer was armed, expired]``; mark it expired and cancel the task. The waiter then
-    treats a CancelledError as its own timeout only if ``deadline[2]`` and
-    ``task.uncancel() <= deadline[1]`` (no one else cancelled the task meanwhile), and
-    uncancels once if the timer fired as the work ended: what ``asyncio.timeout`` does,
-    without its Timeout object (~18,000 instructions a use, callgrind)."""
-    deadline[2] = True
-    deadline[0].cancel()
 
 
 async def read_body(req: Request, receive: Receive, limit: int, timeout: float = 30.0) -> bytes:

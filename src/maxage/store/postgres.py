@@ -107,6 +107,7 @@ import asyncpg
 from maxage import tracing
 from maxage.contracts import MAX_BATCH_OPERATIONS, IndexSpec
 from maxage.core.types import Clock
+from maxage.core.wake import expire_task
 from maxage.hooks import Hooks
 from maxage.store.base import (
     CHANGE_OPS,
@@ -540,12 +541,6 @@ class _Pool:
                 waiter.set_exception(StoreError("postgres store is not open"))
 
 
-def _expire(deadline: list[Any]) -> None:
-    """A store call's deadline passed (``PostgresStore._timed``): cancel its task."""
-    deadline[2] = True
-    deadline[0].cancel()
-
-
 def _row_to_doc(row: Any) -> Document:
     return Document(
         collection=row["collection"],
@@ -713,7 +708,7 @@ class PostgresStore:
             task = asyncio.current_task()
             assert task is not None
             deadline: list[Any] = [task, task.cancelling(), False]  # task, its cancels, expired
-            timer = loop.call_at(loop.time() + self.timeout, _expire, deadline)
+            timer = loop.call_at(loop.time() + self.timeout, expire_task, deadline)
             try:
                 try:
                     # First come, first served (_Pool): asyncpg's pool let a caller that
