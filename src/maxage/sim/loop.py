@@ -130,6 +130,14 @@ class SimLoop(asyncio.BaseEventLoop):
     def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
     ) -> SimHandle:
+        return self._push_timer(
+            when, callback, args, context if context is not None else contextvars.copy_context()
+        )
+
+    def _push_timer(
+        self, when: float, callback: Callable[..., object], args: tuple[Any, ...], context: Any
+    ) -> SimHandle:
+        """A timer at ``when`` plus the loop's jitter (drawn from its seed), in the heap."""
         if self.jitter:
             when += self.random() * self.jitter
         timer = _new_handle(SimHandle)
@@ -137,7 +145,7 @@ class SimLoop(asyncio.BaseEventLoop):
         timer._when = when
         timer._callback = callback
         timer._args = args
-        timer._context = context if context is not None else contextvars.copy_context()
+        timer._context = context
         timer._cancelled = False
         self._timer_seq += 1
         heappush(self._timers, (when, self._timer_seq, timer))
@@ -148,18 +156,7 @@ class SimLoop(asyncio.BaseEventLoop):
         jitter included) without a coroutine of its own: a future the timer resolves.
         (A cancelled waiter leaves the timer to fire on a cancelled future: harmless.)"""
         future: asyncio.Future[None] = _Future(loop=self)
-        when = self.now + delay
-        if self.jitter:
-            when += self.random() * self.jitter
-        timer = _new_handle(SimHandle)
-        timer._loop = self
-        timer._when = when
-        timer._callback = _wake
-        timer._args = (future,)
-        timer._context = _NO_CONTEXT
-        timer._cancelled = False
-        self._timer_seq += 1
-        heappush(self._timers, (when, self._timer_seq, timer))
+        self._push_timer(self.now + delay, _wake, (future,), _NO_CONTEXT)
         return future
 
     def _process_events(self, event_list: Any) -> None:
