@@ -144,34 +144,24 @@ class _Proto:
 
 def _rsgi_caller(app: Any, path: str, setup: dict[str, Any]) -> Any:
     host = ("host", "127.0.0.1:8000")
+    body = b""
     if path == "cached":
-        cscope = _Scope("GET", f"/v1/products/{setup['id']}", "", [host])
-
-        async def one() -> int:
-            proto = _Proto(b"")
-            await app.__rsgi__(cscope, proto)
-            return proto.status
-
-        return one
-    if path == "strong":
+        scope = _Scope("GET", f"/v1/products/{setup['id']}", "", [host])
+    elif path == "strong":
         scope = _Scope("GET", f"/v1/products/{setup['id']}", "consistency=strong", [host])
-
-        async def one() -> int:
-            proto = _Proto(b"")
-            await app.__rsgi__(scope, proto)
-            return proto.status
     else:
+        body = POST_BODY
         headers = [
             host,
             ("content-type", "application/json"),
             ("content-length", str(len(POST_BODY))),
         ]
-        pscope = _Scope("POST", "/v1/products", "", headers)
+        scope = _Scope("POST", "/v1/products", "", headers)
 
-        async def one() -> int:
-            proto = _Proto(POST_BODY)
-            await app.__rsgi__(pscope, proto)
-            return proto.status
+    async def one() -> int:
+        proto = _Proto(body)
+        await app.__rsgi__(scope, proto)
+        return proto.status
 
     return one
 
